@@ -1,0 +1,274 @@
+"""The msgpack codec: passable values to bytes and back, with references left to the caller.
+
+docs/protocol.md is the normative description; this module is its Python
+implementation. Plain data maps onto msgpack's own types. Everything else is a
+msgpack *ext* value:
+
+=====  =====================  =================================================
+code   meaning                payload
+=====  =====================  =================================================
+1      bigint                 two's complement, big-endian, minimal length;
+                              only for ints outside [-2**63, 2**64)
+2      tagged                 msgpack array ``[tag: str, payload]``
+3      error                  msgpack array ``[name: str, message: str]`` or
+                              ``[name, message, traceback: str]``
+10     desc:import-object     position, unsigned big-endian, minimal length
+11     desc:import-promise    position
+12     desc:export            position
+13     desc:answer            position
+=====  =====================  =================================================
+
+Descriptors name positions in a session's tables; the codec does not interpret
+them. ``encode`` asks ``on_ref(obj)`` for the descriptor of each remotable or
+promise it meets; ``decode`` hands each descriptor to ``on_desc`` (or returns
+``Desc`` values when none is given).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import msgpack
+
+from .passable import RemoteError, Tagged
+
+__all__ = [
+    "Desc",
+    "CodecError",
+    "encode",
+    "decode",
+    "unpack",
+    "revive",
+    "EXT_BIGINT",
+    "EXT_TAGGED",
+    "EXT_ERROR",
+    "EXT_IMPORT_OBJECT",
+    "EXT_IMPORT_PROMISE",
+    "EXT_EXPORT",
+    "EXT_ANSWER",
+    "MAX_DEPTH",
+    "MAX_POSITION",
+    "MAX_BIGINT_BYTES",
+]
+
+EXT_BIGINT = 1
+EXT_TAGGED = 2
+EXT_ERROR = 3
+EXT_IMPORT_OBJECT = 10
+EXT_IMPORT_PROMISE = 11
+EXT_EXPORT = 12
+EXT_ANSWER = 13
+_DESC_CODES = frozenset({EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER})
+
+#: Deepest nesting of lists, records and tagged values. Real data rarely goes
+#: past a few dozen levels; 128 keeps recursive walks far from Python's
+#: recursion limit even on a worker thread's smaller stack.
+MAX_DEPTH = 128
+
+#: Largest table position: 2**53 - 1, the largest integer JavaScript numbers
+#: hold exactly, so the browser implementation can use plain numbers.
+MAX_POSITION = 2**53 - 1
+
+#: Largest bigint payload (4 KiB = 32768 bits). Bounds the cost of decoding
+#: and printing one number; cryptographic sizes fit comfortably.
+MAX_BIGINT_BYTES = 4096
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+class CodecError(ValueError):
+    """Bytes that are not a well-formed encoding, or a value that cannot be encoded."""
+
+
+class Desc(NamedTuple):
+    """A descriptor as it appears on the wire: which table (ext code) and which position."""
+
+    kind: int
+    position: int
+
+    @property
+    def kind_name(self) -> str:
+        return _DESC_NAMES.get(self.kind, str(self.kind))
+
+
+_DESC_NAMES = {
+    EXT_IMPORT_OBJECT: "import-object",
+    EXT_IMPORT_PROMISE: "import-promise",
+    EXT_EXPORT: "export",
+    EXT_ANSWER: "answer",
+}
+
+OnRef = Callable[[Any], Desc]
+OnDesc = Callable[[Desc], Any]
+
+# ---------------------------------------------------------------------------
+# encoding
+
+
+def _bigint_bytes(n: int) -> bytes:
+    length = (n + (n < 0)).bit_length() // 8 + 1
+    return n.to_bytes(length, "big", signed=True)
+
+
+def _position_bytes(pos: int) -> bytes:
+    return pos.to_bytes(max(1, (pos.bit_length() + 7) // 8), "big")
+
+
+def _no_refs(obj: Any) -> Desc:
+    raise TypeError(f"cannot encode {type(obj).__name__}: no session to pass references through")
+
+
+def _to_wire(value: Any, on_ref: OnRef, depth: int) -> Any:
+    t = type(value)
+    if t is str or t is bool or value is None or t is float or t is bytes:
+        return value
+    if t is int:
+        if _INT_MIN <= value <= _INT_MAX:
+            return value
+        data = _bigint_bytes(value)
+        if len(data) > MAX_BIGINT_BYTES:
+            raise TypeError(f"int too large to pass ({len(data)} bytes > {MAX_BIGINT_BYTES})")
+        return msgpack.ExtType(EXT_BIGINT, data)
+    if depth >= MAX_DEPTH:
+        raise TypeError(f"value nested deeper than {MAX_DEPTH} levels")
+    if t is list or t is tuple:
+        return [_to_wire(v, on_ref, depth + 1) for v in value]
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise TypeError(f"record keys must be str, not {type(k).__name__}")
+            out[k] = _to_wire(v, on_ref, depth + 1)
+        return out
+    if t is Desc:
+        return msgpack.ExtType(value.kind, _position_bytes(value.position))
+    if t is Tagged:
+        inner = [value.tag, _to_wire(value.payload, on_ref, depth + 1)]
+        return msgpack.ExtType(EXT_TAGGED, msgpack.packb(inner, use_bin_type=True))
+    if isinstance(value, BaseException):
+        err = RemoteError.from_exception(value)
+        fields = [err.name, err.message]
+        if err.remote_traceback is not None:
+            fields.append(err.remote_traceback)
+        return msgpack.ExtType(EXT_ERROR, msgpack.packb(fields, use_bin_type=True))
+    if t is bytearray or t is memoryview:
+        return bytes(value)
+    desc = on_ref(value)
+    return msgpack.ExtType(desc.kind, _position_bytes(desc.position))
+
+
+def encode(value: Any, on_ref: OnRef | None = None) -> bytes:
+    """Encode a passable value. Raises ``TypeError`` for anything not passable."""
+    return msgpack.packb(_to_wire(value, on_ref or _no_refs, 0), use_bin_type=True)
+
+
+# ---------------------------------------------------------------------------
+# decoding: ``unpack`` turns bytes into plain data with markers for the ext
+# values; ``revive`` walks that data, checks it, and turns markers into values.
+
+
+class _RawTagged(NamedTuple):
+    tag: str
+    payload: Any
+
+
+def _unpackb(data: bytes, depth: int) -> Any:
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        use_list=True,
+        strict_map_key=False,  # checked in revive, with a clearer message
+        ext_hook=_EXT_HOOKS[depth] if depth < len(_EXT_HOOKS) else _too_deep,
+    )
+
+
+def _too_deep(code: int, data: bytes) -> Any:
+    raise CodecError(f"value nested deeper than {MAX_DEPTH} levels")
+
+
+def _make_ext_hook(depth: int) -> Callable[[int, bytes], Any]:
+    def hook(code: int, data: bytes) -> Any:
+        if code in _DESC_CODES:
+            n = len(data)
+            if n == 0 or n > 7 or (data[0] == 0 and n > 1):
+                raise CodecError("malformed position")
+            pos = int.from_bytes(data, "big")
+            if pos > MAX_POSITION:
+                raise CodecError("position out of range")
+            return Desc(code, pos)
+        if code == EXT_BIGINT:
+            if not 0 < len(data) <= MAX_BIGINT_BYTES:
+                raise CodecError("bigint payload has a bad length")
+            n = int.from_bytes(data, "big", signed=True)
+            if _INT_MIN <= n <= _INT_MAX or len(data) != len(_bigint_bytes(n)):
+                raise CodecError("bigint is not in canonical form")
+            return n
+        if code == EXT_TAGGED:
+            inner = _unpackb(data, depth + 1)
+            if type(inner) is not list or len(inner) != 2 or type(inner[0]) is not str:
+                raise CodecError("tagged value must be [tag: str, payload]")
+            return _RawTagged(inner[0], inner[1])
+        if code == EXT_ERROR:
+            inner = _unpackb(data, depth + 1)
+            if (
+                type(inner) is not list
+                or len(inner) not in (2, 3)
+                or not all(type(x) is str for x in inner)
+            ):
+                raise CodecError("error must be [name: str, message: str, traceback?: str]")
+            return RemoteError(*inner)
+        raise CodecError(f"unknown ext type {code}")
+
+    return hook
+
+
+_EXT_HOOKS = [_make_ext_hook(d) for d in range(MAX_DEPTH)]
+
+
+def unpack(data: bytes) -> Any:
+    """First decoding step: msgpack bytes to plain data with ext markers. Raises CodecError."""
+    try:
+        return _unpackb(data, 0)
+    except CodecError:
+        raise
+    except RecursionError:
+        raise CodecError("value nested too deeply") from None
+    except Exception as e:  # msgpack's ValueError/StackError/ExtraData, bad UTF-8, ...
+        raise CodecError(f"not valid msgpack: {type(e).__name__}: {e}") from None
+
+
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def revive(value: Any, on_desc: OnDesc | None = None, depth: int = 0) -> Any:
+    """Second decoding step: check the data is passable and turn markers into values."""
+    t = type(value)
+    if t in _SCALARS:
+        return value
+    if depth >= MAX_DEPTH:
+        raise CodecError(f"value nested deeper than {MAX_DEPTH} levels")
+    if t is list:
+        for i, v in enumerate(value):
+            if type(v) not in _SCALARS:
+                value[i] = revive(v, on_desc, depth + 1)
+        return value
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str:
+                raise CodecError("record keys must be strings")
+            if type(v) not in _SCALARS:
+                value[k] = revive(v, on_desc, depth + 1)
+        return value
+    if t is Desc:
+        return value if on_desc is None else on_desc(value)
+    if t is _RawTagged:
+        return Tagged(value.tag, revive(value.payload, on_desc, depth + 1))
+    if t is RemoteError:
+        return value
+    raise CodecError(f"not a passable value: msgpack {t.__name__}")
+
+
+def decode(data: bytes, on_desc: OnDesc | None = None) -> Any:
+    """Decode one encoded value. Raises ``CodecError`` for malformed input."""
+    return revive(unpack(data), on_desc)

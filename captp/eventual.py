@@ -1,0 +1,131 @@
+"""Eventual send: ``E(target).method(*args)`` for local and remote targets alike.
+
+The result is always a ``Promise``. For a remote target the call is queued on
+the target's session; for a promise the call waits for (or, when the promise
+is a remote answer, is pipelined to) its resolution; for a local remotable the
+method runs now and its result (or coroutine) settles the promise.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Coroutine
+
+from .passable import RemoteError, interface_of, is_method_name
+from .promise import FULFILLED, PENDING, Promise
+
+__all__ = ["E", "eventual_send", "local_call"]
+
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
+
+
+def _system_spawn(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    # Used only for ``E(local).async_method()`` outside any session. The task
+    # is owned by the promise it settles and never raises (see local_call).
+    import trio
+
+    trio.lowlevel.spawn_system_task(fn)
+
+
+def local_call(
+    target: Any, method: str, args: tuple[Any, ...] | list[Any], spawn: Spawn | None = None
+) -> Promise:
+    """Call a public method of a local object; the promise settles with its result."""
+    if not is_method_name(method):
+        return Promise.rejected_with(RemoteError("TypeError", f"{method!r} is not a remote method name"))
+    fn = getattr(target, method, None)
+    if fn is None or not callable(fn):
+        iface = interface_of(target) or type(target).__name__
+        return Promise.rejected_with(RemoteError("TypeError", f"{iface} has no method {method!r}"))
+    try:
+        result = fn(*args)
+    except Exception as e:
+        return Promise.rejected_with(e)
+    if inspect.iscoroutine(result):
+        p = Promise()
+
+        async def run() -> None:
+            try:
+                value = await result
+            except Exception as e:
+                p._reject(e)
+            else:
+                p._resolve(value)
+
+        (spawn or _system_spawn)(run)
+        return p
+    if isinstance(result, Promise):
+        return result
+    return Promise.resolved(result)
+
+
+def eventual_send(
+    target: Any, method: str, args: tuple[Any, ...] | list[Any], spawn: Spawn | None = None
+) -> Promise:
+    """Send ``method(*args)`` to ``target`` wherever it is; return the result's promise."""
+    remote_send = getattr(type(target), "_captp_send", None)
+    if remote_send is not None:
+        return remote_send(target, method, args)
+    if isinstance(target, Promise):
+        if target._state == FULFILLED:
+            return eventual_send(target._result, method, args, spawn)
+        if target._state != PENDING:
+            return Promise.rejected_with(target._result)
+        p = Promise()
+
+        def forward(settled: Promise) -> None:
+            if settled._state == FULFILLED:
+                p._resolve(eventual_send(settled._result, method, args, spawn))
+            else:
+                p._reject(settled._result)
+
+        target.when_settled(forward)
+        return p
+    return local_call(target, method, args, spawn)
+
+
+def _send_only(target: Any, method: str, args: tuple[Any, ...]) -> None:
+    remote_send_only = getattr(type(target), "_captp_send_only", None)
+    if remote_send_only is not None:
+        remote_send_only(target, method, args)
+    else:
+        eventual_send(target, method, args)
+
+
+class _Sender:
+    __slots__ = ("_target", "_only")
+
+    def __init__(self, target: Any, only: bool) -> None:
+        self._target = target
+        self._only = only
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("__"):
+            raise AttributeError(method)
+        target, only = self._target, self._only
+
+        def call(*args: Any) -> Any:
+            if only:
+                _send_only(target, method, args)
+                return None
+            return eventual_send(target, method, args)
+
+        return call
+
+    def __repr__(self) -> str:
+        return f"E({self._target!r})"
+
+
+class _E:
+    """``E(x).m(*args)`` -> Promise; ``E.send_only(x).m(*args)`` -> None."""
+
+    def __call__(self, target: Any) -> Any:
+        return _Sender(target, False)
+
+    @staticmethod
+    def send_only(target: Any) -> Any:
+        """Fire-and-forget: the call is delivered, its result and errors are dropped."""
+        return _Sender(target, True)
+
+
+E = _E()

@@ -1,0 +1,151 @@
+"""What may cross a CapTP session: copy data, tagged records, errors and remotables.
+
+Copy data (None, bool, int of any size, float, str, bytes, lists/tuples and
+dicts with str keys) travels by value. A *remotable* travels by reference: the
+peer receives a proxy, and calls on the proxy become calls on the original.
+An object is remotable when its class is marked with ``@far("Iface")`` or when
+it was made by ``Far("Iface", method=...)``. Only its public methods (names
+not starting with ``_``) can be called remotely.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+__all__ = [
+    "far",
+    "Far",
+    "Tagged",
+    "RemoteError",
+    "is_remotable",
+    "interface_of",
+    "is_method_name",
+]
+
+_FAR_ATTR = "__captp_interface__"
+
+#: Method names a peer may call: an identifier that does not start with ``_``.
+#: This keeps dunder and private attributes out of reach of the wire.
+_METHOD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}\Z")
+
+T = TypeVar("T", bound=type)
+
+
+def far(interface: str) -> Callable[[T], T]:
+    """Class decorator: instances of the class are passed by reference.
+
+    >>> @far("Counter")
+    ... class Counter:
+    ...     def incr(self) -> int: ...
+    """
+    if not isinstance(interface, str) or not interface:
+        raise TypeError("far() needs a non-empty interface name")
+
+    def mark(cls: T) -> T:
+        setattr(cls, _FAR_ATTR, interface)
+        return cls
+
+    return mark
+
+
+class _FarRecord:
+    """A remotable made from loose functions by ``Far(iface, name=fn, ...)``."""
+
+    __slots__ = ("_interface", "_methods", "__weakref__")
+
+    def __init__(self, interface: str, methods: dict[str, Callable[..., Any]]) -> None:
+        self._interface = interface
+        self._methods = methods
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        try:
+            return self._methods[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        return f"<Far {self._interface}>"
+
+
+def Far(interface: str, **methods: Callable[..., Any]) -> Any:  # noqa: N802 - mirrors Endo's Far
+    """Make a remotable whose methods are the given callables.
+
+    >>> greeter = Far("Greeter", hello=lambda name: f"hello {name}")
+    """
+    if not isinstance(interface, str) or not interface:
+        raise TypeError("Far() needs a non-empty interface name")
+    for name, fn in methods.items():
+        if not is_method_name(name):
+            raise TypeError(f"Far(): {name!r} is not a valid remote method name")
+        if not callable(fn):
+            raise TypeError(f"Far(): method {name!r} is not callable")
+    return _FarRecord(interface, dict(methods))
+
+
+def is_remotable(obj: object) -> bool:
+    """True if ``obj`` is passed by reference (marked with ``far``/``Far``)."""
+    return type(obj) is _FarRecord or getattr(type(obj), _FAR_ATTR, None) is not None
+
+
+def interface_of(obj: object) -> str | None:
+    """The interface name of a remotable, or None for anything else."""
+    if type(obj) is _FarRecord:
+        return obj._interface  # type: ignore[attr-defined]
+    return getattr(type(obj), _FAR_ATTR, None)
+
+
+def is_method_name(name: object) -> bool:
+    """True if ``name`` may be used as a remote method name."""
+    return isinstance(name, str) and _METHOD_NAME.match(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """A tagged copy record: ``Tagged("point", {"x": 1})``. Both parts are copied."""
+
+    tag: str
+    payload: Any
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tag, str):
+            raise TypeError("Tagged.tag must be a str")
+
+
+class RemoteError(Exception):
+    """An error that crossed the wire: the remote exception's type name and message.
+
+    Tracebacks do not cross unless the session was opened with ``debug=True``;
+    then ``remote_traceback`` holds the peer's formatted traceback.
+    """
+
+    def __init__(self, name: str, message: str, remote_traceback: str | None = None) -> None:
+        super().__init__(f"{name}: {message}" if message else name)
+        self.name = name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, with_traceback: bool = False) -> RemoteError:
+        """Describe a local exception as it will be sent."""
+        if isinstance(exc, RemoteError):
+            return exc
+        tb = None
+        if with_traceback:
+            import traceback
+
+            tb = "".join(traceback.format_exception(exc))
+        return cls(type(exc).__name__, str(exc), tb)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, RemoteError)
+            and (self.name, self.message) == (other.name, other.message)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.message))
+
+    def __repr__(self) -> str:
+        return f"RemoteError({self.name!r}, {self.message!r})"

@@ -1,0 +1,154 @@
+"""Promises that settle through callbacks, so the sans-IO session can use them.
+
+A ``Promise`` is pending until it is fulfilled with a value or rejected with an
+exception; it never changes after that. Callbacks registered with
+``when_settled`` run synchronously at settlement (or at once if already
+settled), so no event loop is needed to move results around inside a session.
+Awaiting a promise (``await p``) is the only part that needs trio.
+
+Promises are passable: sending one to a peer gives the peer a promise that
+settles when this one does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Generator
+
+__all__ = ["Promise", "Resolver", "make_promise_kit"]
+
+log = logging.getLogger("captp")
+
+PENDING = 0
+FULFILLED = 1
+REJECTED = 2
+
+
+class Promise:
+    """An eventual value. Await it for the value, or raise its rejection."""
+
+    __slots__ = ("_state", "_result", "_callbacks", "__weakref__")
+
+    def __init__(self) -> None:
+        self._state = PENDING
+        self._result: Any = None
+        self._callbacks: list[Callable[[Promise], None]] | None = None
+
+    # -- inspection ---------------------------------------------------------
+    @property
+    def settled(self) -> bool:
+        return self._state != PENDING
+
+    @property
+    def fulfilled(self) -> bool:
+        return self._state == FULFILLED
+
+    @property
+    def rejected(self) -> bool:
+        return self._state == REJECTED
+
+    def result(self) -> Any:
+        """The value, or raise the rejection. Raises ``RuntimeError`` while pending."""
+        if self._state == FULFILLED:
+            return self._result
+        if self._state == REJECTED:
+            raise self._result
+        raise RuntimeError("promise is still pending")
+
+    def exception(self) -> BaseException | None:
+        """The rejection reason if rejected, else None."""
+        return self._result if self._state == REJECTED else None
+
+    # -- settlement (package-internal; users hold a Resolver) ---------------
+    def _settle(self, state: int, result: Any) -> None:
+        if self._state != PENDING:
+            return
+        self._state = state
+        self._result = result
+        callbacks, self._callbacks = self._callbacks, None
+        if callbacks:
+            for cb in callbacks:
+                try:
+                    cb(self)
+                except Exception:  # a broken callback must not stop the others
+                    log.exception("promise callback failed")
+
+    def _resolve(self, value: Any) -> None:
+        """Fulfill with ``value``, or follow it if it is itself a promise."""
+        if self._state != PENDING:
+            return
+        if isinstance(value, Promise):
+            if value is self:
+                self._settle(REJECTED, TypeError("a promise cannot resolve to itself"))
+                return
+            value.when_settled(self._adopt)
+        else:
+            self._settle(FULFILLED, value)
+
+    def _adopt(self, other: Promise) -> None:
+        self._settle(other._state, other._result)
+
+    def _reject(self, reason: BaseException) -> None:
+        self._settle(REJECTED, reason)
+
+    # -- observation ----------------------------------------------------------
+    def when_settled(self, callback: Callable[[Promise], None]) -> None:
+        """Call ``callback(self)`` once this promise settles (now, if it has)."""
+        if self._state != PENDING:
+            callback(self)
+        elif self._callbacks is None:
+            self._callbacks = [callback]
+        else:
+            self._callbacks.append(callback)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._state == PENDING:
+            yield from self._wait().__await__()
+        return self.result()
+
+    async def _wait(self) -> None:
+        import trio
+
+        event = trio.Event()
+        self.when_settled(lambda _p: event.set())
+        await event.wait()
+
+    def __repr__(self) -> str:
+        state = {PENDING: "pending", FULFILLED: "fulfilled", REJECTED: "rejected"}[self._state]
+        return f"<{type(self).__name__} {state}>"
+
+    # Convenience constructors.
+    @classmethod
+    def resolved(cls, value: Any) -> Promise:
+        p = cls()
+        p._resolve(value)
+        return p
+
+    @classmethod
+    def rejected_with(cls, reason: BaseException) -> Promise:
+        p = cls()
+        p._reject(reason)
+        return p
+
+
+class Resolver:
+    """The authority to settle one promise. Settling twice is a no-op."""
+
+    __slots__ = ("_promise",)
+
+    def __init__(self, promise: Promise) -> None:
+        self._promise = promise
+
+    def resolve(self, value: Any) -> None:
+        self._promise._resolve(value)
+
+    def reject(self, reason: BaseException) -> None:
+        if not isinstance(reason, BaseException):
+            raise TypeError("reject() needs an exception")
+        self._promise._reject(reason)
+
+
+def make_promise_kit() -> tuple[Promise, Resolver]:
+    """A new pending promise and the resolver that settles it."""
+    p = Promise()
+    return p, Resolver(p)

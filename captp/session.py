@@ -1,0 +1,771 @@
+"""The CapTP session: a pure state machine, one per connection (h11 style).
+
+Frames go in through ``receive_frame(bytes)``; frames to send come out of
+``data_to_send()``. Nothing here awaits or touches a socket. The trio drivers
+in ``captp.connection`` pump a session over a transport.
+
+The four tables (all per session, so a reference is only meaningful on the
+connection it was given on, which is what makes it unforgeable):
+
+- **exports**: position -> local object we gave the peer, with a wire count.
+  Position 0 is the bootstrap object. Positions are never reused.
+- **imports**: position -> our proxy for an object the peer gave us, with the
+  number of times it arrived (reported back in gc-exports as the wire delta).
+- **questions**: answer positions we allocated for calls we made.
+- **answers**: answer positions the peer allocated -> promise for the result.
+
+Any misbehaviour of the peer raises ``ProtocolError`` internally; the session
+then queues an ``abort`` frame, breaks every pending promise with
+``SessionAborted`` and ignores further input. The session is never left
+half-updated in a way that matters: after an abort nothing else happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Coroutine
+
+from . import codec
+from .codec import (
+    EXT_ANSWER,
+    EXT_EXPORT,
+    EXT_IMPORT_OBJECT,
+    EXT_IMPORT_PROMISE,
+    MAX_POSITION,
+    CodecError,
+    Desc,
+)
+from .passable import RemoteError, far, is_remotable
+from .promise import FULFILLED, PENDING, REJECTED, Promise
+from .eventual import E, eventual_send
+
+__all__ = [
+    "Session",
+    "Limits",
+    "ProtocolError",
+    "SessionAborted",
+    "RemoteRef",
+    "RemotePromise",
+    "PROTOCOL_VERSION",
+]
+
+log = logging.getLogger("captp")
+
+#: Sent in start-session; a peer speaking anything else is refused.
+PROTOCOL_VERSION = "ocapd-captp/1"
+
+OP_START = "start-session"
+OP_DELIVER = "deliver"
+OP_DELIVER_ONLY = "deliver-only"
+OP_LISTEN = "listen"
+OP_GC_EXPORTS = "gc-exports"
+OP_GC_ANSWERS = "gc-answers"
+OP_ABORT = "abort"
+
+# Abort reason codes. The wire reason is "<code>: <detail>"; tests compare codes.
+R_FRAME_TOO_LARGE = "frame-too-large"
+R_MALFORMED = "malformed-frame"
+R_UNKNOWN_OP = "unknown-op"
+R_BAD_ARITY = "bad-arity"
+R_BAD_FIELD = "bad-field"
+R_UNKNOWN_POSITION = "unknown-position"
+R_POSITION_IN_USE = "position-in-use"
+R_LIMIT = "limit-exceeded"
+R_VERSION = "version-mismatch"
+R_NOT_STARTED = "not-started"
+R_PEER_ABORT = "peer-aborted"
+R_CLOSED = "closed"
+R_DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Protocol limits; exceeding one aborts this session only.
+
+    The defaults follow the design: 16 MiB frames (large enough for a weblet
+    bundle sent as one value, small enough that a hostile peer cannot make us
+    buffer much), and table bounds that no honest peer approaches but that
+    cap the memory a hostile one can pin.
+    """
+
+    max_frame_size: int = 16 * 1024 * 1024
+    #: Calls the peer may have outstanding against us (answers table size).
+    max_answers: int = 65_536
+    #: Distinct objects we will export to one peer before refusing.
+    max_exports: int = 1_000_000
+    #: Distinct objects the peer may export to us.
+    max_imports: int = 1_000_000
+    #: Length of a method name on the wire.
+    max_method_length: int = 128
+    #: Length of an abort reason we keep.
+    max_reason_length: int = 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol. ``code`` is one of the reason codes above."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+
+
+class SessionAborted(ConnectionError):
+    """The session ended; every pending promise on it breaks with this.
+
+    ``code`` is the reason code, ``by_peer`` tells whether the peer sent the
+    abort (``code`` is then the peer's own code when it sent one of ours).
+    """
+
+    def __init__(self, code: str, detail: str = "", *, by_peer: bool = False) -> None:
+        text = f"{code}: {detail}" if detail else code
+        super().__init__(("peer aborted: " if by_peer else "session aborted: ") + text)
+        self.code = code
+        self.detail = detail
+        self.by_peer = by_peer
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.detail}" if self.detail else self.code
+
+
+def _split_reason(reason: str) -> tuple[str, str]:
+    code, sep, detail = reason.partition(": ")
+    return (code, detail) if sep else (reason, "")
+
+
+# ---------------------------------------------------------------------------
+# Proxies for what the peer gave us.
+
+
+class RemoteRef:
+    """A reference to an object the peer exported. Call it with ``E(ref).method()``."""
+
+    __slots__ = ("_session", "_position", "__weakref__")
+
+    def __init__(self, session: Session, position: int) -> None:
+        self._session = session
+        self._position = position
+
+    def __del__(self) -> None:
+        try:
+            self._session._drop_import(self._position, self)
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        return f"<RemoteRef {self._session.name}#{self._position}>"
+
+    def _captp_send(self, method: str, args: Any) -> Promise:
+        return self._session.send(self, method, args)
+
+    def _captp_send_only(self, method: str, args: Any) -> None:
+        self._session.send_only(self, method, args)
+
+
+class RemotePromise(Promise):
+    """A promise whose resolution is decided by the peer.
+
+    It is either an answer to a question we asked (``kind == "answer"``), which
+    can be pipelined on before it settles, or a promise the peer exported to us
+    (``kind == "import"``), which we listen to when someone first waits on it.
+    """
+
+    __slots__ = ("_session", "_kind", "_position", "_listening")
+
+    def __init__(self, session: Session, kind: str, position: int) -> None:
+        super().__init__()
+        self._session = session
+        self._kind = kind
+        self._position = position
+        self._listening = False
+
+    def when_settled(self, callback: Callable[[Promise], None]) -> None:
+        if self._state == PENDING and not self._listening:
+            self._listening = True
+            self._session._start_listening(self)
+        super().when_settled(callback)
+
+    def __del__(self) -> None:
+        try:
+            if self._kind == "answer":
+                self._session._drop_question(self._position)
+            else:
+                self._session._drop_import(self._position, self)
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        state = {PENDING: "pending", FULFILLED: "fulfilled", REJECTED: "rejected"}[self._state]
+        return f"<RemotePromise {self._session.name} {self._kind}#{self._position} {state}>"
+
+    def _captp_send(self, method: str, args: Any) -> Promise:
+        if self._state == FULFILLED:  # already resolved: send straight to the value
+            return eventual_send(self._result, method, args)
+        if self._state == REJECTED:
+            return Promise.rejected_with(self._result)
+        return self._session.send(self, method, args)  # pipelined
+
+    def _captp_send_only(self, method: str, args: Any) -> None:
+        if self._state == PENDING:
+            self._session.send_only(self, method, args)
+        elif self._state == FULFILLED:
+            E.send_only(self._result).__getattr__(method)(*args)
+
+
+class _ResultResolver:
+    """Exported to the peer so it can settle one of our promises: ``fulfill``/``break``."""
+
+    __slots__ = ("_promise", "__weakref__")
+
+    def __init__(self, promise: Promise) -> None:
+        self._promise = promise
+
+    def fulfill(self, value: Any = None) -> None:
+        self._promise._resolve(value)
+
+    def _break(self, reason: Any = None) -> None:
+        if not isinstance(reason, BaseException):
+            reason = RemoteError("Error", str(reason))
+        self._promise._reject(reason)
+
+
+setattr(_ResultResolver, "break", _ResultResolver._break)
+setattr(_ResultResolver, "__captp_interface__", "Resolver")
+
+
+class _Export:
+    __slots__ = ("obj", "wire_count", "is_promise")
+
+    def __init__(self, obj: Any, is_promise: bool) -> None:
+        self.obj = obj
+        self.wire_count = 0
+        self.is_promise = is_promise
+
+
+class _Import:
+    __slots__ = ("ref", "wire_count")
+
+    def __init__(self, ref: Any) -> None:
+        import weakref
+
+        self.ref = weakref.ref(ref)
+        self.wire_count = 0
+
+
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
+
+
+class Session:
+    """One side of one CapTP connection. See the module docstring.
+
+    ``bootstrap`` is the object the peer reaches at position 0 (None: an
+    object without methods). ``spawn`` runs coroutines returned by async
+    methods; the trio driver supplies its nursery. ``on_wakeup`` is called
+    (possibly from a finalizer) whenever new frames are waiting to be sent.
+    """
+
+    def __init__(
+        self,
+        bootstrap: Any = None,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        name: str = "session",
+        spawn: Spawn | None = None,
+        debug: bool = False,
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self.debug = debug
+        self.spawn = spawn
+        self.on_wakeup: Callable[[], None] | None = None
+        self._outbox: list[bytes] = []
+        self._aborted: SessionAborted | None = None
+        self._peer_started = False
+        self._exports: dict[int, _Export] = {}
+        self._export_pos_of: dict[int, int] = {}
+        self._next_export = 1
+        self._imports: dict[int, _Import] = {}
+        self._questions: set[int] = set()
+        self._next_question = 0
+        self._answers: dict[int, Promise] = {}
+        self._gc_exports: dict[int, int] = {}
+        self._gc_answers: list[int] = []
+        self._gc_lock = threading.RLock()
+        self.frames_in = 0
+        self.frames_out = 0
+        if bootstrap is None:
+            bootstrap = _NO_BOOTSTRAP
+        if isinstance(bootstrap, Promise):
+            raise TypeError("the bootstrap must be an object, not a promise")
+        self._exports[0] = _Export(bootstrap, False)
+        self._export_pos_of[id(bootstrap)] = 0
+        self._queue([OP_START, PROTOCOL_VERSION])
+
+    # -- public surface -------------------------------------------------------
+    @property
+    def aborted(self) -> SessionAborted | None:
+        """None while the session runs; afterwards, why it ended."""
+        return self._aborted
+
+    def bootstrap(self) -> RemoteRef:
+        """The peer's bootstrap object (its export position 0)."""
+        entry = self._imports.get(0)
+        proxy = entry.ref() if entry is not None else None
+        if proxy is None:
+            proxy = RemoteRef(self, 0)
+            if entry is None:
+                self._imports[0] = _Import(proxy)
+            else:
+                entry.ref = _Import(proxy).ref
+        return proxy  # type: ignore[return-value]
+
+    def receive_frame(self, frame: bytes) -> None:
+        """Process one incoming frame. Never raises for anything the peer sends."""
+        if self._aborted is not None:
+            return
+        self.frames_in += 1
+        try:
+            if len(frame) > self.limits.max_frame_size:
+                raise ProtocolError(R_FRAME_TOO_LARGE, f"{len(frame)} bytes")
+            try:
+                msg = codec.unpack(frame)
+            except CodecError as e:
+                raise ProtocolError(R_MALFORMED, str(e)) from None
+            self._dispatch(msg)
+        except ProtocolError as e:
+            self._fail(e.code, e.detail)
+        except CodecError as e:
+            self._fail(R_MALFORMED, str(e))
+
+    def data_to_send(self) -> list[bytes]:
+        """Frames waiting to go out, oldest first (msgpack payloads, unframed)."""
+        if self._aborted is None and (self._gc_exports or self._gc_answers):
+            self._flush_gc()
+        out, self._outbox = self._outbox, []
+        self.frames_out += len(out)
+        return out
+
+    def abort(self, reason: str = R_CLOSED) -> None:
+        """End the session from our side: tell the peer and break everything pending."""
+        if self._aborted is not None:
+            return
+        reason = reason[: self.limits.max_reason_length]
+        self._queue([OP_ABORT, reason])
+        code, detail = _split_reason(reason)
+        self._terminate(SessionAborted(code, detail))
+
+    def protocol_error(self, code: str, detail: str = "") -> None:
+        """The transport saw the peer break the protocol (bad framing): abort."""
+        self._fail(code, detail)
+
+    def connection_lost(self, detail: str = "") -> None:
+        """The transport closed under us: break everything pending, send nothing."""
+        if self._aborted is None:
+            self._terminate(SessionAborted(R_DISCONNECTED, detail))
+
+    def stats(self) -> dict[str, int]:
+        """Table sizes and message counts, for inspection."""
+        return {
+            "exports": len(self._exports),
+            "imports": len(self._imports),
+            "questions": len(self._questions),
+            "answers": len(self._answers),
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+        }
+
+    # -- sending ---------------------------------------------------------------
+    def _queue(self, message: list[Any]) -> None:
+        try:
+            frame = codec.encode(message, self._describe)
+        except _ExportLimit as e:
+            self._fail(R_LIMIT, str(e), local=True)
+            return
+        self._outbox.append(frame)
+        if len(self._outbox) == 1 and self.on_wakeup is not None:
+            self.on_wakeup()
+
+    def _target_desc(self, target: RemoteRef | RemotePromise) -> Desc:
+        if type(target) is RemoteRef:
+            return Desc(EXT_EXPORT, target._position)
+        if target._kind == "answer":
+            return Desc(EXT_ANSWER, target._position)
+        return Desc(EXT_EXPORT, target._position)
+
+    def send(
+        self, target: RemoteRef | RemotePromise, method: str, args: tuple[Any, ...] | list[Any]
+    ) -> RemotePromise:
+        """Queue a call on ``target`` (which must belong to this session); return its answer.
+
+        Arguments are encoded now: a non-passable argument raises ``TypeError``
+        here, not later.
+        """
+        if self._aborted is not None:
+            p = RemotePromise(self, "answer", -1)
+            p._reject(self._aborted)
+            return p
+        pos = self._next_question
+        self._next_question += 1
+        answer = RemotePromise(self, "answer", pos)
+        answer._listening = True  # the result comes to our resolver unasked
+        resolver = _ResultResolver(answer)
+        message = [OP_DELIVER, self._target_desc(target), method, list(args), pos, resolver]
+        try:
+            frame = codec.encode(message, self._describe)
+        except TypeError:
+            answer._position = -1  # nothing was sent; nothing to release
+            raise
+        except _ExportLimit as e:
+            self._fail(R_LIMIT, str(e), local=True)
+            answer._position = -1
+            answer._reject(self._aborted)  # type: ignore[arg-type]
+            return answer
+        self._questions.add(pos)
+        self._outbox.append(frame)
+        if len(self._outbox) == 1 and self.on_wakeup is not None:
+            self.on_wakeup()
+        return answer
+
+    def send_only(
+        self, target: RemoteRef | RemotePromise, method: str, args: tuple[Any, ...] | list[Any]
+    ) -> None:
+        """Queue a call whose result nobody wants (deliver-only)."""
+        if self._aborted is not None:
+            return
+        self._queue([OP_DELIVER_ONLY, self._target_desc(target), method, list(args)])
+
+    def _describe(self, obj: Any) -> Desc:
+        """The descriptor for ``obj`` as the peer will see it (encode callback)."""
+        tobj = type(obj)
+        if tobj is RemoteRef and obj._session is self:
+            return Desc(EXT_EXPORT, obj._position)
+        if tobj is RemotePromise and obj._session is self:
+            if obj._kind == "answer":
+                return Desc(EXT_ANSWER, obj._position)
+            return Desc(EXT_EXPORT, obj._position)
+        is_promise = isinstance(obj, Promise)
+        if not (is_promise or tobj is RemoteRef or tobj is _ResultResolver or is_remotable(obj)):
+            raise TypeError(
+                f"cannot pass a {tobj.__name__} by reference: mark its class with @far or use Far()"
+            )
+        pos = self._export_pos_of.get(id(obj))
+        if pos is None:
+            if len(self._exports) >= self.limits.max_exports:
+                raise _ExportLimit(f"more than {self.limits.max_exports} exports")
+            pos = self._next_export
+            self._next_export += 1
+            entry = _Export(obj, is_promise)
+            self._exports[pos] = entry
+            self._export_pos_of[id(obj)] = pos
+        else:
+            entry = self._exports[pos]
+        entry.wire_count += 1
+        return Desc(EXT_IMPORT_PROMISE if entry.is_promise else EXT_IMPORT_OBJECT, pos)
+
+    # -- receiving ---------------------------------------------------------------
+    def _dispatch(self, msg: Any) -> None:
+        if type(msg) is not list or not msg:
+            raise ProtocolError(R_MALFORMED, "a message must be a non-empty array")
+        op = msg[0]
+        if not self._peer_started:
+            if op == OP_ABORT:
+                self._on_abort(msg)
+                return
+            if op != OP_START:
+                raise ProtocolError(R_NOT_STARTED, "expected start-session first")
+        handler = _HANDLERS.get(op) if type(op) is str else None
+        if handler is None:
+            raise ProtocolError(R_UNKNOWN_OP, repr(op)[:64])
+        arity = _ARITY[op]
+        if len(msg) != arity:
+            raise ProtocolError(R_BAD_ARITY, f"{op} takes {arity - 1} fields, got {len(msg) - 1}")
+        handler(self, msg)
+
+    def _on_start(self, msg: list[Any]) -> None:
+        if self._peer_started:
+            raise ProtocolError(R_BAD_FIELD, "duplicate start-session")
+        if msg[1] != PROTOCOL_VERSION:
+            raise ProtocolError(R_VERSION, f"peer speaks {str(msg[1])[:64]!r}")
+        self._peer_started = True
+
+    def _local_target(self, desc: Any) -> Any:
+        """The local thing a deliver/listen target names: our export or our answer."""
+        if type(desc) is not Desc:
+            raise ProtocolError(R_BAD_FIELD, "target must be a descriptor")
+        if desc.kind == EXT_EXPORT:
+            entry = self._exports.get(desc.position)
+            if entry is None:
+                raise ProtocolError(R_UNKNOWN_POSITION, f"export {desc.position}")
+            return entry.obj
+        if desc.kind == EXT_ANSWER:
+            answer = self._answers.get(desc.position)
+            if answer is None:
+                raise ProtocolError(R_UNKNOWN_POSITION, f"answer {desc.position}")
+            return answer
+        raise ProtocolError(R_BAD_FIELD, f"cannot target {desc.kind_name}")
+
+    def _revive_desc(self, desc: Desc) -> Any:
+        kind, pos = desc
+        if kind == EXT_IMPORT_OBJECT or kind == EXT_IMPORT_PROMISE:
+            entry = self._imports.get(pos)
+            proxy = entry.ref() if entry is not None else None
+            if proxy is None:
+                if entry is None and len(self._imports) >= self.limits.max_imports:
+                    raise ProtocolError(R_LIMIT, f"more than {self.limits.max_imports} imports")
+                if kind == EXT_IMPORT_OBJECT:
+                    proxy = RemoteRef(self, pos)
+                else:
+                    proxy = RemotePromise(self, "import", pos)
+                if entry is None:
+                    entry = self._imports[pos] = _Import(proxy)
+                else:  # the old proxy died but its finalizer has not run yet
+                    entry.ref = _Import(proxy).ref
+            elif (type(proxy) is RemoteRef) != (kind == EXT_IMPORT_OBJECT):
+                raise ProtocolError(R_BAD_FIELD, f"position {pos} changed between object and promise")
+            entry.wire_count += 1
+            return proxy
+        return self._local_target(desc)
+
+    def _revive_args(self, args: Any) -> list[Any]:
+        if type(args) is not list:
+            raise ProtocolError(R_BAD_FIELD, "args must be an array")
+        try:
+            return codec.revive(args, self._revive_desc)
+        except CodecError as e:
+            raise ProtocolError(R_MALFORMED, str(e)) from None
+
+    def _check_method(self, method: Any) -> str:
+        if type(method) is not str or len(method) > self.limits.max_method_length:
+            raise ProtocolError(R_BAD_FIELD, "method must be a short string")
+        return method
+
+    def _on_deliver(self, msg: list[Any]) -> None:
+        _, target_desc, method, args, answer_pos, resolve_me = msg
+        self._check_method(method)
+        if answer_pos is not None:
+            if type(answer_pos) is not int or not 0 <= answer_pos <= MAX_POSITION:
+                raise ProtocolError(R_BAD_FIELD, "answer position must be null or 0..2**53-1")
+            if answer_pos in self._answers:
+                raise ProtocolError(R_POSITION_IN_USE, f"answer {answer_pos}")
+            if len(self._answers) >= self.limits.max_answers:
+                raise ProtocolError(R_LIMIT, f"more than {self.limits.max_answers} pending answers")
+        if resolve_me is not None:
+            if type(resolve_me) is not Desc or resolve_me.kind != EXT_IMPORT_OBJECT:
+                raise ProtocolError(R_BAD_FIELD, "resolve_me must be null or an import-object")
+        target = self._local_target(target_desc)
+        args = self._revive_args(args)
+        resolver = self._revive_desc(resolve_me) if resolve_me is not None else None
+        result = self._call(target, method, args)
+        if answer_pos is not None:
+            self._answers[answer_pos] = result
+        if resolver is not None:
+            result.when_settled(self._reporter(resolver))
+
+    def _on_deliver_only(self, msg: list[Any]) -> None:
+        _, target_desc, method, args = msg
+        self._check_method(method)
+        target = self._local_target(target_desc)
+        args = self._revive_args(args)
+        result = self._call(target, method, args)
+        result.when_settled(_log_unobserved_failure)
+
+    def _on_listen(self, msg: list[Any]) -> None:
+        _, target_desc, resolver_desc, wants_partial = msg
+        if type(resolver_desc) is not Desc or resolver_desc.kind != EXT_IMPORT_OBJECT:
+            raise ProtocolError(R_BAD_FIELD, "listen resolver must be an import-object")
+        if type(wants_partial) is not bool:
+            raise ProtocolError(R_BAD_FIELD, "wants_partial must be a boolean")
+        target = self._local_target(target_desc)
+        resolver = self._revive_desc(resolver_desc)
+        report = self._reporter(resolver)
+        if isinstance(target, Promise):
+            target.when_settled(report)
+        else:
+            report(Promise.resolved(target))
+
+    def _on_gc_exports(self, msg: list[Any]) -> None:
+        _, positions, deltas = msg
+        if type(positions) is not list or type(deltas) is not list or len(positions) != len(deltas):
+            raise ProtocolError(R_BAD_FIELD, "gc-exports needs two arrays of equal length")
+        for pos, delta in zip(positions, deltas):
+            if type(pos) is not int or type(delta) is not int or delta <= 0:
+                raise ProtocolError(R_BAD_FIELD, "gc-exports entries must be positive integers")
+            entry = self._exports.get(pos)
+            if entry is None:
+                raise ProtocolError(R_UNKNOWN_POSITION, f"gc of export {pos}")
+            if delta > entry.wire_count:
+                raise ProtocolError(R_BAD_FIELD, f"gc of export {pos} by more than was sent")
+            entry.wire_count -= delta
+            if entry.wire_count == 0 and pos != 0:
+                del self._exports[pos]
+                del self._export_pos_of[id(entry.obj)]
+
+    def _on_gc_answers(self, msg: list[Any]) -> None:
+        positions = msg[1]
+        if type(positions) is not list:
+            raise ProtocolError(R_BAD_FIELD, "gc-answers needs an array")
+        for pos in positions:
+            if type(pos) is not int or pos not in self._answers:
+                raise ProtocolError(R_UNKNOWN_POSITION, f"gc of answer {pos!r}"[:80])
+            del self._answers[pos]
+
+    def _on_abort(self, msg: list[Any]) -> None:
+        reason = msg[1] if len(msg) == 2 and type(msg[1]) is str else "abort"
+        reason = reason[: self.limits.max_reason_length]
+        code, detail = _split_reason(reason)
+        self._terminate(SessionAborted(code, detail, by_peer=True))
+
+    # -- calling local objects ----------------------------------------------------
+    def _call(self, target: Any, method: str, args: list[Any]) -> Promise:
+        """Invoke ``method`` on a local target, or forward to wherever it lives."""
+        return eventual_send(target, method, args, spawn=self.spawn)
+
+    def _wire_error(self, e: BaseException) -> RemoteError:
+        return RemoteError.from_exception(e, with_traceback=self.debug)
+
+    def _reporter(self, resolver: Any) -> Callable[[Promise], None]:
+        """A callback that tells the peer's resolver how a promise settled."""
+
+        def report(p: Promise) -> None:
+            if self._aborted is not None:
+                return
+            if p._state == FULFILLED:
+                try:
+                    self._queue(
+                        [OP_DELIVER_ONLY, Desc(EXT_EXPORT, resolver._position), "fulfill", [p._result]]
+                    )
+                    return
+                except TypeError as e:
+                    err: BaseException = RemoteError("TypeError", f"result is not passable: {e}")
+            else:
+                err = p._result
+                if not isinstance(err, RemoteError):
+                    err = self._wire_error(err)
+            self._queue([OP_DELIVER_ONLY, Desc(EXT_EXPORT, resolver._position), "break", [err]])
+
+        return report
+
+    def _start_listening(self, promise: RemotePromise) -> None:
+        if self._aborted is not None:
+            promise._reject(self._aborted)
+            return
+        if promise._position < 0:
+            return
+        self._queue(
+            [OP_LISTEN, Desc(EXT_EXPORT, promise._position), _ResultResolver(promise), False]
+        )
+
+    # -- garbage collection ----------------------------------------------------------
+    def _drop_import(self, pos: int, proxy: Any) -> None:
+        # Called from a finalizer: may run on any thread, at any time.
+        with self._gc_lock:
+            entry = self._imports.get(pos)
+            if entry is None:
+                return
+            current = entry.ref()
+            if current is not None and current is not proxy:
+                return  # a newer proxy took over this position
+            del self._imports[pos]
+            if entry.wire_count and self._aborted is None:
+                self._gc_exports[pos] = self._gc_exports.get(pos, 0) + entry.wire_count
+                self._wake_for_gc()
+
+    def _drop_question(self, pos: int) -> None:
+        with self._gc_lock:
+            if pos in self._questions:
+                self._questions.discard(pos)
+                if self._aborted is None:
+                    self._gc_answers.append(pos)
+                    self._wake_for_gc()
+
+    def _wake_for_gc(self) -> None:
+        if not self._outbox and self.on_wakeup is not None:
+            try:
+                self.on_wakeup()
+            except Exception:  # pragma: no cover - driver gone
+                pass
+
+    def _flush_gc(self) -> None:
+        with self._gc_lock:
+            gc_exports, self._gc_exports = self._gc_exports, {}
+            gc_answers, self._gc_answers = self._gc_answers, []
+        if gc_exports:
+            self._outbox.append(
+                codec.encode([OP_GC_EXPORTS, list(gc_exports), list(gc_exports.values())])
+            )
+        if gc_answers:
+            self._outbox.append(codec.encode([OP_GC_ANSWERS, gc_answers]))
+
+    # -- ending ------------------------------------------------------------------------
+    def _fail(self, code: str, detail: str, *, local: bool = False) -> None:
+        if self._aborted is not None:
+            return
+        log.debug("%s: aborting: %s: %s", self.name, code, detail)
+        reason = f"{code}: {detail}"[: self.limits.max_reason_length] if detail else code
+        try:
+            self._outbox.append(codec.encode([OP_ABORT, reason]))
+        except Exception:  # pragma: no cover - the reason is a str
+            pass
+        self._terminate(SessionAborted(code, detail))
+        if self.on_wakeup is not None:
+            self.on_wakeup()
+
+    def _terminate(self, reason: SessionAborted) -> None:
+        self._aborted = reason
+        exports, self._exports = self._exports, {}
+        self._export_pos_of = {}
+        answers, self._answers = self._answers, {}
+        self._gc_exports.clear()
+        self._gc_answers.clear()
+        # Break every promise the peer was going to settle for us.
+        for entry in exports.values():
+            if type(entry.obj) is _ResultResolver:
+                entry.obj._promise._reject(reason)
+        for entry in list(self._imports.values()):
+            proxy = entry.ref()
+            if isinstance(proxy, Promise):
+                proxy._reject(reason)
+        del answers
+
+
+class _ExportLimit(Exception):
+    pass
+
+
+@far("NoBootstrap")
+class _NoBootstrap:
+    """What a peer reaches at position 0 when this side offers nothing."""
+
+
+_NO_BOOTSTRAP = _NoBootstrap()
+
+
+def _log_unobserved_failure(p: Promise) -> None:
+    if p._state == REJECTED:
+        log.debug("deliver-only call failed: %r", p._result)
+
+
+_HANDLERS: dict[str, Callable[[Session, list[Any]], None]] = {
+    OP_START: Session._on_start,
+    OP_DELIVER: Session._on_deliver,
+    OP_DELIVER_ONLY: Session._on_deliver_only,
+    OP_LISTEN: Session._on_listen,
+    OP_GC_EXPORTS: Session._on_gc_exports,
+    OP_GC_ANSWERS: Session._on_gc_answers,
+    OP_ABORT: Session._on_abort,
+}
+_ARITY = {
+    OP_START: 2,
+    OP_DELIVER: 6,
+    OP_DELIVER_ONLY: 4,
+    OP_LISTEN: 4,
+    OP_GC_EXPORTS: 3,
+    OP_GC_ANSWERS: 2,
+    OP_ABORT: 2,
+}

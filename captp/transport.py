@@ -1,0 +1,185 @@
+"""Message transports for CapTP: how frames travel. Thin on purpose.
+
+A transport moves whole frames (one encoded message each). Three kinds:
+
+- ``FramedStream``: any ``trio.abc.Stream`` (Unix socket, TCP, subprocess
+  pipes), each frame preceded by its length as a 4-byte big-endian unsigned
+  integer.
+- ``WebSocketTransport``: one binary WebSocket message per frame
+  (trio-websocket client or server connection).
+- ``memory_transport_pair()``: two transports joined in memory, for tests.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Protocol
+
+import trio
+
+from .session import DEFAULT_LIMITS, R_FRAME_TOO_LARGE, R_MALFORMED, ProtocolError
+
+__all__ = [
+    "MessageTransport",
+    "TransportClosed",
+    "FramedStream",
+    "WebSocketTransport",
+    "MemoryTransport",
+    "memory_transport_pair",
+    "stdio_stream",
+]
+
+_HEADER = struct.Struct(">I")
+#: Read size for stream transports: one syscall usually brings many small frames.
+_READ_SIZE = 65_536
+
+
+class TransportClosed(Exception):
+    """The other end went away (EOF, reset or WebSocket close)."""
+
+
+class MessageTransport(Protocol):
+    """What the driver needs from a transport."""
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        """Send these frames in order. Raises TransportClosed if the peer is gone."""
+
+    async def receive_frame(self) -> bytes:
+        """The next frame. Raises TransportClosed at the end, ProtocolError on bad framing."""
+
+    async def aclose(self) -> None:
+        """Close; idempotent."""
+
+
+class FramedStream:
+    """Length-prefixed frames over a byte stream."""
+
+    def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int = DEFAULT_LIMITS.max_frame_size):
+        self.stream = stream
+        self.max_frame_size = max_frame_size
+        self._buf = bytearray()
+        self._pos = 0
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        pack = _HEADER.pack
+        if len(frames) == 1:
+            data = pack(len(frames[0])) + frames[0]
+        else:
+            data = b"".join([part for f in frames for part in (pack(len(f)), f)])
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            raise TransportClosed(str(e)) from None
+
+    async def _fill(self, need: int) -> None:
+        """Read until at least ``need`` unread bytes are buffered."""
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        while len(self._buf) - self._pos < need:
+            try:
+                chunk = await self.stream.receive_some(max(_READ_SIZE, need))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                raise TransportClosed(str(e)) from None
+            if not chunk:
+                raise TransportClosed("end of stream")
+            if self._pos > _READ_SIZE:  # compact now and then, not on every frame
+                del self._buf[: self._pos]
+                self._pos = 0
+            self._buf += chunk
+
+    async def receive_frame(self) -> bytes:
+        await self._fill(4)
+        (length,) = _HEADER.unpack_from(self._buf, self._pos)
+        if length > self.max_frame_size:
+            raise ProtocolError(R_FRAME_TOO_LARGE, f"{length} bytes announced")
+        await self._fill(4 + length)
+        start = self._pos + 4
+        self._pos = start + length
+        return bytes(self._buf[start : self._pos])
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, OSError):
+                pass
+
+
+class WebSocketTransport:
+    """One binary WebSocket message per frame (trio-websocket connection)."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        from trio_websocket import ConnectionClosed
+
+        try:
+            for frame in frames:
+                await self.ws.send_message(frame)
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            raise TransportClosed(str(e)) from None
+
+    async def receive_frame(self) -> bytes:
+        from trio_websocket import ConnectionClosed
+
+        try:
+            message = await self.ws.get_message()
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            raise TransportClosed(str(e)) from None
+        if not isinstance(message, bytes):
+            raise ProtocolError(R_MALFORMED, "text WebSocket message; CapTP frames are binary")
+        return message
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            try:
+                await self.ws.aclose()
+            except Exception:  # closing a broken socket is not an error worth raising
+                pass
+
+
+class MemoryTransport:
+    """One end of an in-memory pair (see ``memory_transport_pair``)."""
+
+    def __init__(self, send: trio.MemorySendChannel[bytes], receive: trio.MemoryReceiveChannel[bytes]):
+        self._send = send
+        self._receive = receive
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        try:
+            for frame in frames:
+                await self._send.send(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            raise TransportClosed(str(e) or "peer closed") from None
+
+    async def receive_frame(self) -> bytes:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
+            raise TransportClosed("peer closed") from None
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+        await self._receive.aclose()
+
+
+def memory_transport_pair(buffer: int = 1024) -> tuple[MemoryTransport, MemoryTransport]:
+    """Two transports joined back to back."""
+    a_send, b_receive = trio.open_memory_channel[bytes](buffer)
+    b_send, a_receive = trio.open_memory_channel[bytes](buffer)
+    return MemoryTransport(a_send, a_receive), MemoryTransport(b_send, b_receive)
+
+
+def stdio_stream() -> trio.StapledStream:
+    """This process's stdin (receive) and stdout (send) as one trio stream.
+
+    For a subprocess speaking CapTP over its pipes; nothing else may then
+    write to stdout.
+    """
+    import os
+
+    return trio.StapledStream(
+        trio.lowlevel.FdStream(os.dup(1)), trio.lowlevel.FdStream(os.dup(0))
+    )
