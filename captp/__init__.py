@@ -9,16 +9,17 @@ protocol; ``open_connection`` and friends drive it over trio transports.
 
     async with open_stream_connection(stream, Greeter()) as conn:
         print(await E(conn.bootstrap()).hello("world"))
+
+The trio drivers are imported on first use, so a program that only drives a
+``Session`` itself (a blocking command-line client) never pays for importing trio.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .codec import CodecError, Desc, decode, encode
-from .connection import (
-    Connection,
-    open_connection,
-    open_memory_pair,
-    open_stream_connection,
-    open_websocket_connection,
-)
 from .eventual import E
 from .passable import Far, RemoteError, Tagged, far, interface_of, is_remotable
 from .promise import Promise, Resolver, make_promise_kit
@@ -31,24 +32,37 @@ from .session import (
     Session,
     SessionAborted,
 )
-from .transport import (
-    FramedStream,
-    MessageTransport,
-    TransportClosed,
-    WebSocketTransport,
-    memory_transport_pair,
-    stdio_stream,
-)
+
+_LAZY = {
+    "Connection": "connection",
+    "open_connection": "connection",
+    "open_memory_pair": "connection",
+    "open_stream_connection": "connection",
+    "open_websocket_connection": "connection",
+    "FramedStream": "transport",
+    "MessageTransport": "transport",
+    "TransportClosed": "transport",
+    "WebSocketTransport": "transport",
+    "memory_transport_pair": "transport",
+    "stdio_stream": "transport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'captp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CodecError",
-    "Connection",
     "Desc",
     "E",
     "Far",
-    "FramedStream",
     "Limits",
-    "MessageTransport",
     "PROTOCOL_VERSION",
     "Promise",
     "ProtocolError",
@@ -59,18 +73,11 @@ __all__ = [
     "Session",
     "SessionAborted",
     "Tagged",
-    "TransportClosed",
-    "WebSocketTransport",
     "decode",
     "encode",
     "far",
     "interface_of",
     "is_remotable",
     "make_promise_kit",
-    "memory_transport_pair",
-    "open_connection",
-    "open_memory_pair",
-    "open_stream_connection",
-    "open_websocket_connection",
-    "stdio_stream",
+    *_LAZY,
 ]
