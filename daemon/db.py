@@ -1,0 +1,561 @@
+"""The daemon's one SQLite file: formulas, pet names, mail, metadata and blobs.
+
+The daemon's model is "load everything at startup, then only write": formulas
+are immutable, and pet stores and mailboxes live in memory, so reads are plain
+synchronous loaders and every write goes through :meth:`Database.commit`.
+Loaders use a connection of their own, so they see committed data only, and
+may be called from any thread (``read_blob`` of a large blob through
+``trio.to_thread``, say).
+
+Writes. A :class:`Batch` records writes (nothing touches the file); ``commit``
+applies a batch as one atomic transaction and returns only once it is
+committed. All writes run one at a time on a worker thread, behind a
+``trio.CapacityLimiter(1)``. Commits are *group-committed*: batches whose
+``commit`` is called while a transaction is running wait, and the next
+transaction takes all of them at once - one thread hop and one COMMIT for the
+group, and one wake-up per waiting caller. If a group's transaction fails,
+each of its batches is retried alone, so a bad batch fails only its own
+caller.
+
+Durability. WAL journal, ``synchronous=NORMAL``. In WAL mode a COMMIT
+``write()``s the transaction's pages into the WAL file before returning; NORMAL
+skips only the fsync, which happens at checkpoints. The data is then in the
+operating system's page cache, which a killed process (even ``kill -9``) does
+not take with it, and the next open replays the WAL. So every commit that
+returned survives a crash of the daemon; only a crash of the machine (power
+loss, kernel panic) can lose the last transactions - and even then the file
+stays consistent. ``synchronous=FULL`` would add an fsync per group.
+
+Blobs live in the ``blobs`` table rather than in files under ``paths.blobs``:
+a blob then shares the same transactions, group commit and durability
+argument as everything else, a blob and the formula that names it can be
+committed together (:meth:`Batch.put_blob`), and no crash can leave a
+half-written or orphaned file behind. Blobs are content-addressed (sha256).
+
+Foreign keys are off: the in-memory formula graph is the daemon's, and
+removing formulas and names happens in whatever order a batch lists it. The
+schema does check the spelling of every formula id.
+
+Schema. ``meta.schema_version`` counts the :data:`MIGRATIONS` applied; opening
+a file applies the missing ones in order, each in its own transaction. A new
+schema = one more function appended to ``MIGRATIONS`` (never edit a shipped
+one) + one more case in tests/test_db.py's upgrade test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+import sqlite_utils
+import trio
+from pydantic import BaseModel
+
+__all__ = [
+    "Batch",
+    "Database",
+    "DatabaseClosed",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SchemaTooNew",
+    "blob_hash",
+    "migrate",
+    "schema_version",
+]
+
+# How long a statement waits for a lock held by another connection (the
+# daemon's own reader, or someone inspecting the file with the sqlite3 shell)
+# before failing.
+BUSY_TIMEOUT_SECONDS = 5.0
+
+_T = TypeVar("_T")
+_Op = tuple[str, tuple[Any, ...]]
+
+
+class DatabaseClosed(RuntimeError):
+    """The database was closed; nothing more can be written."""
+
+
+class SchemaTooNew(RuntimeError):
+    """The file was written by a newer ocapd, whose schema this one does not know."""
+
+
+# ---- schema --------------------------------------------------------------------------------
+
+_ID_CHECK = "length({0}) = 64 AND {0} NOT GLOB '*[^0-9a-f]*'"
+
+
+def _schema_1(db: sqlite_utils.Database) -> None:
+    """Formulas, pet names, mail, metadata and blobs."""
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID")
+    db.execute(
+        f"""CREATE TABLE formulas (
+            id TEXT PRIMARY KEY NOT NULL CHECK ({_ID_CHECK.format("id")}),
+            type TEXT NOT NULL,
+            body TEXT NOT NULL  -- the formula as JSON, "type" included
+        )"""
+    )
+    db.execute(
+        f"""CREATE TABLE names (
+            store TEXT NOT NULL CHECK ({_ID_CHECK.format("store")}),
+            name TEXT NOT NULL,
+            formula TEXT NOT NULL CHECK ({_ID_CHECK.format("formula")}),
+            PRIMARY KEY (store, name)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        f"""CREATE TABLE messages (
+            mailbox TEXT NOT NULL CHECK ({_ID_CHECK.format("mailbox")}),
+            number INTEGER NOT NULL CHECK (typeof(number) = 'integer'),
+            record TEXT NOT NULL,  -- JSON
+            PRIMARY KEY (mailbox, number)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        f"""CREATE TABLE blobs (
+            sha256 TEXT PRIMARY KEY NOT NULL CHECK ({_ID_CHECK.format("sha256")}),
+            data BLOB NOT NULL
+        )"""
+    )
+
+
+# MIGRATIONS[n] takes a file from schema version n to n + 1 (version 0 = empty).
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_schema_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front, so a transaction never fails
+    # half-way for want of it.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    """The schema version of an open file (0 for a new, empty one)."""
+    if "meta" not in db.table_names():
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: sqlite_utils.Database, target: int | None = None) -> int:
+    """Apply the missing migrations up to ``target`` (default: all), one transaction each.
+
+    Returns the version reached. Raises :class:`SchemaTooNew` if the file is
+    ahead of :data:`MIGRATIONS`; a migration that fails leaves the file at the
+    version before it.
+    """
+    latest = len(MIGRATIONS)
+    target = latest if target is None else target
+    version = schema_version(db)
+    if version > latest:
+        raise SchemaTooNew(
+            f"database schema version {version} is newer than this ocapd knows ({latest}); "
+            "use a newer ocapd"
+        )
+    while version < target:
+        with _transaction(db.conn):
+            MIGRATIONS[version](db)
+            version += 1
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                [str(version)],
+            )
+    return version
+
+
+# ---- writes --------------------------------------------------------------------------------
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
+def blob_hash(data: bytes) -> str:
+    """The content address of ``data``: its sha256, lower-case hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+_PUT_FORMULA = "INSERT OR REPLACE INTO formulas (id, type, body) VALUES (?, ?, ?)"
+_DELETE_FORMULA = "DELETE FROM formulas WHERE id = ?"
+_SET_NAME = "INSERT OR REPLACE INTO names (store, name, formula) VALUES (?, ?, ?)"
+_REMOVE_NAME = "DELETE FROM names WHERE store = ? AND name = ?"
+_PUT_MESSAGE = "INSERT OR REPLACE INTO messages (mailbox, number, record) VALUES (?, ?, ?)"
+_DELETE_MESSAGE = "DELETE FROM messages WHERE mailbox = ? AND number = ?"
+_SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+_PUT_BLOB = "INSERT OR IGNORE INTO blobs (sha256, data) VALUES (?, ?)"
+
+
+class Batch:
+    """Writes to apply together, in order, as one transaction (see :meth:`Database.commit`).
+
+    The methods only record; values are serialized here, so a value that cannot
+    be stored (not JSON-able) raises at the call, in the caller's task.
+    """
+
+    __slots__ = ("_ops",)
+
+    def __init__(self) -> None:
+        self._ops: list[_Op] = []
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def put_formula(self, formula_id: str, formula: Mapping[str, Any] | BaseModel) -> None:
+        """Store a formula: its JSON dict (``formulas.formula_to_dict``) or the model itself."""
+        data = formula.model_dump(mode="json") if isinstance(formula, BaseModel) else dict(formula)
+        kind = data.get("type")
+        if not isinstance(kind, str):
+            raise ValueError(f"formula {formula_id!r} has no 'type'")
+        self._ops.append((_PUT_FORMULA, (formula_id, kind, _json(data))))
+
+    def delete_formula(self, formula_id: str) -> None:
+        self._ops.append((_DELETE_FORMULA, (formula_id,)))
+
+    def set_name(self, store_id: str, name: str, formula_id: str) -> None:
+        self._ops.append((_SET_NAME, (store_id, name, formula_id)))
+
+    def remove_name(self, store_id: str, name: str) -> None:
+        self._ops.append((_REMOVE_NAME, (store_id, name)))
+
+    def put_message(self, mailbox_id: str, number: int, record: Mapping[str, Any]) -> None:
+        self._ops.append((_PUT_MESSAGE, (mailbox_id, number, _json(dict(record)))))
+
+    def delete_message(self, mailbox_id: str, number: int) -> None:
+        self._ops.append((_DELETE_MESSAGE, (mailbox_id, number)))
+
+    def set_meta(self, key: str, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"meta value for {key!r} must be a str, not {type(value).__name__}")
+        self._ops.append((_SET_META, (key, value)))
+
+    def put_blob(self, data: bytes) -> str:
+        """Store ``data`` (once, however often it is put); return its sha256."""
+        data = bytes(data)
+        sha = blob_hash(data)
+        self._ops.append((_PUT_BLOB, (sha, data)))
+        return sha
+
+
+class _Pending:
+    """One caller's batch on its way through the writer."""
+
+    __slots__ = ("ops", "taken", "error", "done", "wakeup")
+
+    def __init__(self, ops: list[_Op]) -> None:
+        self.ops = ops
+        self.taken = False  # a transaction has it: it will be applied or fail, no longer withdrawn
+        self.error: BaseException | None = None
+        self.done = trio.Event()  # its transaction is over
+        self.wakeup = trio.Event()  # done, or its caller was made the leader
+
+
+# ---- the database --------------------------------------------------------------------------
+
+
+def _connect(path: Path) -> sqlite_utils.Database:
+    # Made on a worker thread and used from others: one at a time, which is
+    # what check_same_thread=False needs.
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+    return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+def _open_files(path: Path) -> tuple[sqlite_utils.Database, sqlite_utils.Database]:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    writer = _connect(path)
+    try:
+        mode = writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"{path}: cannot use WAL journal (got {mode!r})")
+        writer.execute("PRAGMA synchronous=NORMAL")
+        writer.execute("PRAGMA foreign_keys=OFF")
+        try:
+            migrate(writer)
+        except SchemaTooNew as error:
+            raise SchemaTooNew(f"{path}: {error}") from None
+        # Loaders read through their own connection, so they only ever see
+        # committed data, whatever the writer thread is doing.
+        reader = _connect(path)
+        reader.execute("PRAGMA query_only=ON")
+    except BaseException:
+        writer.close()
+        raise
+    return writer, reader
+
+
+class Database:
+    """The open database file: group-committed writes, synchronous loaders."""
+
+    def __init__(self, path: Path, writer: sqlite_utils.Database, reader: sqlite_utils.Database) -> None:
+        """Use :meth:`open`."""
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._read_lock = threading.Lock()
+        # Held while the writer connection is in use: a transaction, an
+        # integrity check, closing.
+        self._lane = trio.CapacityLimiter(1)
+        # Given to to_thread so writes never queue behind unrelated threads in
+        # trio's shared pool; only ever used while holding _lane.
+        self._thread = trio.CapacityLimiter(1)
+        self._queue: list[_Pending] = []  # waiting for a transaction
+        self._leader: _Pending | None = None  # the caller whose turn it is to write the queue
+        self._closing = False
+        self._closed = False
+        self._stats = {
+            "thread_hops": 0,  # one per group
+            "transactions": 0,  # committed
+            "batches": 0,  # committed
+            "failed_batches": 0,
+            "largest_group": 0,
+        }
+
+    @classmethod
+    async def open(cls, path: Path) -> Database:
+        """Open (creating it if missing) and migrate the file at ``path``.
+
+        Raises :class:`SchemaTooNew` for a file from a newer ocapd.
+        """
+        path = Path(path)
+        writer, reader = await trio.to_thread.run_sync(_open_files, path)
+        return cls(path, writer, reader)
+
+    async def aclose(self) -> None:
+        """Finish the batches already handed to ``commit``, then close the file. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True):
+            async with self._lane:
+                if self._queue:
+                    await self._write_queue()
+                with self._read_lock:
+                    self._closed = True
+                    self._reader.close()
+                await trio.to_thread.run_sync(self._close_writer, limiter=self._thread)
+
+    def _close_writer(self) -> None:
+        self._writer.execute("PRAGMA optimize")
+        self._writer.close()
+
+    def stats(self) -> dict[str, int]:
+        """Counters of the writer since open: thread hops, transactions, batches, largest group."""
+        return dict(self._stats, queued=len(self._queue))
+
+    # -- writes --
+
+    def batch(self) -> Batch:
+        return Batch()
+
+    async def commit(self, batch: Batch) -> None:
+        """Apply ``batch`` atomically; return once it is committed (durable, see the module doc).
+
+        Raises the batch's own error (``sqlite3.Error``) if it cannot be applied;
+        nothing of it is then written. If ``commit`` is cancelled before its
+        batch joined a transaction, nothing is written and ``Cancelled``
+        propagates; once the batch has joined one, ``commit`` waits for it and
+        reports its outcome (the cancellation then arrives at the caller's next
+        checkpoint).
+        """
+        if self._closing:
+            raise DatabaseClosed(f"{self.path}: database is closed")
+        if not batch._ops:
+            await trio.lowlevel.checkpoint()
+            return
+        # One caller at a time is the *leader*: it writes everything queued,
+        # then hands the lead to the first batch queued meanwhile. The others
+        # sleep until their batch is done: one wake-up per batch, one thread
+        # hop per group.
+        pending = _Pending(list(batch._ops))
+        self._queue.append(pending)
+        if self._leader is None:
+            self._leader = pending
+        else:
+            try:
+                await pending.wakeup.wait()
+            except trio.Cancelled:
+                # Not made leader: that would have woken us already.
+                if not pending.taken:
+                    self._queue.remove(pending)
+                    raise
+                with trio.CancelScope(shield=True):
+                    await pending.done.wait()
+        if self._leader is pending:
+            try:
+                await self._lead(pending)
+            finally:
+                self._leader = None
+                if self._queue:
+                    self._leader = self._queue[0]
+                    self._leader.wakeup.set()
+        if pending.error is not None:
+            raise pending.error
+
+    async def _lead(self, pending: _Pending) -> None:
+        if not pending.taken:
+            try:
+                await self._lane.acquire()  # aclose or integrity_check may hold it
+            except trio.Cancelled:
+                if not pending.taken:
+                    self._queue.remove(pending)
+                    raise
+            else:
+                try:
+                    if not pending.taken:  # aclose may have written it meanwhile
+                        if self._closed:
+                            self._queue.remove(pending)
+                            raise DatabaseClosed(f"{self.path}: database is closed")
+                        with trio.CancelScope(shield=True):  # others' batches ride along
+                            await self._write_queue()
+                finally:
+                    self._lane.release()
+        with trio.CancelScope(shield=True):
+            await pending.done.wait()
+
+    async def _write_queue(self) -> None:
+        group, self._queue = self._queue, []
+        for pending in group:
+            pending.taken = True
+        try:
+            errors, transactions = await trio.to_thread.run_sync(
+                self._write_group, [pending.ops for pending in group], limiter=self._thread
+            )
+        except BaseException as error:
+            errors, transactions = [error] * len(group), 0
+            raise
+        finally:
+            stats = self._stats
+            stats["thread_hops"] += 1
+            stats["transactions"] += transactions
+            failed = sum(error is not None for error in errors)
+            stats["batches"] += len(group) - failed
+            stats["failed_batches"] += failed
+            stats["largest_group"] = max(stats["largest_group"], len(group))
+            for pending, error in zip(group, errors):
+                pending.error = error
+                pending.done.set()
+                pending.wakeup.set()
+
+    def _write_group(self, group: list[list[_Op]]) -> tuple[list[BaseException | None], int]:
+        """On the writer thread: apply a group in one transaction, or each batch alone if that fails."""
+        conn = self._writer.conn
+        try:
+            with _transaction(conn):
+                for ops in group:
+                    for sql, params in ops:
+                        conn.execute(sql, params)
+            return [None] * len(group), 1
+        except Exception as error:
+            if len(group) == 1:
+                return [error], 0
+        errors: list[BaseException | None] = []
+        for ops in group:
+            try:
+                with _transaction(conn):
+                    for sql, params in ops:
+                        conn.execute(sql, params)
+            except Exception as error:
+                errors.append(error)
+            else:
+                errors.append(None)
+        return errors, errors.count(None)
+
+    async def _one(self, record: Callable[[Batch], _T]) -> _T:
+        batch = Batch()
+        result = record(batch)
+        await self.commit(batch)
+        return result
+
+    async def put_formula(self, formula_id: str, formula: Mapping[str, Any] | BaseModel) -> None:
+        await self._one(lambda b: b.put_formula(formula_id, formula))
+
+    async def delete_formula(self, formula_id: str) -> None:
+        await self._one(lambda b: b.delete_formula(formula_id))
+
+    async def set_name(self, store_id: str, name: str, formula_id: str) -> None:
+        await self._one(lambda b: b.set_name(store_id, name, formula_id))
+
+    async def remove_name(self, store_id: str, name: str) -> None:
+        await self._one(lambda b: b.remove_name(store_id, name))
+
+    async def put_message(self, mailbox_id: str, number: int, record: Mapping[str, Any]) -> None:
+        await self._one(lambda b: b.put_message(mailbox_id, number, record))
+
+    async def delete_message(self, mailbox_id: str, number: int) -> None:
+        await self._one(lambda b: b.delete_message(mailbox_id, number))
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._one(lambda b: b.set_meta(key, value))
+
+    async def put_blob(self, data: bytes) -> str:
+        """Store ``data`` content-addressed; return its sha256 hex."""
+        return await self._one(lambda b: b.put_blob(data))
+
+    async def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``"ok"``, or the problems found, one per line."""
+        async with self._lane:
+            if self._closing:
+                raise DatabaseClosed(f"{self.path}: database is closed")
+            rows = await trio.to_thread.run_sync(
+                lambda: self._writer.execute("PRAGMA integrity_check").fetchall(), limiter=self._thread
+            )
+        return "\n".join(str(row[0]) for row in rows)
+
+    # -- loaders: synchronous, committed data only --
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        # The lock lets loaders be called from any thread - say read_blob of a
+        # large blob through trio.to_thread - while the trio thread reads too.
+        with self._read_lock:
+            if self._closed:
+                raise DatabaseClosed(f"{self.path}: database is closed")
+            return self._reader.execute(sql, params).fetchall()
+
+    def load_formulas(self) -> dict[str, dict[str, Any]]:
+        """Every formula: id -> its JSON dict (parse with ``formulas.parse_formula``)."""
+        rows = self._read("SELECT id, body FROM formulas")
+        return {formula_id: json.loads(body) for formula_id, body in rows}
+
+    def load_names(self) -> dict[str, dict[str, str]]:
+        """Every pet store's names: store id -> {name: formula id}, names in order."""
+        names: dict[str, dict[str, str]] = {}
+        for store, name, formula in self._read("SELECT store, name, formula FROM names ORDER BY store, name"):
+            names.setdefault(store, {})[name] = formula
+        return names
+
+    def load_messages(self) -> dict[str, list[dict[str, Any]]]:
+        """Every mailbox's records, by increasing message number: mailbox id -> records."""
+        messages: dict[str, list[dict[str, Any]]] = {}
+        for mailbox, record in self._read("SELECT mailbox, record FROM messages ORDER BY mailbox, number"):
+            messages.setdefault(mailbox, []).append(json.loads(record))
+        return messages
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def read_blob(self, sha: str) -> bytes:
+        """The blob with this sha256; ``KeyError`` if there is none. Any thread may call it."""
+        rows = self._read("SELECT data FROM blobs WHERE sha256 = ?", (sha,))
+        if not rows:
+            raise KeyError(sha)
+        return bytes(rows[0][0])
+
+    def schema_version(self) -> int:
+        with self._read_lock:
+            if self._closed:
+                raise DatabaseClosed(f"{self.path}: database is closed")
+            return schema_version(self._reader)

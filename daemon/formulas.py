@@ -1,0 +1,224 @@
+"""The catalogue of capability types: one immutable pydantic model per formula type.
+
+A formula is a recipe: plain data ``{type, ...}`` stored under a random 256-bit
+id. The daemon's maker for its ``type`` turns it into a live value (its
+incarnation); heap state is never persisted, recipes are. A field that names
+another formula holds that formula's id, and ``DEPENDS_ON`` lists those fields:
+"this dies if that dies". Cancelling a formula cancels every formula whose
+:func:`dependencies` include it.
+
+Formulas are stored as JSON (``formula_to_dict``) and read back with
+:func:`parse_formula`. The one bytes field, ``marshal.body``, travels through
+JSON as base64 text.
+
+Adding a capability type = one model here (and in ``Formula``) + one maker.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Union, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
+
+from .names import validate_name_or_special, validate_pet_name
+
+__all__ = [
+    "FORMULA_ADAPTER", "FORMULA_TYPES", "ContentHash", "Formula", "FormulaId",
+    "dependencies", "formula_to_dict", "is_formula_id", "new_formula_id", "parse_formula",
+    "HostFormula", "GuestFormula", "HandleFormula", "PetStoreFormula", "DirectoryFormula",
+    "MailboxStoreFormula", "WorkerFormula", "EvalFormula", "MakeUnconfinedFormula",
+    "MakeBundleFormula", "MarshalFormula", "ReadableBlobFormula", "LookupFormula",
+    "LeastAuthorityFormula", "EndoFormula", "PromiseFormula", "ResolverFormula",
+    "WebletFormula", "InvitationFormula", "PeerFormula",
+]  # fmt: skip
+
+# 256 random bits as lower-case hex: unguessable, and one spelling per id.
+FormulaId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+# The sha256 of a blob's content, lower-case hex.
+ContentHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+PetName = Annotated[str, AfterValidator(validate_pet_name)]
+PathPart = Annotated[str, AfterValidator(validate_name_or_special)]
+
+
+def _bytes_from_json(value: object) -> object:
+    # JSON has no bytes: a stored formula carries them as base64 text.
+    return base64.b64decode(value, validate=True) if isinstance(value, str) else value
+
+
+StoredBytes = Annotated[
+    bytes,
+    BeforeValidator(_bytes_from_json),
+    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"),
+]
+
+
+class _Formula(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    DEPENDS_ON: ClassVar[tuple[str, ...]] = ()  # the fields holding ids this formula dies with
+
+
+# ---- the catalogue ---------------------------------------------------------------------------
+class HostFormula(_Formula):
+    type: Literal["host"] = "host"
+    handle: FormulaId; petstore: FormulaId; mailbox: FormulaId; worker: FormulaId  # worker: MAIN
+    endo: FormulaId; networks: FormulaId | None = None
+    DEPENDS_ON = ("handle", "petstore", "mailbox", "worker", "endo", "networks")
+
+class GuestFormula(_Formula):
+    type: Literal["guest"] = "guest"
+    handle: FormulaId; host_handle: FormulaId; petstore: FormulaId; mailbox: FormulaId; worker: FormulaId
+    DEPENDS_ON = ("handle", "host_handle", "petstore", "mailbox", "worker")
+
+class HandleFormula(_Formula):
+    type: Literal["handle"] = "handle"
+    agent: FormulaId
+    DEPENDS_ON = ("agent",)
+
+class PetStoreFormula(_Formula):
+    type: Literal["pet-store"] = "pet-store"
+
+class DirectoryFormula(_Formula):
+    type: Literal["directory"] = "directory"
+    petstore: FormulaId
+    DEPENDS_ON = ("petstore",)
+
+class MailboxStoreFormula(_Formula):
+    type: Literal["mailbox-store"] = "mailbox-store"
+
+class WorkerFormula(_Formula):
+    type: Literal["worker"] = "worker"
+    level: Literal["NONE", "ENDO", "HOST", "CUSTOM"] = "HOST"  # its OS confinement
+
+class EvalFormula(_Formula):
+    type: Literal["eval"] = "eval"
+    worker: FormulaId; source: str; names: list[str]; values: list[FormulaId]  # names[i] = values[i]
+    DEPENDS_ON = ("worker", "values")
+
+    @model_validator(mode="after")
+    def _names_match_values(self) -> EvalFormula:
+        if len(self.names) != len(self.values):
+            raise ValueError(f"{len(self.names)} names for {len(self.values)} values")
+        return self
+
+class MakeUnconfinedFormula(_Formula):
+    type: Literal["make-unconfined"] = "make-unconfined"
+    worker: FormulaId; powers: FormulaId; specifier: str
+    DEPENDS_ON = ("worker", "powers")
+
+class MakeBundleFormula(_Formula):
+    type: Literal["make-bundle"] = "make-bundle"
+    worker: FormulaId; powers: FormulaId; bundle: FormulaId
+    DEPENDS_ON = ("worker", "powers", "bundle")
+
+class MarshalFormula(_Formula):
+    type: Literal["marshal"] = "marshal"
+    body: StoredBytes; slots: list[FormulaId]  # a captp-encoded value; the formulas it refers to
+    DEPENDS_ON = ("slots",)
+
+class ReadableBlobFormula(_Formula):
+    type: Literal["readable-blob"] = "readable-blob"
+    content: ContentHash
+
+class LookupFormula(_Formula):
+    type: Literal["lookup"] = "lookup"
+    hub: FormulaId; path: Annotated[list[PathPart], Field(min_length=1)]
+    DEPENDS_ON = ("hub",)
+
+class LeastAuthorityFormula(_Formula):
+    type: Literal["least-authority"] = "least-authority"
+
+class EndoFormula(_Formula):
+    type: Literal["endo"] = "endo"
+    host: FormulaId; least_authority: FormulaId  # host: the root host
+    DEPENDS_ON = ("host", "least_authority")
+
+class PromiseFormula(_Formula):
+    type: Literal["promise"] = "promise"
+    store: FormulaId  # a pet store that will hold the resolution
+    DEPENDS_ON = ("store",)
+
+class ResolverFormula(_Formula):
+    type: Literal["resolver"] = "resolver"
+    store: FormulaId
+    DEPENDS_ON = ("store",)
+
+class WebletFormula(_Formula):
+    type: Literal["weblet"] = "weblet"
+    guest: FormulaId; bundle: FormulaId; backend: FormulaId | None = None; manifest: dict[str, Any]
+    DEPENDS_ON = ("guest", "bundle", "backend")
+
+class InvitationFormula(_Formula):
+    type: Literal["invitation"] = "invitation"
+    host_agent: FormulaId; host_handle: FormulaId; guest_name: PetName
+    DEPENDS_ON = ("host_agent", "host_handle")
+
+class PeerFormula(_Formula):
+    type: Literal["peer"] = "peer"
+    node: str; addresses: list[str]
+
+
+Formula = Annotated[
+    Union[
+        HostFormula, GuestFormula, HandleFormula, PetStoreFormula, DirectoryFormula,
+        MailboxStoreFormula, WorkerFormula, EvalFormula, MakeUnconfinedFormula, MakeBundleFormula,
+        MarshalFormula, ReadableBlobFormula, LookupFormula, LeastAuthorityFormula, EndoFormula,
+        PromiseFormula, ResolverFormula, WebletFormula, InvitationFormula, PeerFormula,
+    ],
+    Field(discriminator="type"),
+]  # fmt: skip
+# ---- end of the catalogue --------------------------------------------------------------------
+
+FORMULA_ADAPTER: TypeAdapter[Formula] = TypeAdapter(Formula)
+FORMULA_TYPES: dict[str, type[_Formula]] = {
+    model.model_fields["type"].default: model for model in get_args(get_args(Formula)[0])
+}
+
+
+def new_formula_id() -> str:
+    """A fresh random formula id: 256 bits as 64 lower-case hex characters."""
+    return secrets.token_hex(32)
+
+
+def is_formula_id(value: object) -> bool:
+    """Whether ``value`` is spelled like a formula id."""
+    return (
+        isinstance(value, str)
+        and len(value) == 64
+        and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+def parse_formula(data: Mapping[str, Any] | str | bytes) -> Formula:
+    """Validate a formula from its stored dict (or JSON text); raises ``pydantic.ValidationError``."""
+    if isinstance(data, (str, bytes)):
+        return FORMULA_ADAPTER.validate_json(data)
+    return FORMULA_ADAPTER.validate_python(data)
+
+
+def formula_to_dict(formula: Formula) -> dict[str, Any]:
+    """The JSON-ready dict of a formula, as stored; :func:`parse_formula` reads it back."""
+    return formula.model_dump(mode="json")
+
+
+def dependencies(formula: Formula) -> list[str]:
+    """The ids of the formulas this one dies with, each once, in field order."""
+    ids: dict[str, None] = {}
+    for field in formula.DEPENDS_ON:
+        value = getattr(formula, field)
+        if isinstance(value, list):
+            ids.update(dict.fromkeys(value))
+        elif value is not None:
+            ids[value] = None
+    return list(ids)
