@@ -297,6 +297,7 @@ class Session:
         self._gc_exports: dict[int, int] = {}
         self._gc_answers: list[int] = []
         self._gc_lock = threading.RLock()
+        self._journal: list[tuple[int, bool]] | None = None
         self.frames_in = 0
         self.frames_out = 0
         if bootstrap is None:
@@ -381,9 +382,34 @@ class Session:
         }
 
     # -- sending ---------------------------------------------------------------
+    def _encode(self, message: list[Any]) -> bytes:
+        """Encode one frame; exports are all-or-nothing per frame.
+
+        ``_describe`` creates export entries and counts them as sent while the
+        codec walks the value. If a later part of the value cannot be encoded,
+        the frame is never sent, so those entries are rolled back: otherwise
+        they would pin objects the peer can never release.
+        """
+        journal: list[tuple[int, bool]] = []
+        self._journal = journal
+        try:
+            return codec.encode(message, self._describe)
+        except BaseException:
+            for pos, created in reversed(journal):
+                entry = self._exports.get(pos)
+                if entry is None:
+                    continue
+                entry.wire_count -= 1
+                if created:
+                    del self._exports[pos]
+                    del self._export_pos_of[id(entry.obj)]
+            raise
+        finally:
+            self._journal = None
+
     def _queue(self, message: list[Any]) -> None:
         try:
-            frame = codec.encode(message, self._describe)
+            frame = self._encode(message)
         except _ExportLimit as e:
             self._fail(R_LIMIT, str(e), local=True)
             return
@@ -417,7 +443,7 @@ class Session:
         resolver = _ResultResolver(answer)
         message = [OP_DELIVER, self._target_desc(target), method, list(args), pos, resolver]
         try:
-            frame = codec.encode(message, self._describe)
+            frame = self._encode(message)
         except TypeError:
             answer._position = -1  # nothing was sent; nothing to release
             raise
@@ -455,6 +481,7 @@ class Session:
                 f"cannot pass a {tobj.__name__} by reference: mark its class with @far or use Far()"
             )
         pos = self._export_pos_of.get(id(obj))
+        created = pos is None
         if pos is None:
             if len(self._exports) >= self.limits.max_exports:
                 raise _ExportLimit(f"more than {self.limits.max_exports} exports")
@@ -466,6 +493,8 @@ class Session:
         else:
             entry = self._exports[pos]
         entry.wire_count += 1
+        if self._journal is not None:
+            self._journal.append((pos, created))
         return Desc(EXT_IMPORT_PROMISE if entry.is_promise else EXT_IMPORT_OBJECT, pos)
 
     # -- receiving ---------------------------------------------------------------
