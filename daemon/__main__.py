@@ -1,0 +1,5 @@
+"""``python -m daemon`` is the ``ocapd`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,242 @@
+"""The kernel: formulas (persisted recipes) become live values (incarnations) on demand.
+
+``provide(id)`` incarnates a formula with the maker registered for its type,
+memoized, so every caller shares one live value. A maker declares what its
+value depends on by providing those ids through its ``Incarnation``
+("this dies if that dies"); ``cancel(id)`` then cancels everything that
+depends on it, transitively, and runs their cancel hooks (a worker is
+terminated). The next ``provide`` makes a fresh incarnation. Nothing is
+revived eagerly after a restart: recipes persist, heap state does not.
+
+Writes go through a ``Txn``: formulas and names recorded in it are committed
+in one SQLite transaction and become visible in memory only after the commit
+returned, so a crash never leaves memory ahead of disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import trio
+
+from captp import Promise, is_remotable
+
+from .formulas import Formula, dependencies, new_formula_id, parse_formula
+
+if TYPE_CHECKING:
+    from .db import Database
+
+__all__ = ["Kernel", "Incarnation", "Txn", "Cancelled", "register_maker"]
+
+log = logging.getLogger("ocapd.kernel")
+
+Maker = Callable[["Kernel", str, Any, "Incarnation"], Awaitable[Any]]
+_MAKERS: dict[str, Maker] = {}
+
+
+def register_maker(formula_type: str) -> Callable[[Maker], Maker]:
+    """Register the maker that incarnates formulas of ``formula_type``."""
+
+    def register(fn: Maker) -> Maker:
+        _MAKERS[formula_type] = fn
+        return fn
+
+    return register
+
+
+class Cancelled(Exception):
+    """A value was cancelled (directly, or because something it depends on was)."""
+
+
+class Incarnation:
+    """One live value of one formula, with the edges and hooks that end it."""
+
+    __slots__ = ("id", "type", "promise", "deps", "hooks", "started", "_kernel")
+
+    def __init__(self, kernel: Kernel, fid: str, ftype: str) -> None:
+        self._kernel = kernel
+        self.id = fid
+        self.type = ftype
+        self.promise = Promise()
+        self.deps: set[str] = set()
+        self.hooks: list[Callable[[str], Awaitable[None]]] = []
+        self.started = time.time()
+
+    async def provide(self, fid: str) -> Any:
+        """Provide a dependency: if it is cancelled, this incarnation is cancelled too."""
+        self.depend_on(fid)
+        return await self._kernel.provide(fid)
+
+    def depend_on(self, fid: str) -> None:
+        self.deps.add(fid)
+        self._kernel._dependents[fid].add(self.id)
+
+    def on_cancel(self, hook: Callable[[str], Awaitable[None]]) -> None:
+        """Run ``await hook(reason)`` when this incarnation is cancelled."""
+        self.hooks.append(hook)
+
+
+class Txn:
+    """Formulas and names to commit together; memory changes run after the commit."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.batch = kernel.db.batch()
+        self.formulas: dict[str, Formula] = {}
+        self.after: list[Callable[[], None]] = []
+
+    def formula(self, formula: Formula, fid: str | None = None) -> str:
+        fid = fid or new_formula_id()
+        self.batch.put_formula(fid, formula)
+        self.formulas[fid] = formula
+        return fid
+
+    def then(self, fn: Callable[[], None]) -> None:
+        self.after.append(fn)
+
+
+class Kernel:
+    """Owns the formula table, the live incarnations and their dependency graph."""
+
+    def __init__(self, db: Database, nursery: trio.Nursery, **services: Any) -> None:
+        self.db = db
+        self.nursery = nursery
+        self.services = services  # paths, launcher, ... reached by makers
+        self.formulas: dict[str, Formula] = {}
+        self._live: dict[str, Incarnation] = {}
+        self._dependents: dict[str, set[str]] = defaultdict(set)
+        self._id_of: dict[int, str] = {}
+        self.started = time.time()
+
+    def load(self) -> None:
+        """Read every formula from the database (startup)."""
+        for fid, data in self.db.load_formulas().items():
+            self.formulas[fid] = parse_formula(data)
+
+    # -- writing ---------------------------------------------------------------
+    def txn(self) -> Txn:
+        return Txn(self)
+
+    async def commit(self, txn: Txn) -> None:
+        await self.db.commit(txn.batch)
+        self.formulas.update(txn.formulas)
+        for fn in txn.after:
+            fn()
+
+    async def formulate(self, formula: Formula) -> str:
+        """Persist one formula; return its id."""
+        txn = self.txn()
+        fid = txn.formula(formula)
+        await self.commit(txn)
+        return fid
+
+    # -- reading -----------------------------------------------------------------
+    def formula(self, fid: str) -> Formula:
+        try:
+            return self.formulas[fid]
+        except KeyError:
+            raise LookupError(f"no formula {fid[:16]}…") from None
+
+    def type_of(self, fid: str) -> str:
+        return self.formula(fid).type
+
+    def identify_value(self, value: Any) -> str | None:
+        """The formula id of a live value, if it came from one."""
+        return self._id_of.get(id(value))
+
+    def is_live(self, fid: str) -> bool:
+        inc = self._live.get(fid)
+        return inc is not None and not inc.promise.rejected
+
+    # -- incarnation ---------------------------------------------------------------
+    async def provide(self, fid: str) -> Any:
+        """The live value of formula ``fid``, incarnating it if needed."""
+        inc = self._live.get(fid)
+        if inc is None:
+            formula = self.formula(fid)
+            maker = _MAKERS.get(formula.type)
+            if maker is None:
+                raise LookupError(f"no maker for formula type {formula.type!r}")
+            inc = Incarnation(self, fid, formula.type)
+            self._live[fid] = inc
+            # Makers run in the kernel's nursery, not the caller's task: a
+            # caller that goes away must not cancel a value others share.
+            self.nursery.start_soon(self._incarnate, inc, maker, formula)
+        return await inc.promise
+
+    async def _incarnate(self, inc: Incarnation, maker: Maker, formula: Formula) -> None:
+        try:
+            value = await maker(self, inc.id, formula, inc)
+        except Exception as e:
+            if self._live.get(inc.id) is inc:
+                del self._live[inc.id]
+            self._forget_edges(inc)
+            inc.promise._reject(e)
+            return
+        if is_remotable(value) or isinstance(value, Promise):
+            self._id_of[id(value)] = inc.id
+        inc.promise._resolve(value)
+
+    # -- cancellation ----------------------------------------------------------------
+    async def cancel(self, fid: str, reason: str = "cancelled") -> list[str]:
+        """Cancel ``fid`` and, transitively, every live value depending on it.
+
+        Idempotent; returns the ids that were live and are now cancelled.
+        """
+        order: list[str] = []
+        seen: set[str] = set()
+        stack = [fid]
+        while stack:
+            x = stack.pop()
+            if x in seen:
+                continue
+            seen.add(x)
+            order.append(x)
+            stack.extend(self._dependents.get(x, ()))
+        cancelled = []
+        # Dependents first, so a value never outlives what it stands on by much.
+        for x in reversed(order):
+            inc = self._live.pop(x, None)
+            if inc is None:
+                continue
+            cancelled.append(x)
+            self._forget_edges(inc)
+            if inc.promise.fulfilled:
+                self._id_of.pop(id(inc.promise.result()), None)
+            else:
+                inc.promise._reject(Cancelled(reason))
+            for hook in inc.hooks:
+                try:
+                    await hook(reason)
+                except Exception:
+                    log.exception("cancel hook of %s failed", x[:16])
+        return cancelled
+
+    def _forget_edges(self, inc: Incarnation) -> None:
+        for dep in inc.deps:
+            dependents = self._dependents.get(dep)
+            if dependents is not None:
+                dependents.discard(inc.id)
+                if not dependents:
+                    del self._dependents[dep]
+
+    # -- inspection -----------------------------------------------------------------------
+    def live(self) -> list[dict[str, Any]]:
+        """The live incarnations, for ``ocapd inspect``."""
+        now = time.time()
+        return [
+            {
+                "id": inc.id,
+                "type": inc.type,
+                "state": "ready" if inc.promise.fulfilled else ("failed" if inc.promise.rejected else "starting"),
+                "age_s": round(now - inc.started, 3),
+                "depends_on": sorted(inc.deps),
+            }
+            for inc in self._live.values()
+        ]
+
+    def all_dependencies(self, fid: str) -> list[str]:
+        return dependencies(self.formula(fid))

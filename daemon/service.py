@@ -1,0 +1,264 @@
+"""The daemon process: one trio nursery owning the database, the kernel, the
+worker launcher, the Unix socket the CLI connects to, and (through a hook) the
+gateway.
+
+Start-up: take the state folder's lock (two daemons never share a state), open
+and migrate the database, load formulas, create the root host on first run,
+listen on ``run/ocapd.sock`` (its 0700 folder is the CLI's authority), then
+report readiness. SIGTERM/SIGINT or ``stop()`` end it cleanly: workers are
+terminated, sessions aborted, the socket and pid file removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Awaitable, Callable, Iterator
+
+import trio
+
+from captp import far, open_stream_connection
+
+from . import agents, work  # noqa: F401 - registers the makers
+from . import formulas as F
+from .db import Database
+from .kernel import Kernel
+from .paths import Paths, ensure_dirs
+
+__all__ = ["run_daemon", "AlreadyRunning", "DaemonFacet", "GatewayHook"]
+
+log = logging.getLogger("ocapd")
+
+#: The gateway (another layer) plugs in here: it is started in the daemon's
+#: nursery with the kernel and root host, without the daemon importing it.
+GatewayHook = Callable[[Kernel, Any, trio.Nursery], Awaitable[None]]
+
+
+class AlreadyRunning(RuntimeError):
+    """Another daemon holds this state folder."""
+
+
+@contextmanager
+def state_lock(paths: Paths) -> Iterator[None]:
+    fd = os.open(paths.lockfile, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise AlreadyRunning(
+                    f"another ocapd daemon (pid {holder}) is using {paths.state}"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@far("Ocapd")
+class DaemonFacet:
+    """What the CLI reaches over the Unix socket (filesystem permission is the authority)."""
+
+    def __init__(self, kernel: Kernel, root_host_id: str, stop: trio.Event) -> None:
+        self._kernel = kernel
+        self._root = root_host_id
+        self._stop = stop
+
+    def ping(self) -> str:
+        return "pong"
+
+    async def host(self) -> Any:
+        """The root host agent."""
+        return await self._kernel.provide(self._root)
+
+    async def agent(self, path: str) -> Any:
+        """The agent named ``path`` in the root host (for ``--as``)."""
+        host = await self._kernel.provide(self._root)
+        fid = await host.identify(path)
+        if fid is None:
+            raise LookupError(f"unknown agent {path!r}")
+        if self._kernel.type_of(fid) not in ("host", "guest"):
+            raise TypeError(f"{path!r} is a {self._kernel.type_of(fid)}, not an agent")
+        return await self._kernel.provide(fid)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def where(self) -> dict[str, str]:
+        p: Paths = self._kernel.services["paths"]
+        return {"state": str(p.state), "run": str(p.run), "sock": str(p.sock), "log": str(p.daemon_log), "cache": str(p.cache)}
+
+    def inspect(self) -> dict[str, Any]:
+        """Live incarnations, workers and CapTP sessions, for operators."""
+        k = self._kernel
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "uptime_s": round(time.time() - k.started, 3),
+                "rss_bytes": _rss_bytes(os.getpid()),
+                "formulas": len(k.formulas),
+            },
+            "incarnations": k.live(),
+            "workers": [c.info() for c in list(k.services.get("workers", {}).values())],
+            "sessions": [
+                {"name": name, **conn.stats()} for name, conn in list(k.services["sessions"].items())
+            ],
+        }
+
+    def doctor(self) -> dict[str, Any]:
+        from workers import probe
+
+        return probe()
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+async def _ensure_root(kernel: Kernel) -> str:
+    """The root host's id, creating the root formulas on first start."""
+    root = kernel.db.get_meta("root_host")
+    if root is not None:
+        kernel.services["least_authority"] = kernel.db.get_meta("least_authority")
+        return root
+    txn = kernel.txn()
+    least = txn.formula(F.LeastAuthorityFormula())
+    from .formulas import new_formula_id
+
+    endo_id = new_formula_id()
+    host_id = agents.stage_host(txn, endo=endo_id)
+    txn.formula(F.EndoFormula(host=host_id, least_authority=least), endo_id)
+    txn.batch.set_meta("root_host", host_id)
+    txn.batch.set_meta("least_authority", least)
+    await kernel.commit(txn)
+    kernel.services["least_authority"] = least
+    return host_id
+
+
+async def _serve_cli(kernel: Kernel, facet: DaemonFacet, listener: trio.SocketListener) -> None:
+    counter = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal counter
+        counter += 1
+        name = f"cli-{counter}"
+        async with open_stream_connection(stream, facet, name=name) as conn:
+            kernel.services["sessions"][name] = conn
+            try:
+                await conn.wait_closed()
+            finally:
+                kernel.services["sessions"].pop(name, None)
+
+    await trio.serve_listeners(handle, [listener])
+
+
+async def run_daemon(
+    paths: Paths,
+    *,
+    on_ready: Callable[[], None] | None = None,
+    gateway: GatewayHook | None = None,
+) -> None:
+    """Run the daemon until stopped (SIGTERM, SIGINT or ``stop()``)."""
+    ensure_dirs(paths)
+    with state_lock(paths):
+        db = await Database.open(paths.db)
+        try:
+            await _run(paths, db, on_ready, gateway)
+        finally:
+            await db.aclose()
+            for p in (paths.sock, paths.pidfile):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+
+
+async def _run(
+    paths: Paths, db: Database, on_ready: Callable[[], None] | None, gateway: GatewayHook | None
+) -> None:
+    from workers import Launcher
+
+    stop = trio.Event()
+    launcher = Launcher()
+    await launcher.start()
+    try:
+        async with trio.open_nursery() as nursery:
+            kernel = Kernel(
+                db,
+                nursery,
+                paths=paths,
+                launcher=launcher,
+                names=db.load_names(),
+                messages=db.load_messages(),
+                sessions={},
+                workers={},
+            )
+            kernel.load()
+            root = await _ensure_root(kernel)
+            facet = DaemonFacet(kernel, root, stop)
+
+            sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                os.unlink(paths.sock)  # stale socket of a daemon that died; we hold the lock
+            except FileNotFoundError:
+                pass
+            await sock.bind(str(paths.sock))
+            os.chmod(paths.sock, 0o600)
+            sock.listen(128)
+            listener = trio.SocketListener(sock)
+            nursery.start_soon(_serve_cli, kernel, facet, listener)
+            if gateway is not None:
+                await gateway(kernel, facet, nursery)
+            nursery.start_soon(_watch_signals, stop)
+            with open(paths.pidfile, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            log.info("ocapd ready: pid %d, socket %s", os.getpid(), paths.sock)
+            if on_ready is not None:
+                on_ready()
+            await stop.wait()
+            log.info("ocapd stopping")
+            for sess in list(kernel.services["sessions"].values()):
+                sess.close("closed: daemon stopping")
+            for fid in list(kernel.services["workers"]):
+                await kernel.cancel(fid, "daemon stopping")
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await launcher.aclose()
+
+
+async def _watch_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            stop.set()
+            return
+
+
+def configure_logging(paths: Paths, *, to_stderr: bool) -> None:
+    paths.daemon_log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handlers: list[logging.Handler] = [logging.FileHandler(paths.daemon_log)]
+    if to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )

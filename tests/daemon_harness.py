@@ -1,0 +1,109 @@
+"""A real ocapd daemon process for tests: start, stop, kill, restart, CLI and CapTP access.
+
+Each harness owns a fresh OCAPD_HOME. Nothing is mocked: the daemon is the
+`python -m daemon run-daemon` process users run, the CLI is the real command,
+and `connect()` opens a CapTP session over the daemon's Unix socket.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import trio
+
+from captp import E, open_stream_connection
+
+PYTHON = sys.executable
+#: Generous: a loaded CI machine may be slow to start Python; tests never assert it.
+READY_TIMEOUT = 30.0
+
+
+class DaemonProcess:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {**os.environ, "OCAPD_HOME": str(home)}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def sock(self) -> Path:
+        return self.home / "run" / "ocapd.sock"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "state" / "ocapd.sqlite"
+
+    def start(self) -> None:
+        """Start the daemon in the foreground (as a child) and wait until it answers."""
+        log = open(self.home / "daemon-stderr.log", "ab")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "daemon", "run-daemon", "--quiet"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.stderr()}")
+            if self.cli("ping", check=False).returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("daemon did not become ready")
+
+    def stderr(self) -> str:
+        try:
+            return (self.home / "daemon-stderr.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cli(self, *args: str, check: bool = True, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [PYTHON, "-m", "daemon", *args],
+            env=self.env,
+            input=input.decode() if input is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"ocapd {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def out(self, *args: str) -> str:
+        return self.cli(*args).stdout.strip()
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[Any]:
+        """A CapTP session with the daemon; yields the root host agent."""
+        stream = await trio.open_unix_socket(str(self.sock))
+        async with open_stream_connection(stream, None, name="test") as conn:
+            facet = conn.bootstrap()
+            yield await E(facet).host(), facet, conn
