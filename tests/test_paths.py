@@ -1,0 +1,41 @@
+"""Where ocapd keeps its files, and that the folders guard the CLI's authority."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from daemon.paths import SocketPathTooLong, ensure_dirs, resolve_paths
+
+
+def test_ocapd_home_puts_everything_under_one_folder(tmp_path: Path) -> None:
+    p = resolve_paths({"OCAPD_HOME": str(tmp_path)})
+    assert (p.state, p.run, p.cache) == (tmp_path / "state", tmp_path / "run", tmp_path / "cache")
+    assert p.sock == tmp_path / "run" / "ocapd.sock"
+    assert p.db.parent == p.state
+
+
+def test_xdg_folders_are_used_without_ocapd_home(tmp_path: Path) -> None:
+    env = {"XDG_STATE_HOME": str(tmp_path / "s"), "XDG_RUNTIME_DIR": str(tmp_path / "r"), "XDG_CACHE_HOME": str(tmp_path / "c"), "HOME": str(tmp_path)}
+    p = resolve_paths(env)
+    assert p.state == tmp_path / "s" / "ocapd"
+    assert p.run == tmp_path / "r" / "ocapd"
+    assert p.cache == tmp_path / "c" / "ocapd"
+
+
+def test_folders_are_private_even_when_they_existed_with_wider_modes(tmp_path: Path) -> None:
+    p = resolve_paths({"OCAPD_HOME": str(tmp_path)})
+    p.run.mkdir(parents=True, mode=0o755)
+    os.chmod(p.run, 0o755)
+    ensure_dirs(p)
+    for folder in (p.state, p.run, p.cache):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_a_socket_path_too_long_for_unix_sockets_is_refused_clearly(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 120)
+    with pytest.raises(SocketPathTooLong, match="ocapd.sock"):
+        resolve_paths({"OCAPD_HOME": str(deep)})
