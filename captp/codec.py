@@ -26,6 +26,7 @@ promise it meets; ``decode`` hands each descriptor to ``on_desc`` (or returns
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, NamedTuple
 
 import msgpack
@@ -36,6 +37,7 @@ __all__ = [
     "Desc",
     "CodecError",
     "encode",
+    "encode_plain",
     "decode",
     "unpack",
     "revive",
@@ -111,7 +113,13 @@ def _bigint_bytes(n: int) -> bytes:
     return n.to_bytes(length, "big", signed=True)
 
 
+#: Encoded positions below 256, prebuilt: nearly every descriptor sent names one.
+_ONE_BYTE_POSITIONS = [bytes((i,)) for i in range(256)]
+
+
 def _position_bytes(pos: int) -> bytes:
+    if 0 <= pos < 256:
+        return _ONE_BYTE_POSITIONS[pos]
     return pos.to_bytes(max(1, (pos.bit_length() + 7) // 8), "big")
 
 
@@ -119,9 +127,13 @@ def _no_refs(obj: Any) -> Desc:
     raise TypeError(f"cannot encode {type(obj).__name__}: no session to pass references through")
 
 
+#: Types whose every value goes on the wire unchanged (``int`` needs a range check).
+_AS_IS = frozenset({str, bool, float, bytes, type(None)})
+
+
 def _to_wire(value: Any, on_ref: OnRef, depth: int) -> Any:
     t = type(value)
-    if t is str or t is bool or value is None or t is float or t is bytes:
+    if t in _AS_IS:
         return value
     if t is int:
         if _INT_MIN <= value <= _INT_MAX:
@@ -132,35 +144,76 @@ def _to_wire(value: Any, on_ref: OnRef, depth: int) -> Any:
         return msgpack.ExtType(EXT_BIGINT, data)
     if depth >= MAX_DEPTH:
         raise TypeError(f"value nested deeper than {MAX_DEPTH} levels")
+    # Containers test their elements against _AS_IS inline: most values are
+    # flat data, and a call per string or float would cost more than the rest
+    # of the walk. Skipping the call skips nothing but the return above.
     if t is list or t is tuple:
-        return [_to_wire(v, on_ref, depth + 1) for v in value]
+        depth += 1
+        return [v if type(v) in _AS_IS else _to_wire(v, on_ref, depth) for v in value]
     if t is dict:
+        depth += 1
         out = {}
         for k, v in value.items():
             if type(k) is not str:
                 raise TypeError(f"record keys must be str, not {type(k).__name__}")
-            out[k] = _to_wire(v, on_ref, depth + 1)
+            out[k] = v if type(v) in _AS_IS else _to_wire(v, on_ref, depth)
         return out
     if t is Desc:
-        return msgpack.ExtType(value.kind, _position_bytes(value.position))
+        return _desc_ext(value)
     if t is Tagged:
         inner = [value.tag, _to_wire(value.payload, on_ref, depth + 1)]
-        return msgpack.ExtType(EXT_TAGGED, msgpack.packb(inner, use_bin_type=True))
+        return msgpack.ExtType(EXT_TAGGED, _pack(inner))
     if isinstance(value, BaseException):
         err = RemoteError.from_exception(value)
         fields = [err.name, err.message]
         if err.remote_traceback is not None:
             fields.append(err.remote_traceback)
-        return msgpack.ExtType(EXT_ERROR, msgpack.packb(fields, use_bin_type=True))
+        return msgpack.ExtType(EXT_ERROR, _pack(fields))
     if t is bytearray or t is memoryview:
         return bytes(value)
-    desc = on_ref(value)
+    return _desc_ext(on_ref(value))
+
+
+def _desc_ext(desc: Desc) -> msgpack.ExtType:
+    # The encoder refuses exactly what decoders refuse: never write bytes a peer must reject.
+    if desc.kind not in _DESC_CODES or type(desc.position) is not int or not 0 <= desc.position <= MAX_POSITION:
+        raise TypeError(f"not a valid descriptor: {desc!r}")
     return msgpack.ExtType(desc.kind, _position_bytes(desc.position))
 
 
+# ``msgpack.packb`` builds a Packer (and its buffer) per call, which costs about
+# as much as packing a small message; CapTP encodes several small frames per
+# call, so packers are kept, one per thread. A packer is taken out while in
+# use, so a finalizer that runs mid-pack and encodes gets a fresh one.
+_packers = threading.local()
+
+
+def _pack(wire: Any) -> bytes:
+    packer = _packers.__dict__.pop("packer", None)
+    if packer is None:
+        packer = msgpack.Packer(use_bin_type=True)
+    data = packer.pack(wire)
+    _packers.packer = packer
+    return data
+
+
 def encode(value: Any, on_ref: OnRef | None = None) -> bytes:
-    """Encode a passable value. Raises ``TypeError`` for anything not passable."""
-    return msgpack.packb(_to_wire(value, on_ref or _no_refs, 0), use_bin_type=True)
+    """Encode a passable value. Raises ``TypeError`` for anything not passable.
+
+    That includes strings that are not valid Unicode (lone surrogates, as
+    ``os.fsdecode`` makes for undecodable file names): UTF-8 cannot carry them.
+    """
+    try:
+        return _pack(_to_wire(value, on_ref or _no_refs, 0))
+    except (UnicodeEncodeError, OverflowError, ValueError) as e:
+        raise TypeError(f"cannot encode: {e}") from None
+
+
+def encode_plain(value: Any) -> bytes:
+    """Encode data already in wire form, unchecked: for protocol data the
+    session builds from its own tables (strs, ints in 64-bit range, lists).
+    """
+    return _pack(value)
 
 
 # ---------------------------------------------------------------------------
@@ -204,6 +257,9 @@ def _make_ext_hook(depth: int) -> Callable[[int, bytes], Any]:
             if _INT_MIN <= n <= _INT_MAX or len(data) != len(_bigint_bytes(n)):
                 raise CodecError("bigint is not in canonical form")
             return n
+        if (code == EXT_TAGGED or code == EXT_ERROR) and depth >= MAX_DEPTH:
+            # At the limit only leaves (bigints, descriptors) may still appear.
+            raise CodecError(f"value nested deeper than {MAX_DEPTH} levels")
         if code == EXT_TAGGED:
             inner = _unpackb(data, depth + 1)
             if type(inner) is not list or len(inner) != 2 or type(inner[0]) is not str:
@@ -223,7 +279,7 @@ def _make_ext_hook(depth: int) -> Callable[[int, bytes], Any]:
     return hook
 
 
-_EXT_HOOKS = [_make_ext_hook(d) for d in range(MAX_DEPTH)]
+_EXT_HOOKS = [_make_ext_hook(d) for d in range(MAX_DEPTH + 1)]  # deeper: _too_deep refuses everything
 
 
 def unpack(data: bytes) -> Any:

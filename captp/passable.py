@@ -136,7 +136,9 @@ class RemoteError(Exception):
             import traceback
 
             tb = "".join(traceback.format_exception(exc))
-        return cls(type(exc).__name__, str(exc), tb)
+        # Error text crosses as UTF-8; escape what UTF-8 cannot carry.
+        message = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
+        return cls(type(exc).__name__, message, tb)
 
     def __eq__(self, other: object) -> bool:
         return (

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine
 
@@ -132,6 +133,17 @@ class SessionAborted(ConnectionError):
     @property
     def reason(self) -> str:
         return f"{self.code}: {self.detail}" if self.detail else self.code
+
+
+def _brief(value: Any) -> str:
+    """A short, always-printable description of a value the peer sent (for abort details)."""
+    if type(value) is int and value.bit_length() > 64:
+        return f"<int of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text[:64]
 
 
 def _split_reason(reason: str) -> tuple[str, str]:
@@ -252,8 +264,6 @@ class _Import:
     __slots__ = ("ref", "wire_count")
 
     def __init__(self, ref: Any) -> None:
-        import weakref
-
         self.ref = weakref.ref(ref)
         self.wire_count = 0
 
@@ -343,6 +353,9 @@ class Session:
             self._fail(e.code, e.detail)
         except CodecError as e:
             self._fail(R_MALFORMED, str(e))
+        except Exception as e:  # a bug of ours must still cost only this session
+            log.exception("%s: internal error while processing a frame", self.name)
+            self._fail(R_MALFORMED, f"frame could not be processed ({type(e).__name__})")
 
     def data_to_send(self) -> list[bytes]:
         """Frames waiting to go out, oldest first (msgpack payloads, unframed)."""
@@ -510,7 +523,7 @@ class Session:
                 raise ProtocolError(R_NOT_STARTED, "expected start-session first")
         handler = _HANDLERS.get(op) if type(op) is str else None
         if handler is None:
-            raise ProtocolError(R_UNKNOWN_OP, repr(op)[:64])
+            raise ProtocolError(R_UNKNOWN_OP, _brief(op))
         arity = _ARITY[op]
         if len(msg) != arity:
             raise ProtocolError(R_BAD_ARITY, f"{op} takes {arity - 1} fields, got {len(msg) - 1}")
@@ -520,7 +533,7 @@ class Session:
         if self._peer_started:
             raise ProtocolError(R_BAD_FIELD, "duplicate start-session")
         if msg[1] != PROTOCOL_VERSION:
-            raise ProtocolError(R_VERSION, f"peer speaks {str(msg[1])[:64]!r}")
+            raise ProtocolError(R_VERSION, f"peer speaks {_brief(msg[1])}")
         self._peer_started = True
 
     def _local_target(self, desc: Any) -> Any:
@@ -601,6 +614,14 @@ class Session:
         self._check_method(method)
         target = self._local_target(target_desc)
         args = self._revive_args(args)
+        if type(target) is _ResultResolver and (method == "fulfill" or method == "break"):
+            # The answer to one of our calls: one per call, so it skips the
+            # general path (eventual_send, a result promise nobody observes).
+            try:
+                getattr(target, method)(*args)
+            except Exception as e:
+                log.debug("deliver-only call failed: %r", e)
+            return
         result = self._call(target, method, args)
         result.when_settled(_log_unobserved_failure)
 
@@ -623,13 +644,13 @@ class Session:
         if type(positions) is not list or type(deltas) is not list or len(positions) != len(deltas):
             raise ProtocolError(R_BAD_FIELD, "gc-exports needs two arrays of equal length")
         for pos, delta in zip(positions, deltas):
-            if type(pos) is not int or type(delta) is not int or delta <= 0:
-                raise ProtocolError(R_BAD_FIELD, "gc-exports entries must be positive integers")
+            if type(pos) is not int or not 0 <= pos <= MAX_POSITION or type(delta) is not int or delta <= 0:
+                raise ProtocolError(R_BAD_FIELD, "gc-exports needs positions 0..2**53-1 and positive deltas")
             entry = self._exports.get(pos)
             if entry is None:
-                raise ProtocolError(R_UNKNOWN_POSITION, f"gc of export {pos}")
+                raise ProtocolError(R_UNKNOWN_POSITION, f"gc of export {_brief(pos)}")
             if delta > entry.wire_count:
-                raise ProtocolError(R_BAD_FIELD, f"gc of export {pos} by more than was sent")
+                raise ProtocolError(R_BAD_FIELD, f"gc of export {_brief(pos)} by more than was sent")
             entry.wire_count -= delta
             if entry.wire_count == 0 and pos != 0:
                 del self._exports[pos]
@@ -640,8 +661,10 @@ class Session:
         if type(positions) is not list:
             raise ProtocolError(R_BAD_FIELD, "gc-answers needs an array")
         for pos in positions:
-            if type(pos) is not int or pos not in self._answers:
-                raise ProtocolError(R_UNKNOWN_POSITION, f"gc of answer {pos!r}"[:80])
+            if type(pos) is not int or not 0 <= pos <= MAX_POSITION:
+                raise ProtocolError(R_BAD_FIELD, "gc-answers needs positions 0..2**53-1")
+            if pos not in self._answers:
+                raise ProtocolError(R_UNKNOWN_POSITION, f"gc of answer {_brief(pos)}")
             del self._answers[pos]
 
     def _on_abort(self, msg: list[Any]) -> None:
@@ -653,7 +676,10 @@ class Session:
     # -- calling local objects ----------------------------------------------------
     def _call(self, target: Any, method: str, args: list[Any]) -> Promise:
         """Invoke ``method`` on a local target, or forward to wherever it lives."""
-        return eventual_send(target, method, args, spawn=self.spawn)
+        try:
+            return eventual_send(target, method, args, spawn=self.spawn)
+        except Exception as e:  # forwarding to another session can refuse the args
+            return Promise.rejected_with(e)
 
     def _wire_error(self, e: BaseException) -> RemoteError:
         return RemoteError.from_exception(e, with_traceback=self.debug)
@@ -676,7 +702,13 @@ class Session:
                 err = p._result
                 if not isinstance(err, RemoteError):
                     err = self._wire_error(err)
-            self._queue([OP_DELIVER_ONLY, Desc(EXT_EXPORT, resolver._position), "break", [err]])
+            try:
+                self._queue([OP_DELIVER_ONLY, Desc(EXT_EXPORT, resolver._position), "break", [err]])
+            except TypeError:
+                self._queue(
+                    [OP_DELIVER_ONLY, Desc(EXT_EXPORT, resolver._position), "break",
+                     [RemoteError(err.name if isinstance(err, RemoteError) else "Error", "unencodable error")]]
+                )
 
         return report
 
@@ -724,12 +756,13 @@ class Session:
         with self._gc_lock:
             gc_exports, self._gc_exports = self._gc_exports, {}
             gc_answers, self._gc_answers = self._gc_answers, []
+        # Positions and counts are our own small ints: nothing for encode() to check.
         if gc_exports:
             self._outbox.append(
-                codec.encode([OP_GC_EXPORTS, list(gc_exports), list(gc_exports.values())])
+                codec.encode_plain([OP_GC_EXPORTS, list(gc_exports), list(gc_exports.values())])
             )
         if gc_answers:
-            self._outbox.append(codec.encode([OP_GC_ANSWERS, gc_answers]))
+            self._outbox.append(codec.encode_plain([OP_GC_ANSWERS, gc_answers]))
 
     # -- ending ------------------------------------------------------------------------
     def _fail(self, code: str, detail: str, *, local: bool = False) -> None:

@@ -1015,7 +1015,9 @@ export class Session {
     }
     positions.forEach((pos, i) => {
       const delta = deltas[i];
-      if (!isInt(pos) || !isInt(delta) || delta <= 0) throw new ProtocolError(R.BAD_FIELD, "gc-exports entries must be positive integers");
+      if (!isInt(pos) || pos < 0 || pos > MAX_POSITION || !isInt(delta) || delta <= 0) {
+        throw new ProtocolError(R.BAD_FIELD, "gc-exports needs positions 0..2**53-1 and positive deltas");
+      }
       const entry = this._exports.get(pos);
       if (!entry) throw new ProtocolError(R.UNKNOWN_POSITION, `gc of export ${pos}`);
       if (delta > entry.wireCount) throw new ProtocolError(R.BAD_FIELD, `gc of export ${pos} by more than was sent`);
@@ -1031,7 +1033,8 @@ export class Session {
     const positions = msg[1];
     if (!Array.isArray(positions)) throw new ProtocolError(R.BAD_FIELD, "gc-answers needs an array");
     for (const pos of positions) {
-      if (!isInt(pos) || !this._answers.has(pos)) throw new ProtocolError(R.UNKNOWN_POSITION, `gc of answer ${String(pos).slice(0, 40)}`);
+      if (!isInt(pos) || pos < 0 || pos > MAX_POSITION) throw new ProtocolError(R.BAD_FIELD, "gc-answers needs positions 0..2**53-1");
+      if (!this._answers.has(pos)) throw new ProtocolError(R.UNKNOWN_POSITION, `gc of answer ${String(pos).slice(0, 40)}`);
       this._answers.delete(pos);
     }
   }

@@ -527,7 +527,7 @@ MESSAGE_REJECTS: list[tuple[str, bool, list[Any], Any, str, dict[str, int]]] = [
     ("gc-exports unknown position", True, [], ["gc-exports", [5], [1]], "unknown-position", {}),
     ("gc-answers not an array", True, [], ["gc-answers", 0], "bad-field", {}),
     ("gc-answers unknown position", True, [], ["gc-answers", [0]], "unknown-position", {}),
-    ("gc-answers position not an int", True, [], ["gc-answers", ["x"]], "unknown-position", {}),
+    ("gc-answers position not an int", True, [], ["gc-answers", ["x"]], "bad-field", {}),
     ("gc-answers twice", True,
      [["deliver", exp(0), "echo", [1], 0, None], ["gc-answers", [0]]],
      ["gc-answers", [0]], "unknown-position", {}),
