@@ -1,0 +1,24 @@
+"""The counter weblet's backend: one count, kept in the worker's memory.
+
+The worker calls ``make(powers, context)`` and hands the result to the page
+as ``app``. The count lives as long as the worker does; after a restart it
+starts again from zero (ocapd keeps recipes, not heap state).
+"""
+
+from captp import Far
+
+
+def make(powers, context):
+    count = 0
+
+    def incr():
+        """Add one; return the new count."""
+        nonlocal count
+        count += 1
+        return count
+
+    def get():
+        """The current count."""
+        return count
+
+    return Far("Counter", incr=incr, get=get)
