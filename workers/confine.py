@@ -1,0 +1,567 @@
+"""OS confinement for a worker process, applied in the child before untrusted code runs.
+
+Python cannot confine code inside one process, so a worker's confinement is
+its process boundary plus what the kernel offers. ``apply()`` runs in the
+worker child (the fork server's child, or a plain subprocess) and returns a
+report of what was *actually* applied; every step that fails is reported as
+not applied, with the kernel's reason. Nothing here ever claims more.
+
+By power level:
+
+- every level: scrubbed environment, cwd = workdir, umask 077, rlimits
+  (no core dumps, bounded open files), no inherited fds beyond 0/1/2 and
+  the two protocol pipes;
+- NONE, ENDO, CUSTOM: additionally a new network namespace (no interfaces
+  but a down loopback), Landlock (read-only: the Python installation, the
+  worker's own packages and the bundle folder; read-write: the workdir;
+  TCP bind/connect denied; abstract Unix sockets and signals scoped to the
+  worker), a seccomp filter refusing new ``AF_UNIX`` sockets and io_uring
+  (a network namespace does not separate filesystem Unix sockets, and
+  Landlock does not cover ``connect()`` on them), no_new_privs, an
+  address-space cap, and all capabilities dropped;
+- HOST: the basics only — the user chose to trust it.
+
+``probe()`` says what this machine supports, by trying it in a throwaway
+forked child (unsharing in the daemon itself would be wrong).
+
+Linux x86_64 syscall numbers are used for Landlock and seccomp; elsewhere
+those steps report themselves as unsupported.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import platform
+import resource
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LEVELS", "CONFINED_LEVELS", "apply", "probe", "scrubbed_env", "import_roots"]
+
+LEVELS = ("NONE", "ENDO", "HOST", "CUSTOM")
+#: Levels that get no network and a Landlock-limited filesystem.
+CONFINED_LEVELS = frozenset({"NONE", "ENDO", "CUSTOM"})
+
+#: Open files per worker. Enough for trio and ordinary code; stops fd exhaustion.
+MAX_OPEN_FILES = 1024
+#: Address space for confined workers. Python + trio use well under 1 GiB of
+#: virtual memory even with glibc's per-thread arenas; 4 GiB stops a runaway
+#: allocation long before the machine swaps.
+MAX_ADDRESS_SPACE = 4 * 1024**3
+#: PATH for a worker: nothing from the daemon's environment leaks in.
+MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+#: Read-only for confined workers: where the dynamic loader finds the shared
+#: libraries that Python's extension modules link against. Operating-system
+#: code, not user data.
+SYSTEM_LIBRARY_PATHS = ("/etc/ld.so.cache", "/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib")
+
+_IS_X86_64 = sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
+
+# -- kernel constants (linux uapi) ----------------------------------------------
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_SECUREBITS = 28
+PR_SET_NAME = 15
+SECCOMP_MODE_FILTER = 2
+
+SYS_LANDLOCK_CREATE_RULESET = 444
+SYS_LANDLOCK_ADD_RULE = 445
+SYS_LANDLOCK_RESTRICT_SELF = 446
+SYS_CAPGET = 125
+SYS_CAPSET = 126
+SYS_SOCKET = 41
+SYS_IO_URING_SETUP = 425
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_RULE_PATH_BENEATH = 1
+
+# Filesystem access rights, and the ABI that introduced the later ones.
+FS_EXECUTE = 1 << 0
+FS_WRITE_FILE = 1 << 1
+FS_READ_FILE = 1 << 2
+FS_READ_DIR = 1 << 3
+FS_REMOVE_DIR = 1 << 4
+FS_REMOVE_FILE = 1 << 5
+FS_MAKE_CHAR = 1 << 6
+FS_MAKE_DIR = 1 << 7
+FS_MAKE_REG = 1 << 8
+FS_MAKE_SOCK = 1 << 9
+FS_MAKE_FIFO = 1 << 10
+FS_MAKE_BLOCK = 1 << 11
+FS_MAKE_SYM = 1 << 12
+FS_REFER = 1 << 13  # ABI 2
+FS_TRUNCATE = 1 << 14  # ABI 3
+FS_IOCTL_DEV = 1 << 15  # ABI 5
+NET_BIND_TCP = 1 << 0  # ABI 4
+NET_CONNECT_TCP = 1 << 1  # ABI 4
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
+SCOPE_SIGNAL = 1 << 1  # ABI 6
+#: Rights that apply to a regular file (a rule on a file may only grant these).
+FS_FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
+
+_libc: Any = None
+
+
+def _lib() -> Any:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.syscall.restype = ctypes.c_long
+    return _libc
+
+
+def _errno_text() -> str:
+    e = ctypes.get_errno()
+    return f"{os.strerror(e)} (errno {e})"
+
+
+# -- environment, files, limits ---------------------------------------------------
+
+
+def import_roots() -> list[str]:
+    """Folders the worker needs on PYTHONPATH to import ``workers`` and ``captp``."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return [root]
+
+
+def scrubbed_env(workdir: str | os.PathLike[str]) -> dict[str, str]:
+    """The whole environment a worker gets: nothing of the daemon's leaks in."""
+    workdir = os.fspath(workdir)
+    return {
+        "PATH": MINIMAL_PATH,
+        "LANG": "C.UTF-8",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "PYTHONPATH": os.pathsep.join(import_roots()),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _close_inherited_fds(keep: tuple[int, ...]) -> list[int]:
+    """Close every fd above 2 except ``keep``; return what stays open."""
+    try:
+        open_fds = sorted(int(n) for n in os.listdir("/proc/self/fd"))
+    except OSError:
+        open_fds = list(range(3, 4096))
+    for fd in open_fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    return [0, 1, 2, *sorted(keep)]
+
+
+def _set_rlimits(confined: bool) -> dict[str, Any]:
+    applied: dict[str, Any] = {}
+
+    def lower(name: str, which: int, value: int) -> None:
+        soft, hard = resource.getrlimit(which)
+        new_hard = value if hard == resource.RLIM_INFINITY else min(hard, value)
+        try:
+            resource.setrlimit(which, (new_hard, new_hard))
+            applied[name] = new_hard
+        except (OSError, ValueError) as e:
+            applied[name] = f"not applied: {e}"
+
+    lower("core", resource.RLIMIT_CORE, 0)
+    lower("nofile", resource.RLIMIT_NOFILE, MAX_OPEN_FILES)
+    if confined:
+        lower("as", resource.RLIMIT_AS, MAX_ADDRESS_SPACE)
+    return applied
+
+
+# -- network namespace -----------------------------------------------------------
+
+
+def _write_id_maps() -> None:
+    # In a fresh user namespace our uid is unmapped until we map it to itself.
+    uid, gid = os.getuid(), os.getgid()
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"{gid} {gid} 1")
+
+
+def _unshare_network() -> dict[str, Any]:
+    """Enter a new, empty network namespace. Report how, or why not."""
+    if sys.platform != "linux":
+        return {"applied": False, "reason": f"network namespaces need Linux (this is {sys.platform})"}
+    libc = _lib()
+    if libc.unshare(CLONE_NEWNET) == 0:
+        return {"applied": True, "method": "unshare(CLONE_NEWNET)"}
+    first = _errno_text()
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
+        try:
+            _write_id_maps()
+        except OSError as e:
+            return {"applied": True, "method": "unshare(CLONE_NEWUSER|CLONE_NEWNET)", "id_map": f"failed: {e}"}
+        return {"applied": True, "method": "unshare(CLONE_NEWUSER|CLONE_NEWNET)"}
+    return {
+        "applied": False,
+        "reason": f"unshare(CLONE_NEWNET): {first}; unshare(CLONE_NEWUSER|CLONE_NEWNET): {_errno_text()}",
+    }
+
+
+# -- Landlock ---------------------------------------------------------------------
+
+
+def landlock_abi() -> tuple[int | None, str]:
+    """The kernel's Landlock ABI version, or None and why not."""
+    if not _IS_X86_64:
+        return None, f"Landlock syscalls are wired for Linux x86_64 only (this is {sys.platform}/{platform.machine()})"
+    r = _lib().syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), LANDLOCK_CREATE_RULESET_VERSION)
+    if r < 0:
+        return None, f"the kernel refuses Landlock: {_errno_text()}"
+    return int(r), ""
+
+
+def _handled_fs(abi: int) -> int:
+    rights = (1 << 13) - 1  # ABI 1: EXECUTE .. MAKE_SYM
+    if abi >= 2:
+        rights |= FS_REFER
+    if abi >= 3:
+        rights |= FS_TRUNCATE
+    if abi >= 5:
+        rights |= FS_IOCTL_DEV
+    return rights
+
+
+def _landlock(read_only: list[str], list_only: list[str], read_write: list[str]) -> dict[str, Any]:
+    """Restrict this process (and its future children) to the given paths."""
+    abi, why = landlock_abi()
+    if abi is None:
+        return {"applied": False, "reason": why}
+    libc = _lib()
+    handled = _handled_fs(abi)
+    attr = struct.pack("<Q", handled)
+    handled_net = scoped = 0
+    if abi >= 4:
+        handled_net = NET_BIND_TCP | NET_CONNECT_TCP
+        attr += struct.pack("<Q", handled_net)
+    if abi >= 6:
+        scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
+        attr += struct.pack("<Q", scoped)
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, buf, ctypes.c_size_t(len(attr)), 0)
+    if ruleset < 0:
+        return {"applied": False, "abi": abi, "reason": f"landlock_create_ruleset: {_errno_text()}"}
+    read = FS_READ_FILE | FS_READ_DIR
+    write = handled & ~(FS_MAKE_CHAR | FS_MAKE_BLOCK | FS_IOCTL_DEV | FS_EXECUTE)
+    granted: dict[str, list[str]] = {"read_only": [], "list_only": [], "read_write": []}
+    skipped: list[str] = []
+    try:
+        for group, paths, rights in (
+            ("read_only", read_only, read),
+            ("list_only", list_only, FS_READ_DIR),
+            ("read_write", read_write, write),
+        ):
+            for path in paths:
+                try:
+                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                except OSError:
+                    skipped.append(path)
+                    continue
+                try:
+                    allowed = rights
+                    if not os.path.isdir(path):
+                        allowed &= FS_FILE_RIGHTS
+                    rule = ctypes.create_string_buffer(struct.pack("<Qi", allowed, fd), 12)
+                    if libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH, rule, 0) != 0:
+                        return {"applied": False, "abi": abi, "reason": f"landlock_add_rule({path}): {_errno_text()}"}
+                    granted[group].append(path)
+                finally:
+                    os.close(fd)
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return {"applied": False, "abi": abi, "reason": f"PR_SET_NO_NEW_PRIVS: {_errno_text()}"}
+        if libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
+            return {"applied": False, "abi": abi, "reason": f"landlock_restrict_self: {_errno_text()}"}
+    finally:
+        os.close(ruleset)
+    report: dict[str, Any] = {"applied": True, "abi": abi, **granted}
+    if skipped:
+        report["missing_paths"] = skipped
+    report["tcp_denied"] = bool(handled_net)
+    report["scoped"] = [n for n, bit in (("abstract-unix-socket", SCOPE_ABSTRACT_UNIX_SOCKET), ("signal", SCOPE_SIGNAL)) if scoped & bit]
+    return report
+
+
+# -- seccomp --------------------------------------------------------------------------
+
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_X32_SYSCALL_BIT = 0x40000000
+_SECCOMP_RET_ALLOW = 0x7FFF0000
+_SECCOMP_RET_ERRNO = 0x00050000
+_SECCOMP_RET_KILL_PROCESS = 0x80000000
+_EPERM = 1
+_AF_UNIX = 1
+# classic BPF opcodes
+_LD_W_ABS = 0x20
+_JEQ_K = 0x15
+_JGE_K = 0x35
+_RET_K = 0x06
+
+
+def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("<HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+
+def _seccomp_program() -> bytes:
+    """socket(AF_UNIX, ...) and io_uring_setup fail with EPERM; everything else is allowed.
+
+    seccomp_data layout: nr at 0, arch at 4, args[0] (low half) at 16.
+    ``socketpair`` stays allowed: trio's wakeup channel needs it, and a
+    socketpair cannot reach anything outside the process.
+    """
+    deny = _SECCOMP_RET_ERRNO | _EPERM
+    return b"".join(
+        [
+            _bpf(_LD_W_ABS, 0, 0, 4),  # arch
+            _bpf(_JEQ_K, 1, 0, _AUDIT_ARCH_X86_64),
+            _bpf(_RET_K, 0, 0, _SECCOMP_RET_KILL_PROCESS),
+            _bpf(_LD_W_ABS, 0, 0, 0),  # nr
+            _bpf(_JGE_K, 0, 1, _X32_SYSCALL_BIT),  # x32 syscalls: refuse them all
+            _bpf(_RET_K, 0, 0, deny),
+            _bpf(_JEQ_K, 0, 1, SYS_IO_URING_SETUP),
+            _bpf(_RET_K, 0, 0, deny),
+            _bpf(_JEQ_K, 0, 3, SYS_SOCKET),
+            _bpf(_LD_W_ABS, 0, 0, 16),  # args[0]: the address family
+            _bpf(_JEQ_K, 0, 1, _AF_UNIX),
+            _bpf(_RET_K, 0, 0, deny),
+            _bpf(_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
+        ]
+    )
+
+
+def _seccomp() -> dict[str, Any]:
+    if not _IS_X86_64:
+        return {"applied": False, "reason": "the seccomp filter is written for Linux x86_64 only"}
+    libc = _lib()
+    program = _seccomp_program()
+    filters = ctypes.create_string_buffer(program, len(program))
+
+    class _Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = _Fprog(len(program) // 8, ctypes.cast(filters, ctypes.c_void_p))
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return {"applied": False, "reason": f"PR_SET_NO_NEW_PRIVS: {_errno_text()}"}
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        return {"applied": False, "reason": f"seccomp filter: {_errno_text()}"}
+    return {"applied": True, "denied": ["socket(AF_UNIX)", "io_uring_setup", "x32 syscalls"]}
+
+
+# -- capabilities -------------------------------------------------------------------------
+
+_SECBIT_NOROOT = 1 << 0
+_SECBIT_NOROOT_LOCKED = 1 << 1
+_SECBIT_NO_SETUID_FIXUP = 1 << 2
+_SECBIT_NO_SETUID_FIXUP_LOCKED = 1 << 3
+_CAP_VERSION_3 = 0x20080522
+
+
+#: Above the highest capability any kernel defines; dropping an unknown one is a harmless EINVAL.
+_CAP_COUNT = 64
+
+
+def _drop_capabilities() -> dict[str, Any]:
+    """Empty every capability set, so uid 0 in a container is an ordinary user."""
+    if sys.platform != "linux":
+        return {"applied": False, "reason": "capabilities are a Linux feature"}
+    libc = _lib()
+    notes = []
+    bits = _SECBIT_NOROOT | _SECBIT_NOROOT_LOCKED | _SECBIT_NO_SETUID_FIXUP | _SECBIT_NO_SETUID_FIXUP_LOCKED
+    if libc.prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) != 0:
+        notes.append(f"securebits not set: {_errno_text()}")
+    for cap in range(_CAP_COUNT):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL for unknown caps is fine
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = ctypes.create_string_buffer(struct.pack("<Ii", _CAP_VERSION_3, 0), 8)
+    data = ctypes.create_string_buffer(bytes(24), 24)  # two {effective, permitted, inheritable}
+    if libc.syscall(SYS_CAPSET, header, data) != 0:
+        return {"applied": False, "reason": f"capset: {_errno_text()}", "notes": notes}
+    effective, permitted = _capget()
+    report: dict[str, Any] = {"applied": effective == 0 and permitted == 0, "effective": effective, "permitted": permitted}
+    if notes:
+        report["notes"] = notes
+    return report
+
+
+def _capget() -> tuple[int | None, int | None]:
+    """(effective, permitted) capability sets of this process, by syscall (no /proc needed)."""
+    header = ctypes.create_string_buffer(struct.pack("<Ii", _CAP_VERSION_3, 0), 8)
+    data = ctypes.create_string_buffer(24)
+    if _lib().syscall(SYS_CAPGET, header, data) != 0:
+        return None, None
+    e0, p0, _i0, e1, p1, _i1 = struct.unpack("<6I", data.raw)
+    return e0 | e1 << 32, p0 | p1 << 32
+
+
+# -- the whole recipe -------------------------------------------------------------------------
+
+
+def _filesystem_view(workdir: str, bundle_dir: str | None) -> tuple[list[str], list[str], list[str]]:
+    """(read-only, list-only, read-write) paths for Landlock."""
+    read_only: list[str] = []
+    list_only: list[str] = []
+    roots = {os.path.realpath(r) for r in import_roots()}
+    for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path):
+        if not p:
+            continue
+        real = os.path.realpath(p)
+        if real in roots:
+            continue  # a source checkout: see below
+        if os.path.exists(real) and real not in read_only:
+            read_only.append(real)
+    # A source checkout on sys.path: its folder may be listed (imports need
+    # that) but only the worker's own packages may be read.
+    for root in sorted(roots):
+        list_only.append(root)
+        for package in ("captp", "workers"):
+            path = os.path.join(root, package)
+            if os.path.isdir(path):
+                read_only.append(path)
+    # Extension modules load shared libraries from the system (libsqlite3, libssl, ...).
+    for path in SYSTEM_LIBRARY_PATHS:
+        real = os.path.realpath(path)
+        if os.path.exists(real) and real not in read_only:
+            read_only.append(real)
+    if bundle_dir:
+        read_only.append(os.path.realpath(bundle_dir))
+    return read_only, list_only, [os.path.realpath(workdir)]
+
+
+def apply(
+    level: str,
+    workdir: str | os.PathLike[str],
+    bundle_dir: str | os.PathLike[str] | None = None,
+    *,
+    keep_fds: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    """Confine the calling process for ``level``; return what was applied.
+
+    Call only in a worker child: it is irreversible. fds 0/1/2 and
+    ``keep_fds`` stay open, everything else is closed.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"unknown power level {level!r}; expected one of {', '.join(LEVELS)}")
+    workdir = os.fspath(workdir)
+    confined = level in CONFINED_LEVELS
+    report: dict[str, Any] = {"level": level}
+    report["fds"] = _close_inherited_fds(keep_fds)
+    env = scrubbed_env(workdir)
+    os.environ.clear()
+    os.environ.update(env)
+    report["environment"] = sorted(env)
+    os.chdir(workdir)
+    os.umask(0o077)
+    report["cwd"] = workdir
+    report["rlimits"] = _set_rlimits(confined)
+    if not confined:
+        for step in ("network", "landlock", "seccomp", "capabilities"):
+            report[step] = {"applied": False, "reason": f"not requested for level {level}"}
+        report["no_new_privs"] = False
+        return report
+    report["network"] = _unshare_network()
+    ro, lo, rw = _filesystem_view(workdir, os.fspath(bundle_dir) if bundle_dir else None)
+    report["landlock"] = _landlock(ro, lo, rw)
+    report["seccomp"] = _seccomp()
+    report["capabilities"] = _drop_capabilities()
+    report["no_new_privs"] = _lib().prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1
+    return report
+
+
+# -- probe ---------------------------------------------------------------------------------------
+
+
+def _probe_in_child() -> dict[str, Any]:
+    result: dict[str, Any] = {"platform": f"{sys.platform}/{platform.machine()}", "kernel": platform.release()}
+    result["netns"] = _unshare_network()
+    result["netns"]["supported"] = result["netns"].pop("applied")
+    abi, why = landlock_abi()
+    landlock: dict[str, Any] = {"abi": abi}
+    if abi is None:
+        landlock.update(supported=False, reason=why)
+    else:
+        landlock.update(
+            supported=True,
+            filesystem=True,
+            tcp=abi >= 4,
+            scoping=abi >= 6,
+        )
+    result["landlock"] = landlock
+    result["rlimits"] = {
+        name: list(resource.getrlimit(which))
+        for name, which in (("core", resource.RLIMIT_CORE), ("nofile", resource.RLIMIT_NOFILE), ("as", resource.RLIMIT_AS))
+    }
+    seccomp = _seccomp()
+    result["seccomp"] = {"supported": seccomp["applied"], **({"reason": seccomp["reason"]} if not seccomp["applied"] else {})}
+    if abi is not None:
+        # Restrict for real (after seccomp, so no_new_privs is set) and check a read is refused.
+        outcome = _landlock([], [], [])
+        if outcome["applied"]:
+            try:
+                open("/proc/self/status").close()
+                landlock["enforced"] = False
+                landlock["reason"] = "restrict_self succeeded but a read outside the rules was allowed"
+            except OSError:
+                landlock["enforced"] = True
+        else:
+            landlock["enforced"] = False
+            landlock["reason"] = outcome["reason"]
+    caps = _drop_capabilities()
+    result["capabilities"] = {"droppable": caps["applied"], **({"reason": caps["reason"]} if "reason" in caps else {})}
+    return result
+
+
+def probe() -> dict[str, Any]:
+    """What this machine supports, tried for real in a throwaway forked child.
+
+    Synchronous and quick (a fork and a few syscalls). Keys: ``platform``,
+    ``kernel``, ``netns`` {supported, method|reason}, ``landlock`` {abi,
+    supported, filesystem, tcp, scoping, enforced, reason?}, ``seccomp``
+    {supported, reason?}, ``capabilities`` {droppable}, ``rlimits`` (the
+    current soft/hard limits).
+    """
+    if not hasattr(os, "fork"):
+        return {"platform": sys.platform, "error": "no fork on this platform"}
+    _lib()  # load libc before forking, not in the child
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the throwaway child: never returns
+        try:
+            os.close(r)
+            try:
+                data = json.dumps(_probe_in_child()).encode()
+            except BaseException as e:  # report, never raise across the fork
+                data = json.dumps({"error": f"{type(e).__name__}: {e}"}).encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view) :]
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    try:
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    try:
+        return json.loads(b"".join(chunks) or b'{"error": "probe child died"}')
+    except ValueError:
+        return {"error": "probe child sent garbage"}

@@ -1,0 +1,502 @@
+"""Starting workers from the daemon's side: ``Launcher``, ``open_worker``, ``Worker``.
+
+    async with Launcher() as launcher:
+        async with open_worker(spec, launcher) as worker:
+            print(await E(worker.facet).evaluate("1 + 1", [], []))
+
+The ``Launcher`` owns the fork server (``workers.forkserver``), one per
+daemon. ``open_worker`` asks it for a child; when the fork server is not
+running (never started, died, failed to start) the worker is started as a
+plain subprocess (``python -m workers``) instead, and the next launch tries
+to bring the fork server back. Either way the daemon holds the worker's pipe
+ends — EOF on them means the worker died, and every pending promise on its
+connection breaks with ``SessionAborted`` (code ``disconnected``).
+
+A worker is ready when its facet has answered ``info()``; ``open_worker``
+yields it then. Leaving the block terminates it: ``terminate()`` is asked
+politely, and after ``grace`` seconds the process is killed through a pidfd
+(never by a pid that might have been recycled). Terminating never raises,
+however early or late it comes in the worker's life.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import trio
+
+from captp import Connection, E, RemoteRef, SessionAborted, open_stream_connection
+
+from .confine import LEVELS, import_roots, scrubbed_env
+
+__all__ = ["WorkerSpec", "Worker", "Launcher", "open_worker", "WorkerStartError"]
+
+log = logging.getLogger("ocapd.workers")
+
+#: How long a worker may take from launch to answering ``info()``.
+START_TIMEOUT = 30.0
+#: How long the fork server may take to import everything and say it is ready.
+FORK_SERVER_START_TIMEOUT = 30.0
+#: After a failed fork-server (re)start, launches use subprocesses this long before trying again.
+FORK_SERVER_RETRY_INTERVAL = 5.0
+#: How long to wait for the fork server's exit report once the pidfd says the child is gone.
+STATUS_TIMEOUT = 1.0
+
+
+class WorkerStartError(RuntimeError):
+    """The worker could not be started, or died before answering."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    name: str  # for logs
+    level: str  # "NONE" | "ENDO" | "HOST" | "CUSTOM": the power level; decides confinement
+    workdir: Path  # private working/scratch folder (created 0700)
+    log_path: Path  # the worker's stderr goes here
+    bundle_dir: Path | None = None  # read-only view for bundles
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"unknown power level {self.level!r}; expected one of {', '.join(LEVELS)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "level": self.level,
+            "workdir": str(Path(self.workdir).resolve()),
+            "log_path": str(self.log_path),
+            "bundle_dir": str(Path(self.bundle_dir).resolve()) if self.bundle_dir else None,
+        }
+
+
+# -- processes, however they were started -------------------------------------------
+
+
+class _ForkedProcess:
+    """A child of the fork server: a pidfd to signal and watch it, a control socket for its status."""
+
+    def __init__(self, pid: int, pidfd: int, control: trio.socket.SocketType) -> None:
+        self.pid = pid
+        self._pidfd = pidfd
+        self._control = control
+
+    async def wait(self) -> int | None:
+        await trio.lowlevel.wait_readable(self._pidfd)
+        with trio.move_on_after(STATUS_TIMEOUT):
+            try:
+                while data := await self._control.recv(4096):
+                    message = json.loads(data)
+                    if "status" in message:
+                        return int(message["status"])
+            except (OSError, ValueError):
+                pass
+        return None  # the fork server died too: the child is gone, its status unknown
+
+    def kill(self) -> None:
+        try:
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        if self._pidfd >= 0:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        self._control.close()
+
+
+class _Subprocess:
+    """A worker started as ``python -m workers`` (the fallback)."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.pid = process.pid
+        self._process = process
+
+    async def wait(self) -> int | None:
+        return await self._process.wait()
+
+    def kill(self) -> None:
+        try:
+            self._process.kill()
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        pass
+
+
+class _ForkServerGone(Exception):
+    pass
+
+
+# -- the worker ------------------------------------------------------------------------
+
+
+class Worker:
+    """A live worker. Made by ``open_worker``; valid inside its block."""
+
+    pid: int
+    spec: WorkerSpec
+    started_at: float
+    confinement: dict[str, Any]
+    info: dict[str, Any]
+    launched_by: str  # "fork-server" or "subprocess"
+    facet: RemoteRef
+    connection: Connection
+
+    def __init__(self, spec: WorkerSpec, process: _ForkedProcess | _Subprocess, launched_by: str, started_at: float) -> None:
+        self.spec = spec
+        self.pid = process.pid
+        self.started_at = started_at
+        self.launched_by = launched_by
+        self.confinement = {}
+        self.info = {}
+        self._process = process
+        self._wait_lock = trio.Lock()
+        self._exited = trio.Event()
+        self._status: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.spec.name!r} pid={self.pid} level={self.spec.level}>"
+
+    @property
+    def exited(self) -> bool:
+        return self._exited.is_set()
+
+    def rss_bytes(self) -> int:
+        """Resident memory from /proc/<pid>/status (0 once the process is gone)."""
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def pss_bytes(self) -> int | None:
+        """Proportional set size (shared pages split among sharers), if the kernel reports it."""
+        try:
+            with open(f"/proc/{self.pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            pass
+        return None
+
+    async def wait_exited(self) -> int | None:
+        """Wait for the process to end; its exit status when known (negative: killed by that signal)."""
+        async with self._wait_lock:
+            if not self._exited.is_set():
+                self._status = await self._process.wait()
+                self._exited.set()
+        return self._status
+
+    async def terminate(self, grace: float = 0.1) -> None:
+        """Ask the worker to end; after ``grace`` seconds kill it. Never raises if it already died."""
+        if not self._exited.is_set():
+            if self.connection.aborted is None:
+                try:
+                    E.send_only(self.facet).terminate()
+                except Exception:  # the session is ending under us: killing is the answer
+                    pass
+            with trio.move_on_after(grace):
+                await self.wait_exited()
+            if not self._exited.is_set():
+                self._process.kill()
+                await self.wait_exited()
+        self.connection.close()
+
+
+# -- the launcher ------------------------------------------------------------------------
+
+
+class Launcher:
+    """Starts workers; owns the fork server. One per daemon.
+
+    ``use_fork_server=False`` starts every worker as a subprocess (slower,
+    nothing shared). ``fork_server_log`` receives the fork server's stderr.
+    """
+
+    def __init__(self, *, use_fork_server: bool = True, fork_server_log: Path | None = None, python: str = sys.executable) -> None:
+        self.use_fork_server = use_fork_server
+        self.fork_server_log = fork_server_log
+        self.python = python
+        self.launches = {"fork-server": 0, "subprocess": 0}
+        self._server: trio.Process | None = None
+        self._sock: trio.socket.SocketType | None = None
+        self._send_lock = trio.Lock()
+        self._start_lock = trio.Lock()
+        self._last_failure: float | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> Launcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def fork_server_pid(self) -> int | None:
+        """The fork server's pid while it runs."""
+        if self._server is not None and self._server.poll() is None:
+            return self._server.pid
+        return None
+
+    async def start(self) -> None:
+        """Start the fork server. If that fails, workers start as subprocesses (logged, not raised)."""
+        self._closed = False
+        if self.use_fork_server:
+            await self.restart_fork_server()
+
+    async def restart_fork_server(self) -> bool:
+        """(Re)start the fork server; True when it is running afterwards."""
+        async with self._start_lock:
+            if self.fork_server_pid is not None:
+                return True
+            await self._stop_fork_server()
+            try:
+                await self._start_fork_server()
+            except Exception as e:
+                self._last_failure = time.monotonic()
+                log.warning("fork server unavailable, workers will start as subprocesses: %s", e)
+                await self._stop_fork_server()
+                return False
+            self._last_failure = None
+            return True
+
+    async def _start_fork_server(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            stderr: Any = None
+            if self.fork_server_log is not None:
+                self.fork_server_log.parent.mkdir(parents=True, exist_ok=True)
+                stderr = os.open(self.fork_server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            env = {k: v for k, v in scrubbed_env("/").items() if k not in ("HOME", "TMPDIR")}
+            try:
+                self._server = await trio.lowlevel.open_process(
+                    [self.python, "-P", "-m", "workers.forkserver", str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    env=env,
+                    start_new_session=True,
+                )
+            finally:
+                if isinstance(stderr, int):
+                    os.close(stderr)
+        finally:
+            theirs.close()
+        self._sock = trio.socket.from_stdlib_socket(ours)
+        with trio.fail_after(FORK_SERVER_START_TIMEOUT):
+            data = await self._sock.recv(4096)
+        if not data or not json.loads(data).get("ready"):
+            raise RuntimeError(f"fork server exited while starting (status {self._server.poll()})")
+        log.info("fork server ready, pid %d", self._server.pid)
+
+    async def _stop_fork_server(self) -> None:
+        if self._sock is not None:
+            self._sock.close()  # the fork server exits on EOF; its children live on
+            self._sock = None
+        server, self._server = self._server, None
+        if server is not None:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(2.0):
+                    await server.wait()
+                if server.poll() is None:
+                    server.kill()
+                    await server.wait()
+
+    async def aclose(self) -> None:
+        """Stop the fork server. Running workers are not affected."""
+        self._closed = True
+        await self._stop_fork_server()
+
+    async def _fork(self, spec: dict[str, Any], fds: tuple[int, int, int]) -> _ForkedProcess:
+        sock = self._sock
+        if sock is None or self.fork_server_pid is None:
+            raise _ForkServerGone("not running")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        control = trio.socket.from_stdlib_socket(ours)
+        try:
+            payload = json.dumps({"spec": spec}).encode()
+            rights = array.array("i", [*fds, theirs.fileno()])
+            async with self._send_lock:
+                await sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+            theirs.close()
+            data, ancdata, _flags, _addr = await control.recvmsg(4096, socket.CMSG_SPACE(4))
+        except OSError as e:
+            theirs.close()
+            control.close()
+            raise _ForkServerGone(str(e)) from None
+        pidfds = array.array("i")
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                pidfds.frombytes(cdata[: len(cdata) - len(cdata) % 4])
+        if not data:
+            for fd in pidfds:
+                os.close(fd)
+            control.close()
+            raise _ForkServerGone("closed the request")
+        message = json.loads(data)
+        if "pid" not in message or len(pidfds) != 1:
+            for fd in pidfds:
+                os.close(fd)
+            control.close()
+            raise _ForkServerGone(message.get("error", "no pidfd in the reply"))
+        return _ForkedProcess(int(message["pid"]), pidfds[0], control)
+
+    async def _spawn_subprocess(self, spec: dict[str, Any], fds: tuple[int, int, int]) -> _Subprocess:
+        spec = {**spec, "launch": "subprocess"}
+        process = await trio.lowlevel.open_process(
+            [self.python, "-P", "-m", "workers", "--spec", json.dumps(spec)],
+            stdin=fds[0],
+            stdout=fds[1],
+            stderr=fds[2],
+            env=scrubbed_env(spec["workdir"]),
+            cwd=spec["workdir"],
+            start_new_session=True,
+        )
+        return _Subprocess(process)
+
+    async def launch(self, spec: WorkerSpec) -> tuple[_ForkedProcess | _Subprocess, str, int, int]:
+        """Start a worker process; return it, how it was started, and the daemon's pipe ends (to, from)."""
+        workdir = Path(spec.workdir)
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(workdir, 0o700)
+        Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
+        log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        to_worker_r, to_worker_w = os.pipe2(os.O_CLOEXEC)
+        from_worker_r, from_worker_w = os.pipe2(os.O_CLOEXEC)
+        child_fds = (to_worker_r, from_worker_w, log_fd)
+        data = spec.to_json()
+        process: _ForkedProcess | _Subprocess | None = None
+        try:
+            if self.use_fork_server and not self._closed:
+                if self._start_lock.locked():
+                    # The fork server is starting (the daemon serves before
+                    # it is ready): waiting for it beats a subprocess.
+                    async with self._start_lock:
+                        pass
+                if self.fork_server_pid is None and (
+                    self._last_failure is None or time.monotonic() - self._last_failure > FORK_SERVER_RETRY_INTERVAL
+                ):
+                    await self.restart_fork_server()
+                try:
+                    process = await self._fork(data, child_fds)
+                    how = "fork-server"
+                except _ForkServerGone as e:
+                    log.warning("fork server unavailable (%s); starting %r as a subprocess", e, spec.name)
+                    self._last_failure = None  # retry on the next launch
+            if process is None:
+                process = await self._spawn_subprocess(data, child_fds)
+                how = "subprocess"
+        except BaseException:
+            for fd in (to_worker_w, from_worker_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        self.launches[how] += 1
+        return process, how, to_worker_w, from_worker_r
+
+
+class _ConnectionRunner:
+    """Runs a worker's CapTP connection in a task of ``open_worker``'s nursery.
+
+    The task is shielded: when the caller of ``open_worker`` is cancelled,
+    the session must stay up until the worker has been asked to terminate
+    (that request is what lets it exit at once instead of waiting to be
+    killed) and then close normally. ``stop()`` ends it; ``open_worker``
+    always calls it. (Not ``nursery.start``: trio keeps a task that calls
+    ``started()`` after its starter was cancelled under the starter, which
+    would then wait forever for this shielded task.)
+    """
+
+    def __init__(self, stream: trio.abc.Stream, name: str) -> None:
+        self.connection: Connection | None = None
+        self._stream = stream
+        self._name = name
+        self._ready = trio.Event()
+        self._stop = trio.Event()
+
+    async def run(self) -> None:
+        with trio.CancelScope(shield=True):
+            async with open_stream_connection(self._stream, None, name=f"daemon:{self._name}") as conn:
+                self.connection = conn
+                self._ready.set()
+                await self._stop.wait()
+
+    async def wait_ready(self) -> Connection:
+        await self._ready.wait()
+        assert self.connection is not None
+        return self.connection
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@asynccontextmanager
+async def open_worker(spec: WorkerSpec, launcher: Launcher) -> AsyncIterator[Worker]:
+    """Start a worker; yield it once its facet answers; terminate it when the block ends."""
+    started_at = time.time()
+    process, how, to_worker, from_worker = await launcher.launch(spec)
+    stream = trio.StapledStream(trio.lowlevel.FdStream(to_worker), trio.lowlevel.FdStream(from_worker))
+    worker = Worker(spec, process, how, started_at)
+    runner = _ConnectionRunner(stream, spec.name)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runner.run)
+            try:
+                conn = await runner.wait_ready()
+                worker.connection = conn
+                worker.facet = conn.bootstrap()
+                try:
+                    with trio.fail_after(START_TIMEOUT):
+                        info = await E(worker.facet).info()
+                except (SessionAborted, trio.TooSlowError) as e:
+                    status = None
+                    if worker.connection.aborted is not None:
+                        with trio.move_on_after(1.0):
+                            status = await worker.wait_exited()
+                    raise WorkerStartError(
+                        f"worker {spec.name!r} (pid {worker.pid}) did not start: {e}; "
+                        f"exit status {status}; see {spec.log_path}"
+                    ) from None
+                worker.info = info
+                worker.confinement = info.get("confinement", {})
+                yield worker
+            finally:
+                with trio.CancelScope(shield=True):
+                    if hasattr(worker, "connection"):
+                        await worker.terminate()
+                runner.stop()
+    except BaseExceptionGroup as group:
+        # The connection task does not fail on its own; a lone error is the
+        # caller's (or a WorkerStartError): raise it as itself.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        if not worker.exited:  # the connection never came up: make sure the process is gone
+            with trio.CancelScope(shield=True):
+                process.kill()
+                await worker.wait_exited()
+        process.close()

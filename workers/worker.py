@@ -1,0 +1,211 @@
+"""The worker process: runs code handed to it and speaks CapTP over its pipes.
+
+``serve(spec)`` is the whole life of a worker. It is entered with fd 0
+reading CapTP frames from the daemon, fd 1 writing frames to it and fd 2
+appending to the worker's log. It first moves the two protocol pipes out of
+the way (fd 0 becomes /dev/null, fd 1 a copy of the log), so a stray
+``print()`` in untrusted code lands in the log instead of corrupting the
+frame stream; then confines the process for its power level
+(``workers.confine``), and serves a ``WorkerFacet`` as the CapTP bootstrap
+until the daemon closes the connection or calls ``terminate()``.
+
+Two ways in, same function: the fork server's child (``workers.forkserver``)
+and the plain subprocess ``python -m workers --spec JSON``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import inspect
+import keyword
+import logging
+import os
+import platform
+import sys
+import types
+from pathlib import Path
+from typing import Any, NoReturn
+
+import trio
+
+from captp import Connection, E, Far, Tagged, far, open_stream_connection
+
+from . import confine
+from .bundle import BundleError, bundle_digest, extract_bundle
+
+__all__ = ["WorkerFacet", "serve", "evaluate_source"]
+
+log = logging.getLogger("ocapd.worker")
+
+_COMPILE_FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+#: Names every evaluation sees besides its endowments.
+_PRELUDE = {"E": E, "Far": Far, "far": far, "Tagged": Tagged}
+
+
+async def evaluate_source(source: str, namespace: dict[str, Any]) -> Any:
+    """Run ``source`` in ``namespace``: an expression, or a block whose last statement,
+    if it is an expression, gives the result (like a notebook cell). Top-level
+    ``await`` is allowed."""
+    tree = ast.parse(source, "<evaluate>", "exec")
+    body = tree.body
+    last = body.pop() if body and isinstance(body[-1], ast.Expr) else None
+    if body:
+        code = compile(ast.Module(body=body, type_ignores=[]), "<evaluate>", "exec", flags=_COMPILE_FLAGS)
+        result = eval(code, namespace)  # noqa: S307 - running handed-in code is this process's job
+        if code.co_flags & inspect.CO_COROUTINE:
+            await result
+    if last is None:
+        return None
+    code = compile(ast.Expression(body=last.value), "<evaluate>", "eval", flags=_COMPILE_FLAGS)
+    result = eval(code, namespace)  # noqa: S307
+    if code.co_flags & inspect.CO_COROUTINE:
+        result = await result
+    return result
+
+
+async def _call_make(module: types.ModuleType, where: str, powers: Any, context: Any) -> Any:
+    make = getattr(module, "make", None)
+    if not callable(make):
+        raise TypeError(f"{where} has no make(powers, context) function")
+    result = make(powers, context)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+@far("WorkerFacet")
+class WorkerFacet:
+    """What the daemon holds of a worker: run code here, report, end."""
+
+    def __init__(self, spec: dict[str, Any], confinement: dict[str, Any]) -> None:
+        self._spec = spec
+        self._confinement = confinement
+        self._connection: Connection | None = None
+        self._unconfined_count = 0
+
+    async def evaluate(self, source: str, names: list[str], values: list[Any]) -> Any:
+        """Evaluate ``source`` with ``values`` bound to ``names``; return its value."""
+        if not isinstance(source, str):
+            raise TypeError("source must be a str")
+        if not isinstance(names, (list, tuple)) or not isinstance(values, (list, tuple)):
+            raise TypeError("names and values must be lists")
+        if len(names) != len(values):
+            raise ValueError(f"{len(names)} names but {len(values)} values")
+        namespace: dict[str, Any] = {"__name__": "__evaluate__", **_PRELUDE}
+        for name, value in zip(names, values):
+            if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+                raise ValueError(f"{name!r} is not a valid name for an endowment")
+            namespace[name] = value
+        return await evaluate_source(source, namespace)
+
+    async def make_unconfined(self, specifier: str, powers: Any, context: Any) -> Any:
+        """Import a module (file path or dotted name) and return ``module.make(powers, context)``."""
+        if not isinstance(specifier, str) or not specifier:
+            raise TypeError("specifier must be a module name or a file path")
+        path = specifier.removeprefix("file://")
+        if path.endswith(".py") or os.sep in path:
+            file = Path(path)
+            if not file.is_absolute():
+                file = Path(self._spec["workdir"]) / file
+            self._unconfined_count += 1
+            name = f"_ocapd_unconfined_{self._unconfined_count}"
+            spec = importlib.util.spec_from_file_location(name, file)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load a module from {str(file)!r}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]
+                raise
+        else:
+            module = importlib.import_module(specifier)
+        return await _call_make(module, specifier, powers, context)
+
+    async def make_bundle(self, bundle: bytes, powers: Any, context: Any) -> Any:
+        """Unpack a zip bundle (checked) and return its entry module's ``make(powers, context)``."""
+        if not isinstance(bundle, (bytes, bytearray)):
+            raise BundleError(f"a bundle is bytes (a zip), not {type(bundle).__name__}")
+        digest = bundle_digest(bundle)
+        # A bundle the daemon already unpacked into the read-only bundle folder
+        # is used from there; otherwise it is unpacked into this worker's
+        # private folder.
+        bundle_dir = self._spec.get("bundle_dir")
+        folder = Path(bundle_dir) / digest if bundle_dir else None
+        if folder is None or not folder.is_dir():
+            folder = Path(self._spec["workdir"]) / "bundles" / digest
+        entry = extract_bundle(bytes(bundle), folder)
+        package = f"_ocapd_bundle_{digest[:24]}"
+        if package not in sys.modules:
+            pkg = types.ModuleType(package)
+            pkg.__path__ = [str(folder)]
+            pkg.__package__ = package
+            sys.modules[package] = pkg
+        module = importlib.import_module(f"{package}.{entry}")
+        return await _call_make(module, f"bundle entry {entry!r}", powers, context)
+
+    def terminate(self) -> None:
+        """End this worker promptly: the connection closes and the process exits 0."""
+        log.info("terminate requested")
+        if self._connection is not None:
+            trio.lowlevel.current_trio_token().run_sync_soon(self._connection.close)
+
+    def info(self) -> dict[str, Any]:
+        """pid, Python version and the confinement actually applied."""
+        return {
+            "pid": os.getpid(),
+            "name": self._spec.get("name"),
+            "python": platform.python_version(),
+            "implementation": sys.implementation.name,
+            "confinement": self._confinement,
+        }
+
+
+def _take_protocol_fds() -> tuple[int, int]:
+    """Move the protocol pipes off fds 0/1; fd 0 becomes /dev/null and fd 1 the log."""
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    return proto_in, proto_out
+
+
+async def _run(spec: dict[str, Any], confinement: dict[str, Any], proto_in: int, proto_out: int) -> None:
+    facet = WorkerFacet(spec, confinement)
+    stream = trio.StapledStream(trio.lowlevel.FdStream(proto_out), trio.lowlevel.FdStream(proto_in))
+    async with open_stream_connection(stream, facet, name=f"worker:{spec.get('name')}") as conn:
+        facet._connection = conn
+        reason = await conn.wait_closed()
+        log.info("session ended: %s", reason.reason)
+
+
+def serve(spec: dict[str, Any]) -> NoReturn:
+    """The worker's life; never returns (exits 0 when the session ends, 1 on a crash)."""
+    code = 1
+    try:
+        proto_in, proto_out = _take_protocol_fds()
+        sys.stdout = sys.stderr  # print() goes to the log, never onto the frame stream
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=logging.INFO,
+            format=f"%(asctime)s worker[{spec.get('name')}:{os.getpid()}] %(levelname)s %(message)s",
+            force=True,
+        )
+        confinement = confine.apply(
+            spec["level"], spec["workdir"], spec.get("bundle_dir"), keep_fds=(proto_in, proto_out)
+        )
+        confinement["launch"] = spec.get("launch", "subprocess")
+        log.info("confinement: %s", confinement)
+        trio.run(_run, spec, confinement, proto_in, proto_out)
+        code = 0
+    except BaseException:
+        log.exception("worker crashed")
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
