@@ -483,11 +483,25 @@ class Host(Agent):
             self._kernel.nursery.start_soon(self._kernel.cancel, worker_id, "anonymous worker done")
         return value
 
-    async def _powers_for(self, txn: Txn, powers: str | list[str], handle_name: str | None) -> tuple[str, str]:
-        """The powers formula for a power level, and the worker level it implies."""
-        if powers == "HOST":
-            return self._id, "HOST"
+    async def _powers_for(
+        self,
+        txn: Txn,
+        powers: str | list[str],
+        handle_name: str | None,
+        introduce_host_as: str | None = None,
+    ) -> tuple[str, str]:
+        """The powers formula for a power level, and the worker level it implies.
+
+        HOST means the host's own agent, unless ``introduce_host_as`` is given:
+        then a fresh guest (its own names and mailbox) holds the host's powers
+        under that name — weblets always get a guest of their own.
+        """
         introduced: dict[str, str] = {}
+        if powers == "HOST":
+            if introduce_host_as is None:
+                return self._id, "HOST"
+            introduced[introduce_host_as] = self._id
+            return self._stage_guest(txn, handle_name, None, introduced), "HOST"
         if powers == "ENDO":
             introduced["ENDO"] = self._formula.endo
             level = "ENDO"
@@ -605,6 +619,24 @@ class Host(Agent):
         worker_id = self._stage_worker(txn, worker, level)
         formula = F.MakeBundleFormula(worker=worker_id, powers=powers_id, bundle=bundle_id)
         return await self._formulate_named(formula, result_name, txn)
+
+    async def install_weblet(self, bundle: bytes | str | list[str], name: str, powers: str | list[str] = "NONE") -> Any:
+        """Install a weblet: its own guest endowed by ``powers``, its bundle, its backend.
+
+        ``bundle`` is the bundle's bytes (zip or single HTML file) or the name
+        of a stored blob. Atomic: if any step fails nothing is left behind.
+        """
+        from .weblets import install_weblet
+
+        validate_pet_name(name)
+        if self._store.has(name):
+            raise ValueError(f"{name!r} already names something; remove it first or pick another name")
+        if not isinstance(bundle, bytes):
+            blob = await self.lookup(bundle)
+            if not isinstance(blob, ReadableBlob):
+                raise TypeError(f"{bundle!r} is not a stored bundle (store it with `ocapd store --path`)")
+            bundle = await blob.bytes()
+        return await install_weblet(self, bundle, name, powers)
 
     async def cancel(self, path: str | list[str], reason: str = "cancelled") -> list[str]:
         """Cancel a value and everything that depends on it; the next use reincarnates."""

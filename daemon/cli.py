@@ -9,7 +9,6 @@ stderr and a non-zero exit; ``--debug`` shows tracebacks.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -85,6 +84,8 @@ class Conversation:
 
 
 def _print_json(value: Any) -> None:
+    import json
+
     print(json.dumps(_jsonable(value), indent=None, sort_keys=True))
 
 
@@ -117,6 +118,8 @@ def _show_value(value: Any) -> str:
         return value
     if isinstance(value, (bytes, Tagged)):
         return repr(value)
+    import json
+
     try:
         return json.dumps(_jsonable(value))
     except (TypeError, ValueError):
@@ -165,6 +168,11 @@ def _parse_message(text: str) -> tuple[list[str], list[str], list[str]]:
 def cmd_where(args: argparse.Namespace) -> None:
     p = _paths()
     table = {"state": p.state, "run": p.run, "sock": p.sock, "log": p.daemon_log, "cache": p.cache}
+    try:  # written by the running daemon's gateway once it listens
+        table["gateway"] = f"http://localhost:{int((p.run / 'gateway.port').read_text())}/"
+    except (OSError, ValueError):
+        if args.what == "gateway":
+            raise CliError("the gateway is not running (start the daemon with `ocapd start`)") from None
     if args.what:
         print(table[args.what])
     elif args.json:
@@ -175,10 +183,13 @@ def cmd_where(args: argparse.Namespace) -> None:
 
 
 def _ping_ok() -> bool:
+    sock = _paths().sock
+    if not os.path.exists(sock):  # nothing to ask: spare `ocapd start` the client's imports
+        return False
     from .client import Client, DaemonNotRunning
 
     try:
-        with Client(str(_paths().sock), timeout=5) as c:
+        with Client(str(sock), timeout=5) as c:
             return c.wait(_e().__call__(c.bootstrap()).ping()) == "pong"
     except (DaemonNotRunning, OSError):
         return False
@@ -212,6 +223,8 @@ def cmd_start(args: argparse.Namespace) -> None:
     paths.daemon_log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     r, w = os.pipe()
     cmd = [sys.executable, "-m", "daemon", "run-daemon", "--ready-fd", str(w), "--quiet"]
+    if args.port is not None:
+        cmd += ["--port", str(args.port)]
     with open(paths.daemon_log, "ab") as logf:
         proc = subprocess.Popen(
             cmd,
@@ -375,8 +388,12 @@ def cmd_run_daemon(args: argparse.Namespace) -> None:
         elif not args.quiet:
             print(f"ocapd is running (socket {paths.sock}); stop it with Ctrl-C or `ocapd stop`", flush=True)
 
+    # The CLI is the composition root: the daemon itself never imports the gateway.
+    from gateway import DEFAULT_PORT, gateway_hook
+
+    hook = gateway_hook(DEFAULT_PORT if args.port is None else args.port)
     try:
-        trio.run(lambda: run_daemon(paths, on_ready=on_ready))
+        trio.run(lambda: run_daemon(paths, on_ready=on_ready, gateway=hook))
     except AlreadyRunning as e:
         print(f"ocapd: {e}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -515,6 +532,8 @@ def cmd_store(conv: Conversation, args: argparse.Namespace) -> None:
         conv.on_agent("store_blob", sys.stdin.buffer.read(), args.name)
         return
     if args.json_value is not None:
+        import json
+
         try:
             value = json.loads(args.json_value)
         except json.JSONDecodeError as e:
@@ -559,6 +578,39 @@ def cmd_make(conv: Conversation, args: argparse.Namespace) -> None:
         raise CliError("make: give a module file or name, or --bundle NAME")
     if args.name is None:
         print(_show_value(value))
+
+
+def _bundle_bytes(path: str) -> bytes:
+    """A weblet bundle from a zip, a single HTML file or a folder (zipped here)."""
+    if os.path.isdir(path):
+        from .weblet_bundle import read_bundle
+
+        return read_bundle(path).to_zip()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}") from None
+
+
+@_agent_command
+def cmd_install(conv: Conversation, args: argparse.Namespace) -> None:
+    bundle: Any = _bundle_bytes(args.bundle) if os.path.exists(args.bundle) else args.bundle
+    weblet = conv.on_agent("install_weblet", bundle, args.name, _powers(args.powers))
+    manifest = conv.call(conv.E(weblet).manifest())
+    if args.json:
+        _print_json(manifest)
+    else:
+        print(f"installed {manifest['title']} {manifest['version']} as {args.name} (powers {args.powers})")
+
+
+@_agent_command
+def cmd_open(conv: Conversation, args: argparse.Namespace) -> None:
+    instance = conv.call(conv.E(conv.on_agent("lookup", args.name)).open())
+    if args.json:
+        _print_json(instance)
+    else:
+        print(instance["url"])
 
 
 @_agent_command
@@ -653,6 +705,53 @@ def cmd_dismiss(conv: Conversation, args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------
+# the gateway: tokens and the Chat UI
+
+
+def _gateway(conv: Conversation) -> Any:
+    return conv.call(conv.E(conv.facet).gateway())
+
+
+@_agent_command
+def cmd_tokens(conv: Conversation, args: argparse.Namespace) -> None:
+    gateway = _gateway(conv)
+    if args.action == "list":
+        tokens = conv.call(conv.E(gateway).list_tokens())
+        if args.json:
+            _print_json(tokens)
+            return
+        for t in tokens:
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(t["created"]))
+            print(f"{t['id'][:12]}  {created}  {t['agent_type']:6} {t['agent'][:16]}  {t['label']}")
+    elif args.action == "mint":
+        label = args.label if args.label is not None else (args.as_agent or "host")
+        minted = conv.call(conv.E(gateway).mint(conv.agent, label))
+        if args.json:
+            _print_json(minted)
+        else:
+            print(minted["token"])
+    else:
+        if not args.id:
+            raise CliError("tokens revoke: give a token id (or a unique prefix of one)")
+        revoked = conv.call(conv.E(gateway).revoke(args.id))
+        if args.json:
+            _print_json(revoked)
+
+
+@_agent_command
+def cmd_chat(conv: Conversation, args: argparse.Namespace) -> None:
+    url = conv.call(conv.E(_gateway(conv)).chat_url(conv.agent))
+    if args.json:
+        _print_json({"url": url})
+    else:
+        print(url)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(url)
+
+
+# ---------------------------------------------------------------------------
 # the parser
 
 
@@ -671,25 +770,35 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn, json=False)
         return sp
 
+    port_help = "the gateway's port on 127.0.0.1 (default 8920; 0: any free port)"
     sp = add("start", cmd_start, "start the daemon in the background; returns when it is ready")
     sp.add_argument("-q", "--quiet", action="store_true")
+    sp.add_argument("--port", type=int, help=port_help)
     sp = add("run-daemon", cmd_run_daemon, "run the daemon in the foreground")
     sp.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     sp.add_argument("-q", "--quiet", action="store_true", help="log only to the log file")
+    sp.add_argument("--port", type=int, help=port_help)
     sp = add("stop", cmd_stop, "stop the daemon")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(quiet_if_stopped=False)
     sp = add("restart", cmd_restart, "stop the daemon (if running) and start it again")
     sp.add_argument("-q", "--quiet", action="store_true")
+    sp.add_argument("--port", type=int, help=port_help)
     add("ping", cmd_ping, "check that the daemon answers")
     sp = add("purge", cmd_purge, "stop the daemon and delete all its state")
     sp.add_argument("-f", "--force", action="store_true", help="do not ask")
     sp = add("log", cmd_log, "print the daemon log")
     sp.add_argument("-f", "--follow", action="store_true")
     sp = add("where", cmd_where, "print where ocapd keeps its files")
-    sp.add_argument("what", nargs="?", choices=["state", "run", "sock", "log", "cache"])
+    sp.add_argument("what", nargs="?", choices=["state", "run", "sock", "log", "cache", "gateway"])
     add("doctor", cmd_doctor, "report which worker confinement this machine supports")
     add("inspect", cmd_inspect, "live incarnations, workers and CapTP sessions")
+    sp = add("tokens", cmd_tokens, "list, mint or revoke gateway tokens (what a browser trades for an agent)")
+    sp.add_argument("action", choices=["list", "mint", "revoke"])
+    sp.add_argument("id", nargs="?", help="revoke: the token's id or a unique prefix of it")
+    sp.add_argument("--label", help="mint: a note for `tokens list` (default: the agent's name)")
+    sp = add("chat", cmd_chat, "print the Chat UI's URL (with a token for the agent in its fragment)")
+    sp.add_argument("--open", action="store_true", help="also open it in a browser")
 
     sp = add("list", cmd_list, "list names (of the agent, or of a directory)")
     sp.add_argument("path", nargs="?")
@@ -728,6 +837,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-p", "--powers", default="NONE", help="NONE, ENDO, HOST or comma-separated pet names (default NONE)")
     sp.add_argument("-w", "--worker")
     sp.add_argument("-n", "--name")
+    sp = add("install", cmd_install, "install a weblet: its own guest, endowed by the power level")
+    sp.add_argument("bundle", help="a zip, a single HTML file, a folder, or the name of a stored bundle")
+    sp.add_argument("-n", "--name", required=True)
+    sp.add_argument("-p", "--powers", default="NONE", help="NONE (default), ENDO, HOST (trusted code only) or pet names")
+    sp = add("open", cmd_open, "open a weblet instance; prints its URL")
+    sp.add_argument("name")
     sp = add("cancel", cmd_cancel, "cancel a value and everything depending on it")
     sp.add_argument("path")
     sp.add_argument("reason", nargs="?", default="cancelled")

@@ -1,4 +1,4 @@
-"""The daemon's one SQLite file: formulas, pet names, mail, metadata and blobs.
+"""The daemon's one SQLite file: formulas, pet names, mail, metadata, blobs and gateway tokens.
 
 The daemon's model is "load everything at startup, then only write": formulas
 are immutable, and pet stores and mailboxes live in memory, so reads are plain
@@ -50,11 +50,15 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 
-import sqlite_utils
 import trio
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    # Imported only when a migration runs (see _open_files): it costs a
+    # noticeable part of the daemon's start-up, which usually has none to run.
+    import sqlite_utils
 
 __all__ = [
     "Batch",
@@ -124,8 +128,21 @@ def _schema_1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _schema_2(db: sqlite_utils.Database) -> None:
+    """Gateway tokens: only the sha256 of each secret is stored (see gateway/tokens.py)."""
+    db.execute(
+        f"""CREATE TABLE tokens (
+            id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 32 AND id NOT GLOB '*[^0-9a-f]*'),
+            hash TEXT NOT NULL UNIQUE CHECK ({_ID_CHECK.format("hash")}),
+            agent TEXT NOT NULL CHECK ({_ID_CHECK.format("agent")}),
+            label TEXT NOT NULL,
+            created REAL NOT NULL  -- unix time
+        )"""
+    )
+
+
 # MIGRATIONS[n] takes a file from schema version n to n + 1 (version 0 = empty).
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_schema_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_schema_1, _schema_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -143,9 +160,9 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def schema_version(db: sqlite_utils.Database) -> int:
+def schema_version(db: sqlite_utils.Database | sqlite3.Connection) -> int:
     """The schema version of an open file (0 for a new, empty one)."""
-    if "meta" not in db.table_names():
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
         return 0
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 0
@@ -197,6 +214,8 @@ _PUT_MESSAGE = "INSERT OR REPLACE INTO messages (mailbox, number, record) VALUES
 _DELETE_MESSAGE = "DELETE FROM messages WHERE mailbox = ? AND number = ?"
 _SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 _PUT_BLOB = "INSERT OR IGNORE INTO blobs (sha256, data) VALUES (?, ?)"
+_PUT_TOKEN = "INSERT OR REPLACE INTO tokens (id, hash, agent, label, created) VALUES (?, ?, ?, ?, ?)"
+_DELETE_TOKEN = "DELETE FROM tokens WHERE id = ?"
 
 
 class Batch:
@@ -249,6 +268,13 @@ class Batch:
         self._ops.append((_PUT_BLOB, (sha, data)))
         return sha
 
+    def put_token(self, token_id: str, token_hash: str, agent_id: str, label: str, created: float) -> None:
+        """Store a gateway token: its sha256 (never the secret), its agent, label and creation time."""
+        self._ops.append((_PUT_TOKEN, (token_id, token_hash, agent_id, label, float(created))))
+
+    def delete_token(self, token_id: str) -> None:
+        self._ops.append((_DELETE_TOKEN, (token_id,)))
+
 
 class _Pending:
     """One caller's batch on its way through the writer."""
@@ -266,14 +292,15 @@ class _Pending:
 # ---- the database --------------------------------------------------------------------------
 
 
-def _connect(path: Path) -> sqlite_utils.Database:
+def _connect(path: Path) -> sqlite3.Connection:
     # Made on a worker thread and used from others: one at a time, which is
     # what check_same_thread=False needs.
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
-    return sqlite_utils.Database(conn, execute_plugins=False)
+    conn.execute("PRAGMA recursive_triggers=on")  # as sqlite_utils.Database sets it
+    return conn
 
 
-def _open_files(path: Path) -> tuple[sqlite_utils.Database, sqlite_utils.Database]:
+def _open_files(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     writer = _connect(path)
     try:
@@ -283,7 +310,10 @@ def _open_files(path: Path) -> tuple[sqlite_utils.Database, sqlite_utils.Databas
         writer.execute("PRAGMA synchronous=NORMAL")
         writer.execute("PRAGMA foreign_keys=OFF")
         try:
-            migrate(writer)
+            if schema_version(writer) != len(MIGRATIONS):
+                import sqlite_utils
+
+                migrate(sqlite_utils.Database(writer, execute_plugins=False))
         except SchemaTooNew as error:
             raise SchemaTooNew(f"{path}: {error}") from None
         # Loaders read through their own connection, so they only ever see
@@ -299,7 +329,7 @@ def _open_files(path: Path) -> tuple[sqlite_utils.Database, sqlite_utils.Databas
 class Database:
     """The open database file: group-committed writes, synchronous loaders."""
 
-    def __init__(self, path: Path, writer: sqlite_utils.Database, reader: sqlite_utils.Database) -> None:
+    def __init__(self, path: Path, writer: sqlite3.Connection, reader: sqlite3.Connection) -> None:
         """Use :meth:`open`."""
         self.path = path
         self._writer = writer
@@ -451,7 +481,7 @@ class Database:
 
     def _write_group(self, group: list[list[_Op]]) -> tuple[list[BaseException | None], int]:
         """On the writer thread: apply a group in one transaction, or each batch alone if that fails."""
-        conn = self._writer.conn
+        conn = self._writer
         try:
             with _transaction(conn):
                 for ops in group:
@@ -504,6 +534,12 @@ class Database:
         """Store ``data`` content-addressed; return its sha256 hex."""
         return await self._one(lambda b: b.put_blob(data))
 
+    async def put_token(self, token_id: str, token_hash: str, agent_id: str, label: str, created: float) -> None:
+        await self._one(lambda b: b.put_token(token_id, token_hash, agent_id, label, created))
+
+    async def delete_token(self, token_id: str) -> None:
+        await self._one(lambda b: b.delete_token(token_id))
+
     async def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"``, or the problems found, one per line."""
         async with self._lane:
@@ -542,6 +578,13 @@ class Database:
         for mailbox, record in self._read("SELECT mailbox, record FROM messages ORDER BY mailbox, number"):
             messages.setdefault(mailbox, []).append(json.loads(record))
         return messages
+
+    def load_tokens(self) -> list[dict[str, Any]]:
+        """Every gateway token: dicts with id, hash, agent, label and created, oldest first."""
+        rows = self._read("SELECT id, hash, agent, label, created FROM tokens ORDER BY created, id")
+        return [
+            {"id": i, "hash": h, "agent": a, "label": label, "created": float(c)} for i, h, a, label, c in rows
+        ]
 
     def get_meta(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))

@@ -157,6 +157,7 @@ class ResolverFormula(_Formula):
 class WebletFormula(_Formula):
     type: Literal["weblet"] = "weblet"
     guest: FormulaId; bundle: FormulaId; backend: FormulaId | None = None; manifest: dict[str, Any]
+    digest: str = ""; level: Literal["NONE", "ENDO", "HOST", "CUSTOM"] = "NONE"  # bundle digest; power level
     DEPENDS_ON = ("guest", "bundle", "backend")
 
 class InvitationFormula(_Formula):

@@ -5,7 +5,8 @@ gateway.
 Start-up: take the state folder's lock (two daemons never share a state), open
 and migrate the database, load formulas, create the root host on first run,
 listen on ``run/ocapd.sock`` (its 0700 folder is the CLI's authority), then
-report readiness. SIGTERM/SIGINT or ``stop()`` end it cleanly: workers are
+report readiness. The workers' fork server starts alongside, not waited for:
+only the first worker needs it. SIGTERM/SIGINT or ``stop()`` end it cleanly: workers are
 terminated, sessions aborted, the socket and pid file removed.
 """
 
@@ -26,7 +27,7 @@ import trio
 
 from captp import far, open_stream_connection
 
-from . import agents, work  # noqa: F401 - registers the makers
+from . import agents, weblets, work  # noqa: F401 - registers the makers
 from . import formulas as F
 from .db import Database
 from .kernel import Kernel
@@ -38,6 +39,9 @@ log = logging.getLogger("ocapd")
 
 #: The gateway (another layer) plugs in here: it is started in the daemon's
 #: nursery with the kernel and root host, without the daemon importing it.
+#: It registers its control object as ``kernel.services["gateway"]`` (what
+#: ``DaemonFacet.gateway()`` returns) and may add ``async () -> None``
+#: callables to ``kernel.services["before_stop"]``, awaited first on stop.
 GatewayHook = Callable[[Kernel, Any, trio.Nursery], Awaitable[None]]
 
 
@@ -96,7 +100,18 @@ class DaemonFacet:
 
     def where(self) -> dict[str, str]:
         p: Paths = self._kernel.services["paths"]
-        return {"state": str(p.state), "run": str(p.run), "sock": str(p.sock), "log": str(p.daemon_log), "cache": str(p.cache)}
+        table = {"state": str(p.state), "run": str(p.run), "sock": str(p.sock), "log": str(p.daemon_log), "cache": str(p.cache)}
+        gateway = self._kernel.services.get("gateway")
+        if gateway is not None and gateway.info()["url"]:
+            table["gateway"] = gateway.info()["url"]
+        return table
+
+    def gateway(self) -> Any:
+        """The gateway's control object (tokens, chat URL), if this daemon runs one."""
+        gateway = self._kernel.services.get("gateway")
+        if gateway is None:
+            raise LookupError("this daemon runs without a gateway")
+        return gateway
 
     def inspect(self) -> dict[str, Any]:
         """Live incarnations, workers and CapTP sessions, for operators."""
@@ -197,9 +212,12 @@ async def _run(
 
     stop = trio.Event()
     launcher = Launcher()
-    await launcher.start()
     try:
         async with trio.open_nursery() as nursery:
+            # The fork server imports for a while in a process of its own:
+            # the daemon serves meanwhile, and a worker launched before it
+            # is ready waits for it (Launcher.launch).
+            nursery.start_soon(launcher.start)
             kernel = Kernel(
                 db,
                 nursery,
@@ -234,6 +252,8 @@ async def _run(
                 on_ready()
             await stop.wait()
             log.info("ocapd stopping")
+            for before_stop in kernel.services.get("before_stop", ()):
+                await before_stop()
             for sess in list(kernel.services["sessions"].values()):
                 sess.close("closed: daemon stopping")
             for fid in list(kernel.services["workers"]):

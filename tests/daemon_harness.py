@@ -26,8 +26,10 @@ READY_TIMEOUT = 30.0
 
 
 class DaemonProcess:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, port: int | None = None) -> None:
+        """``port``: the gateway's port (``--port``); None leaves the daemon's default."""
         self.home = home
+        self.port = port
         self.env = {**os.environ, "OCAPD_HOME": str(home)}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -42,8 +44,9 @@ class DaemonProcess:
     def start(self) -> None:
         """Start the daemon in the foreground (as a child) and wait until it answers."""
         log = open(self.home / "daemon-stderr.log", "ab")
+        port_args = ["--port", str(self.port)] if self.port is not None else []
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "daemon", "run-daemon", "--quiet"],
+            [PYTHON, "-m", "daemon", "run-daemon", "--quiet", *port_args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -99,6 +102,21 @@ class DaemonProcess:
 
     def out(self, *args: str) -> str:
         return self.cli(*args).stdout.strip()
+
+    @property
+    def gateway_port(self) -> int:
+        """The port the gateway bound (written by the daemon to ``run/gateway.port``)."""
+        return int((self.home / "run" / "gateway.port").read_text().strip())
+
+    def chat_url(self, *args: str) -> str:
+        """The Chat link ``ocapd chat`` prints (``http://localhost:PORT/#token=…``)."""
+        import re
+
+        out = self.out("chat", *args)
+        m = re.search(r"https?://\S+#token=\S+", out)
+        if m is None:
+            raise AssertionError(f"`ocapd chat` printed no chat link: {out!r}")
+        return m.group(0)
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[Any]:

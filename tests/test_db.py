@@ -304,6 +304,20 @@ async def test_closing_writes_what_was_queued_then_refuses_more(tmp_path: Path) 
     await database.aclose()
 
 
+async def test_tokens_are_stored_hashed_listed_and_deleted(db: Database) -> None:
+    agent = new_formula_id()
+    await db.put_token("1" * 32, "e" * 64, agent, "chat", 1.5)
+    await db.put_token("2" * 32, "f" * 64, agent, "laptop", 2.5)
+    db = await reopen(db)
+    assert [t["label"] for t in db.load_tokens()] == ["chat", "laptop"]
+    assert db.load_tokens()[0] == {"id": "1" * 32, "hash": "e" * 64, "agent": agent, "label": "chat", "created": 1.5}
+    await db.delete_token("1" * 32)
+    assert [t["id"] for t in db.load_tokens()] == ["2" * 32]
+    with pytest.raises(sqlite3.IntegrityError):
+        await db.put_token("not-an-id", "e" * 64, agent, "x", 0.0)
+    await db.aclose()
+
+
 async def test_integrity_check_of_a_healthy_file_is_ok(db: Database) -> None:
     await db.put_formula(new_formula_id(), WorkerFormula())
     assert await db.integrity_check() == "ok"
@@ -354,9 +368,29 @@ def _check_v1(database: Database) -> None:
     assert database.read_blob(blob_hash(b"old")) == b"old"
 
 
+OLD_TOKEN_HASH = "c" * 64
+
+
+def _fixture_v2(db: sqlite_utils.Database) -> None:
+    _fixture_v1(db)
+    with db.conn:
+        db.execute(
+            "INSERT INTO tokens (id, hash, agent, label, created) VALUES (?, ?, ?, 'chat', 1700000000.5)",
+            ["d" * 32, OLD_TOKEN_HASH, OLD_FORMULA],
+        )
+
+
+def _check_v2(database: Database) -> None:
+    _check_v1(database)
+    assert database.load_tokens() == [
+        {"id": "d" * 32, "hash": OLD_TOKEN_HASH, "agent": OLD_FORMULA, "label": "chat", "created": 1700000000.5}
+    ]
+
+
 UPGRADES: dict[int, tuple[Callable[[sqlite_utils.Database], None], Callable[[Database], None]]] = {
     0: (_fixture_v0, _check_v0),
     1: (_fixture_v1, _check_v1),
+    2: (_fixture_v2, _check_v2),
 }
 
 

@@ -59,7 +59,7 @@ EXAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "promise": ({"type": "promise", "store": A}, [A]),
     "resolver": ({"type": "resolver", "store": A}, [A]),
     "weblet": (
-        {"type": "weblet", "guest": A, "bundle": B, "backend": C, "manifest": {"name": "chat", "v": [1]}},
+        {"type": "weblet", "guest": A, "bundle": B, "backend": C, "manifest": {"name": "chat", "v": [1]}, "digest": "ab" * 32, "level": "ENDO"},
         [A, B, C],
     ),
     "invitation": ({"type": "invitation", "host_agent": A, "host_handle": B, "guest_name": "alice"}, [A, B]),

@@ -1,0 +1,531 @@
+"""The gateway: one HTTP + WebSocket port inside the daemon process.
+
+A quart-trio app served by hypercorn's trio worker, in a task of the
+daemon's nursery (started by ``gateway_hook``; the daemon never imports this
+package). Every request is routed by its ``Host`` header to a **site** (a
+virtual host): ``localhost:PORT`` and ``127.0.0.1:PORT`` are the Chat UI;
+``<label>.localhost:PORT`` is reserved for weblet instances (``weblet_sites``,
+empty for now); any other host gets 404. Per site:
+
+- ``GET /…`` answers from the site's file table (see ``static.py``), never
+  from the filesystem;
+- ``/_ocapd/ws`` upgrades to CapTP (one binary message per frame) if the
+  ``Origin`` is the site's own or absent; the session's bootstrap is the
+  site's (for the Chat UI: a ``Gateway`` whose ``fetch(token)`` returns the
+  token's agent).
+
+Origin policy: browsers always send ``Origin`` on a WebSocket upgrade, so a
+page from anywhere else is refused (403). A client without ``Origin`` is not a
+browser page (the CLI, a test, a script of the user's) and may connect: it
+still needs a token to get anything.
+
+Stopping: the daemon calls the service's ``aclose`` first thing (its
+``before_stop`` hooks): sessions are aborted, their sockets closed with 1001
+(going away), then hypercorn stops listening.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+from quart import Response, request, websocket
+from quart_trio import QuartTrio
+
+from captp import Limits, Promise, far, open_connection
+
+from .static import DEFAULT_STATIC_DIR, StaticFile, build_table, split_runtime
+from .tokens import FailureThrottle, TokenStore
+from .transport import QuartWebSocketTransport, WebsocketConnection
+
+if TYPE_CHECKING:
+    from daemon.kernel import Kernel
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "Gateway",
+    "GatewayConfig",
+    "GatewayControl",
+    "GatewayService",
+    "Site",
+    "chat_csp",
+    "gateway_hook",
+]
+
+log = logging.getLogger("ocapd.gateway")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8920
+#: The protocol's frame limit: one CapTP frame is one WebSocket message.
+MAX_MESSAGE_SIZE = Limits().max_frame_size
+#: Our routes take no request bodies; anything larger is refused (413).
+MAX_REQUEST_BODY = 64 * 1024
+#: WebSocket sessions held at once; beyond this an upgrade gets 503. A
+#: held session costs some tens of KiB and two file descriptors' worth of
+#: kernel state; this keeps a runaway client from exhausting either.
+MAX_SESSIONS = 8192
+#: Listen backlog: a page reconnecting many sockets at once should not see resets.
+LISTEN_BACKLOG = 1024
+#: How long stopping waits for sessions to close, then for hypercorn to finish.
+SHUTDOWN_TIMEOUT = 3.0
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+STOP_REASON = "closed: daemon stopping"
+WS_PATH = "/_ocapd/ws"
+ECHO_PATH = "/_ocapd/echo"
+
+_BASE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@dataclass
+class GatewayConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT  # 0: any free port (tests); the bound one is in ``GatewayService.port``
+    static_dir: Path = DEFAULT_STATIC_DIR
+    #: Benchmarks only: a raw WebSocket echo at /_ocapd/echo, to compare CapTP against.
+    enable_echo: bool = False
+
+
+@dataclass
+class Site:
+    """One virtual host: its files, response headers, allowed origins and CapTP bootstrap."""
+
+    name: str
+    files: dict[str, StaticFile]
+    headers: dict[str, str]
+    origins: frozenset[str]
+    bootstrap: Callable[[str], Any]  # client address -> the session's bootstrap object
+    sessions: int = field(default=0)
+
+    def response_for(self, path: str, if_none_match: str | None) -> Response:
+        f = self.files.get(path)
+        if f is None:
+            return _plain(404, "not found", self.headers)
+        if if_none_match is not None and f.etag in [t.strip() for t in if_none_match.split(",")]:
+            response = Response(b"", status=304)
+        else:
+            response = Response(f.body, status=200, content_type=f.content_type)
+        response.headers["ETag"] = f.etag
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers.update(self.headers)
+        return response
+
+
+def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
+    response = Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
+    response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def chat_csp(port: int) -> str:
+    return (
+        "default-src 'self'; script-src 'self'; "
+        f"connect-src 'self' ws://localhost:{port} ws://127.0.0.1:{port}; "
+        f"frame-src http://*.localhost:{port}; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
+    )
+
+
+# ---- what the browser reaches --------------------------------------------------------------
+
+
+@far("Gateway")
+class Gateway:
+    """The bootstrap of a Chat UI session: exchanges a token for the agent it was minted for.
+
+    One per session, so failed fetches are charged to the session's client address.
+    """
+
+    def __init__(self, service: GatewayService, client: str) -> None:
+        self._service = service
+        self._client = client
+
+    async def fetch(self, token: str) -> Any:
+        """The agent (host or guest) ``token`` stands for; "invalid or revoked token" otherwise."""
+        service = self._service
+        record = await service.throttle.guard(self._client, lambda: service.tokens.check(token))
+        return await service.kernel.provide(record.agent)
+
+    def ping(self) -> str:
+        return "pong"
+
+
+# ---- what the CLI reaches (through the daemon facet) ---------------------------------------
+
+
+@far("GatewayControl")
+class GatewayControl:
+    """The gateway's management surface: where it listens, and its tokens.
+
+    Reached only through the daemon facet (``DaemonFacet.gateway()``), whose
+    authority is the Unix socket's folder permission. Minting needs the agent
+    itself, not a name: whoever holds an agent may hand out a token for it.
+    """
+
+    def __init__(self, service: GatewayService) -> None:
+        self._service = service
+        #: agent id -> chat URL minted during this daemon run (the secret is never stored).
+        self._chat_urls: dict[str, str] = {}
+
+    def info(self) -> dict[str, Any]:
+        s = self._service
+        return {
+            "url": s.url,
+            "port": s.port,
+            "listening": s.port is not None and not s.stopping,
+            "error": s.error,
+            "sessions": len(s.sessions),
+            "tokens": len(s.tokens.list()),
+        }
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        kernel = self._service.kernel
+        out = []
+        for record in self._service.tokens.list():
+            entry = record.public()
+            entry["agent_type"] = kernel.type_of(record.agent) if record.agent in kernel.formulas else "unknown"
+            out.append(entry)
+        return out
+
+    async def mint(self, agent: Any, label: str = "") -> dict[str, Any]:
+        """A new token for ``agent``: its id, the secret (shown only now) and the chat URL."""
+        agent_id = await self._agent_id(agent)
+        secret, record = await self._service.tokens.mint(agent_id, label)
+        return {**record.public(), "token": secret, "url": self._service.chat_url(secret)}
+
+    async def chat_url(self, agent: Any) -> str:
+        """The Chat UI's URL for ``agent``, with a token in the fragment.
+
+        The token is minted on first use in this daemon run and reused after
+        (its secret is kept only in memory, never on disk); a restart mints
+        a new one, labelled "chat". Revoked tokens are not reused.
+        """
+        agent_id = await self._agent_id(agent)
+        self._service.require_listening()
+        url = self._chat_urls.get(agent_id)
+        if url is not None:
+            try:
+                self._service.tokens.check(url.rsplit("#token=", 1)[1])
+                return url
+            except PermissionError:
+                pass
+        secret, _ = await self._service.tokens.mint(agent_id, "chat")
+        url = self._chat_urls[agent_id] = self._service.chat_url(secret)
+        return url
+
+    async def revoke(self, id_prefix: str) -> dict[str, Any]:
+        """Revoke a token by id (or unique id prefix): new fetches with it fail."""
+        return (await self._service.tokens.revoke(id_prefix)).public()
+
+    async def _agent_id(self, agent: Any) -> str:
+        if isinstance(agent, Promise):  # a pipelined E(facet).host(), say
+            agent = await agent
+        kernel = self._service.kernel
+        agent_id = kernel.identify_value(agent)
+        if agent_id is None or kernel.type_of(agent_id) not in ("host", "guest"):
+            raise TypeError("tokens are minted for agents (hosts or guests) of this daemon")
+        return agent_id
+
+
+# ---- the service --------------------------------------------------------------------------
+
+
+class _LiveSession:
+    __slots__ = ("name", "conn", "site", "transport")
+
+    def __init__(self, name: str, conn: Any, site: Site, transport: QuartWebSocketTransport) -> None:
+        self.name = name
+        self.conn = conn
+        self.site = site
+        self.transport = transport
+
+
+class GatewayService:
+    """The running gateway: the app, its sites, tokens and live sessions."""
+
+    def __init__(self, kernel: Kernel, config: GatewayConfig | None = None) -> None:
+        self.kernel = kernel
+        self.config = config or GatewayConfig()
+        self.tokens = TokenStore(kernel.db)
+        self.throttle = FailureThrottle()
+        self.control = GatewayControl(self)
+        self.port: int | None = None
+        self.error: str | None = None
+        self.stopping = False
+        self.sessions: dict[str, _LiveSession] = {}
+        #: host header (lower case) -> site; filled once the port is known.
+        self.hosts: dict[str, Site] = {}
+        #: weblet instance label -> site, served at <label>.localhost:PORT (none yet).
+        self.weblet_sites: dict[str, Site] = {}
+        self._counter = 0
+        self._drained = trio.Event()
+        self._shutdown = trio.Event()
+        self._stopped = trio.Event()
+        table = build_table(self.config.static_dir)
+        self._chat_files, self._runtime_files = split_runtime(table)
+        self.app = self._build_app()
+
+    # -- addresses --
+    @property
+    def url(self) -> str | None:
+        return None if self.port is None else f"http://localhost:{self.port}/"
+
+    def chat_url(self, token: str) -> str:
+        # The token rides in the fragment: browsers never send it to a server or a log.
+        return f"http://localhost:{self.port}/#token={token}"
+
+    def require_listening(self) -> None:
+        if self.port is None:
+            raise RuntimeError(f"the gateway is not running: {self.error or 'not started'}")
+
+    def site_for(self, host: str | None) -> Site | None:
+        """The site a ``Host`` header names, or None (404)."""
+        if not host or self.port is None:
+            return None
+        host = host.strip().lower()
+        site = self.hosts.get(host)
+        if site is not None:
+            return site
+        suffix = f".localhost:{self.port}"
+        if host.endswith(suffix):
+            return self.weblet_sites.get(host[: -len(suffix)])
+        return None
+
+    def _make_sites(self, port: int) -> None:
+        headers = {**_BASE_HEADERS, "Content-Security-Policy": chat_csp(port)}
+        chat = Site(
+            name="chat",
+            files={**self._chat_files, **self._runtime_files},
+            headers=headers,
+            origins=frozenset({f"http://localhost:{port}", f"http://127.0.0.1:{port}"}),
+            bootstrap=lambda client: Gateway(self, client),
+        )
+        self.hosts = {f"localhost:{port}": chat, f"127.0.0.1:{port}": chat}
+
+    # -- the app --
+    def _build_app(self) -> QuartTrio:
+        app = QuartTrio("gateway")
+        app.asgi_websocket_class = WebsocketConnection  # type: ignore[assignment]
+        app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BODY
+        app.url_map.merge_slashes = False
+        app.url_map.strict_slashes = False
+        methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+        async def serve_http(path: str = "") -> Response:
+            site = self.site_for(request.headers.get("Host"))
+            if site is None:
+                return _plain(404, "unknown host", _BASE_HEADERS)
+            if request.method not in ("GET", "HEAD"):
+                response = _plain(405, "method not allowed", site.headers)
+                response.headers["Allow"] = "GET, HEAD"
+                return response
+            return site.response_for(request.path, request.headers.get("If-None-Match"))
+
+        app.add_url_rule("/", "root", serve_http, methods=methods, provide_automatic_options=False)
+        app.add_url_rule("/<path:path>", "file", serve_http, methods=methods, provide_automatic_options=False)
+        app.add_websocket("/<path:path>", "ws", self._websocket)
+
+        @app.after_request
+        async def base_headers(response: Response) -> Response:
+            for name, value in _BASE_HEADERS.items():
+                response.headers.setdefault(name, value)
+            return response
+
+        return app
+
+    def _refusal(self, path: str) -> tuple[Site | None, Response | None]:
+        """Check an upgrade before accepting it: (site, None) or (None, the HTTP refusal)."""
+        site = self.site_for(websocket.headers.get("Host"))
+        if site is None:
+            return None, _plain(404, "unknown host", _BASE_HEADERS)
+        if path not in (WS_PATH, ECHO_PATH) or (path == ECHO_PATH and not self.config.enable_echo):
+            return None, _plain(404, "not found", site.headers)
+        origin = websocket.headers.get("Origin")
+        if origin is not None and origin not in site.origins:
+            return None, _plain(403, "forbidden: this page's origin may not connect here", site.headers)
+        if self.stopping:
+            return None, _plain(503, "the daemon is stopping", site.headers)
+        if len(self.sessions) >= MAX_SESSIONS:
+            return None, _plain(503, "too many sessions", site.headers)
+        return site, None
+
+    async def _websocket(self, path: str) -> Response | None:
+        site, refusal = self._refusal("/" + path)
+        if site is None:
+            return refusal
+        ws = websocket._get_current_object()  # the real object: our tasks outlive the proxy's context
+        await ws.accept()
+        if path == ECHO_PATH[1:]:
+            await _echo(ws)
+            return None
+        client = (ws.scope.get("client") or ("unknown",))[0]
+        self._counter += 1
+        name = f"ws-{self._counter}"
+        transport = QuartWebSocketTransport(ws)
+        sessions = self.kernel.services.get("sessions")
+        try:
+            async with open_connection(transport, site.bootstrap(client), name=name) as conn:
+                self.sessions[name] = _LiveSession(name, conn, site, transport)
+                if sessions is not None:
+                    sessions[name] = conn
+                try:
+                    await conn.wait_closed()
+                finally:
+                    self.sessions.pop(name, None)
+                    if sessions is not None:
+                        sessions.pop(name, None)
+                    if self.stopping and not self.sessions:
+                        self._drained.set()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
+                await transport.close(CLOSE_GOING_AWAY if self.stopping else CLOSE_NORMAL)
+        return None
+
+    # -- running --
+    def bind(self) -> socket.socket:
+        """Bind the listening socket (raises OSError, e.g. the port is taken)."""
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # CapTP sends small frames, often two in a row (a result, then a gc
+            # message): without TCP_NODELAY the second waits for the peer's
+            # delayed ACK, tens of milliseconds per call. Accepted sockets
+            # inherit the option from the listener on Linux.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.bind((self.config.host, self.config.port))
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+            sock.set_inheritable(False)  # workers must not inherit it
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _hypercorn_config(self) -> HypercornConfig:
+        config = HypercornConfig()
+        config.websocket_max_message_size = MAX_MESSAGE_SIZE
+        config.backlog = LISTEN_BACKLOG
+        config.graceful_timeout = SHUTDOWN_TIMEOUT
+        config.accesslog = None
+        config.errorlog = logging.getLogger("ocapd.gateway.http")
+        config.include_server_header = False
+        return config
+
+    async def run(self, sock: socket.socket, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve on ``sock`` (from ``bind``) until ``aclose``; reports the port when listening."""
+        port_file = self._port_file()
+        try:
+            port = sock.getsockname()[1]
+            self._make_sites(port)
+            config = self._hypercorn_config()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(
+                        worker_serve,
+                        wrap_app(self.app, config.wsgi_max_body_size, None),
+                        config,
+                        sockets=Sockets([], [sock], []),
+                        shutdown_trigger=self._shutdown.wait,
+                    )
+                )
+                self.port = port
+                if port_file is not None:
+                    tmp = port_file.with_name(port_file.name + ".tmp")
+                    tmp.write_text(f"{port}\n")
+                    os.replace(tmp, port_file)
+                log.info("gateway listening on %s", self.url)
+                task_status.started(port)
+        finally:
+            self.port = None if self.stopping else self.port
+            if port_file is not None:
+                try:
+                    port_file.unlink()
+                except FileNotFoundError:
+                    pass
+            sock.close()
+            self._stopped.set()
+
+    def _port_file(self) -> Path | None:
+        paths = self.kernel.services.get("paths")
+        return None if paths is None else Path(paths.run) / "gateway.port"
+
+    async def aclose(self) -> None:
+        """Stop: abort every session (sockets close with 1001), then stop listening. Idempotent."""
+        if self.stopping:
+            await self._stopped.wait()
+            return
+        self.stopping = True
+        if self.sessions:
+            # The close frame goes first, so a browser sees 1001 (going away) rather than
+            # the abort it would answer by closing itself; the session then ends as disconnected.
+            with trio.move_on_after(SHUTDOWN_TIMEOUT):
+                async with trio.open_nursery() as nursery:
+                    for live in list(self.sessions.values()):
+                        nursery.start_soon(live.transport.close, CLOSE_GOING_AWAY)
+            for live in list(self.sessions.values()):
+                live.conn.close(STOP_REASON)
+            with trio.move_on_after(SHUTDOWN_TIMEOUT):
+                await self._drained.wait()
+        self._shutdown.set()
+        with trio.move_on_after(SHUTDOWN_TIMEOUT + 1):
+            await self._stopped.wait()
+
+
+async def _echo(ws: Any) -> None:
+    """Benchmarks only: send every message back."""
+    try:
+        while True:
+            await ws.send(await ws.receive())
+    except trio.EndOfChannel:
+        pass
+
+
+GatewayHook = Callable[["Kernel", Any, trio.Nursery], Awaitable[None]]
+
+
+def gateway_hook(
+    port: int = DEFAULT_PORT,
+    *,
+    host: str = DEFAULT_HOST,
+    static_dir: Path | None = None,
+    enable_echo: bool = False,
+) -> GatewayHook:
+    """The hook ``run_daemon(..., gateway=…)`` calls to start the gateway in its nursery.
+
+    It registers the control object as ``kernel.services["gateway"]`` and its
+    shutdown among ``kernel.services["before_stop"]``. If the port cannot be
+    bound, the daemon runs on without a gateway; the reason is logged and
+    reported by ``ocapd chat``.
+    """
+    config = GatewayConfig(host=host, port=port, static_dir=static_dir or DEFAULT_STATIC_DIR, enable_echo=enable_echo)
+
+    async def start(kernel: Kernel, facet: Any, nursery: trio.Nursery) -> None:
+        service = GatewayService(kernel, config)
+        kernel.services["gateway"] = service.control
+        kernel.services.setdefault("before_stop", []).append(service.aclose)
+        try:
+            sock = service.bind()
+        except OSError as e:
+            service.error = f"cannot listen on {host}:{port}: {e.strerror or e}"
+            log.error("gateway: %s; the daemon runs without it (choose another with --port)", service.error)
+            return
+        await nursery.start(service.run, sock)
+
+    return start

@@ -1,0 +1,90 @@
+"""CapTP over quart's WebSocket object: one binary message per frame.
+
+Two small pieces:
+
+- ``WebsocketConnection`` replaces quart-trio's ASGI WebSocket connection
+  class. Quart cancels the whole handler the moment the peer disconnects;
+  a CapTP session then cannot end in order (its pumps die mid-step and the
+  driver waits out its close timeout). Here a disconnect instead ends the
+  handler's message stream, so ``receive`` raises ``trio.EndOfChannel`` and
+  the session ends the way it does on any transport. It also keeps an empty
+  binary message as ``b""`` (quart turns it into ``None``).
+- ``QuartWebSocketTransport`` implements captp's transport protocol over an
+  accepted quart ``Websocket``.
+
+Closing is left to the handler that owns the socket, which knows the close
+code (1000, or 1001 when the daemon is stopping): ``aclose`` only stops the
+transport from sending; ``close(code)`` sends the close frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from quart_trio.asgi import TrioASGIWebsocketConnection
+
+from captp import ProtocolError, TransportClosed
+from captp.session import R_MALFORMED
+
+__all__ = ["QuartWebSocketTransport", "WebsocketConnection"]
+
+
+class WebsocketConnection(TrioASGIWebsocketConnection):
+    """Quart-trio's ASGI WebSocket connection, ending the message stream on disconnect."""
+
+    async def handle_messages(self, nursery: trio.Nursery, receive: Any) -> None:  # type: ignore[override]
+        try:
+            while True:
+                event = await receive()
+                kind = event["type"]
+                if kind == "websocket.receive":
+                    message = event.get("bytes")
+                    await self.send_channel.send(message if message is not None else event.get("text"))
+                elif kind == "websocket.disconnect":
+                    return
+        finally:
+            self.send_channel.close()
+
+
+class QuartWebSocketTransport:
+    """One binary WebSocket message per CapTP frame, over an accepted quart ``Websocket``."""
+
+    def __init__(self, websocket: Any) -> None:
+        self._ws = websocket
+        self._sending = True  # cleared by aclose (the session is over) or close
+        self._closed = False  # the close frame went out
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            if not self._sending:
+                raise TransportClosed("the WebSocket is closed")
+            try:
+                await self._ws.send(frame)
+            except Exception as e:  # hypercorn refuses sends on a closing socket with its own errors
+                raise TransportClosed(str(e) or "connection lost") from None
+
+    async def receive_frame(self) -> bytes:
+        try:
+            message = await self._ws.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
+            raise TransportClosed("the browser closed the WebSocket") from None
+        if not isinstance(message, bytes):
+            raise ProtocolError(R_MALFORMED, "text WebSocket message; CapTP frames are binary")
+        return message
+
+    async def aclose(self) -> None:
+        """The session is over: send nothing more. The owner closes the socket with ``close``."""
+        self._sending = False
+        await trio.lowlevel.checkpoint()
+
+    async def close(self, code: int) -> None:
+        """Send the close frame with ``code`` (once; later calls do nothing)."""
+        self._sending = False
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._ws.close(code)
+        except Exception:  # the peer is already gone
+            pass
