@@ -387,6 +387,12 @@ def cmd_run_daemon(args: argparse.Namespace) -> None:
             os.close(args.ready_fd)
         elif not args.quiet:
             print(f"ocapd is running (socket {paths.sock}); stop it with Ctrl-C or `ocapd stop`", flush=True)
+        if args.examples or args.print_chat_url:
+            import threading
+
+            # A plain thread with the blocking client: it talks to this very
+            # daemon over its socket, like any other command would.
+            threading.Thread(target=_welcome, args=(args.examples,), daemon=True).start()
 
     # The CLI is the composition root: the daemon itself never imports the gateway.
     from gateway import DEFAULT_PORT, gateway_hook
@@ -397,6 +403,27 @@ def cmd_run_daemon(args: argparse.Namespace) -> None:
     except AlreadyRunning as e:
         print(f"ocapd: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _welcome(examples: str | None) -> None:
+    """Install the example weblets (once) and print the chat URL."""
+    try:
+        with _connect() as client:
+            E = _e()
+            host = client.wait(E(client.bootstrap()).host())
+            names = set(client.wait(E(host).list()))
+            if examples:
+                for folder in sorted(os.listdir(examples)):
+                    path = os.path.join(examples, folder)
+                    if folder in names or not os.path.isdir(path):
+                        continue
+                    client.wait(E(host).install_weblet(_bundle_bytes(path), folder, "NONE"))
+                    print(f"installed the example weblet {folder!r}", flush=True)
+            gateway = client.wait(E(client.bootstrap()).gateway())
+            url = client.wait(E(gateway).chat_url(host))
+            print(f"\nOpen the chat: {url}\n", flush=True)
+    except Exception as e:  # the daemon runs on; say what went wrong in one line
+        print(f"ocapd: could not finish setting up: {_describe_error(e)}", file=sys.stderr, flush=True)
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
@@ -775,6 +802,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.add_argument("--port", type=int, help=port_help)
     sp = add("run-daemon", cmd_run_daemon, "run the daemon in the foreground")
+    sp.add_argument("--examples", metavar="DIR", help="install the weblets in DIR (each folder, once) when ready")
+    sp.add_argument("--print-chat-url", action="store_true", help="print the chat URL when ready")
     sp.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     sp.add_argument("-q", "--quiet", action="store_true", help="log only to the log file")
     sp.add_argument("--port", type=int, help=port_help)
