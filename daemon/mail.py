@@ -16,6 +16,8 @@ A message record is plain data (it is what the database stores):
 
 from __future__ import annotations
 
+import weakref
+
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +44,9 @@ class Mailbox:
         stored_next = kernel.db.get_meta(f"mailbox-next:{store_id}")
         if stored_next is not None:
             self._next = max(self._next, int(stored_next))
-        self._followers: list[ChangeStream] = []
+        # Held weakly: a stream lives as long as its follower holds it (over
+        # CapTP, until the session ends or drops it), not as long as we do.
+        self._followers: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
 
     def list(self) -> list[dict[str, Any]]:
         return [dict(m) for _, m in sorted(self._messages.items())]
@@ -98,12 +102,11 @@ class Mailbox:
         stream = ChangeStream(on_close=self._unfollow)
         for record in self.list():
             stream.push({"add": record})
-        self._followers.append(stream)
+        self._followers.add(stream)
         return stream
 
     def _unfollow(self, stream: ChangeStream) -> None:
-        if stream in self._followers:
-            self._followers.remove(stream)
+        self._followers.discard(stream)
 
     def _emit(self, event: dict[str, Any]) -> None:
         for stream in list(self._followers):

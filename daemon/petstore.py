@@ -9,6 +9,8 @@ change exactly once: ``{"add": name, "id": id}``, ``{"remove": name}`` or
 
 from __future__ import annotations
 
+import weakref
+
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -29,9 +31,13 @@ STREAM_BUFFER = 10_000
 class ChangeStream:
     """An async stream over CapTP: call ``next()`` until it returns ``{"done": True}``."""
 
+    #: Every live stream, for ``ocapd inspect`` (weak: counting keeps nothing alive).
+    live: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
+
     def __init__(self, on_close: Any = None) -> None:
         self._send, self._receive = trio.open_memory_channel[dict](STREAM_BUFFER)
         self._on_close = on_close
+        ChangeStream.live.add(self)
 
     def push(self, event: dict) -> bool:
         """Queue an event; False if the follower is gone or too slow (then it is closed)."""
@@ -67,7 +73,9 @@ class PetStore:
         self.kernel = kernel
         self.id = store_id
         self._names = names
-        self._followers: list[ChangeStream] = []
+        # Held weakly: a stream lives as long as its follower holds it (over
+        # CapTP, until the session ends or drops it), not as long as we do.
+        self._followers: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
         self._changed = trio.Event()
 
     async def wait_changed(self) -> None:
@@ -135,12 +143,11 @@ class PetStore:
         stream = ChangeStream(on_close=self._unfollow)
         for name, fid in self.items():
             stream.push({"add": name, "id": fid})
-        self._followers.append(stream)
+        self._followers.add(stream)
         return stream
 
     def _unfollow(self, stream: ChangeStream) -> None:
-        if stream in self._followers:
-            self._followers.remove(stream)
+        self._followers.discard(stream)
 
     def _emit(self, event: dict) -> None:
         self._changed.set()

@@ -32,6 +32,7 @@ from . import formulas as F
 from .db import Database
 from .kernel import Kernel
 from .paths import Paths, ensure_dirs
+from .petstore import ChangeStream
 
 __all__ = ["run_daemon", "AlreadyRunning", "DaemonFacet", "GatewayHook"]
 
@@ -122,6 +123,7 @@ class DaemonFacet:
                 "uptime_s": round(time.time() - k.started, 3),
                 "rss_bytes": _rss_bytes(os.getpid()),
                 "formulas": len(k.formulas),
+                "followers": len(ChangeStream.live),
             },
             "incarnations": k.live(),
             "workers": [c.info() for c in list(k.services.get("workers", {}).values())],

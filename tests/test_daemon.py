@@ -458,3 +458,74 @@ def test_cli_errors_are_one_line_without_traceback(daemon: DaemonProcess) -> Non
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
     assert "division by zero" in daemon.cli("eval", "1/0", check=False).stderr
+
+
+def test_kill_9_of_the_daemon_leaves_no_worker_or_fork_server_behind(daemon: DaemonProcess) -> None:
+    # A worker busy in a loop never reads the end of its pipe: it must still go.
+    daemon.cli("eval", "Far('Spin', go=lambda: None)", "-w", "spinner")
+    spinning = subprocess.Popen(
+        [PYTHON, "-m", "daemon", "eval", "while True: pass", "-w", "spinner"], env=daemon.env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    report = json.loads(daemon.out("inspect", "--json"))
+    (worker,) = report["workers"]
+    daemon_pid = report["daemon"]["pid"]
+    children = _descendants(daemon_pid)
+    assert worker["pid"] in children
+    import time
+
+    start = _cpu_ticks(worker["pid"])
+    deadline = time.monotonic() + 20
+    while _cpu_ticks(worker["pid"]) - start < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait until the worker is really stuck in the loop
+    assert _cpu_ticks(worker["pid"]) - start >= 20
+    daemon.kill9()
+    spinning.kill()
+    spinning.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in children):
+        time.sleep(0.05)
+    assert [p for p in children if _alive(p)] == []
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    parent_of = {int(out[i]): int(out[i + 1]) for i in range(0, len(out), 2)}
+    found, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent_of.items() if pp == p]
+        found += kids
+        frontier += kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+
+async def test_followers_are_released_when_their_session_ends(daemon: DaemonProcess) -> None:
+    for i in range(3):
+        async with daemon.connect() as (host, _, _):
+            names = await E(host).follow_name_changes()
+            mail = await E(host).follow_messages()
+            await E(host).store_value(i, f"x{i}")
+            replayed = [(await E(names).next())["value"] for _ in range(i + 1)]
+            assert {"add": f"x{i}"}.items() <= replayed[-1].items()
+            del names, mail
+    async with daemon.connect() as (host, facet, _):
+        stream = await E(host).follow_name_changes()
+        # Only the stream this session holds is still following.
+        assert (await E(facet).inspect())["daemon"]["followers"] == 1
+        del stream

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from .worker import serve
 
@@ -17,6 +18,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m workers", description="An ocapd worker speaking CapTP on stdin/stdout.")
     parser.add_argument("--spec", required=True, help='JSON: {"name", "level", "workdir", "log_path", "bundle_dir"}')
     args = parser.parse_args()
+    from .confine import die_with_parent
+
+    die_with_parent(os.getppid())  # the daemon: no worker outlives it
     serve(json.loads(args.spec))
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
 import platform
 import resource
 import struct
@@ -118,6 +119,22 @@ def _lib() -> Any:
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.syscall.restype = ctypes.c_long
     return _libc
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(expected_parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies.
+
+    Workers die with the fork server, and the fork server with the daemon, so a
+    daemon killed with -9 leaves no process behind (a worker stuck in a loop
+    would otherwise never read the end of its pipe). If the parent is already
+    gone by the time the request is made, exit at once.
+    """
+    _lib().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != expected_parent:
+        os._exit(0)
 
 
 def _errno_text() -> str:

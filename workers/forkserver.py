@@ -55,6 +55,7 @@ def _send_json(sock: socket.socket, obj: Any, fds: list[int] | None = None) -> N
 
 class ForkServer:
     def __init__(self, sock: socket.socket) -> None:
+        self.pid = os.getpid()  # a forked worker's parent
         self.sock = sock
         self.controls: dict[int, socket.socket] = {}  # child pid -> its control socket
 
@@ -144,6 +145,7 @@ class ForkServer:
 
     def _become_worker(self, spec: dict[str, Any], stdin: int, stdout: int, stderr: int) -> NoReturn:
         try:
+            confine.die_with_parent(self.pid)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -165,6 +167,7 @@ def main() -> None:
     if len(sys.argv) != 2:
         print("usage: python -m workers.forkserver FD", file=sys.stderr)
         raise SystemExit(2)
+    confine.die_with_parent(os.getppid())  # the daemon
     sock = socket.socket(fileno=int(sys.argv[1]))
     ForkServer(sock).run()
 
