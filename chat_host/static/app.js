@@ -1,0 +1,434 @@
+// ocapd Chat: the page's entry point. It reads the token from the URL
+// fragment, keeps a CapTP session with the gateway (connection.js), and wires
+// the panels — inventory, inbox, transcript, chat input, eval dialog — to the
+// agent the token was minted for.
+
+import { lookupCommand, completeCommand, UsageError } from "./commands.js";
+import { Connection } from "./connection.js";
+import { byId, h, replaceChildren } from "./dom.js";
+import { EvalDialog } from "./evaldialog.js";
+import { formatError } from "./format.js";
+import { Inbox } from "./inbox.js";
+import { Inventory } from "./inventory.js";
+import { referenceAt } from "./parse.js";
+import { Transcript } from "./transcript.js";
+
+/** Where the token is kept for this tab once it has left the URL bar (survives reload, not the tab). */
+const TOKEN_KEY = "ocapd-chat-token";
+/** Liveness changes without a name changing (a worker exits): look again this often. */
+const LIVE_REFRESH_MS = 5000;
+/** Batch a burst of name events into one list_entries call. */
+const REFRESH_DEBOUNCE_MS = 100;
+/** Commands remembered for ↑/↓. */
+const HISTORY_MAX = 200;
+
+const transcript = new Transcript();
+const input = byId("input");
+const suggestionsEl = byId("suggestions");
+
+// ---------------------------------------------------------------------------
+// The token: from the fragment (then removed from the URL bar), else from
+// this tab's storage (a reload after the fragment was removed).
+
+function takeToken() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const fromUrl = params.get("token");
+  if (fromUrl) {
+    sessionStorage.setItem(TOKEN_KEY, fromUrl);
+    history.replaceState(null, "", location.pathname + location.search);
+    return fromUrl;
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+// A new link pasted into this tab changes only the fragment: start over with it.
+window.addEventListener("hashchange", () => {
+  if (new URLSearchParams(location.hash.slice(1)).get("token")) location.reload();
+});
+
+// ---------------------------------------------------------------------------
+// Panels
+
+const inventory = new Inventory({
+  onPick: (name) => insertReference(name),
+  onAction: (action, name) => runAction(action, name),
+});
+
+const inbox = new Inbox({
+  senderNames: (id) => inventory.namesForId(id),
+  act: async (label, method, ...args) => {
+    try {
+      await connection.call(method, ...args);
+      transcript.ok(label);
+      scheduleRefresh();
+      return true;
+    } catch (error) {
+      transcript.error(error);
+      return false;
+    } finally {
+      focusInput();
+    }
+  },
+});
+
+const evalDialog = new EvalDialog({
+  evaluate: async (worker, source, codeNames, petPaths, resultName) => {
+    const out = transcript.command(`/eval ${source}${codeNames.map((c, i) => ` ${c}:${petPaths[i]}`).join("")}` +
+      `${worker ? ` -w ${worker}` : ""}${resultName ? ` -n ${resultName}` : ""}`);
+    try {
+      const value = await connection.call("evaluate", worker, source, codeNames, petPaths, resultName);
+      out.value(value, resultName ? `named ${resultName}` : undefined);
+      scheduleRefresh();
+    } catch (error) {
+      out.error(error);
+      throw new Error(formatError(error));
+    }
+  },
+  onClose: () => focusInput(),
+});
+
+byId("eval-button").addEventListener("click", () => evalDialog.open());
+
+async function runAction(action, name) {
+  try {
+    if (action === "cancel") {
+      await connection.call("cancel", name, "cancelled from chat");
+      transcript.ok(`Cancelled ${name}.`);
+    } else if (action === "remove") {
+      await connection.call("remove", name);
+      transcript.ok(`Removed the name ${name}.`);
+    }
+  } catch (error) {
+    transcript.error(error);
+  }
+  scheduleRefresh();
+  focusInput();
+}
+
+// ---------------------------------------------------------------------------
+// The connection and what each session follows
+
+const connectionEl = byId("connection");
+const connectionText = byId("connection-text");
+const retryButton = byId("retry-now");
+const layout = byId("layout");
+let everConnected = false;
+/** A session is up (so losing it is news worth a line in the transcript). */
+let sessionUp = false;
+let countdown = null;
+
+function showState(s) {
+  clearInterval(countdown);
+  connectionEl.dataset.state = s.state;
+  layout.dataset.connection = s.state;
+  retryButton.hidden = s.state !== "waiting";
+  if (s.state === "connecting") {
+    connectionText.textContent = everConnected ? "Reconnecting…" : "Connecting…";
+  } else if (s.state === "connected") {
+    connectionText.textContent = "Connected";
+    transcript.ok(everConnected ? "Reconnected to the daemon." : "Connected to the daemon. Type /help for commands.");
+    everConnected = true;
+    sessionUp = true;
+  } else if (s.state === "waiting") {
+    if (sessionUp) {
+      transcript.warn(`Lost the connection to the daemon${reasonText(s.error)}. Reconnecting…`);
+      sessionUp = false;
+    }
+    const until = Date.now() + s.retryInMs;
+    const tick = () => {
+      const seconds = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+      connectionText.textContent = `Disconnected — retrying${seconds ? ` in ${seconds}s` : "…"}`;
+    };
+    tick();
+    countdown = setInterval(tick, 500);
+    inventory.markStale();
+  } else if (s.state === "refused") {
+    sessionStorage.removeItem(TOKEN_KEY);
+    connectionText.textContent = "Not connected";
+    showFatal("This link's token was not accepted",
+      `The daemon refused the token in this link: ${s.error?.message || formatError(s.error)}. ` +
+      "It may have been revoked, or the link may be incomplete.");
+  }
+}
+
+function reasonText(reason) {
+  if (!reason) return "";
+  const text = typeof reason.reason === "string" ? reason.reason : formatError(reason);
+  return text && text !== "error" ? ` (${text})` : "";
+}
+
+function showFatal(title, text) {
+  byId("fatal-title").textContent = title;
+  byId("fatal-text").textContent = text;
+  byId("fatal").hidden = false;
+  layout.hidden = true;
+  document.body.dataset.state = "fatal";
+}
+
+retryButton.addEventListener("click", () => connection.retryNow());
+window.addEventListener("online", () => connection.retryNow());
+// Leaving the page ends the session at once (the daemon drops what it held for us).
+window.addEventListener("pagehide", () => connection.session?.conn.close());
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") connection.retryNow();
+});
+
+/** Is this session still the current, open one? (Its errors are worth showing.) */
+function isCurrent(session) {
+  return connection.session === session && !session.conn.aborted;
+}
+
+let refreshTimer = null;
+function scheduleRefresh() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(refreshEntries, REFRESH_DEBOUNCE_MS);
+}
+
+async function refreshEntries() {
+  const session = connection.session;
+  if (!session) return;
+  try {
+    const entries = await connection.call("list_entries");
+    if (isCurrent(session)) {
+      inventory.update(entries);
+      inbox.refreshSenders();
+    }
+  } catch (error) {
+    if (isCurrent(session)) transcript.error(error);
+  }
+}
+
+setInterval(() => {
+  if (connection.session && document.visibilityState === "visible") refreshEntries();
+}, LIVE_REFRESH_MS);
+
+/** Pull events from a remote ChangeStream until it ends or the session does. */
+async function pump(session, stream, onEvent) {
+  try {
+    for (;;) {
+      const { done, value } = await connection.callOn(stream, "next");
+      if (!isCurrent(session) || done) return;
+      onEvent(value);
+    }
+  } catch (error) {
+    if (isCurrent(session)) transcript.error(error);
+  }
+}
+
+function startSession(session) {
+  inventory.beginSession();
+  inbox.beginSession();
+  const names = connection.call("follow_name_changes");
+  const messages = connection.call("follow_messages");
+  pump(session, names, (event) => {
+    inventory.apply(event);
+    inbox.refreshSenders();
+    scheduleRefresh();
+  });
+  pump(session, messages, (event) => inbox.apply(event));
+  refreshEntries();
+  connection.call("list_messages").then(
+    (records) => isCurrent(session) && inbox.load(records),
+    (error) => isCurrent(session) && transcript.error(error),
+  );
+}
+
+const token = takeToken();
+const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/_ocapd/ws`;
+const connection = new Connection({ url: wsUrl, token, onState: showState, onSession: startSession });
+
+if (!token) {
+  connectionText.textContent = "Not connected";
+  connectionEl.dataset.state = "refused";
+  showFatal("No token in this link", "Chat needs the link with its #token=… part.");
+} else {
+  connection.run();
+}
+
+// ---------------------------------------------------------------------------
+// The chat input
+
+const commandHistory = loadHistory();
+let historyIndex = commandHistory.length;
+let draft = "";
+
+function loadHistory() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem("ocapd-chat-history") ?? "[]");
+    return Array.isArray(saved) ? saved.filter((x) => typeof x === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+function remember(line) {
+  if (commandHistory[commandHistory.length - 1] !== line) commandHistory.push(line);
+  while (commandHistory.length > HISTORY_MAX) commandHistory.shift();
+  historyIndex = commandHistory.length;
+  draft = "";
+  sessionStorage.setItem("ocapd-chat-history", JSON.stringify(commandHistory));
+}
+
+function focusInput() {
+  if (!document.querySelector("dialog[open]")) input.focus();
+}
+
+function insertReference(name) {
+  const pos = input.selectionStart ?? input.value.length;
+  const before = input.value.slice(0, pos);
+  const after = input.value.slice(input.selectionEnd ?? pos);
+  const ref = `${before && !/\s$/.test(before) ? " " : ""}@${name}${/^\s/.test(after) ? "" : " "}`;
+  input.value = before + ref + after;
+  input.focus();
+  const caret = before.length + ref.length;
+  input.setSelectionRange(caret, caret);
+  updateSuggestions();
+}
+
+/** What a command may do: call the agent, and write under its own line. */
+function commandContext(out) {
+  return {
+    call: (method, ...args) => connection.call(method, ...args),
+    info: (text) => out.info(text),
+    ok: (text) => out.ok(text),
+    value: (value, label) => out.value(value, label),
+    table: (rows) => out.table(rows),
+    clear: () => transcript.clear(),
+    openEval: (prefill) => evalDialog.open(prefill),
+    background: (promise, what) => {
+      promise.then(
+        (value) => {
+          out.value(value, what);
+          scheduleRefresh();
+        },
+        (error) => out.error(error),
+      );
+    },
+  };
+}
+
+async function runLine(line) {
+  const out = transcript.command(line);
+  if (!line.startsWith("/")) {
+    out.info("Commands start with /. To message someone: /send <to> <text>. Type /help for the list.");
+    return;
+  }
+  try {
+    const { command, args } = lookupCommand(line);
+    await command.run(commandContext(out), args);
+  } catch (error) {
+    out.error(error instanceof UsageError ? error.message : error);
+  }
+  scheduleRefresh();
+}
+
+byId("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const line = input.value.trim();
+  if (!line) return;
+  remember(line);
+  input.value = "";
+  hideSuggestions();
+  runLine(line);
+  focusInput();
+});
+
+input.addEventListener("keydown", (event) => {
+  if (event.key === "ArrowUp" && !event.shiftKey) {
+    if (historyIndex === 0) return;
+    if (historyIndex === commandHistory.length) draft = input.value;
+    historyIndex -= 1;
+    setInput(commandHistory[historyIndex]);
+    event.preventDefault();
+  } else if (event.key === "ArrowDown" && !event.shiftKey) {
+    if (historyIndex >= commandHistory.length) return;
+    historyIndex += 1;
+    setInput(historyIndex === commandHistory.length ? draft : commandHistory[historyIndex]);
+    event.preventDefault();
+  } else if (event.key === "Tab" && !event.shiftKey) {
+    if (complete()) event.preventDefault();
+  } else if (event.key === "Escape") {
+    hideSuggestions();
+  }
+});
+
+input.addEventListener("input", () => updateSuggestions());
+input.addEventListener("blur", () => setTimeout(hideSuggestions, 150));
+
+function setInput(text) {
+  input.value = text;
+  input.setSelectionRange(text.length, text.length);
+  hideSuggestions();
+}
+
+// Completion: command names after "/", pet names after "@".
+
+function candidates() {
+  const text = input.value;
+  const cursor = input.selectionStart ?? text.length;
+  const command = /^\/(\w*)$/.exec(text.slice(0, cursor));
+  if (command) {
+    return { start: 1, prefix: command[1], items: completeCommand(command[1]), suffix: " " };
+  }
+  const ref = referenceAt(text, cursor);
+  if (ref) {
+    const items = inventory.allNames().filter((n) => n.startsWith(ref.prefix) && /^[a-z0-9]/.test(n));
+    return { start: ref.start + ref.offset, prefix: ref.prefix, items, suffix: " " };
+  }
+  return null;
+}
+
+function complete() {
+  const c = candidates();
+  if (!c || c.items.length === 0) return false;
+  const common = c.items.reduce((a, b) => {
+    let i = 0;
+    while (i < a.length && a[i] === b[i]) i += 1;
+    return a.slice(0, i);
+  });
+  const chosen = c.items.length === 1 ? c.items[0] + c.suffix : common;
+  if (chosen.length <= c.prefix.length && c.items.length > 1) return true; // nothing more to add; keep focus
+  const cursor = input.selectionStart ?? input.value.length;
+  input.value = input.value.slice(0, c.start) + chosen + input.value.slice(cursor);
+  const caret = c.start + chosen.length;
+  input.setSelectionRange(caret, caret);
+  updateSuggestions();
+  return true;
+}
+
+function updateSuggestions() {
+  const c = candidates();
+  if (!c || c.items.length === 0 || (c.items.length === 1 && c.items[0] === c.prefix)) {
+    hideSuggestions();
+    return;
+  }
+  replaceChildren(suggestionsEl,
+    h("span", { class: "muted" }, "Tab"),
+    c.items.slice(0, 8).map((item) => h("button", {
+      class: "suggestion", type: "button", tabindex: "-1",
+      onmousedown: (event) => event.preventDefault(), // keep focus in the input
+      onclick: () => {
+        const cursor = input.selectionStart ?? input.value.length;
+        input.value = input.value.slice(0, c.start) + item + c.suffix + input.value.slice(cursor);
+        const caret = c.start + item.length + c.suffix.length;
+        input.setSelectionRange(caret, caret);
+        hideSuggestions();
+        input.focus();
+      },
+    }, item)),
+    c.items.length > 8 ? h("span", { class: "muted" }, `+${c.items.length - 8}`) : null);
+  suggestionsEl.hidden = false;
+}
+
+function hideSuggestions() {
+  suggestionsEl.hidden = true;
+}
+
+// Typing anywhere on the page goes to the chat input (unless another field has focus).
+document.addEventListener("keydown", (event) => {
+  const target = event.target;
+  const typing = target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement ||
+    target instanceof HTMLSelectElement || target?.isContentEditable;
+  if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.key.length === 1 || event.key === "/") focusInput();
+});

@@ -1,0 +1,215 @@
+// The chat input's command registry: `/name args` → a handler.
+//
+// A command is one row in COMMANDS: its usage line, a one-line summary and a
+// `run(ctx, args)` that talks to the agent through `ctx`. Adding a command is
+// adding a row. Handlers throw UsageError for bad input; errors from the
+// daemon propagate and are shown by the caller.
+
+import { firstWord, NAME_PATH, parseEval, parseMessage, PET_NAME, words } from "./parse.js";
+
+export class UsageError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+function need(condition, usage) {
+  if (!condition) throw new UsageError(`usage: ${usage}`);
+}
+
+function needName(name, what) {
+  if (!NAME_PATH.test(name)) throw new UsageError(`${what}: ${JSON.stringify(name)} is not a name`);
+}
+
+function messageNumber(text, usage) {
+  need(/^\d+$/.test(text ?? ""), usage);
+  return Number(text);
+}
+
+/**
+ * @typedef {object} CommandContext
+ * @property {(method: string, ...args: any[]) => Promise<any>} call  calls the agent
+ * @property {(text: string) => void} info
+ * @property {(text: string) => void} ok
+ * @property {(value: any, label?: string) => void} value
+ * @property {(lines: Array<[string, string]>) => void} table
+ * @property {() => void} clear
+ * @property {(prefill?: object) => void} openEval
+ * @property {(promise: Promise<any>, what: string) => void} background
+ */
+
+/** @type {Array<{name: string, usage: string, summary: string, run: (ctx: CommandContext, args: string) => any}>} */
+export const COMMANDS = [
+  {
+    name: "help",
+    usage: "/help",
+    summary: "show the commands",
+    run(ctx) {
+      ctx.table(COMMANDS.map((c) => [c.usage, c.summary]));
+      ctx.info("Keys: Enter runs, ↑/↓ recall history, Tab completes @names and commands, Esc closes dialogs.");
+    },
+  },
+  {
+    name: "list",
+    usage: "/list",
+    summary: "list your names with their types",
+    async run(ctx) {
+      const entries = await ctx.call("list_entries");
+      if (entries.length === 0) ctx.info("No names.");
+      ctx.table(entries.map((e) => [e.name, `${e.type}${e.live ? " · live" : ""}`]));
+    },
+  },
+  {
+    name: "send",
+    usage: "/send <to> <text with @edge:pet>",
+    summary: "send a message; each @edge:pet (or @name) attaches that value",
+    async run(ctx, args) {
+      const [to, text] = firstWord(args);
+      need(to && text, this.usage);
+      needName(to, "send");
+      const { strings, edgeNames, petNames } = parseMessage(text);
+      await ctx.call("send", to, strings, edgeNames, petNames);
+      ctx.ok(`Sent to ${to}${edgeNames.length ? ` with ${edgeNames.map((e) => `@${e}`).join(", ")}` : ""}.`);
+    },
+  },
+  {
+    name: "request",
+    usage: "/request <to> <description> [-n name]",
+    summary: "ask an agent for something; the answer appears here (and is named with -n)",
+    run(ctx, args) {
+      let [to, description] = firstWord(args);
+      need(to && description, this.usage);
+      needName(to, "request");
+      let name = null;
+      const m = /\s-n\s+(\S+)$/.exec(` ${description}`);
+      if (m) {
+        name = m[1];
+        need(PET_NAME.test(name), this.usage);
+        description = ` ${description}`.slice(0, m.index).trim();
+      }
+      ctx.info(`Asked ${to}: ${description} — waiting for the answer.`);
+      ctx.background(ctx.call("request", to, description, name), `answer from ${to}${name ? `, named ${name}` : ""}`);
+    },
+  },
+  {
+    name: "eval",
+    usage: "/eval <source> [code:pet ...] [-w worker] [-n name]",
+    summary: "evaluate Python in a worker (no arguments: open the eval dialog)",
+    async run(ctx, args) {
+      if (!args.trim()) {
+        ctx.openEval();
+        return;
+      }
+      const { source, codeNames, petPaths, worker, resultName } = parseEval(args);
+      need(source, this.usage);
+      const result = await ctx.call("evaluate", worker, source, codeNames, petPaths, resultName);
+      ctx.value(result, resultName ? `named ${resultName}` : undefined);
+    },
+  },
+  {
+    name: "cancel",
+    usage: "/cancel <name>",
+    summary: "cancel a value and what depends on it (it is remade on next use)",
+    async run(ctx, args) {
+      const [name] = words(args);
+      need(name, this.usage);
+      needName(name, "cancel");
+      await ctx.call("cancel", name, "cancelled from chat");
+      ctx.ok(`Cancelled ${name}.`);
+    },
+  },
+  {
+    name: "remove",
+    usage: "/remove <name>",
+    summary: "forget a name",
+    async run(ctx, args) {
+      const [name] = words(args);
+      need(name, this.usage);
+      needName(name, "remove");
+      await ctx.call("remove", name);
+      ctx.ok(`Removed the name ${name}.`);
+    },
+  },
+  {
+    name: "mkguest",
+    usage: "/mkguest <handle> [agent]",
+    summary: "make a guest: its handle is named <handle>, its powers [agent] (default <handle>-agent)",
+    async run(ctx, args) {
+      const [handle, agent = `${handle}-agent`, extra] = words(args);
+      need(handle && !extra, this.usage);
+      need(PET_NAME.test(handle) && PET_NAME.test(agent), this.usage);
+      await ctx.call("provide_guest", handle, agent, {});
+      ctx.ok(`Guest ready: handle ${handle}, powers ${agent}.`);
+    },
+  },
+  {
+    name: "resolve",
+    usage: "/resolve <n> <name>",
+    summary: "answer request n with a named value",
+    async run(ctx, args) {
+      const [n, name] = words(args);
+      const number = messageNumber(n, this.usage);
+      need(name, this.usage);
+      needName(name, "resolve");
+      await ctx.call("resolve", number, name);
+      ctx.ok(`Answered request ${number} with ${name}.`);
+    },
+  },
+  {
+    name: "reject",
+    usage: "/reject <n> [reason]",
+    summary: "decline request n",
+    async run(ctx, args) {
+      const [n, reason] = firstWord(args);
+      const number = messageNumber(n, this.usage);
+      await ctx.call("reject", number, reason.trim() || "declined");
+      ctx.ok(`Declined request ${number}.`);
+    },
+  },
+  {
+    name: "adopt",
+    usage: "/adopt <n> <edge> [name]",
+    summary: "name a value attached to message n",
+    async run(ctx, args) {
+      const [n, edge, name = edge] = words(args);
+      const number = messageNumber(n, this.usage);
+      need(edge, this.usage);
+      needName(name, "adopt");
+      await ctx.call("adopt", number, edge, name);
+      ctx.ok(`Adopted @${edge} from message ${number} as ${name}.`);
+    },
+  },
+  {
+    name: "dismiss",
+    usage: "/dismiss <n>",
+    summary: "delete message n",
+    async run(ctx, args) {
+      const number = messageNumber(words(args)[0], this.usage);
+      await ctx.call("dismiss", number);
+    },
+  },
+  {
+    name: "clear",
+    usage: "/clear",
+    summary: "clear this transcript",
+    run(ctx) {
+      ctx.clear();
+    },
+  },
+];
+
+const BY_NAME = new Map(COMMANDS.map((c) => [c.name, c]));
+
+/** Find the command for a line that starts with "/"; throws UsageError if unknown. */
+export function lookupCommand(line) {
+  const [word, args] = firstWord(line.slice(1));
+  const command = BY_NAME.get(word.toLowerCase());
+  if (!command) throw new UsageError(`unknown command /${word} — type /help for the list`);
+  return { command, args };
+}
+
+/** Command names starting with `prefix` (for Tab completion). */
+export function completeCommand(prefix) {
+  return COMMANDS.map((c) => c.name).filter((n) => n.startsWith(prefix));
+}

@@ -1,0 +1,113 @@
+// Keeping a CapTP session with the gateway: connect, fetch the agent for our
+// token, and when the connection ends (the daemon restarted, the network
+// blinked) try again with backoff. A token the daemon refuses ends the loop:
+// retrying a wrong token cannot help.
+
+import { connectWebSocket, E, RemoteError } from "/_ocapd/captp.js";
+
+/** First retry delay; each failure doubles it up to the cap. */
+const RETRY_FIRST_MS = 250;
+/**
+ * The cap while the tab is visible: a restarting daemon is back within
+ * seconds, and a refused connection to localhost costs next to nothing.
+ */
+const RETRY_MAX_MS = 2000;
+/** The cap while the tab is hidden; it retries at once when shown again. */
+const RETRY_MAX_HIDDEN_MS = 30000;
+
+/**
+ * @typedef {{conn: any, agent: any, closed: Promise<any>, id: number}} Session
+ * @typedef {{state: "connecting"|"connected"|"waiting"|"refused", retryInMs?: number, error?: any, attempt?: number}} ConnectionState
+ */
+
+export class Connection {
+  /**
+   * @param {{url: string, token: string,
+   *          onState: (s: ConnectionState) => void,
+   *          onSession: (s: Session) => void}} options
+   */
+  constructor({ url, token, onState, onSession }) {
+    this.url = url;
+    this.token = token;
+    this.onState = onState;
+    this.onSession = onSession;
+    /** @type {Session|null} */
+    this.session = null;
+    this.wake = null;
+    this.sessions = 0;
+  }
+
+  /** Retry now instead of waiting out the backoff. */
+  retryNow() {
+    this.wake?.();
+  }
+
+  async run() {
+    let failures = 0;
+    for (;;) {
+      this.onState({ state: "connecting", attempt: failures });
+      let conn = null;
+      try {
+        conn = await connectWebSocket(this.url);
+      } catch (error) {
+        failures += 1;
+        await this.pause(failures, error);
+        continue;
+      }
+      let agent;
+      try {
+        agent = await E(conn.bootstrap()).fetch(this.token);
+      } catch (error) {
+        conn.close();
+        if (error instanceof RemoteError) {
+          this.onState({ state: "refused", error });
+          return;
+        }
+        failures += 1;
+        await this.pause(failures, error);
+        continue;
+      }
+      failures = 0;
+      this.sessions += 1;
+      const session = { conn, agent, closed: conn.closed, id: this.sessions };
+      this.session = session;
+      this.onState({ state: "connected" });
+      this.onSession(session);
+      const reason = await conn.closed.catch((e) => e);
+      this.session = null;
+      failures += 1;
+      await this.pause(failures, reason);
+    }
+  }
+
+  async pause(failures, error) {
+    const cap = document.visibilityState === "hidden" ? RETRY_MAX_HIDDEN_MS : RETRY_MAX_MS;
+    const base = Math.min(RETRY_FIRST_MS * 2 ** (failures - 1), cap);
+    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    this.onState({ state: "waiting", retryInMs: delay, error, attempt: failures });
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, delay);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.wake = null;
+  }
+
+  /** Call a method on the agent of the current session. */
+  call(method, ...args) {
+    if (!this.session) return notConnected();
+    return E(this.session.agent)[method](...args);
+  }
+
+  /** Call a method on another remote object of the current session (a stream). */
+  callOn(ref, method, ...args) {
+    if (!this.session) return notConnected();
+    return E(ref)[method](...args);
+  }
+}
+
+function notConnected() {
+  return Promise.reject(new Error("not connected to the daemon — waiting for it to come back"));
+}

@@ -1,0 +1,102 @@
+// The eval dialog: source, endowments (Python name ← pet name), worker and
+// result name, sent as one evaluate() call. Escape closes it (the <dialog>
+// element's own cancel), and focus goes back to the chat input.
+
+import { byId, h } from "./dom.js";
+import { NAME_PATH, PET_NAME } from "./parse.js";
+
+const PYTHON_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export class EvalDialog {
+  /**
+   * @param {{evaluate: (worker: string|null, source: string, codeNames: string[],
+   *                     petPaths: string[], resultName: string|null) => Promise<void>,
+   *          onClose: () => void}} hooks  `evaluate` rejects to keep the dialog open
+   */
+  constructor(hooks) {
+    this.hooks = hooks;
+    this.dialog = byId("eval-dialog");
+    this.form = byId("eval-form");
+    this.source = byId("eval-source");
+    this.endowments = byId("eval-endowments");
+    this.worker = byId("eval-worker");
+    this.resultName = byId("eval-result-name");
+    this.error = byId("eval-error");
+    this.submitButton = byId("eval-submit");
+    byId("eval-add-endowment").addEventListener("click", () => this.addEndowment().querySelector("input").focus());
+    byId("eval-cancel").addEventListener("click", () => this.dialog.close());
+    this.form.addEventListener("submit", (event) => this.submit(event));
+    this.dialog.addEventListener("close", () => this.hooks.onClose());
+    this.source.addEventListener("keydown", (event) => {
+      // Ctrl/Cmd+Enter evaluates; plain Enter is a newline in the source.
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        this.form.requestSubmit();
+      }
+    });
+  }
+
+  open(prefill = {}) {
+    this.source.value = prefill.source ?? this.source.value;
+    this.error.hidden = true;
+    if (!this.dialog.open) this.dialog.showModal();
+    this.source.focus();
+  }
+
+  addEndowment(codeName = "", petName = "") {
+    const row = h("div", { class: "endowment" },
+      h("input", { class: "code-name", placeholder: "python_name", value: codeName, spellcheck: "false", "aria-label": "Python name" }),
+      h("span", { class: "arrow", "aria-hidden": "true" }, "←"),
+      h("input", { class: "pet-name", placeholder: "pet name", list: "pet-names", value: petName, spellcheck: "false", "aria-label": "Pet name" }),
+      h("button", { class: "icon-button", type: "button", title: "Remove this endowment", onclick: () => row.remove() }, "✕"));
+    this.endowments.append(row);
+    return row;
+  }
+
+  read() {
+    const codeNames = [];
+    const petPaths = [];
+    for (const row of this.endowments.querySelectorAll(".endowment")) {
+      const code = row.querySelector(".code-name").value.trim();
+      const pet = row.querySelector(".pet-name").value.trim();
+      if (!code && !pet) continue;
+      if (!PYTHON_NAME.test(code)) throw new Error(`${JSON.stringify(code)} is not a Python name`);
+      if (!NAME_PATH.test(pet)) throw new Error(`${JSON.stringify(pet)} is not a pet name`);
+      codeNames.push(code);
+      petPaths.push(pet);
+    }
+    const source = this.source.value;
+    if (!source.trim()) throw new Error("Write some Python to evaluate.");
+    const worker = this.worker.value.trim() || null;
+    if (worker !== null && !NAME_PATH.test(worker)) throw new Error(`${JSON.stringify(worker)} is not a worker name`);
+    const resultName = this.resultName.value.trim() || null;
+    if (resultName !== null && !PET_NAME.test(resultName)) throw new Error(`${JSON.stringify(resultName)} is not a pet name`);
+    return { worker, source, codeNames, petPaths, resultName };
+  }
+
+  async submit(event) {
+    event.preventDefault();
+    let args;
+    try {
+      args = this.read();
+    } catch (error) {
+      this.showError(error.message);
+      return;
+    }
+    this.error.hidden = true;
+    this.submitButton.disabled = true;
+    try {
+      await this.hooks.evaluate(args.worker, args.source, args.codeNames, args.petPaths, args.resultName);
+      this.dialog.close();
+    } catch (error) {
+      this.showError(error?.message ?? String(error));
+    } finally {
+      this.submitButton.disabled = false;
+    }
+  }
+
+  showError(text) {
+    this.error.textContent = text;
+    this.error.hidden = false;
+  }
+}

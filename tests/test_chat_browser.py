@@ -1,0 +1,317 @@
+"""The Chat UI in a real headless Chromium, against a real daemon.
+
+The browser is Debian's ``chromium`` driven by Playwright for Python (its
+bundled driver only: no browser is ever downloaded). Each test opens the
+chat link `ocapd chat` prints and checks what a user would see; the CLI plays
+the other agents. Expectations auto-wait (no sleeps).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from daemon_harness import PYTHON, DaemonProcess
+
+# In CI (scripts/setup installs both) a missing browser is a failure, not a skip.
+if os.environ.get("CI"):
+    import playwright.sync_api as sync_api
+else:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+expect = sync_api.expect
+
+CHROMIUM = os.environ.get("OCAPD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Generous for a loaded machine; passing runs take a fraction of it.
+EXPECT_TIMEOUT_MS = 15_000
+#: Markup that would run script if it ever reached the page as HTML.
+HOSTILE = '<img src=x onerror=alert(1)><script>alert(2)</script><b>bold</b>'
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason=f"no Chromium at {CHROMIUM}"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------
+# fixtures
+
+
+STATIC = Path(__file__).resolve().parent.parent / "chat_host" / "static"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not (STATIC / "vendor").is_dir():
+        pytest.fail("chat_host/static/vendor/ is missing (captp.js needs it): run `node chat_host/build_vendor.mjs`")
+    home = tmp_path_factory.mktemp("chromium-home")
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+    }
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """One daemon for the module, started as users start it (`ocapd start`), on a
+    fixed port so that `ocapd restart` brings the gateway back where the page is."""
+    port = free_port()
+    d = DaemonProcess(tmp_path_factory.mktemp("chat"), port=port)
+    d.cli("start", "--port", str(port))
+    yield d
+    d.cli("stop", check=False)
+
+
+class Page:
+    """A fresh browser context and page, recording dialogs and page errors."""
+
+    def __init__(self, browser: Any) -> None:
+        self.context = browser.new_context(viewport={"width": 1400, "height": 860})
+        self.page = self.context.new_page()
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("dialog", self._on_dialog)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("console", self._on_console)
+
+    def _on_console(self, message: Any) -> None:
+        # The page must work under its CSP (no inline script or style).
+        if "Content Security Policy" in message.text:
+            self.errors.append(message.text)
+
+    def _on_dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def run(self, line: str) -> None:
+        """Type a line in the chat input and press Enter."""
+        self.page.locator("#input").fill(line)
+        self.page.locator("#input").press("Enter")
+
+    def entry(self, name: str) -> Any:
+        return self.page.locator(f'#inventory .entry[data-name="{name}"]')
+
+
+@pytest.fixture
+def chat(browser: Any) -> Iterator[Page]:
+    page = Page(browser)
+    yield page
+    assert page.errors == [], f"uncaught errors or CSP violations in the page: {page.errors}"
+    page.context.close()
+
+
+def open_chat(chat: Page, d: DaemonProcess) -> None:
+    chat.page.goto(d.chat_url())
+    expect(chat.page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(chat.page.locator("#inventory")).to_have_attribute("data-state", "ready")
+
+
+# ---------------------------------------------------------------------------
+# scenarios
+
+
+def test_a_value_named_from_the_cli_appears_in_the_inventory_without_reload(chat: Page, daemon: DaemonProcess) -> None:
+    open_chat(chat, daemon)
+    assert "token" not in chat.page.url, "the token must leave the URL bar"
+    expect(chat.entry("MAIN")).to_be_visible()
+    expect(chat.entry("fresh-value")).to_have_count(0)
+
+    daemon.cli("store", "--text", "hello", "-n", "fresh-value")
+
+    entry = chat.entry("fresh-value")
+    expect(entry).to_be_visible()
+    expect(entry).to_have_attribute("data-type", "marshal")
+    expect(chat.page.locator('#inventory .group[data-group="values"] .entry[data-name="fresh-value"]')).to_be_visible()
+
+    daemon.cli("remove", "fresh-value")
+    expect(entry).to_have_count(0)
+
+
+def test_a_guests_request_is_resolved_from_the_inbox(chat: Page, daemon: DaemonProcess) -> None:
+    daemon.cli("mkguest", "alice")
+    daemon.cli("store", "--text", "hello from the host", "-n", "greeting")
+    open_chat(chat, daemon)
+    expect(chat.entry("alice")).to_have_attribute("data-type", "handle")
+    expect(chat.entry("alice-agent")).to_have_attribute("data-type", "guest")
+
+    request = subprocess.Popen(
+        [PYTHON, "-m", "daemon", "request", "HOST", "a greeting, please", "--as", "alice-agent"],
+        env=daemon.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        card = chat.page.locator("#inbox .message.request", has_text="a greeting, please")
+        expect(card).to_have_attribute("data-state", "pending")
+        expect(card.locator(".from")).to_have_text("alice")
+        card.get_by_label(re.compile("Name to answer request")).fill("greeting")
+        card.locator('[data-action="resolve"]').click()
+
+        out, err = request.communicate(timeout=30)
+    finally:
+        if request.poll() is None:
+            request.kill()
+            request.wait()
+    assert request.returncode == 0, err
+    assert out.strip() == "hello from the host"
+    expect(card).to_have_attribute("data-state", "fulfilled")
+    expect(chat.page.locator("#transcript .line.ok", has_text="Answered request")).to_be_visible()
+
+    # a package: adopt what it carries, then dismiss it
+    daemon.cli("send", "HOST", "my card: @card:SELF", "--as", "alice-agent")
+    package = chat.page.locator("#inbox .message.package", has_text="my card")
+    package.get_by_label("Name for @card").fill("alice-card")
+    package.locator('[data-action="adopt"]').click()
+    expect(chat.entry("alice-card")).to_have_attribute("data-type", "handle")
+    package.locator("button.dismiss").click()
+    expect(package).to_have_count(0)
+
+
+def test_eval_shows_its_result_and_errors_read_as_messages(chat: Page, daemon: DaemonProcess) -> None:
+    open_chat(chat, daemon)
+    chat.run("/eval 1+2")
+    expect(chat.page.locator("#transcript .line.value").last).to_have_text("3")
+    expect(chat.page.locator("#input")).to_be_focused()
+    expect(chat.page.locator("#input")).to_have_value("")
+
+    chat.run("/eval 1/0")
+    expect(chat.page.locator("#transcript .line.error").last).to_contain_text("ZeroDivisionError")
+
+    chat.run("/remove no-such-name")
+    expect(chat.page.locator("#transcript .line.error").last).to_contain_text("unknown name 'no-such-name'")
+
+    # ↑ recalls the previous line
+    chat.page.locator("#input").press("ArrowUp")
+    expect(chat.page.locator("#input")).to_have_value("/remove no-such-name")
+
+
+def test_the_eval_dialog_and_the_entry_actions(chat: Page, daemon: DaemonProcess) -> None:
+    daemon.cli("store", "--json", "21", "-n", "half")
+    open_chat(chat, daemon)
+    page = chat.page
+    page.locator("#eval-button").click()
+    dialog = page.locator("#eval-dialog")
+    expect(dialog).to_be_visible()
+    page.locator("#eval-source").fill("x * 2")
+    page.locator("#eval-add-endowment").click()
+    page.locator(".endowment .code-name").fill("x")
+    page.locator(".endowment .pet-name").fill("half")
+    page.locator("#eval-result-name").fill("answer")
+    page.locator("#eval-submit").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#transcript .line.value").last).to_contain_text("42")
+    expect(page.locator("#input")).to_be_focused()
+
+    # the named result is live; Cancel stops it, Remove forgets it
+    answer = chat.entry("answer")
+    expect(answer).to_have_attribute("data-live", "true")
+    answer.hover()
+    answer.locator('[data-action="cancel"]').click()
+    expect(answer).to_have_attribute("data-live", "false")
+    answer.hover()
+    answer.locator('[data-action="remove"]').click()
+    expect(answer).to_have_count(0)
+
+    # Escape closes the dialog
+    page.locator("#eval-button").click()
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#input")).to_be_focused()
+
+
+def test_markup_in_names_messages_and_errors_is_shown_as_text(chat: Page, daemon: DaemonProcess) -> None:
+    daemon.cli("mkguest", "mallory")
+    open_chat(chat, daemon)
+    daemon.cli("send", "HOST", f"hi {HOSTILE}", "--as", "mallory-agent")
+    chat.run(f"/eval {HOSTILE!r}")
+    chat.run(f"/eval int({HOSTILE!r})")
+    chat.run(f"/send mallory {HOSTILE}")
+
+    message = chat.page.locator("#inbox .message.package", has_text="bold")
+    expect(message.locator(".message-body")).to_have_text(f"hi {HOSTILE}")
+    expect(chat.page.locator("#transcript .line.value").last).to_have_text(HOSTILE)
+    expect(chat.page.locator("#transcript .line.error").last).to_contain_text(HOSTILE)
+    expect(chat.page.locator("#transcript .line.ok", has_text="Sent to mallory")).to_be_visible()
+    inbox_of_mallory = daemon.out("inbox", "--as", "mallory-agent")
+    assert HOSTILE in inbox_of_mallory
+
+    # a request's description too; then Reject answers it with an error
+    request = subprocess.Popen(
+        [PYTHON, "-m", "daemon", "request", "HOST", f"mallory asks {HOSTILE}", "--as", "mallory-agent"],
+        env=daemon.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        card = chat.page.locator("#inbox .message.request", has_text="mallory asks")
+        expect(card.locator(".message-body")).to_have_text(f"mallory asks {HOSTILE}")
+        card.locator('[data-action="reject"]').click()
+        _, err = request.communicate(timeout=30)
+    finally:
+        if request.poll() is None:
+            request.kill()
+            request.wait()
+    assert request.returncode != 0 and "declined" in err
+    expect(card).to_have_attribute("data-state", "rejected")
+
+    for place in ("#inbox", "#transcript", "#inventory"):
+        expect(chat.page.locator(f"{place} img, {place} script, {place} b")).to_have_count(0)
+    assert chat.dialogs == []
+
+
+def test_a_wrong_token_shows_a_clear_error(chat: Page, daemon: DaemonProcess) -> None:
+    url = daemon.chat_url()
+    wrong = re.sub(r"#token=.*$", "#token=" + "A" * 43, url)
+    chat.page.goto(wrong)
+    fatal = chat.page.locator("#fatal")
+    expect(fatal).to_be_visible()
+    expect(fatal).to_contain_text("not accepted")
+    expect(chat.page.locator("#connection")).to_have_attribute("data-state", "refused")
+    expect(chat.page.locator("#layout")).to_be_hidden()
+
+
+def test_the_page_reconnects_after_ocapd_restart(chat: Page, daemon: DaemonProcess) -> None:
+    # Last in the module: it restarts the shared daemon.
+    daemon.cli("store", "--text", "before", "-n", "before-restart")
+    open_chat(chat, daemon)
+    expect(chat.entry("before-restart")).to_be_visible()
+
+    daemon.cli("restart", "--port", str(daemon.port))
+
+    expect(chat.page.locator("#transcript .line.ok", has_text="Reconnected")).to_be_visible()
+    expect(chat.page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(chat.page.locator("#inventory")).to_have_attribute("data-state", "ready")
+    expect(chat.entry("before-restart")).to_be_visible()
+    daemon.cli("store", "--text", "after", "-n", "after-restart")
+    expect(chat.entry("after-restart")).to_be_visible()
