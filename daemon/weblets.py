@@ -12,6 +12,7 @@ behind — not even after a crash in between.
 The value of a weblet formula is a ``Weblet`` far object: its manifest, its
 guest's handle, and ``open()``, which asks the gateway (through the
 ``kernel.services["gateway"]`` hook, never an import) for a new instance URL.
+Cancelling a weblet closes its open instances through the same hook.
 """
 
 from __future__ import annotations
@@ -45,6 +46,20 @@ class Weblet:
     def id(self) -> str:
         return self._id
 
+    def info(self) -> dict[str, Any]:
+        """What a host page needs to present this weblet: title, level, and its guest's
+        handle id (mail from the weblet carries it, so requests can be shown as its own)."""
+        guest_formula = self._kernel.formula(self._formula.guest)
+        return {
+            "id": self._id,
+            "title": self._formula.manifest.get("title", ""),
+            "level": self._formula.level,
+            "guest_handle": guest_formula.handle,  # type: ignore[union-attr]
+            "size": self._formula.manifest.get("size"),
+            "permissions": self._formula.manifest.get("permissions", []),
+            "live": self._kernel.is_live(self._id),
+        }
+
     async def open(self) -> dict[str, Any]:
         """A new instance on its own origin: ``{"label", "url"}``."""
         gateway = self._kernel.services.get("gateway")
@@ -57,6 +72,14 @@ class Weblet:
 async def _make_weblet(kernel: Kernel, fid: str, formula: Any, inc: Incarnation) -> Weblet:
     guest = await inc.provide(formula.guest)
     backend = await inc.provide(formula.backend) if formula.backend is not None else None
+
+    async def close_instances(reason: str) -> None:
+        # A cancelled weblet's open instances end with it (their pages lose their sessions).
+        gateway = kernel.services.get("gateway")
+        if gateway is not None:
+            gateway.close_weblet_instances(fid, reason)
+
+    inc.on_cancel(close_instances)
     return Weblet(kernel, fid, formula, guest, backend)
 
 
