@@ -1,10 +1,19 @@
 """The trio driver: pumps one ``Session`` over one transport.
 
-``open_connection`` runs a reader and a writer task in a nursery it owns; the
-connection ends when the body of the ``async with`` exits (sending ``abort``
-if the session still runs), when the peer aborts, or when the transport
-closes. Async methods called by the peer run in the same nursery, so nothing
+``open_connection`` runs two pump tasks in a nursery it owns; the connection
+ends when the body of the ``async with`` exits (sending ``abort`` if the
+session still runs), when the peer aborts, or when the transport closes.
+Async methods called by the peer run in the same nursery, so nothing
 outlives the connection.
+
+Why two identical pumps rather than a reader and a writer: a call's latency
+is mostly scheduler passes. The pump that has just processed input sends the
+replies itself, at once, instead of waking a writer task and leaving the
+reply for the next scheduler pass. Before sending it wakes the other pump,
+which takes over receiving; so a send that blocks (the peer is not reading)
+never stops us reading, and two peers each blocked sending to the other
+cannot deadlock. Frames queued from elsewhere (a local caller, a finalizer)
+are sent by whichever pump is not receiving.
 """
 
 from __future__ import annotations
@@ -54,6 +63,21 @@ class Connection:
         self._closed = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
         self._thread = threading.get_ident()
+        #: A pump is inside ``receive``; the other one sends.
+        self._receiving = False
+        #: A pump is inside ``_flush``; it sends whatever is queued meanwhile.
+        self._sending = False
+        #: A pump is processing input and sends what it queues right after.
+        self._deferring = False
+        self._closing = False
+        receive_frames = getattr(transport, "receive_frames", None)
+        if receive_frames is None:
+            receive_frame = transport.receive_frame
+
+            async def receive_frames() -> list[bytes]:
+                return [await receive_frame()]
+
+        self._receive_frames = receive_frames
         session.on_wakeup = self._on_wakeup
 
     def bootstrap(self) -> RemoteRef:
@@ -81,45 +105,84 @@ class Connection:
     # -- tasks -----------------------------------------------------------------
     def _on_wakeup(self) -> None:
         if threading.get_ident() == self._thread:
-            self._wake.set()
+            # A pump that is sending, or about to send, picks the new frames
+            # up itself; waking the other pump would only cost a task switch.
+            if not (self._sending or self._deferring):
+                self._wake.set()
         else:  # a finalizer on another thread dropped a proxy
             try:
                 self._token.run_sync_soon(self._wake.set)
             except trio.RunFinishedError:
                 pass
 
-    async def _reader(self) -> None:
-        session = self.session
-        receive = self.transport.receive_frame
-        try:
-            while session.aborted is None:
-                try:
-                    frame = await receive()
-                except ProtocolError as e:
-                    session.protocol_error(e.code, e.detail)
-                    break
-                session.receive_frame(frame)
-        except TransportClosed as e:
-            session.connection_lost(str(e))
-        self._wake.set()
+    async def _flush(self, frames: list[bytes]) -> None:
+        """Send ``frames`` and whatever the session queues meanwhile, until nothing is left.
 
-    async def _writer(self) -> None:
+        Only one task sends at a time, so frames leave in order.
+        """
         session = self.session
         send = self.transport.send_frames
+        self._sending = True
         try:
-            while True:
-                await self._wake.wait()
-                self._wake = trio.Event()
+            while frames:
+                await send(frames)
                 frames = session.data_to_send()
-                if frames:
-                    await send(frames)
-                if session.aborted is not None and not session._outbox:
-                    break
+        finally:
+            self._sending = False
+
+    async def _pump(self) -> None:
+        """Receive and process frames, or send queued ones; see the module docstring."""
+        session = self.session
+        try:
+            while session.aborted is None:
+                if not self._receiving:
+                    self._receiving = True
+                    try:
+                        frames = await self._receive_frames()
+                    finally:
+                        self._receiving = False
+                    self._deferring = True
+                    try:
+                        for frame in frames:
+                            session.receive_frame(frame)
+                    finally:
+                        self._deferring = False
+                    if not self._sending:
+                        frames = session.data_to_send()
+                        if frames:
+                            self._wake.set()  # the other pump receives while this one sends
+                            await self._flush(frames)
+                elif not self._sending and (frames := session.data_to_send()):
+                    await self._flush(frames)
+                else:
+                    wake = self._wake
+                    await wake.wait()
+                    if self._wake is wake:
+                        self._wake = trio.Event()
+        except ProtocolError as e:
+            session.protocol_error(e.code, e.detail)
         except TransportClosed as e:
             session.connection_lost(str(e))
-        finally:
-            await self.transport.aclose()
-            self._closed.set()
+        await self._finish()
+
+    async def _finish(self) -> None:
+        """The session has ended: send the abort frame, if any, then close.
+
+        A pump still sending leaves this to that pump, which gets here once
+        its last frame is out.
+        """
+        if self._sending or self._closing:
+            return
+        try:
+            await self._flush(self.session.data_to_send())
+        except TransportClosed as e:
+            self.session.connection_lost(str(e))
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()  # the other pump, if waiting, ends too
+        await self.transport.aclose()
+        self._closed.set()
 
 
 @asynccontextmanager
@@ -135,9 +198,8 @@ async def open_connection(
     async with trio.open_nursery() as nursery:
         session = Session(bootstrap, limits=limits, name=name, spawn=nursery.start_soon, debug=debug)
         conn = Connection(session, transport)
-        nursery.start_soon(conn._reader)
-        nursery.start_soon(conn._writer)
-        conn._wake.set()  # send start-session
+        nursery.start_soon(conn._pump)
+        nursery.start_soon(conn._pump)
         try:
             yield conn
         finally:

@@ -47,6 +47,10 @@ class MessageTransport(Protocol):
     async def receive_frame(self) -> bytes:
         """The next frame. Raises TransportClosed at the end, ProtocolError on bad framing."""
 
+    # A transport may also offer ``async receive_frames() -> list[bytes]``: the
+    # next frame and any more that arrived with it. The driver then processes
+    # them as one batch and answers them with one write.
+
     async def aclose(self) -> None:
         """Close; idempotent."""
 
@@ -97,6 +101,26 @@ class FramedStream:
         start = self._pos + 4
         self._pos = start + length
         return bytes(self._buf[start : self._pos])
+
+    async def receive_frames(self) -> list[bytes]:
+        """The next frame and every further complete frame already buffered.
+
+        One read often brings many frames (a peer pipelining calls); taking
+        them together lets the driver answer them all in one write. A bad
+        header ends the batch instead of raising, so the frames before it are
+        still processed; the next call raises.
+        """
+        frames = [await self.receive_frame()]
+        buf, pos, end = self._buf, self._pos, len(self._buf)
+        while end - pos >= 4:
+            (length,) = _HEADER.unpack_from(buf, pos)
+            if length > self.max_frame_size or end - pos - 4 < length:
+                break
+            pos += 4
+            frames.append(bytes(buf[pos : pos + length]))
+            pos += length
+        self._pos = pos
+        return frames
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):

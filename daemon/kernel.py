@@ -186,6 +186,16 @@ class Kernel:
 
         Idempotent; returns the ids that were live and are now cancelled.
         """
+        detached = self.detach(fid, reason)
+        await self.run_cancel_hooks(detached, reason)
+        return [inc.id for inc in detached]
+
+    def detach(self, fid: str, reason: str = "cancelled") -> list[Incarnation]:
+        """The synchronous half of ``cancel``: from now on, ``provide`` makes new values.
+
+        Used directly when something is known dead (a worker's pipe closed), so
+        no caller can be handed a stale value while cleanup is still running.
+        """
         order: list[str] = []
         seen: set[str] = set()
         stack = [fid]
@@ -196,24 +206,27 @@ class Kernel:
             seen.add(x)
             order.append(x)
             stack.extend(self._dependents.get(x, ()))
-        cancelled = []
+        detached = []
         # Dependents first, so a value never outlives what it stands on by much.
         for x in reversed(order):
             inc = self._live.pop(x, None)
             if inc is None:
                 continue
-            cancelled.append(x)
+            detached.append(inc)
             self._forget_edges(inc)
             if inc.promise.fulfilled:
                 self._id_of.pop(id(inc.promise.result()), None)
             else:
                 inc.promise._reject(Cancelled(reason))
+        return detached
+
+    async def run_cancel_hooks(self, detached: list[Incarnation], reason: str) -> None:
+        for inc in detached:
             for hook in inc.hooks:
                 try:
                     await hook(reason)
                 except Exception:
-                    log.exception("cancel hook of %s failed", x[:16])
-        return cancelled
+                    log.exception("cancel hook of %s failed", inc.id[:16])
 
     def _forget_edges(self, inc: Incarnation) -> None:
         for dep in inc.deps:

@@ -78,15 +78,22 @@ async def _make_worker(kernel: Kernel, fid: str, formula: Any, inc: Incarnation)
     )
     spec.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+    def died() -> None:
+        # Died on its own (not cancelled by us): detach it and its dependents
+        # now, before anyone can be handed a value from the dead process; the
+        # cleanup hooks (waiting for the exit status) run afterwards.
+        if kernel._live.get(fid) is inc:
+            detached = kernel.detach(fid, "worker exited")
+            kernel.nursery.start_soon(kernel.run_cancel_hooks, detached, "worker exited")
+
     async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with open_worker(spec, kernel.services["launcher"]) as worker:
                 task_status.started(worker)
                 await worker.connection.wait_closed()
+                died()
         finally:
-            # Died on its own (not cancelled by us): cancel it, and so its dependents.
-            if kernel._live.get(fid) is inc:
-                kernel.nursery.start_soon(kernel.cancel, fid, "worker exited")
+            died()
 
     worker: Worker = await kernel.nursery.start(run)
     control = WorkerControl(fid, formula.level, worker)

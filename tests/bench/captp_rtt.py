@@ -1,0 +1,276 @@
+"""CapTP call latency and pipelining against the raw transport, as one JSON line.
+
+    python tests/bench/captp_rtt.py [--quick | --smoke]
+
+For each transport (subprocess pipe, TCP loopback, WebSocket) this starts two
+peers in child processes (tests/bench/rtt_peer.py): a raw echo of frames in
+the framing CapTP uses there, and a CapTP session whose bootstrap echoes its
+argument. Both baselines and CapTP thus cross the same process boundary.
+It measures:
+
+- ``raw_rtt_us``: median round trip of one frame as large as a small CapTP
+  call, echoed back;
+- ``call_rtt_us``: median of ``await E(ref).echo(SMALL_ARGS)``;
+- ``sequential_calls_per_s`` and ``pipelined_calls_per_s`` (a batch of
+  calls issued before any is awaited).
+
+The design budgets (docs: DESIGN section 7) are ratios measured in one run,
+so they hold on a busy machine: call/raw <= 1.5, pipelined/sequential >= 5.
+Raw and CapTP samples are taken in alternating blocks so that load from
+elsewhere falls on both sides of each ratio alike.
+
+Only the JSON goes to stdout; progress goes to stderr. The test suite runs
+this with ``--smoke`` to keep it working, never to assert timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import trio  # noqa: E402
+
+from captp import (  # noqa: E402
+    E,
+    FramedStream,
+    Session,
+    WebSocketTransport,
+    open_stream_connection,
+    open_websocket_connection,
+)
+
+PEER = Path(__file__).with_name("rtt_peer.py")
+TRANSPORTS = ("pipe", "tcp", "ws")
+TARGETS = {"call_over_raw_max": 1.5, "pipelined_over_sequential_min": 5}
+
+#: The argument of every measured call: a small record, like most daemon calls.
+SMALL_ARGS = {"op": "ping", "seq": 12345, "tags": ["a", "b"]}
+
+
+@dataclass(frozen=True)
+class Iterations:
+    warmup: int
+    #: Round trips are taken in this many alternating raw/CapTP blocks ...
+    blocks: int
+    #: ... of this many round trips each.
+    block_size: int
+    #: Throughput rounds; each times this many sequential calls, then one
+    #: pipelined batch of ``pipelined_batch`` calls.
+    rounds: int
+    sequential_calls: int
+    pipelined_batch: int
+
+
+PROFILES = {
+    "full": Iterations(warmup=1000, blocks=20, block_size=500, rounds=10, sequential_calls=1000, pipelined_batch=1000),
+    "quick": Iterations(warmup=300, blocks=8, block_size=250, rounds=4, sequential_calls=500, pipelined_batch=1000),
+    "smoke": Iterations(warmup=5, blocks=2, block_size=10, rounds=1, sequential_calls=10, pipelined_batch=20),
+}
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def call_frame_size() -> int:
+    """The size of the deliver frame that ``E(ref).echo(SMALL_ARGS)`` sends."""
+    session = Session()
+    session.send(session.bootstrap(), "echo", [SMALL_ARGS])
+    _start, deliver = session.data_to_send()
+    return len(deliver)
+
+
+# -- peers -----------------------------------------------------------------------
+
+
+def _peer_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+@asynccontextmanager
+async def _peer_process(mode: str, transport: str) -> AsyncIterator[trio.Process]:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, str(PEER), mode, transport],
+        stdin=-1,  # subprocess.PIPE
+        stdout=-1,
+        env=_peer_env(),
+    )
+    try:
+        yield proc
+    finally:
+        with trio.move_on_after(5) as scope:
+            scope.shield = True
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _read_port(proc: trio.Process) -> int:
+    line = b""
+    with trio.fail_after(30):
+        while not line.endswith(b"\n"):
+            chunk = await proc.stdout.receive_some(64)  # type: ignore[union-attr]
+            if not chunk:
+                raise RuntimeError("benchmark peer exited before announcing its port")
+            line += chunk
+    return int(line)
+
+
+@asynccontextmanager
+async def open_link(mode: str, transport: str) -> AsyncIterator[Any]:
+    """A raw framed transport (``mode="raw"``) or a CapTP connection to a new peer."""
+    async with _peer_process(mode, transport) as proc:
+        if transport == "ws":
+            from trio_websocket import open_websocket_url
+
+            port = await _read_port(proc)
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+                if mode == "raw":
+                    yield WebSocketTransport(ws)
+                else:
+                    async with open_websocket_connection(ws, name="bench") as conn:
+                        yield conn
+            return
+        if transport == "pipe":
+            stream: trio.abc.Stream = trio.StapledStream(proc.stdin, proc.stdout)  # type: ignore[arg-type]
+        else:
+            stream = await trio.open_tcp_stream("127.0.0.1", await _read_port(proc))
+        async with stream:
+            if mode == "raw":
+                yield FramedStream(stream)
+            else:
+                async with open_stream_connection(stream, name="bench") as conn:
+                    yield conn
+
+
+# -- measurements ------------------------------------------------------------------
+
+
+async def raw_round_trips(link: Any, payload: bytes, count: int) -> list[int]:
+    clock = time.perf_counter_ns
+    send, receive = link.send_frames, link.receive_frame
+    frames = [payload]
+    samples = []
+    for _ in range(count):
+        t0 = clock()
+        await send(frames)
+        await receive()
+        samples.append(clock() - t0)
+    return samples
+
+
+async def call_round_trips(ref: Any, count: int) -> list[int]:
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(count):
+        t0 = clock()
+        await E(ref).echo(SMALL_ARGS)
+        samples.append(clock() - t0)
+    return samples
+
+
+async def sequential_seconds(ref: Any, count: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(count):
+        await E(ref).echo(SMALL_ARGS)
+    return time.perf_counter() - t0
+
+
+async def pipelined_seconds(ref: Any, count: int) -> float:
+    t0 = time.perf_counter()
+    answers = [E(ref).echo(SMALL_ARGS) for _ in range(count)]
+    for answer in answers:
+        await answer
+    return time.perf_counter() - t0
+
+
+def _us(ns: float) -> float:
+    return round(ns / 1000, 1)
+
+
+async def measure_transport(transport: str, it: Iterations, payload: bytes) -> dict[str, Any]:
+    async with open_link("raw", transport) as raw, open_link("captp", transport) as conn:
+        ref = conn.bootstrap()
+        await raw_round_trips(raw, payload, it.warmup)
+        await call_round_trips(ref, it.warmup)
+        raw_ns: list[int] = []
+        call_ns: list[int] = []
+        for _ in range(it.blocks):
+            raw_ns += await raw_round_trips(raw, payload, it.block_size)
+            call_ns += await call_round_trips(ref, it.block_size)
+        seq_s = pipe_s = 0.0
+        for _ in range(it.rounds):
+            seq_s += await sequential_seconds(ref, it.sequential_calls)
+            pipe_s += await pipelined_seconds(ref, it.pipelined_batch)
+        assert await E(ref).echo(SMALL_ARGS) == SMALL_ARGS
+    raw_med = statistics.median(raw_ns)
+    call_med = statistics.median(call_ns)
+    seq_rate = it.rounds * it.sequential_calls / seq_s
+    pipe_rate = it.rounds * it.pipelined_batch / pipe_s
+    call_over_raw = call_med / raw_med
+    pipelined_over_sequential = pipe_rate / seq_rate
+    return {
+        "raw_rtt_us": _us(raw_med),
+        "call_rtt_us": _us(call_med),
+        "raw_rtt_p90_us": _us(statistics.quantiles(raw_ns, n=10)[-1]),
+        "call_rtt_p90_us": _us(statistics.quantiles(call_ns, n=10)[-1]),
+        "call_over_raw": round(call_over_raw, 3),
+        "sequential_calls_per_s": round(seq_rate),
+        "pipelined_calls_per_s": round(pipe_rate),
+        "pipelined_over_sequential": round(pipelined_over_sequential, 2),
+        "meets_call_over_raw": call_over_raw <= TARGETS["call_over_raw_max"],
+        "meets_pipelined_over_sequential": pipelined_over_sequential >= TARGETS["pipelined_over_sequential_min"],
+    }
+
+
+async def run(profile: str) -> dict[str, Any]:
+    it = PROFILES[profile]
+    size = call_frame_size()
+    payload = (bytes(range(256)) * (size // 256 + 1))[:size]
+    results = {}
+    for transport in TRANSPORTS:
+        progress(f"captp_rtt: {transport} ...")
+        results[transport] = await measure_transport(transport, it, payload)
+        progress(f"captp_rtt: {transport}: {json.dumps(results[transport])}")
+    return {
+        "benchmark": "captp_rtt",
+        "profile": profile,
+        "python": sys.version.split()[0],
+        "trio": trio.__version__,
+        "iterations": asdict(it),
+        "frame_bytes": len(payload),
+        "targets": TARGETS,
+        "transports": results,
+        "all_targets_met": all(
+            r["meets_call_over_raw"] and r["meets_pipelined_over_sequential"] for r in results.values()
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="fewer iterations: under 20 s")
+    group.add_argument("--smoke", action="store_true", help="a handful of iterations: checks that it runs")
+    args = parser.parse_args(argv)
+    profile = "smoke" if args.smoke else "quick" if args.quick else "full"
+    result = trio.run(run, profile)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

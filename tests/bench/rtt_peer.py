@@ -1,0 +1,99 @@
+"""The far side of tests/bench/captp_rtt.py: an echo peer in its own process.
+
+    python tests/bench/rtt_peer.py {raw,captp} {pipe,tcp,ws}
+
+``raw`` echoes every frame back unchanged, using the same framing CapTP uses
+on that transport; ``captp`` serves a CapTP session whose bootstrap object
+has ``echo(value) -> value``. Over ``pipe`` the peer speaks on its own
+stdin/stdout; over ``tcp`` and ``ws`` it listens on 127.0.0.1 at a free port,
+prints that port as one line on stdout, and serves one connection. Either way
+it exits when the connection ends.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import trio
+
+from captp import (
+    FramedStream,
+    TransportClosed,
+    WebSocketTransport,
+    far,
+    open_stream_connection,
+    open_websocket_connection,
+    stdio_stream,
+)
+
+
+@far("Echo")
+class Echo:
+    def echo(self, value: Any) -> Any:
+        return value
+
+
+async def _raw_echo(transport: Any) -> None:
+    try:
+        while True:
+            await transport.send_frames([await transport.receive_frame()])
+    except TransportClosed:
+        pass
+
+
+async def _serve_stream(mode: str, stream: trio.abc.Stream) -> None:
+    if mode == "raw":
+        await _raw_echo(FramedStream(stream))
+    else:
+        async with open_stream_connection(stream, Echo(), name="bench-peer") as conn:
+            await conn.wait_closed()
+
+
+async def _serve_ws(mode: str, request: Any) -> None:
+    ws = await request.accept()
+    if mode == "raw":
+        await _raw_echo(WebSocketTransport(ws))
+    else:
+        async with open_websocket_connection(ws, Echo(), name="bench-peer") as conn:
+            await conn.wait_closed()
+
+
+def _announce(port: int) -> None:
+    sys.stdout.write(f"{port}\n")
+    sys.stdout.flush()
+
+
+async def main(mode: str, transport: str) -> None:
+    if transport == "pipe":
+        await _serve_stream(mode, stdio_stream())
+        return
+    async with trio.open_nursery() as nursery:
+        if transport == "tcp":
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            _announce(listeners[0].socket.getsockname()[1])
+            stream = await listeners[0].accept()
+            for listener in listeners:
+                await listener.aclose()
+            await _serve_stream(mode, stream)
+        else:
+            from trio_websocket import serve_websocket
+
+            done = trio.Event()
+
+            async def handler(request: Any) -> None:
+                try:
+                    await _serve_ws(mode, request)
+                finally:
+                    done.set()
+
+            server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+            _announce(server.port)
+            await done.wait()
+        nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in ("raw", "captp") or sys.argv[2] not in ("pipe", "tcp", "ws"):
+        sys.exit(__doc__)
+    trio.run(main, sys.argv[1], sys.argv[2])

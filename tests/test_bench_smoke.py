@@ -1,0 +1,47 @@
+"""The CapTP round-trip benchmark still runs and reports what it promises.
+
+Timings are never asserted here (DESIGN section 7): only the shape of the
+JSON, so the benchmark cannot silently rot.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent / "bench" / "captp_rtt.py"
+
+TRANSPORT_KEYS = {
+    "raw_rtt_us",
+    "call_rtt_us",
+    "call_over_raw",
+    "sequential_calls_per_s",
+    "pipelined_calls_per_s",
+    "pipelined_over_sequential",
+    "meets_call_over_raw",
+    "meets_pipelined_over_sequential",
+}
+
+
+def test_captp_rtt_smoke_run_prints_one_json_object_with_every_figure() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    result = json.loads(lines[0])
+    assert result["benchmark"] == "captp_rtt"
+    assert {"python", "trio", "iterations", "targets", "transports"} <= result.keys()
+    assert result["targets"] == {"call_over_raw_max": 1.5, "pipelined_over_sequential_min": 5}
+    assert set(result["transports"]) == {"pipe", "tcp", "ws"}
+    for figures in result["transports"].values():
+        assert TRANSPORT_KEYS <= figures.keys()
+        assert figures["raw_rtt_us"] > 0 and figures["call_rtt_us"] > 0
+        assert isinstance(figures["meets_call_over_raw"], bool)
+        assert isinstance(figures["meets_pipelined_over_sequential"], bool)
