@@ -163,6 +163,16 @@ class Connection:
             session.protocol_error(e.code, e.detail)
         except TransportClosed as e:
             session.connection_lost(str(e))
+        except trio.Cancelled:
+            # Cancelled from outside: nothing more can be sent. Close now, so
+            # whoever waits for the end is not held for the flush timeout.
+            if not self._closing:
+                self._closing = True
+                session.connection_lost("cancelled")
+                with trio.CancelScope(shield=True):
+                    await self.transport.aclose()
+                self._closed.set()
+            raise
         await self._finish()
 
     async def _finish(self) -> None:

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any, AsyncIterator
 
 import pytest
+import captp
 import trio
 import trio.testing
 from trio_websocket import open_websocket_url, serve_websocket
@@ -759,6 +760,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import captp
 import trio
 
 from captp import E, far, open_stream_connection, stdio_stream
@@ -959,3 +961,16 @@ async def test_a_framed_stream_prefixes_each_frame_with_its_big_endian_length() 
     await left.send_all(b"\x00\x00\x00\x02hi")
     assert await framed.receive_frame() == b"hi"
 
+
+
+async def test_cancelling_the_connection_block_ends_it_without_waiting_out_the_flush_timeout(autojump_clock) -> None:
+    from captp.connection import CLOSE_FLUSH_TIMEOUT
+
+    start = trio.current_time()
+    with trio.move_on_after(0.05):
+        async with open_memory_pair(captp.Far("A", x=lambda: 1), captp.Far("B", x=lambda: 2)) as (a, b):
+            assert await E(a.bootstrap()).x() == 2
+            await trio.sleep(3600)
+    # Virtual time (autojump clock): waiting for the flush timeout would show as a full second.
+    assert trio.current_time() - start < CLOSE_FLUSH_TIMEOUT
+    assert a.aborted is not None and b.aborted is not None
