@@ -26,8 +26,9 @@ READY_TIMEOUT = 30.0
 
 
 class DaemonProcess:
-    def __init__(self, home: Path, port: int | None = None) -> None:
-        """``port``: the gateway's port (``--port``); None leaves the daemon's default."""
+    def __init__(self, home: Path, port: int | None = 0) -> None:
+        """``port``: the gateway's port (``--port``); 0 (the default) picks a free one, so
+        tests never take the port a real daemon on this machine may use."""
         self.home = home
         self.port = port
         self.env = {**os.environ, "OCAPD_HOME": str(home)}

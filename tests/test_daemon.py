@@ -43,7 +43,7 @@ def test_start_ping_stop_lifecycle(tmp_path: Path) -> None:
     d = DaemonProcess(tmp_path / "home")
     d.home.mkdir()
     assert d.cli("ping", check=False).returncode == 1
-    started = d.cli("start")
+    started = d.cli("start", "--port", "0")
     assert "started" in started.stdout
     try:
         assert d.out("ping") == "pong"
@@ -57,12 +57,12 @@ def test_start_ping_stop_lifecycle(tmp_path: Path) -> None:
 
 
 def test_start_refuses_a_second_daemon_on_the_same_state(daemon: DaemonProcess) -> None:
-    again = daemon.cli("start", check=False)
+    again = daemon.cli("start", "--port", "0", check=False)
     assert again.returncode == 1
     assert "already running" in again.stderr
     # Even bypassing the CLI's check, the state lock refuses a second daemon.
     direct = subprocess.run(
-        [PYTHON, "-m", "daemon", "run-daemon", "--quiet"], env=daemon.env, capture_output=True, text=True, timeout=30
+        [PYTHON, "-m", "daemon", "run-daemon", "--quiet", "--port", "0"], env=daemon.env, capture_output=True, text=True, timeout=30
     )
     assert direct.returncode == 1
     assert "another ocapd daemon" in direct.stderr and "Traceback" not in direct.stderr
@@ -529,3 +529,31 @@ async def test_followers_are_released_when_their_session_ends(daemon: DaemonProc
         # Only the stream this session holds is still following.
         assert (await E(facet).inspect())["daemon"]["followers"] == 1
         del stream
+
+
+def test_the_cli_walks_through_names_workers_logs_and_purge(daemon: DaemonProcess) -> None:
+    where = json.loads(daemon.out("where", "--json"))
+    assert where["sock"] == str(daemon.sock) and Path(where["state"]).is_dir()
+    assert daemon.out("where", "sock") == str(daemon.sock)
+    daemon.cli("spawn", "w1", "w2")
+    daemon.cli("mkdir", "docs")
+    daemon.cli("store", "--text", "v", "-n", "a")
+    daemon.cli("copy", "a", "docs.b")
+    daemon.cli("move", "a", "c")
+    listing = {e["name"]: e for e in json.loads(daemon.out("list", "--json"))}
+    assert listing["w1"]["type"] == listing["w2"]["type"] == "worker"
+    assert listing["docs"]["type"] == "directory" and "a" not in listing
+    assert daemon.out("list", "docs") == "b"
+    shown = json.loads(daemon.out("show", "c", "--json"))
+    assert shown["value"] == "v" and shown["type"] == "marshal" and shown["id"] == listing["c"]["id"]
+    daemon.cli("remove", "c", "docs.b")
+    assert "c" not in daemon.out("list").split() and daemon.out("list", "docs") == ""
+    assert "ocapd ready" in daemon.out("log")
+    refused = daemon.cli("purge", check=False)  # no terminal: it must not guess
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    daemon.cli("restart", "--port", "0")
+    assert daemon.out("ping") == "pong" and "w1" in daemon.out("list").split()
+    daemon.cli("purge", "--force")
+    assert daemon.cli("ping", check=False).returncode == 1
+    assert not (daemon.home / "state").exists()
+    daemon.proc = None  # purge stopped it
