@@ -46,6 +46,16 @@ class Weblet:
     def id(self) -> str:
         return self._id
 
+    def close(self, label: str) -> bool:
+        """Close one of this weblet's open instances (a host page closed its panel)."""
+        gateway = self._kernel.services.get("gateway")
+        if gateway is None:
+            return False
+        mine = {i["label"] for i in gateway.list_instances() if i["weblet"] == self._id}
+        if label not in mine:
+            raise LookupError(f"no open instance {label!r} of this weblet")
+        return gateway.close_instance(label)
+
     def info(self) -> dict[str, Any]:
         """What a host page needs to present this weblet: title, level, and its guest's
         handle id (mail from the weblet carries it, so requests can be shown as its own)."""
@@ -73,13 +83,17 @@ async def _make_weblet(kernel: Kernel, fid: str, formula: Any, inc: Incarnation)
     guest = await inc.provide(formula.guest)
     backend = await inc.provide(formula.backend) if formula.backend is not None else None
 
-    async def close_instances(reason: str) -> None:
-        # A cancelled weblet's open instances end with it (their pages lose their sessions).
+    async def stop(reason: str) -> None:
+        # A cancelled weblet's open instances end with it (their pages lose
+        # their sessions), and so does its backend: the weblet owns it, so
+        # cancelling the weblet stops its worker (the next open starts anew).
         gateway = kernel.services.get("gateway")
         if gateway is not None:
             gateway.close_weblet_instances(fid, reason)
+        if formula.backend is not None:
+            await kernel.cancel(kernel.formula(formula.backend).worker, reason)  # type: ignore[union-attr]
 
-    inc.on_cancel(close_instances)
+    inc.on_cancel(stop)
     return Weblet(kernel, fid, formula, guest, backend)
 
 

@@ -21,6 +21,7 @@ from .app import (
 from .static import build_table
 from .tokens import INVALID_TOKEN_MESSAGE, FailureThrottle, InvalidToken, TokenRecord, TokenStore
 from .transport import QuartWebSocketTransport
+from .weblets import WebletBootstrap, WebletHosting, WebletInstance
 
 __all__ = [
     "DEFAULT_HOST",
@@ -36,6 +37,9 @@ __all__ = [
     "Site",
     "TokenRecord",
     "TokenStore",
+    "WebletBootstrap",
+    "WebletHosting",
+    "WebletInstance",
     "build_table",
     "chat_csp",
     "gateway_hook",

@@ -4,20 +4,24 @@ A quart-trio app served by hypercorn's trio worker, in a task of the
 daemon's nursery (started by ``gateway_hook``; the daemon never imports this
 package). Every request is routed by its ``Host`` header to a **site** (a
 virtual host): ``localhost:PORT`` and ``127.0.0.1:PORT`` are the Chat UI;
-``<label>.localhost:PORT`` is reserved for weblet instances (``weblet_sites``,
-empty for now); any other host gets 404. Per site:
+``<label>.localhost:PORT`` is one open weblet instance (``weblet_sites``,
+managed by ``weblets.py``); any other host gets 404. Per site:
 
 - ``GET /…`` answers from the site's file table (see ``static.py``), never
   from the filesystem;
 - ``/_ocapd/ws`` upgrades to CapTP (one binary message per frame) if the
-  ``Origin`` is the site's own or absent; the session's bootstrap is the
-  site's (for the Chat UI: a ``Gateway`` whose ``fetch(token)`` returns the
-  token's agent).
+  ``Origin`` is the site's own (or, for the Chat UI only, absent); the
+  session's bootstrap is the site's (for the Chat UI: a ``Gateway`` whose
+  ``fetch(token)`` returns the token's agent; for a weblet instance: a
+  ``WebletBootstrap``).
 
 Origin policy: browsers always send ``Origin`` on a WebSocket upgrade, so a
-page from anywhere else is refused (403). A client without ``Origin`` is not a
-browser page (the CLI, a test, a script of the user's) and may connect: it
-still needs a token to get anything.
+page from anywhere else is refused (403) - including a weblet's page on the
+Chat UI's endpoint, and the Chat UI or another weblet on a weblet's. A client
+without ``Origin`` is not a browser page (the CLI, a test, a script of the
+user's): it may connect to the Chat UI's endpoint, where it still needs a
+token to get anything, but not to a weblet's, which hands out the weblet's
+powers to whoever connects (``Site.require_origin``).
 
 Stopping: the daemon calls the service's ``aclose`` first thing (its
 ``before_stop`` hooks): sessions are aborted, their sockets closed with 1001
@@ -47,6 +51,7 @@ from captp import Limits, Promise, far, open_connection
 from .static import DEFAULT_STATIC_DIR, StaticFile, build_table, split_runtime
 from .tokens import FailureThrottle, TokenStore
 from .transport import QuartWebSocketTransport, WebsocketConnection
+from .weblets import WebletHosting
 
 if TYPE_CHECKING:
     from daemon.kernel import Kernel
@@ -110,6 +115,8 @@ class Site:
     origins: frozenset[str]
     bootstrap: Callable[[str], Any]  # client address -> the session's bootstrap object
     sessions: int = field(default=0)
+    #: Refuse upgrades that carry no ``Origin`` (weblet sites: only their own page may connect).
+    require_origin: bool = False
 
     def response_for(self, path: str, if_none_match: str | None) -> Response:
         f = self.files.get(path)
@@ -233,6 +240,31 @@ class GatewayControl:
         """Revoke a token by id (or unique id prefix): new fetches with it fail."""
         return (await self._service.tokens.revoke(id_prefix)).public()
 
+    # -- weblet instances (see weblets.py) --
+    async def open_instance(self, weblet_id: str) -> dict[str, str]:
+        """A new instance of a weblet on its own origin: ``{"label", "url"}`` (``Weblet.open()``)."""
+        return await self._service.weblets.open(weblet_id)
+
+    def close_instance(self, label: str) -> bool:
+        """Close one instance (its origin 404s, its sessions end); False if it was not open."""
+        return self._service.weblets.close(label)
+
+    def close_weblet_instances(self, weblet_id: str, reason: str = "cancelled") -> int:
+        """Close every instance of a weblet (its incarnation's cancel hook calls this)."""
+        return self._service.weblets.close_weblet(weblet_id, reason)
+
+    def list_instances(self) -> list[dict[str, Any]]:
+        """The open instances: label, url, weblet id, title, sessions, events recorded."""
+        return self._service.weblets.list()
+
+    def instance_events(self, label: str) -> list[dict[str, Any]]:
+        """What an instance's page emitted (``events.emit``), oldest first."""
+        return self._service.weblets.events(label)
+
+    async def invoke_command(self, label: str, name: str, args: dict[str, Any] | None = None) -> Any:
+        """Run a command the manifest declares, through the handlers the page registered."""
+        return await self._service.weblets.invoke(label, name, args)
+
     async def _agent_id(self, agent: Any) -> str:
         if isinstance(agent, Promise):  # a pipelined E(facet).host(), say
             agent = await agent
@@ -271,14 +303,15 @@ class GatewayService:
         self.sessions: dict[str, _LiveSession] = {}
         #: host header (lower case) -> site; filled once the port is known.
         self.hosts: dict[str, Site] = {}
-        #: weblet instance label -> site, served at <label>.localhost:PORT (none yet).
+        #: weblet instance label -> site, served at <label>.localhost:PORT (kept by ``weblets``).
         self.weblet_sites: dict[str, Site] = {}
+        self.weblets = WebletHosting(self)
         self._counter = 0
         self._drained = trio.Event()
         self._shutdown = trio.Event()
         self._stopped = trio.Event()
         table = build_table(self.config.static_dir)
-        self._chat_files, self._runtime_files = split_runtime(table)
+        self._chat_files, self.runtime_files = split_runtime(table)
         self.app = self._build_app()
 
     # -- addresses --
@@ -304,14 +337,14 @@ class GatewayService:
             return site
         suffix = f".localhost:{self.port}"
         if host.endswith(suffix):
-            return self.weblet_sites.get(host[: -len(suffix)])
+            return self.weblets.site(host[: -len(suffix)])  # None if closed or its weblet was cancelled
         return None
 
     def _make_sites(self, port: int) -> None:
         headers = {**_BASE_HEADERS, "Content-Security-Policy": chat_csp(port)}
         chat = Site(
             name="chat",
-            files={**self._chat_files, **self._runtime_files},
+            files={**self._chat_files, **self.runtime_files},
             headers=headers,
             origins=frozenset({f"http://localhost:{port}", f"http://127.0.0.1:{port}"}),
             bootstrap=lambda client: Gateway(self, client),
@@ -357,7 +390,7 @@ class GatewayService:
         if path not in (WS_PATH, ECHO_PATH) or (path == ECHO_PATH and not self.config.enable_echo):
             return None, _plain(404, "not found", site.headers)
         origin = websocket.headers.get("Origin")
-        if origin is not None and origin not in site.origins:
+        if (origin is None and site.require_origin) or (origin is not None and origin not in site.origins):
             return None, _plain(403, "forbidden: this page's origin may not connect here", site.headers)
         if self.stopping:
             return None, _plain(503, "the daemon is stopping", site.headers)

@@ -9,9 +9,9 @@ a key, so it is a 404. Nothing on the request path touches the filesystem.
 The Chat UI's folder (``chat_host/static/``) is laid out as it is served:
 ``index.html`` at ``/``, every other file at its relative path. The browser
 CapTP implementation is served at ``/_ocapd/captp.js`` and
-``/_ocapd/vendor/...`` for every virtual host (weblets use it too): from the
-folder's ``_ocapd/`` sub-folder if it has one, otherwise from its top-level
-``captp.js`` and ``vendor/``.
+``/_ocapd/vendor/...``, and the weblet SDK at ``/_ocapd/weblet.js``, for every
+virtual host (weblets use them): from the folder's ``_ocapd/`` sub-folder if it
+has one, otherwise from its top-level ``captp.js``, ``weblet.js`` and ``vendor/``.
 """
 
 from __future__ import annotations
@@ -131,13 +131,13 @@ def split_runtime(table: dict[str, StaticFile]) -> tuple[dict[str, StaticFile], 
 
     The runtime files are the browser CapTP implementation, served on every
     virtual host. They come from the folder's ``_ocapd/`` if it has one,
-    otherwise from its ``captp.js`` and ``vendor/`` (which then stay served at
-    their own paths too).
+    otherwise from its ``captp.js``, ``weblet.js`` and ``vendor/`` (which then
+    stay served at their own paths too).
     """
     runtime = {path: f for path, f in table.items() if path.startswith(RUNTIME_PREFIX)}
     own = {path: f for path, f in table.items() if not path.startswith(RUNTIME_PREFIX)}
     if not runtime:
         for path, f in own.items():
-            if path == "/captp.js" or path.startswith("/vendor/"):
+            if path in ("/captp.js", "/weblet.js") or path.startswith("/vendor/"):
                 runtime[RUNTIME_PREFIX + path[1:]] = f
     return own, runtime

@@ -1,0 +1,381 @@
+"""Weblet instances: each open instance is a virtual host of its own, ``<label>.localhost:PORT``.
+
+Opening a weblet (``Weblet.open()`` in the daemon, which reaches this
+through ``kernel.services["gateway"].open_instance``) registers an
+**instance**: a fresh label of 32 random hex characters and a site for the
+Host ``<label>.localhost:PORT``. Browsers treat every such host as its own
+origin, so two instances (even of one weblet) cannot read each other's DOM,
+storage or cookies, and neither can read the Chat UI's.
+
+What an instance's site serves:
+
+- ``GET /`` the manifest's entry file, ``GET /<path>`` the bundle's other
+  files: looked up in a table built once from the *stored* bundle blob
+  (``read_bundle`` of the weblet formula's readable blob, checked against the
+  formula's digest, cached by digest), never from a request path. The
+  backend's ``.py`` files are not in the table: they are the worker's, not the
+  page's. Anything else is 404.
+- ``GET /_ocapd/weblet.js``, ``/_ocapd/captp.js``, ``/_ocapd/vendor/…``: the
+  same runtime files as every site (the weblet SDK and the browser CapTP).
+- Every response carries the CSP built server-side from the stored manifest
+  (``csp_for``: ``default-src 'none'``, connections only to this instance's
+  own ``/_ocapd/ws`` plus the manifest's declared origins, ``frame-ancestors``
+  the Chat UI's origin only), ``X-Content-Type-Options: nosniff``,
+  ``Referrer-Policy: no-referrer`` and ``Cross-Origin-Resource-Policy:
+  same-origin``.
+- ``WS /_ocapd/ws``: CapTP, accepted only with ``Origin:
+  http://<label>.localhost:PORT`` exactly. Other weblets, the Chat UI, any
+  other page and clients sending no ``Origin`` at all get 403: only a page
+  of this instance talks to its endpoint. The session's bootstrap is a
+  ``WebletBootstrap`` whose ``fetch()`` returns ``{powers, app, instance}``.
+
+Lifetime. Instances live in memory only: they end with the daemon (a restart
+forgets every label; opening the weblet again gives a new one).
+``close_instance(label)`` ends one. Cancelling the weblet (directly, or by
+cancelling something it stands on: its guest, its backend, the backend's
+worker) ends all of its instances. Two mechanisms, on purpose:
+
+1. the weblet's incarnation has a cancel hook (``daemon/weblets.py``) that
+   calls ``close_weblet_instances``, which closes the instances and aborts
+   their live CapTP sessions at once;
+2. every request also checks that the weblet value the instance was opened
+   with is still the live incarnation of its formula
+   (``kernel.identify_value``; a cancelled value is forgotten there), so an
+   instance can never outlive its weblet even between the cancel and its hook.
+
+Removing the weblet's *name* alone does not cancel it (names are not
+capabilities); the Chat UI's remove is cancel, then remove.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from captp import E, RemotePromise, RemoteRef, encode, far, is_remotable
+from daemon.weblet_bundle import WebletManifest, csp_for, parse_manifest, read_bundle
+
+from . import app as _app  # Site; a module reference because app.py imports this module
+from .static import StaticFile
+
+if TYPE_CHECKING:
+    from daemon.kernel import Kernel
+
+    from .app import GatewayService, Site
+
+__all__ = ["WebletBootstrap", "WebletHosting", "WebletInstance", "LABEL_HEX_CHARS", "MAX_INSTANCES"]
+
+log = logging.getLogger("ocapd.gateway.weblets")
+
+#: A label is 128 random bits: unguessable, and 32 characters fit in one DNS label (63 max).
+LABEL_HEX_CHARS = 32
+#: Instances open at once. An instance costs a few KiB here (its file table is
+#: shared by digest); the browser pays a renderer per frame, far more. This
+#: bounds what a runaway opener (a script of the user's, a buggy UI) can pile up.
+MAX_INSTANCES = 4096
+#: Parsed bundles kept for reopening without reading the blob again. Open
+#: instances hold their own table, so evicting one here frees nothing in use.
+BUNDLE_CACHE_SIZE = 32
+#: Events an instance keeps for its host (oldest dropped first).
+MAX_EVENTS = 256
+#: One event's name and encoded payload: events are notes for the host, not a data channel.
+MAX_EVENT_NAME = 128
+MAX_EVENT_PAYLOAD = 64 * 1024
+#: Where the SDK and the CapTP endpoint live on every site.
+WS_PATH = "/_ocapd/ws"
+CLOSED_REASON = "closed: weblet instance closed"
+
+
+# ---- what a weblet page reaches --------------------------------------------------------------
+
+
+@far("WebletBootstrap")
+class WebletBootstrap:
+    """Position 0 of a weblet page's CapTP session.
+
+    Why an object with ``fetch()`` rather than the record ``{powers, app,
+    instance}`` itself: the bootstrap sits at export position 0, which the
+    protocol defines as a *remotable* (the peer holds it by reference and
+    calls methods on it). A record is copy data and has no position. So the
+    bootstrap is a small far object, and ``fetch()`` answers with the
+    record, whose fields are references. It also keeps the shape of the Chat
+    UI's ``Gateway.fetch(token)``: one call, then everything else.
+    """
+
+    def __init__(self, hosting: WebletHosting, instance: _Instance) -> None:
+        self._hosting = hosting
+        self._instance = instance
+
+    async def fetch(self) -> dict[str, Any]:
+        """``{"powers": the weblet's guest, "app": its backend's object or None, "instance": …}``.
+
+        ``powers`` is the weblet's own guest agent (its names and mailbox; a
+        guest never holds its host's powers unless it was installed with
+        HOST, and then only as a name in its own store). ``app`` is what the
+        backend's ``make(powers, context)`` returned, reincarnated if its
+        worker was restarted.
+        """
+        instance = self._hosting.require_open(self._instance)
+        kernel = self._hosting.kernel
+        formula = instance.formula
+        powers = await kernel.provide(formula.guest)
+        app = await kernel.provide(formula.backend) if formula.backend is not None else None
+        self._hosting.require_open(instance)
+        return {"powers": powers, "app": app, "instance": instance.facet}
+
+
+@far("WebletInstance")
+class WebletInstance:
+    """An open instance, as its own page sees it: who it is, and what it tells its host."""
+
+    def __init__(self, hosting: WebletHosting, instance: _Instance) -> None:
+        self._hosting = hosting
+        self._instance = instance
+
+    def label(self) -> str:
+        return self._instance.label
+
+    def manifest(self) -> dict[str, Any]:
+        """The stored, normalized manifest (what the host validated at install)."""
+        return self._instance.manifest.model_dump(mode="json")
+
+    def emit(self, event: str, payload: Any = None) -> None:
+        """Record an event for the host (kept in memory, the last ``MAX_EVENTS``).
+
+        ``event`` is a short name; ``payload`` is copy data (no references),
+        at most ``MAX_EVENT_PAYLOAD`` bytes encoded.
+        """
+        instance = self._hosting.require_open(self._instance)
+        if not isinstance(event, str) or not 0 < len(event) <= MAX_EVENT_NAME:
+            raise ValueError(f"emit: the event name must be a string of 1 to {MAX_EVENT_NAME} characters")
+        try:
+            size = len(encode(payload))
+        except TypeError as e:
+            raise TypeError(f"emit: the payload must be plain data (no references): {e}") from None
+        if size > MAX_EVENT_PAYLOAD:
+            raise ValueError(f"emit: the payload is {size} bytes encoded; at most {MAX_EVENT_PAYLOAD}")
+        declared = instance.manifest.interface is not None and event in instance.manifest.interface.events
+        instance.events.append({"event": event, "payload": payload, "declared": declared, "time": time.time()})
+
+    def register_commands(self, commands: Any) -> None:
+        """Hand the host the page's command handlers: a remotable with ``invoke(name, args)``.
+
+        A later registration replaces the earlier one (a page registers once
+        per session; a reload registers again).
+        """
+        instance = self._hosting.require_open(self._instance)
+        if not (isinstance(commands, (RemoteRef, RemotePromise)) or is_remotable(commands)):
+            raise TypeError("register_commands: give the object holding the handlers (weblet.js does)")
+        instance.commands = commands
+
+    def close(self) -> None:
+        """Close this instance: its origin stops serving and its sessions end (this one too)."""
+        # After this call has answered: closing aborts the session carrying it.
+        self._hosting.kernel.nursery.start_soon(self._hosting.close_later, self._instance.label)
+
+
+# ---- the instances ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Instance:
+    label: str
+    weblet_id: str
+    weblet: Any  # the weblet's live value when opened; while it is still the live one, so is this
+    formula: Any  # the WebletFormula
+    manifest: WebletManifest
+    origin: str
+    url: str
+    site: Site
+    facet: WebletInstance = field(init=False)
+    events: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=MAX_EVENTS))
+    commands: Any = None
+    opened: float = field(default_factory=time.time)
+    closed: bool = False
+
+
+class WebletHosting:
+    """The open instances of one gateway, and the sites that serve them."""
+
+    def __init__(self, service: GatewayService) -> None:
+        self._service = service
+        self.kernel: Kernel = service.kernel
+        self._instances: dict[str, _Instance] = {}
+        self._tables: collections.OrderedDict[str, dict[str, StaticFile]] = collections.OrderedDict()
+
+    # -- opening -----------------------------------------------------------------------------
+    async def open(self, weblet_id: str) -> dict[str, str]:
+        """Register a new instance of the weblet ``weblet_id``: ``{"label", "url"}``."""
+        service = self._service
+        service.require_listening()
+        kernel = self.kernel
+        if not isinstance(weblet_id, str) or weblet_id not in kernel.formulas or kernel.type_of(weblet_id) != "weblet":
+            raise LookupError("open: not a weblet of this daemon")
+        if len(self._instances) >= MAX_INSTANCES:
+            raise RuntimeError(f"open: {MAX_INSTANCES} weblet instances are open already; close some first")
+        weblet = await kernel.provide(weblet_id)  # incarnates the guest and starts the backend
+        formula = kernel.formula(weblet_id)
+        manifest = parse_manifest(formula.manifest, where="the stored manifest")
+        if manifest.kind != "iframe":
+            raise ValueError(f"open: a {manifest.kind!r} weblet is not hosted by the gateway (only 'iframe')")
+        files = await self._files_for(formula, manifest)
+        port = service.port
+        if port is None:  # stopped while we read the bundle
+            service.require_listening()
+        label = secrets.token_hex(LABEL_HEX_CHARS // 2)
+        origin = f"http://{label}.localhost:{port}"
+        headers = {
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cross-Origin-Resource-Policy": "same-origin",
+            "Content-Security-Policy": csp_for(
+                manifest, self_origin=origin, ws_url=f"ws://{label}.localhost:{port}{WS_PATH}",
+                frame_ancestor=f"http://localhost:{port}",
+            ),
+        }  # fmt: skip
+        instance: _Instance
+        site = _app.Site(
+            name=f"weblet {label}",
+            files={**files, **service.runtime_files},
+            headers=headers,
+            origins=frozenset({origin}),
+            bootstrap=lambda client: WebletBootstrap(self, instance),
+            require_origin=True,
+        )
+        instance = _Instance(
+            label=label, weblet_id=weblet_id, weblet=weblet, formula=formula, manifest=manifest,
+            origin=origin, url=origin + "/", site=site,
+        )  # fmt: skip
+        instance.facet = WebletInstance(self, instance)
+        self._instances[label] = instance
+        service.weblet_sites[label] = site
+        log.info("weblet %s… opened at %s", weblet_id[:12], instance.url)
+        return {"label": label, "url": instance.url}
+
+    async def _files_for(self, formula: Any, manifest: WebletManifest) -> dict[str, StaticFile]:
+        """URL path -> file for a weblet's stored bundle (parsed once per digest)."""
+        digest = formula.digest
+        table = self._tables.get(digest) if digest else None
+        if table is not None:
+            self._tables.move_to_end(digest)
+            return table
+        blob = await self.kernel.provide(formula.bundle)
+        data = await blob.bytes()
+        bundle = await trio.to_thread.run_sync(read_bundle, data)  # up to tens of MiB: off the event loop
+        if digest and bundle.digest != digest:
+            raise RuntimeError("open: the stored bundle does not match the weblet's digest; reinstall it")
+        table = {}
+        for path, body in bundle.files.items():
+            if path.endswith(".py"):  # the backend's source: run by the worker, never served
+                continue
+            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+            table["/" + path] = StaticFile(body, bundle.content_type(path), etag)
+        entry = table.get("/" + manifest.entry)
+        if entry is None:
+            raise RuntimeError(f"open: the bundle has no entry file {manifest.entry!r}")
+        table["/"] = entry
+        if digest:
+            self._tables[digest] = table
+            while len(self._tables) > BUNDLE_CACHE_SIZE:
+                self._tables.popitem(last=False)
+        return table
+
+    # -- looking up --------------------------------------------------------------------------
+    def _alive(self, instance: _Instance) -> bool:
+        return not instance.closed and self.kernel.identify_value(instance.weblet) == instance.weblet_id
+
+    def site(self, label: str) -> Site | None:
+        """The site of an open instance, or None (unknown, closed, or its weblet was cancelled)."""
+        instance = self._instances.get(label)
+        if instance is None:
+            return None
+        if not self._alive(instance):
+            self._close(instance, "closed: the weblet was cancelled")
+            return None
+        return instance.site
+
+    def require_open(self, instance: _Instance) -> _Instance:
+        if not self._alive(instance):
+            if not instance.closed:
+                self._close(instance, "closed: the weblet was cancelled")
+            raise RuntimeError("this weblet instance is closed")
+        return instance
+
+    def _get(self, label: str) -> _Instance:
+        site = self.site(label) if isinstance(label, str) else None
+        if site is None:
+            raise LookupError("no open weblet instance with that label")
+        return self._instances[label]
+
+    # -- closing -----------------------------------------------------------------------------
+    def _close(self, instance: _Instance, reason: str) -> None:
+        if instance.closed:
+            return
+        instance.closed = True
+        instance.commands = None
+        self._instances.pop(instance.label, None)
+        self._service.weblet_sites.pop(instance.label, None)
+        for live in list(self._service.sessions.values()):
+            if live.site is instance.site:
+                live.conn.close(reason)
+        log.info("weblet instance %s closed (%s)", instance.label, reason)
+
+    def close(self, label: str, reason: str = CLOSED_REASON) -> bool:
+        """Close one instance; False if there was no such open instance."""
+        instance = self._instances.get(label) if isinstance(label, str) else None
+        if instance is None:
+            return False
+        self._close(instance, reason)
+        return True
+
+    async def close_later(self, label: str) -> None:
+        await trio.sleep(0)  # let the answer to the call that asked for this go out first
+        self.close(label)
+
+    def close_weblet(self, weblet_id: str, reason: str) -> int:
+        """Close every instance of a weblet; returns how many were open."""
+        mine = [i for i in self._instances.values() if i.weblet_id == weblet_id]
+        for instance in mine:
+            self._close(instance, f"closed: {reason}")
+        return len(mine)
+
+    # -- the host's view ---------------------------------------------------------------------
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for instance in list(self._instances.values()):
+            if not self._alive(instance):
+                self._close(instance, "closed: the weblet was cancelled")
+                continue
+            out.append(
+                {
+                    "label": instance.label,
+                    "url": instance.url,
+                    "weblet": instance.weblet_id,
+                    "title": instance.manifest.title,
+                    "opened": instance.opened,
+                    "sessions": sum(1 for s in self._service.sessions.values() if s.site is instance.site),
+                    "events": len(instance.events),
+                    "commands": instance.commands is not None,
+                }
+            )
+        return out
+
+    def events(self, label: str) -> list[dict[str, Any]]:
+        return list(self._get(label).events)
+
+    async def invoke(self, label: str, name: str, args: dict[str, Any] | None = None) -> Any:
+        """Run a command the instance's page registered (it must be declared in the manifest)."""
+        instance = self._get(label)
+        interface = instance.manifest.interface
+        if interface is None or name not in interface.commands:
+            raise LookupError(f"the weblet declares no command {name!r}")
+        if instance.commands is None:
+            raise RuntimeError("the weblet's page has not registered its commands (is it open in a browser?)")
+        return await E(instance.commands).invoke(name, dict(args or {}))
