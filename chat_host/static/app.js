@@ -1,7 +1,8 @@
 // ocapd Chat: the page's entry point. It reads the token from the URL
 // fragment, keeps a CapTP session with the gateway (connection.js), and wires
-// the panels — inventory, inbox, transcript, chat input, eval dialog — to the
-// agent the token was minted for.
+// the panels — inventory, inbox, transcript, chat input, eval dialog, weblet
+// panel, install dialog, permission prompts — to the agent the token was
+// minted for.
 
 import { lookupCommand, completeCommand, UsageError } from "./commands.js";
 import { Connection } from "./connection.js";
@@ -9,9 +10,12 @@ import { byId, h, replaceChildren } from "./dom.js";
 import { EvalDialog } from "./evaldialog.js";
 import { formatError } from "./format.js";
 import { Inbox } from "./inbox.js";
+import { InstallDialog } from "./installdialog.js";
 import { Inventory } from "./inventory.js";
-import { referenceAt } from "./parse.js";
+import { referenceAt, suggestWebletName } from "./parse.js";
+import { PermissionPrompts } from "./prompts.js";
 import { Transcript } from "./transcript.js";
+import { WebletDirectory, WebletPanel } from "./weblets.js";
 
 /** Where the token is kept for this tab once it has left the URL bar (survives reload, not the tab). */
 const TOKEN_KEY = "ocapd-chat-token";
@@ -51,25 +55,86 @@ window.addEventListener("hashchange", () => {
 
 const inventory = new Inventory({
   onPick: (name) => insertReference(name),
+  onOpen: (name) => {
+    const out = transcript.command(`/open ${name}`);
+    openWeblet(name, out).catch((error) => out.error(error)).finally(focusInput);
+  },
   onAction: (action, name) => runAction(action, name),
 });
 
+/** Answer from the inbox or a prompt: call the agent, say how it went; true on success. */
+async function act(label, method, ...args) {
+  try {
+    await connection.call(method, ...args);
+    transcript.ok(label);
+    scheduleRefresh();
+    return true;
+  } catch (error) {
+    transcript.error(error);
+    return false;
+  } finally {
+    focusInput();
+  }
+}
+
+const weblets = new WebletDirectory({
+  entries: () => inventory.list(),
+  info: async (name) => connection.callOn(await connection.call("lookup", name), "info"),
+});
+
 const inbox = new Inbox({
-  senderNames: (id) => inventory.namesForId(id),
-  act: async (label, method, ...args) => {
-    try {
-      await connection.call(method, ...args);
-      transcript.ok(label);
-      scheduleRefresh();
-      return true;
-    } catch (error) {
-      transcript.error(error);
-      return false;
-    } finally {
-      focusInput();
-    }
+  senderNames: (id) => {
+    const names = inventory.namesForId(id);
+    if (names.length) return names;
+    const weblet = weblets.known(id);
+    return weblet?.name ? [weblet.name] : [];
+  },
+  act,
+});
+
+const prompts = new PermissionPrompts({
+  identify: async (handleId) => {
+    if (inventory.namesForId(handleId).length) return null; // a named agent: its requests stay in the inbox
+    const weblet = await weblets.forHandle(handleId);
+    if (weblet) inbox.refreshSenders();
+    return weblet?.name ? weblet : null;
+  },
+  names: () => inventory.petNames(),
+  answer: act,
+  onClose: () => focusInput(),
+});
+
+const panel = new WebletPanel({
+  cancel: (name) => runAction("cancel", name),
+  remove: (name) => runAction("remove", name),
+  reopen: (name) => {
+    panel.close(name);
+    const out = transcript.command(`/open ${name}`);
+    openWeblet(name, out).catch((error) => out.error(error));
+  },
+  onChange: (open) => {
+    byId("layout").dataset.weblet = open ? "open" : "none";
   },
 });
+
+const installDialog = new InstallDialog({
+  entries: () => inventory.list(),
+  install: async (bundle, name, powers, from) => {
+    const out = transcript.command(`/install ${typeof bundle === "string" ? bundle : `<${from}>`} --as ${name} --powers ${
+      Array.isArray(powers) ? powers.join(",") : powers}`);
+    try {
+      await installWeblet(bundle, name, powers, out);
+    } catch (error) {
+      out.error(error);
+      throw new Error(formatError(error));
+    }
+    openWeblet(name, out).catch((error) => out.error(error));
+  },
+  onClose: () => focusInput(),
+});
+
+byId("install-button").addEventListener("click", () => installDialog.open());
+byId("install-link").addEventListener("click", () => installDialog.open());
 
 const evalDialog = new EvalDialog({
   evaluate: async (worker, source, codeNames, petPaths, resultName) => {
@@ -90,19 +155,85 @@ const evalDialog = new EvalDialog({
 byId("eval-button").addEventListener("click", () => evalDialog.open());
 
 async function runAction(action, name) {
+  if (action === "install") {
+    installDialog.open({ bundle: name });
+    return;
+  }
   try {
-    if (action === "cancel") {
-      await connection.call("cancel", name, "cancelled from chat");
-      transcript.ok(`Cancelled ${name}.`);
-    } else if (action === "remove") {
-      await connection.call("remove", name);
-      transcript.ok(`Removed the name ${name}.`);
-    }
+    if (action === "cancel") await cancelName(name, transcript);
+    else if (action === "remove") await removeName(name, transcript);
   } catch (error) {
     transcript.error(error);
   }
   scheduleRefresh();
   focusInput();
+}
+
+// ---------------------------------------------------------------------------
+// Weblets: install, open, cancel, remove
+
+/** The type of what `name` names, from the inventory or else the daemon. */
+async function typeOf(name) {
+  return inventory.entryFor(name)?.type ?? (await connection.call("describe", name)).type;
+}
+
+function powersText(powers) {
+  if (Array.isArray(powers)) return `the names ${powers.join(", ")}`;
+  return `${powers} powers`;
+}
+
+/** Install `bundle` (bytes, or a stored blob's name) as `name`; it is opened by the caller. */
+async function installWeblet(bundle, name, powers, out) {
+  const weblet = await connection.call("install_weblet", bundle, name, powers);
+  scheduleRefresh();
+  const info = await connection.callOn(weblet, "info");
+  weblets.remember(info);
+  out.ok(`Installed ${info.title || name} as ${name} with ${powersText(powers)}.`);
+}
+
+/** Weblets being opened (a double click opens one frame, not two). */
+const opening = new Set();
+
+async function openWeblet(name, out) {
+  if (panel.activate(name)) {
+    out.info(`${name} is open.`);
+    return;
+  }
+  if (opening.has(name)) return;
+  opening.add(name);
+  try {
+    const type = await typeOf(name);
+    if (type !== "weblet") throw new Error(`${name} names a ${type}, not a weblet`);
+    const weblet = await connection.call("lookup", name);
+    const instance = await connection.callOn(weblet, "open");
+    const info = await connection.callOn(weblet, "info");
+    weblets.remember(info);
+    panel.add(name, info, instance, () => connection.callOn(weblet, "close", instance.label));
+    out.ok(`Opened ${info.title || name}.`);
+    scheduleRefresh();
+  } finally {
+    opening.delete(name);
+  }
+}
+
+/** Cancel what `name` names; a weblet's frame closes with it (its page has lost its session). */
+async function cancelName(name, out) {
+  await connection.call("cancel", name, "cancelled from chat");
+  const closed = panel.close(name);
+  out.ok(closed ? `Stopped ${name} and closed its page.` : `Cancelled ${name}.`);
+}
+
+/** Forget `name`; a weblet is cancelled first (a name is not a capability: forgetting it stops nothing). */
+async function removeName(name, out) {
+  if ((await typeOf(name)) === "weblet") {
+    await connection.call("cancel", name, "removed from chat");
+    panel.close(name);
+    await connection.call("remove", name);
+    out.ok(`Stopped ${name} and removed its name.`);
+    return;
+  }
+  await connection.call("remove", name);
+  out.ok(`Removed the name ${name}.`);
 }
 
 // ---------------------------------------------------------------------------
@@ -192,6 +323,8 @@ async function refreshEntries() {
     if (isCurrent(session)) {
       inventory.update(entries);
       inbox.refreshSenders();
+      panel.sync((name) => inventory.entryFor(name));
+      prompts.consider(inbox.records());
     }
   } catch (error) {
     if (isCurrent(session)) transcript.error(error);
@@ -218,17 +351,28 @@ async function pump(session, stream, onEvent) {
 function startSession(session) {
   inventory.beginSession();
   inbox.beginSession();
+  prompts.beginSession();
   const names = connection.call("follow_name_changes");
   const messages = connection.call("follow_messages");
   pump(session, names, (event) => {
     inventory.apply(event);
+    if (typeof event.remove === "string") panel.forget(event.remove);
+    else if (event.rename) panel.rename(event.rename.from, event.rename.to);
     inbox.refreshSenders();
     scheduleRefresh();
   });
-  pump(session, messages, (event) => inbox.apply(event));
+  pump(session, messages, (event) => {
+    inbox.apply(event);
+    if (event.dismiss !== undefined) prompts.dismissed(event.dismiss);
+    else prompts.consider([event.add ?? event.update]);
+  });
   refreshEntries();
   connection.call("list_messages").then(
-    (records) => isCurrent(session) && inbox.load(records),
+    (records) => {
+      if (!isCurrent(session)) return;
+      inbox.load(records);
+      prompts.consider(records);
+    },
     (error) => isCurrent(session) && transcript.error(error),
   );
 }
@@ -295,6 +439,17 @@ function commandContext(out) {
     table: (rows) => out.table(rows),
     clear: () => transcript.clear(),
     openEval: (prefill) => evalDialog.open(prefill),
+    cancel: (name) => cancelName(name, out),
+    remove: (name) => removeName(name, out),
+    install: async (bundle, name, powers) => {
+      const taken = new Set(inventory.allNames());
+      const as = name ?? suggestWebletName(bundle, taken);
+      await installWeblet(bundle, as, powers, out);
+      await openWeblet(as, out);
+    },
+    openInstall: (prefill) => installDialog.open(prefill),
+    openWeblet: (name) => openWeblet(name, out),
+    closeWeblet: (name) => panel.close(name ?? panel.active),
     background: (promise, what) => {
       promise.then(
         (value) => {

@@ -5,7 +5,7 @@
 // adding a row. Handlers throw UsageError for bad input; errors from the
 // daemon propagate and are shown by the caller.
 
-import { firstWord, NAME_PATH, parseEval, parseMessage, PET_NAME, words } from "./parse.js";
+import { firstWord, NAME_PATH, parseEval, parseInstall, parseMessage, PET_NAME, words } from "./parse.js";
 
 export class UsageError extends Error {
   constructor(message) {
@@ -37,6 +37,12 @@ function messageNumber(text, usage) {
  * @property {() => void} clear
  * @property {(prefill?: object) => void} openEval
  * @property {(promise: Promise<any>, what: string) => void} background
+ * @property {(name: string) => Promise<void>} cancel  cancel a name (closes its weblet frame)
+ * @property {(name: string) => Promise<void>} remove  forget a name (a weblet is cancelled first)
+ * @property {(bundle: string, name: string|null, powers: string|string[]) => Promise<void>} install
+ * @property {(prefill?: object) => void} openInstall  the install dialog
+ * @property {(name: string) => Promise<void>} openWeblet
+ * @property {(name?: string) => string|null} closeWeblet  the closed weblet's name, or null
  */
 
 /** @type {Array<{name: string, usage: string, summary: string, run: (ctx: CommandContext, args: string) => any}>} */
@@ -108,6 +114,53 @@ export const COMMANDS = [
     },
   },
   {
+    name: "install",
+    usage: "/install <bundle-name> [--as <name>] [--powers <level>]",
+    summary: "install a weblet from a stored bundle (NONE, ENDO, HOST or name,name; no arguments: the install dialog)",
+    async run(ctx, args) {
+      if (!args.trim()) {
+        ctx.openInstall();
+        return;
+      }
+      let parsed;
+      try {
+        parsed = parseInstall(args);
+      } catch (error) {
+        throw new UsageError(`${error.message} — usage: ${this.usage}`);
+      }
+      if (parsed.powers === "HOST") {
+        // Full control of the agent is never granted from one typed line.
+        ctx.info("HOST powers give full control of your agent: confirm in the install dialog.");
+        ctx.openInstall(parsed);
+        return;
+      }
+      await ctx.install(parsed.bundle, parsed.name, parsed.powers);
+    },
+  },
+  {
+    name: "open",
+    usage: "/open <name>",
+    summary: "open an installed weblet in the weblet panel",
+    async run(ctx, args) {
+      const [name, extra] = words(args);
+      need(name && !extra, this.usage);
+      needName(name, "open");
+      await ctx.openWeblet(name);
+    },
+  },
+  {
+    name: "close",
+    usage: "/close [name]",
+    summary: "close the weblet in front (or the one named); it keeps running",
+    run(ctx, args) {
+      const [name, extra] = words(args);
+      need(!extra, this.usage);
+      const closed = ctx.closeWeblet(name);
+      if (closed) ctx.ok(`Closed ${closed}.`);
+      else ctx.info(name ? `${name} is not open.` : "No weblet is open.");
+    },
+  },
+  {
     name: "cancel",
     usage: "/cancel <name>",
     summary: "cancel a value and what depends on it (it is remade on next use)",
@@ -115,8 +168,7 @@ export const COMMANDS = [
       const [name] = words(args);
       need(name, this.usage);
       needName(name, "cancel");
-      await ctx.call("cancel", name, "cancelled from chat");
-      ctx.ok(`Cancelled ${name}.`);
+      await ctx.cancel(name);
     },
   },
   {
@@ -127,8 +179,7 @@ export const COMMANDS = [
       const [name] = words(args);
       need(name, this.usage);
       needName(name, "remove");
-      await ctx.call("remove", name);
-      ctx.ok(`Removed the name ${name}.`);
+      await ctx.remove(name);
     },
   },
   {

@@ -36,6 +36,11 @@ export class Inbox {
     this.render();
   }
 
+  /** The records held now. */
+  records() {
+    return [...this.messages.values()];
+  }
+
   /** A follow_messages event. */
   apply(event) {
     if (event.add) this.messages.set(event.add.number, event.add);

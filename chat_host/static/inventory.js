@@ -5,6 +5,10 @@
 // ordered and replays existing names first); special names, the type of each
 // formula and whether it is live come from list_entries, refreshed after every
 // change and now and then (liveness changes without a name changing).
+//
+// Clicking a name puts @name into the chat input, except a weblet's: that
+// opens the weblet in the weblet panel. A stored blob can be installed as a
+// weblet from its row.
 
 import { byId, h, replaceChildren } from "./dom.js";
 
@@ -40,7 +44,8 @@ const isSpecial = (name) => /^[A-Z]/.test(name);
 
 export class Inventory {
   /**
-   * @param {{onPick: (name: string) => void, onAction: (action: string, name: string) => void}} hooks
+   * @param {{onPick: (name: string) => void, onOpen: (name: string) => void,
+   *          onAction: (action: string, name: string) => void}} hooks
    */
   constructor(hooks) {
     this.hooks = hooks;
@@ -126,6 +131,16 @@ export class Inventory {
     return [...this.entries.values()].filter((e) => e.id === id).map((e) => e.name).sort(bySpecialThenName);
   }
 
+  /** The entry for `name` ({name, id, type, live}), if any. */
+  entryFor(name) {
+    return this.entries.get(name);
+  }
+
+  /** Every entry (specials included). */
+  list() {
+    return [...this.entries.values()];
+  }
+
   petNames() {
     return [...this.entries.keys()].filter((n) => !isSpecial(n)).sort();
   }
@@ -176,6 +191,14 @@ export class Inventory {
     const special = isSpecial(entry.name);
     const liveText = entry.live ? "live" : "stopped";
     const actions = [];
+    const weblet = entry.type === "weblet";
+    if (entry.type === "readable-blob" && !special) {
+      actions.push(h("button", {
+        class: "icon-button", type: "button", title: `Install ${entry.name} as a weblet`,
+        "aria-label": `Install ${entry.name} as a weblet`, dataset: { action: "install" },
+        onclick: () => this.hooks.onAction("install", entry.name),
+      }, "Install…"));
+    }
     if (!special || entry.name === "MAIN") {
       actions.push(h("button", {
         class: "icon-button", type: "button", title: `Cancel ${entry.name} (it is remade on next use)`,
@@ -185,7 +208,8 @@ export class Inventory {
     }
     if (!special) {
       actions.push(h("button", {
-        class: "icon-button danger", type: "button", title: `Forget the name ${entry.name}`,
+        class: "icon-button danger", type: "button",
+        title: weblet ? `Stop ${entry.name} and forget its name` : `Forget the name ${entry.name}`,
         "aria-label": `Remove ${entry.name}`, dataset: { action: "remove" },
         onclick: () => this.hooks.onAction("remove", entry.name),
       }, "Remove"));
@@ -196,8 +220,11 @@ export class Inventory {
     },
     h("span", { class: "live-dot", title: entry.live ? "live: running now" : "stopped: remade on next use",
       role: "img", "aria-label": liveText }),
-    h("button", { class: "entry-name", type: "button", title: `Insert @${entry.name} in the message`,
-      onclick: () => this.hooks.onPick(entry.name) }, entry.name),
+    weblet
+      ? h("button", { class: "entry-name", type: "button", title: `Open ${entry.name} in the weblet panel`,
+        onclick: () => this.hooks.onOpen(entry.name) }, entry.name)
+      : h("button", { class: "entry-name", type: "button", title: `Insert @${entry.name} in the message`,
+        onclick: () => this.hooks.onPick(entry.name) }, entry.name),
     h("span", { class: "entry-type" }, entry.type ? TYPE_LABELS[entry.type] ?? entry.type : "…"),
     h("span", { class: "entry-actions" }, actions));
   }

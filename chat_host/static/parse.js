@@ -90,3 +90,70 @@ export function referenceAt(text, cursor) {
     offset: colon >= 0 ? colon + 1 : 0,
   };
 }
+
+/** The power levels a weblet can be installed with (besides a list of names). */
+export const POWER_LEVELS = ["NONE", "ENDO", "HOST"];
+
+/**
+ * Read `/install` arguments: `<bundle-name> [--as <name>] [--powers <level>]`.
+ * `level` is NONE, ENDO, HOST or a comma-separated list of pet names (custom).
+ * Throws Error with a one-line reason for anything else.
+ * @returns {{bundle: string, name: string|null, powers: string|string[]}}
+ */
+export function parseInstall(text) {
+  const ws = words(text);
+  let bundle = null;
+  let name = null;
+  let powers = "NONE";
+  for (let i = 0; i < ws.length; i += 1) {
+    const word = ws[i];
+    if (word === "--as" || word === "--powers") {
+      const value = ws[i + 1];
+      if (value === undefined) throw new Error(`${word} needs a value`);
+      i += 1;
+      if (word === "--as") {
+        if (!PET_NAME.test(value)) throw new Error(`--as: ${JSON.stringify(value)} is not a pet name`);
+        name = value;
+      } else {
+        powers = parsePowers(value);
+      }
+    } else if (bundle === null && !word.startsWith("--")) {
+      if (!NAME_PATH.test(word)) throw new Error(`${JSON.stringify(word)} is not a name`);
+      bundle = word;
+    } else {
+      throw new Error(`unexpected ${JSON.stringify(word)}`);
+    }
+  }
+  if (bundle === null) throw new Error("which bundle? name a stored blob");
+  return { bundle, name, powers };
+}
+
+/** `NONE` / `ENDO` / `HOST` (any case), or `a,b` → ["a", "b"]. */
+export function parsePowers(text) {
+  const upper = text.toUpperCase();
+  if (POWER_LEVELS.includes(upper)) return upper;
+  const names = text.split(",").filter(Boolean);
+  if (names.length === 0 || !names.every((n) => PET_NAME.test(n))) {
+    throw new Error(`--powers: ${JSON.stringify(text)} is not NONE, ENDO, HOST or a comma-separated list of names`);
+  }
+  return names;
+}
+
+/**
+ * A pet name for a weblet made from a bundle's name or a file's name
+ * ("Counter.zip" → "counter", "notes-bundle" → "notes"), not one of `taken`.
+ */
+export function suggestWebletName(source, taken = new Set()) {
+  let base = String(source)
+    .replace(/\.(zip|html?)$/i, "")
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .replace(/-{2,}/g, "-")
+    .replace(/-(bundle|zip|html|weblet)$/, "")
+    .slice(0, 60)
+    .replace(/-+$/, "");
+  if (!base || !/^[a-z0-9]/.test(base)) base = "weblet";
+  if (!taken.has(base)) return base;
+  for (let i = 2; ; i += 1) if (!taken.has(`${base}-${i}`)) return `${base}-${i}`;
+}

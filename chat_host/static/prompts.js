@@ -1,0 +1,182 @@
+// Permission prompts: a weblet asking its host for something.
+//
+// A weblet's page asks with E(powers).request("HOST", description, name); the
+// request reaches this agent's inbox from the weblet's guest handle. Such a
+// request is shown as an Allow/Deny dialog drawn by this page — never inside
+// the weblet's frame, which could dress up a fake one — naming the weblet by
+// its pet name and title, with its description as text. Allow answers with
+// the value of a name picked from the inventory; Deny declines. Requests from
+// anyone else stay in the inbox as before; a prompt closed without answering
+// (Esc, "Later") leaves its request pending there.
+
+import { byId, h, replaceChildren } from "./dom.js";
+import { PET_NAME } from "./parse.js";
+import { LEVEL_WORDS } from "./weblets.js";
+
+/**
+ * Allow is not clickable for this long after a prompt appears, so a click
+ * meant for the weblet's page (which may time its request to a click) cannot
+ * land on Allow instead.
+ */
+const ARM_DELAY_MS = 500;
+/** Longest description shown; a weblet writes it, so it is bounded like any untrusted text. */
+const MAX_DESCRIPTION = 500;
+
+export class PermissionPrompts {
+  /**
+   * @param {{identify: (handleId: string) => Promise<{name: string|null, info: any}|null>,
+   *          names: () => string[],
+   *          answer: (label: string, method: string, ...args: any[]) => Promise<boolean>,
+   *          onClose: () => void}} hooks
+   */
+  constructor(hooks) {
+    this.hooks = hooks;
+    this.dialog = byId("permission-dialog");
+    this.form = byId("permission-form");
+    this.whoEl = byId("permission-who");
+    this.detailEl = byId("permission-detail");
+    this.askEl = byId("permission-description");
+    this.select = byId("permission-name");
+    this.error = byId("permission-error");
+    this.allowButton = byId("permission-allow");
+    this.denyButton = byId("permission-deny");
+    /** Requests shown (or queued) as a prompt this session: each is prompted once. */
+    this.prompted = new Set();
+    /** Requests whose sender is being looked up. */
+    this.checking = new Set();
+    /** Requests answered or dismissed meanwhile (never prompted after that). */
+    this.done = new Set();
+    /** Requests waiting for a prompt: {record, weblet}. */
+    this.queue = [];
+    this.current = null;
+    this.armTimer = null;
+    this.form.addEventListener("submit", (event) => this.allow(event));
+    this.denyButton.addEventListener("click", () => this.deny());
+    byId("permission-later").addEventListener("click", () => this.dialog.close());
+    this.select.addEventListener("change", () => this.arm());
+    this.dialog.addEventListener("close", () => this.closed());
+  }
+
+  /** A new session: pending requests are looked at again. */
+  beginSession() {
+    this.prompted.clear();
+    this.done.clear();
+    this.queue = [];
+    if (this.dialog.open) this.dialog.close();
+  }
+
+  /**
+   * Look at inbox records: each pending request from a weblet gets a prompt.
+   * Called again whenever the inventory changes: a request whose sender was
+   * not known as a weblet yet (the weblet's name had not arrived) is looked
+   * at again then.
+   */
+  consider(records) {
+    for (const record of records) {
+      if (record?.type !== "request") continue;
+      if (record.settled) {
+        this.settled(record.number);
+        continue;
+      }
+      if (this.prompted.has(record.number) || this.checking.has(record.number)) continue;
+      this.checking.add(record.number);
+      this.hooks.identify(String(record.from)).then((weblet) => {
+        if (!weblet || this.prompted.has(record.number) || this.done.has(record.number)) return;
+        this.prompted.add(record.number);
+        this.queue.push({ record, weblet });
+        this.showNext();
+      }, () => {}).finally(() => this.checking.delete(record.number));
+    }
+  }
+
+  /** Request `number` was answered (here, in the inbox, or from the CLI): its prompt goes. */
+  settled(number) {
+    this.done.add(number);
+    this.queue = this.queue.filter((q) => q.record.number !== number);
+    if (this.current?.record.number === number && this.dialog.open) this.dialog.close();
+  }
+
+  /** Dismissed messages cannot be answered any more. */
+  dismissed(number) {
+    this.settled(number);
+  }
+
+  showNext() {
+    if (this.current || this.queue.length === 0) return;
+    this.current = this.queue.shift();
+    const { record, weblet } = this.current;
+    const title = String(weblet.info.title || weblet.name || "A weblet");
+    const level = String(weblet.info.level ?? "");
+    replaceChildren(this.whoEl, h("strong", { class: "permission-title" }, title), " asks:");
+    replaceChildren(this.askEl, cut(String(record.description ?? "")));
+    replaceChildren(this.detailEl,
+      "weblet ", h("code", null, weblet.name ?? "(unnamed)"),
+      " · installed with ", h("span", { class: `level-badge level-${level.toLowerCase()}` }, level),
+      LEVEL_WORDS[level] ? ` (${LEVEL_WORDS[level]})` : "",
+      ` · request #${record.number}`);
+    const names = this.hooks.names().filter((n) => PET_NAME.test(n));
+    replaceChildren(this.select,
+      h("option", { value: "" }, names.length ? "Choose a name…" : "(no names to give)"),
+      names.map((n) => h("option", { value: n }, n)));
+    this.error.hidden = true;
+    this.allowButton.disabled = true;
+    this.armed = false;
+    clearTimeout(this.armTimer);
+    this.armTimer = setTimeout(() => {
+      this.armed = true;
+      this.arm();
+    }, ARM_DELAY_MS);
+    this.dialog.dataset.number = String(record.number);
+    this.dialog.showModal();
+    this.select.focus();
+  }
+
+  arm() {
+    this.allowButton.disabled = !(this.armed && this.select.value);
+  }
+
+  async allow(event) {
+    event.preventDefault();
+    const current = this.current;
+    const name = this.select.value;
+    if (!current || !this.armed || !name) return;
+    await this.answer(current, `Allowed: ${current.weblet.name ?? "the weblet"} gets ${name} (request ${current.record.number}).`,
+      "resolve", current.record.number, name);
+  }
+
+  async deny() {
+    const current = this.current;
+    if (!current) return;
+    await this.answer(current, `Denied request ${current.record.number} from ${current.weblet.name ?? "a weblet"}.`,
+      "reject", current.record.number, "denied");
+  }
+
+  async answer(current, label, method, ...args) {
+    this.allowButton.disabled = true;
+    this.denyButton.disabled = true;
+    try {
+      if (await this.hooks.answer(label, method, ...args)) {
+        if (this.current === current) this.dialog.close();
+      } else {
+        this.error.textContent = "That did not work (see the transcript); try again or answer from the inbox.";
+        this.error.hidden = false;
+      }
+    } finally {
+      this.denyButton.disabled = false;
+      this.arm();
+    }
+  }
+
+  closed() {
+    clearTimeout(this.armTimer);
+    this.current = null;
+    delete this.dialog.dataset.number;
+    this.hooks.onClose();
+    // The next one after this frame, so one prompt visibly closes before another opens.
+    setTimeout(() => this.showNext(), 0);
+  }
+}
+
+function cut(text) {
+  return text.length > MAX_DESCRIPTION ? `${text.slice(0, MAX_DESCRIPTION)}…` : text;
+}

@@ -1,0 +1,287 @@
+"""Weblets in the Chat UI, in a real headless Chromium against a real daemon.
+
+What a user does: install a weblet through the install dialog (a stored
+bundle, or a file uploaded from the computer), open it in the weblet panel,
+use it, answer its permission request in the Allow/Deny prompt the chat page
+draws, and stop or forget it from the panel. The browser and harness are the
+ones of test_chat_browser.py (Debian's chromium driven by Playwright for
+Python; nothing is downloaded). Expectations auto-wait (no sleeps).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from daemon_harness import DaemonProcess
+from test_chat_browser import Page, browser, expect, free_port, open_chat, pytestmark  # noqa: F401 (fixtures)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "weblets"
+#: The sandbox every weblet frame gets: exactly these tokens.
+SANDBOX_TOKENS = {"allow-scripts", "allow-same-origin", "allow-forms"}
+#: A frame's URL: its own origin, http://<32 hex>.localhost:PORT/.
+INSTANCE_URL = r"^http://[0-9a-f]{32}\.localhost:{port}/$"
+
+#: A weblet in one HTML file (its manifest in meta tags; no script needed to show this).
+HELLO_HTML = b"""<!doctype html>
+<html><head>
+<meta charset="utf-8">
+<meta name="ocapd:weblet:title" content="Hello">
+<meta name="ocapd:weblet:size" content="300x160">
+<title>Hello</title>
+</head><body><p id="greeting">Hello from one file</p></body></html>
+"""
+
+#: A notes store as the notes weblet wants one: get() and set(text), kept in the worker.
+NOTES_STORE = '(lambda box: Far("Notes", get=lambda: box[0], set=lambda text: box.__setitem__(0, text)))([""])'
+
+
+def zip_folder(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for path in sorted(folder.iterdir()):
+            z.write(path, path.name)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """One daemon for the module, with the example bundles stored as blobs."""
+    port = free_port()
+    home = tmp_path_factory.mktemp("chat-weblets")
+    d = DaemonProcess(home, port=port)
+    d.cli("start", "--port", str(port))
+    for example in ("counter", "notes"):
+        bundle = home / f"{example}.zip"
+        bundle.write_bytes(zip_folder(EXAMPLES / example))
+        d.cli("store", "--path", str(bundle), "-n", f"{example}-bundle")
+    yield d
+    d.cli("stop", check=False)
+
+
+@pytest.fixture
+def chat(browser: Any) -> Iterator[Page]:
+    page = Page(browser)
+    yield page
+    assert page.errors == [], f"uncaught errors or CSP violations in the page: {page.errors}"
+    page.context.close()
+
+
+def names(d: DaemonProcess) -> list[str]:
+    return d.out("list").split()
+
+
+def weblet_frame(chat: Page, name: str) -> Any:
+    return chat.page.locator(f'#weblet-frames iframe[data-name="{name}"]')
+
+
+def install_from_dialog(chat: Page, *, bundle: str | None = None, name: str | None = None) -> None:
+    """Open the install dialog and fill the bundle (a stored one) and the name."""
+    page = chat.page
+    page.locator("#install-button").click()
+    expect(page.locator("#install-dialog")).to_be_visible()
+    if bundle is not None:
+        page.locator("#install-blob").select_option(bundle)
+    if name is not None:
+        page.locator("#install-name").fill(name)
+
+
+def expect_counter_ready(counter: Any, when: str) -> None:
+    """The counter's page reached its backend (its button is enabled); if not, say what the page says."""
+    try:
+        expect(counter.locator("#incr")).to_be_enabled()
+    except AssertionError as e:
+        status = counter.locator("#status").inner_text(timeout=2000)
+        raise AssertionError(f"the counter {when} did not get ready; its page says {status!r}") from e
+
+
+def answer_prompt(chat: Page, *, allow_with: str | None) -> None:
+    prompt = chat.page.locator("#permission-dialog")
+    expect(prompt).to_be_visible()
+    expect(prompt.locator("#permission-who")).to_have_text("Notes asks:")
+    expect(prompt.locator("#permission-description")).to_have_text("a place to keep notes")
+    if allow_with is None:
+        prompt.locator("#permission-deny").click()
+    else:
+        prompt.locator("#permission-name").select_option(allow_with)
+        prompt.locator("#permission-allow").click()
+    expect(prompt).to_be_hidden()
+
+
+# ---------------------------------------------------------------------------
+# scenarios
+
+
+def test_a_stored_bundle_installs_through_the_dialog_and_counts_in_its_frame(chat: Page, daemon: DaemonProcess) -> None:
+    open_chat(chat, daemon)
+    page = chat.page
+    install_from_dialog(chat, bundle="counter-bundle")
+    expect(page.locator("#install-name")).to_have_value("counter")  # suggested from the bundle's name
+    expect(page.locator('#install-powers input[value="NONE"]')).to_be_checked()  # the safe default
+    page.locator("#install-submit").click()
+    expect(page.locator("#install-dialog")).to_be_hidden()
+
+    entry = page.locator('#inventory .group[data-group="weblets"] .entry[data-name="counter"]')
+    expect(entry).to_have_attribute("data-live", "true")
+    expect(weblet_frame(chat, "counter")).to_have_count(1)  # an installed weblet opens
+
+    chat.run("/close")
+    expect(weblet_frame(chat, "counter")).to_have_count(0)
+    expect(page.locator("#weblets")).to_have_attribute("data-state", "empty")
+
+    chat.run("/open counter")
+    frame = weblet_frame(chat, "counter")
+    expect(frame).to_have_count(1)
+    assert set(frame.get_attribute("sandbox").split()) == SANDBOX_TOKENS
+    assert "allow-top-navigation" not in frame.get_attribute("sandbox")
+    assert frame.get_attribute("referrerpolicy") == "no-referrer"
+    assert frame.get_attribute("allow") is None  # the counter asks for no permissions
+    assert (frame.get_attribute("width"), frame.get_attribute("height")) == ("320", "240")
+    assert re.match(INSTANCE_URL.replace("{port}", str(daemon.port)), frame.get_attribute("src"))
+
+    bar = page.locator("#weblet-bar")
+    expect(bar.locator(".weblet-title")).to_have_text("Counter")
+    expect(bar.locator(".level-badge")).to_have_text("NONE")
+    expect(bar.locator(".weblet-heading")).to_have_attribute("data-live", "true")
+
+    counter = page.frame_locator('#weblet-frames iframe[data-name="counter"]')
+    expect_counter_ready(counter, "opened with /open")
+    before = int(counter.locator("#count").inner_text())
+    counter.locator("#incr").click()
+    expect(counter.locator("#count")).to_have_text(str(before + 1))
+    assert page.url.startswith(f"http://localhost:{daemon.port}/")  # the weblet moved nothing of ours
+
+    chat.run("/close")
+    expect(weblet_frame(chat, "counter")).to_have_count(0)
+    expect(page.locator("#transcript .line.ok", has_text="Closed counter").last).to_be_visible()
+
+
+def test_host_powers_need_an_extra_confirmation(chat: Page, daemon: DaemonProcess) -> None:
+    open_chat(chat, daemon)
+    page = chat.page
+    install_from_dialog(chat, bundle="counter-bundle", name="trusted-counter")
+    host = page.locator('.power-choice[data-level="HOST"]')
+    expect(host.locator(".danger-tag")).to_have_text("dangerous")
+    expect(host).to_contain_text("full control of your agent")
+    host.click()
+    confirm = page.locator("#install-host-confirm")
+    expect(confirm).to_be_visible()
+    page.locator("#install-submit").click()
+    expect(page.locator("#install-error")).to_contain_text("tick the confirmation")
+    assert "trusted-counter" not in names(daemon)
+    page.locator("#install-cancel").click()
+    expect(page.locator("#install-dialog")).to_be_hidden()
+
+    # typed, HOST is never granted at once: the dialog opens for the confirmation
+    chat.run("/install counter-bundle --as trusted-counter --powers HOST")
+    expect(page.locator("#install-dialog")).to_be_visible()
+    expect(page.locator('#install-powers input[value="HOST"]')).to_be_checked()
+    expect(page.locator("#install-name")).to_have_value("trusted-counter")
+    expect(confirm.locator("input")).not_to_be_checked()
+    page.keyboard.press("Escape")
+    expect(page.locator("#install-dialog")).to_be_hidden()
+    assert "trusted-counter" not in names(daemon)
+
+
+def test_an_uploaded_html_file_installs_and_a_bad_bundle_says_why(chat: Page, daemon: DaemonProcess) -> None:
+    open_chat(chat, daemon)
+    page = chat.page
+    install_from_dialog(chat)
+    page.locator('input[name="install-source"][value="file"]').check()
+    page.locator("#install-file").set_input_files({"name": "Hello.html", "mimeType": "text/html", "buffer": HELLO_HTML})
+    expect(page.locator("#install-name")).to_have_value("hello")
+    page.locator("#install-submit").click()
+    expect(page.locator("#install-dialog")).to_be_hidden()
+    expect(chat.entry("hello")).to_have_attribute("data-type", "weblet")
+    hello = page.frame_locator('#weblet-frames iframe[data-name="hello"]')
+    expect(hello.locator("#greeting")).to_have_text("Hello from one file")
+    assert weblet_frame(chat, "hello").get_attribute("height") == "160"
+
+    before = names(daemon)
+    install_from_dialog(chat)
+    page.locator('input[name="install-source"][value="file"]').check()
+    page.locator("#install-file").set_input_files(
+        {"name": "broken.zip", "mimeType": "application/zip", "buffer": b"PK\x03\x04 this is not a zip"}
+    )
+    page.locator("#install-submit").click()
+    error = page.locator("#install-error")
+    expect(error).to_be_visible()
+    text = error.inner_text()
+    assert "\n" not in text.strip() and len(text) < 300, text
+    expect(page.locator("#transcript .line.error").last).to_be_visible()
+    assert names(daemon) == before  # nothing was installed
+    expect(chat.entry("broken")).to_have_count(0)
+    page.locator("#install-cancel").click()
+
+    # a manifest that is not one: a readable line too
+    install_from_dialog(chat)
+    page.locator('input[name="install-source"][value="file"]').check()
+    page.locator("#install-file").set_input_files(
+        {"name": "untitled.html", "mimeType": "text/html", "buffer": b"<!doctype html><p>no manifest</p>"}
+    )
+    page.locator("#install-submit").click()
+    expect(error).to_contain_text("title")
+    assert names(daemon) == before
+    page.locator("#install-cancel").click()
+
+
+def test_a_weblets_request_is_an_allow_deny_prompt_drawn_by_the_chat_page(chat: Page, daemon: DaemonProcess) -> None:
+    open_chat(chat, daemon)
+    page = chat.page
+    chat.run(f"/eval {NOTES_STORE} -n notes-store")
+    expect(chat.entry("notes-store")).to_be_visible()
+
+    chat.run("/install notes-bundle --as notes")
+    frame = weblet_frame(chat, "notes")
+    expect(frame).to_have_attribute("allow", "clipboard-write")  # from its manifest's permissions
+    prompt = page.locator("#permission-dialog")
+    expect(prompt).to_be_visible()
+    expect(prompt.locator("#permission-detail")).to_contain_text("notes")  # its pet name, not only its title
+    answer_prompt(chat, allow_with="notes-store")
+
+    notes = page.frame_locator('#weblet-frames iframe[data-name="notes"]')
+    expect(notes.locator("#text")).to_be_enabled()
+    expect(notes.locator("#text")).to_have_attribute("placeholder", "Write here.")
+    notes.locator("#text").fill("kept by the host")
+    expect(notes.locator("#saved")).to_have_text("Saved")
+    card = page.locator("#inbox .message.request", has_text="a place to keep notes")
+    expect(card).to_have_attribute("data-state", "fulfilled")
+    expect(card.locator(".from")).to_have_text("notes")
+    assert daemon.out("eval", "E(s).get()", "s:notes-store") == "kept by the host"
+
+    # a second notes weblet is denied: it keeps notes in memory only
+    chat.run("/install notes-bundle --as scratch")
+    answer_prompt(chat, allow_with=None)
+    scratch = page.frame_locator('#weblet-frames iframe[data-name="scratch"]')
+    expect(scratch.locator("#status")).to_contain_text("declined")
+    expect(scratch.locator("#text")).to_have_attribute("placeholder", re.compile("lost when the page closes"))
+    expect(page.locator("#inbox .message.request.rejected")).to_have_count(1)
+
+
+def test_cancel_stops_the_worker_and_remove_forgets_the_name(chat: Page, daemon: DaemonProcess) -> None:
+    daemon.out("install", "counter-bundle", "-n", "ticker")
+    open_chat(chat, daemon)
+    page = chat.page
+    entry = chat.entry("ticker")
+    entry.locator(".entry-name").click()  # a weblet's name opens it
+    expect(weblet_frame(chat, "ticker")).to_have_count(1)
+    ticker = page.frame_locator('#weblet-frames iframe[data-name="ticker"]')
+    expect_counter_ready(ticker, "opened from the inventory")
+    expect(entry).to_have_attribute("data-live", "true")
+
+    page.locator('#weblet-bar [data-action="cancel"]').click()
+    expect(weblet_frame(chat, "ticker")).to_have_count(0)
+    expect(entry).to_have_attribute("data-live", "false")
+
+    chat.run("/open ticker")  # opening starts it again
+    expect_counter_ready(ticker, "reopened after Cancel")
+    expect(entry).to_have_attribute("data-live", "true")
+    page.locator('#weblet-bar [data-action="remove"]').click()
+    expect(weblet_frame(chat, "ticker")).to_have_count(0)
+    expect(entry).to_have_count(0)
+    assert "ticker" not in names(daemon)
