@@ -8,9 +8,7 @@ the other agents. Expectations auto-wait (no sleeps).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -20,32 +18,12 @@ import pytest
 
 from daemon_harness import PYTHON, DaemonProcess
 
-# In CI (scripts/setup installs both) a missing browser is a failure, not a skip.
-if os.environ.get("CI"):
-    import playwright.sync_api as sync_api
-else:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
-expect = sync_api.expect
+from browser import expect, launch_chromium, requires_chromium
 
-CHROMIUM = os.environ.get("OCAPD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-#: Generous for a loaded machine; passing runs take a fraction of it.
-EXPECT_TIMEOUT_MS = 15_000
 #: Markup that would run script if it ever reached the page as HTML.
 HOSTILE = '<img src=x onerror=alert(1)><script>alert(2)</script><b>bold</b>'
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason=f"no Chromium at {CHROMIUM}"
-)
+pytestmark = requires_chromium
 
 
 def free_port() -> int:
@@ -65,18 +43,8 @@ STATIC = Path(__file__).resolve().parent.parent / "chat_host" / "static"
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not (STATIC / "vendor").is_dir():
         pytest.fail("chat_host/static/vendor/ is missing (captp.js needs it): run `node chat_host/build_vendor.mjs`")
-    home = tmp_path_factory.mktemp("chromium-home")
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / "config"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-    }
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env, headless=True)
+    with launch_chromium(tmp_path_factory.mktemp("chromium-home")) as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

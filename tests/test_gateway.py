@@ -11,17 +11,17 @@ from typing import Any, AsyncIterator
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected, wrap_client_stream
+from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from captp import E, RemoteError, open_websocket_connection
 from gateway import INVALID_TOKEN_MESSAGE, FailureThrottle, InvalidToken, build_table, chat_csp
 from gateway.tokens import FIRST_PENALTY, MAX_PENALTY
 
 from daemon_harness import DaemonProcess
+from gateway_clients import http, websocket
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
-MAX_MESSAGE = 16 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -48,71 +48,6 @@ def own_daemon(tmp_path: Path):
 
 def token_of(url: str) -> str:
     return url.split("#token=", 1)[1]
-
-
-# -- clients ----------------------------------------------------------------------------------
-
-
-async def http(port: int, target: str, *, host: str | None = "default", method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    """One raw HTTP/1.1 request (the target is sent exactly as given)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    try:
-        lines = [f"{method} {target} HTTP/1.1"]
-        if host is not None:
-            lines.append(f"Host: {f'localhost:{port}' if host == 'default' else host}")
-        lines += ["Connection: close", "", ""]
-        await stream.send_all("\r\n".join(lines).encode())
-        data = b""
-        with trio.fail_after(10):
-            while b"\r\n\r\n" not in data and (chunk := await stream.receive_some(65536)):
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            status_line, *header_lines = head.decode("latin1").split("\r\n")
-            headers = {}
-            for line in header_lines:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            length = 0 if method == "HEAD" else int(headers.get("content-length", "0"))
-            while len(body) < length and (chunk := await stream.receive_some(65536)):
-                body += chunk
-    finally:
-        await stream.aclose()
-    return int(status_line.split()[1]), headers, body
-
-
-@asynccontextmanager
-async def websocket(port: int, *, host: str | None = None, origin: str | None = None, path: str = "/_ocapd/ws") -> AsyncIterator[Any]:
-    # Our own stream, closed in `finally`: the client library can leak it when the server closes first.
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    try:
-        async with _unwrap_rejection(), trio.open_nursery() as nursery:
-            headers = [(b"Origin", origin.encode())] if origin is not None else []
-            ws = await wrap_client_stream(
-                nursery, stream, host or f"localhost:{port}", path, extra_headers=headers, max_message_size=MAX_MESSAGE
-            )
-            try:
-                yield ws
-            finally:
-                with trio.move_on_after(2) as scope:
-                    scope.shield = True
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
-    finally:
-        await stream.aclose()
-
-
-@asynccontextmanager
-async def _unwrap_rejection() -> AsyncIterator[None]:
-    """The client raises a refused handshake from its reader task: surface it as itself."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        rejected, _ = group.split(ConnectionRejected)
-        if rejected is None:
-            raise
-        while isinstance(rejected, BaseExceptionGroup):
-            rejected = rejected.exceptions[0]
-        raise rejected from None
 
 
 @asynccontextmanager
@@ -247,8 +182,9 @@ async def test_a_wrong_token_gets_nothing_but_a_clear_error(daemon: DaemonProces
         assert "SELF" in await E(await E(gateway).fetch(real)).list()
 
 
-async def test_failed_fetches_are_slowed_more_with_each_failure() -> None:
-    throttle = FailureThrottle()
+async def test_failed_fetches_are_slowed_more_with_each_failure(autojump_clock) -> None:
+    # Virtual time throughout: the penalties are checked exactly, without waiting them out.
+    throttle = FailureThrottle(clock=trio.current_time)
 
     def bad() -> None:
         raise InvalidToken(INVALID_TOKEN_MESSAGE)
@@ -257,7 +193,8 @@ async def test_failed_fetches_are_slowed_more_with_each_failure() -> None:
         start = trio.current_time()
         with pytest.raises(InvalidToken):
             await throttle.guard("127.0.0.1", bad)
-        assert trio.current_time() - start >= FailureThrottle.penalty_for(n) >= FIRST_PENALTY
+        assert trio.current_time() - start == pytest.approx(FailureThrottle.penalty_for(n))
+        assert FailureThrottle.penalty_for(n) >= FIRST_PENALTY
     assert throttle.failures("127.0.0.1") == 4 and throttle.failures("10.0.0.1") == 0
     assert FailureThrottle.penalty_for(2) == 2 * FailureThrottle.penalty_for(1)
     assert FailureThrottle.penalty_for(1000) == MAX_PENALTY

@@ -9,9 +9,6 @@ puts instances in iframes there the way a weblet panel does
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,41 +16,18 @@ import pytest
 
 from daemon_harness import DaemonProcess
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
-expect = sync_api.expect
+from browser import expect, launch_chromium, requires_chromium
 
-CHROMIUM = os.environ.get("OCAPD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-EXPECT_TIMEOUT_MS = 15_000
 SANDBOX = "allow-scripts allow-same-origin allow-forms"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "weblets"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+pytestmark = requires_chromium
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    home = tmp_path_factory.mktemp("chromium-home")
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / "config"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-    }
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env, headless=True)
+    with launch_chromium(tmp_path_factory.mktemp("chromium-home")) as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,17 @@ from typing import Any, AsyncIterator
 
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, wrap_client_stream
+from trio_websocket import ConnectionRejected
 
 from captp import E, RemoteError, SessionAborted, open_websocket_connection
 from workers.confine import probe
 
 from daemon_harness import DaemonProcess
+from gateway_clients import http, websocket
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "weblets"
-MAX_MESSAGE = 16 * 1024 * 1024
 LABEL = re.compile(r"[0-9a-f]{32}")
 
 #: A counter-like weblet whose backend also tries to reach the network.
@@ -106,66 +106,6 @@ def installed(daemon: DaemonProcess) -> DaemonProcess:
 async def open_weblet(d: DaemonProcess, name: str) -> dict[str, str]:
     async with d.connect() as (host, _, _):
         return await E(E(host).lookup(name)).open()
-
-
-# -- clients ----------------------------------------------------------------------------------
-
-
-async def http(port: int, target: str, host: str) -> tuple[int, dict[str, str], bytes]:
-    """One raw HTTP/1.1 GET (the target is sent exactly as given)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    try:
-        await stream.send_all(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        with trio.fail_after(10):
-            while b"\r\n\r\n" not in data and (chunk := await stream.receive_some(65536)):
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            status_line, *header_lines = head.decode("latin1").split("\r\n")
-            headers = {}
-            for line in header_lines:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            while len(body) < int(headers.get("content-length", "0")) and (chunk := await stream.receive_some(65536)):
-                body += chunk
-    finally:
-        await stream.aclose()
-    return int(status_line.split()[1]), headers, body
-
-
-@asynccontextmanager
-async def websocket(port: int, host: str, origin: str | None) -> AsyncIterator[Any]:
-    # Our own stream, closed in `finally`: the client library can leak it when the server closes first.
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    try:
-        async with _unwrap_rejection(), trio.open_nursery() as nursery:
-            headers = [(b"Origin", origin.encode())] if origin is not None else []
-            ws = await wrap_client_stream(
-                nursery, stream, host, "/_ocapd/ws", extra_headers=headers, max_message_size=MAX_MESSAGE
-            )
-            try:
-                yield ws
-            finally:
-                with trio.move_on_after(2) as scope:
-                    scope.shield = True
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
-    finally:
-        await stream.aclose()
-
-
-@asynccontextmanager
-async def _unwrap_rejection() -> AsyncIterator[None]:
-    """The client raises a refused handshake from its reader task: surface it as itself."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        rejected, _ = group.split(ConnectionRejected)
-        if rejected is None:
-            raise
-        while isinstance(rejected, BaseExceptionGroup):
-            rejected = rejected.exceptions[0]
-        raise rejected from None
 
 
 def vhost(label: str, port: int) -> str:
