@@ -272,8 +272,8 @@ class Agent(NameHub):
         """Send text with named capabilities attached (``edge_names[i]`` names ``pet_names[i]``)."""
         if len(edge_names) != len(pet_names):
             raise ValueError("send: each attached capability needs an edge name and a pet name")
-        if not all(isinstance(s, str) for s in strings):
-            raise TypeError("send: message text must be strings")
+        if not isinstance(strings, list) or not all(isinstance(s, str) for s in strings):
+            raise TypeError("send: message text must be a list of strings")
         for edge in edge_names:
             validate_pet_name(edge)
         ids = [await self._require_id(p) for p in pet_names]
