@@ -87,16 +87,22 @@ class Mailbox:
         self._emit({"dismiss": number})
 
     def find_request(self, sender: str, response_name: str) -> dict[str, Any] | None:
-        """A pending request from ``sender`` with the same response name (idempotent requests)."""
+        """An earlier request from ``sender`` with the same response name (idempotent requests).
+
+        A pending one, or else one already fulfilled: asking again for what was
+        already given gets the same answer (a caplet reincarnated after a
+        restart asks again, possibly after its host answered). A rejected one
+        is not reused: asking again after a refusal is a new request.
+        """
+        fulfilled = None
         for m in self._messages.values():
-            if (
-                m["type"] == "request"
-                and m["from"] == sender
-                and m.get("response_name") == response_name
-                and m.get("settled") is None
-            ):
+            if m["type"] != "request" or m["from"] != sender or m.get("response_name") != response_name:
+                continue
+            if m.get("settled") is None:
                 return m
-        return None
+            if m.get("settled") == "fulfilled":
+                fulfilled = m
+        return fulfilled
 
     def follow(self) -> ChangeStream:
         stream = ChangeStream(on_close=self._unfollow)

@@ -557,3 +557,52 @@ def test_the_cli_walks_through_names_workers_logs_and_purge(daemon: DaemonProces
     assert daemon.cli("ping", check=False).returncode == 1
     assert not (daemon.home / "state").exists()
     daemon.proc = None  # purge stopped it
+
+
+async def test_asking_again_for_what_was_already_given_gets_the_same_answer(daemon: DaemonProcess) -> None:
+    async with daemon.connect() as (host, _, _):
+        await E(host).store_value("the answer", "answer")
+        guest = await E(host).provide_guest("alice", "alice-agent")
+        async with trio.open_nursery() as nursery:
+            got: list = []
+
+            async def ask() -> None:
+                got.append(await E(guest).request("HOST", "the answer, please", "answer"))
+
+            nursery.start_soon(ask)
+            with trio.fail_after(20):
+                while not [m for m in await E(host).list_messages() if m["type"] == "request"]:
+                    await trio.sleep(0.02)
+            await E(host).resolve(0, "answer")
+        assert got == ["the answer"]
+        # The guest forgets the name, as a reincarnated caplet would not have it yet, and asks again.
+        await E(guest).remove("answer")
+        with trio.fail_after(20):
+            assert await E(guest).request("HOST", "the answer, please", "answer") == "the answer"
+        requests = [m for m in await E(host).list_messages() if m["type"] == "request"]
+        assert len(requests) == 1  # no second request reached the host
+        # A refused request is not reused: asking again after a "no" is a new question.
+        await E(host).provide_guest("bob", "bob-agent")
+        bob = await E(host).lookup("bob-agent")
+        async with trio.open_nursery() as nursery:
+            async def bob_asks() -> None:
+                with pytest.raises(RemoteError, match="no"):
+                    await E(bob).request("HOST", "something", "thing")
+
+            nursery.start_soon(bob_asks)
+            with trio.fail_after(20):
+                while len([m for m in await E(host).list_messages() if m["type"] == "request"]) < 2:
+                    await trio.sleep(0.02)
+            await E(host).reject(1, "no")
+        async with trio.open_nursery() as nursery:
+            second: list = []
+
+            async def bob_asks_again() -> None:
+                second.append(await E(bob).request("HOST", "something", "thing"))
+
+            nursery.start_soon(bob_asks_again)
+            with trio.fail_after(20):
+                while len([m for m in await E(host).list_messages() if m["type"] == "request"]) < 3:
+                    await trio.sleep(0.02)
+            await E(host).resolve(2, "answer")
+        assert second == ["the answer"]
