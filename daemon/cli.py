@@ -454,14 +454,29 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print(f"\nworkers ({len(report['workers'])})")
     for w in report["workers"]:
         conf = w.get("confinement") or {}
-        applied = ",".join(
-            k for k, v in conf.items() if v is True or (isinstance(v, dict) and v.get("applied") is True)
-        ) or "none"
+        applied = _confinement_summary(conf)
         print(f"  {w['id'][:16]}  pid {w['pid']:<7} {w['level']:6} rss {w['rss_bytes'] / 2**20:6.1f} MiB  up {w['uptime_s']:7.1f} s  confinement: {applied}")
     print(f"\nsessions ({len(report['sessions'])})")
-    print(f"  {'name':14} {'exports':>8} {'imports':>8} {'questions':>9} {'answers':>8} {'in':>8} {'out':>8}")
+    width = max([len(s["name"]) for s in report["sessions"]] + [4])
+    print(f"  {'name':{width}} {'exports':>8} {'imports':>8} {'questions':>9} {'answers':>8} {'in':>8} {'out':>8}")
     for s in report["sessions"]:
-        print(f"  {s['name']:14} {s['exports']:8} {s['imports']:8} {s['questions']:9} {s['answers']:8} {s['frames_in']:8} {s['frames_out']:8}")
+        print(f"  {s['name']:{width}} {s['exports']:8} {s['imports']:8} {s['questions']:9} {s['answers']:8} {s['frames_in']:8} {s['frames_out']:8}")
+
+
+def _confinement_summary(conf: dict) -> str:
+    """What was applied to a worker, in a few words (``--json`` has every detail)."""
+    parts = []
+    if conf.get("environment") is not None:
+        parts.append("env")
+    if conf.get("rlimits"):
+        parts.append("rlimits")
+    for key, label in (("network", "no-network"), ("landlock", "landlock"), ("seccomp", "seccomp"), ("capabilities", "no-caps")):
+        value = conf.get(key)
+        if isinstance(value, dict) and value.get("applied") is True:
+            parts.append(label)
+    if conf.get("no_new_privs") is True:
+        parts.append("no_new_privs")
+    return ",".join(parts) or "none"
 
 
 # ---------------------------------------------------------------------------

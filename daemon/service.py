@@ -129,6 +129,10 @@ class DaemonFacet:
             "workers": [c.info() for c in list(k.services.get("workers", {}).values())],
             "sessions": [
                 {"name": name, **conn.stats()} for name, conn in list(k.services["sessions"].items())
+            ]
+            + [  # the daemon's side of each worker's pipe
+                {"name": f"worker-{c._id[:12]}", **c._worker.connection.stats()}
+                for c in list(k.services.get("workers", {}).values())
             ],
         }
 

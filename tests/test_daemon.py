@@ -447,6 +447,8 @@ def test_inspect_reports_incarnations_workers_and_sessions(daemon: DaemonProcess
     assert worker["pid"] > 0 and worker["rss_bytes"] > 0 and worker["level"] == "HOST"
     assert isinstance(worker["confinement"], dict)
     assert any(s["name"].startswith("cli-") and s["exports"] >= 1 for s in report["sessions"])
+    (worker_session,) = [s for s in report["sessions"] if s["name"] == f"worker-{worker['id'][:12]}"]
+    assert worker_session["frames_in"] >= 2 and worker_session["imports"] >= 1  # its facet
     table = daemon.out("inspect")
     assert "incarnations" in table and "workers (1)" in table and "sessions" in table
 
