@@ -107,8 +107,12 @@ class DaemonFacet:
             table["gateway"] = gateway.info()["url"]
         return table
 
-    def gateway(self) -> Any:
-        """The gateway's control object (tokens, chat URL), if this daemon runs one."""
+    async def gateway(self) -> Any:
+        """The gateway's control object (tokens, chat URL), if this daemon runs one.
+
+        The gateway comes up just after the daemon is ready; this waits for it.
+        """
+        await wait_for_gateway(self._kernel)
         gateway = self._kernel.services.get("gateway")
         if gateway is None:
             raise LookupError("this daemon runs without a gateway")
@@ -140,6 +144,13 @@ class DaemonFacet:
         from workers import probe
 
         return probe()
+
+
+async def wait_for_gateway(kernel: Kernel) -> None:
+    """Return once the gateway (if this daemon has one) is listening or has given up."""
+    ready = kernel.services.get("gateway_ready")
+    if ready is not None:
+        await ready.wait()
 
 
 def _rss_bytes(pid: int) -> int:

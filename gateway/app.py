@@ -36,7 +36,7 @@ import socket
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -48,6 +48,7 @@ from quart_trio import QuartTrio
 
 from captp import Limits, Promise, far, open_connection
 
+from .hook import DEFAULT_HOST, DEFAULT_PORT
 from .static import DEFAULT_STATIC_DIR, StaticFile, build_table, split_runtime
 from .tokens import FailureThrottle, TokenStore
 from .transport import QuartWebSocketTransport, WebsocketConnection
@@ -65,13 +66,11 @@ __all__ = [
     "GatewayService",
     "Site",
     "chat_csp",
-    "gateway_hook",
+    "start_gateway",
 ]
 
 log = logging.getLogger("ocapd.gateway")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8920
 #: The protocol's frame limit: one CapTP frame is one WebSocket message.
 MAX_MESSAGE_SIZE = Limits().max_frame_size
 #: Our routes take no request bodies; anything larger is refused (413).
@@ -530,17 +529,16 @@ async def _echo(ws: Any) -> None:
         pass
 
 
-GatewayHook = Callable[["Kernel", Any, trio.Nursery], Awaitable[None]]
-
-
-def gateway_hook(
-    port: int = DEFAULT_PORT,
+async def start_gateway(
+    kernel: Kernel,
+    nursery: trio.Nursery,
     *,
+    port: int = DEFAULT_PORT,
     host: str = DEFAULT_HOST,
     static_dir: Path | None = None,
     enable_echo: bool = False,
-) -> GatewayHook:
-    """The hook ``run_daemon(..., gateway=…)`` calls to start the gateway in its nursery.
+) -> None:
+    """Start the gateway in ``nursery`` (called by ``gateway.hook``, once this module is imported).
 
     It registers the control object as ``kernel.services["gateway"]`` and its
     shutdown among ``kernel.services["before_stop"]``. If the port cannot be
@@ -548,17 +546,13 @@ def gateway_hook(
     reported by ``ocapd chat``.
     """
     config = GatewayConfig(host=host, port=port, static_dir=static_dir or DEFAULT_STATIC_DIR, enable_echo=enable_echo)
-
-    async def start(kernel: Kernel, facet: Any, nursery: trio.Nursery) -> None:
-        service = GatewayService(kernel, config)
-        kernel.services["gateway"] = service.control
-        kernel.services.setdefault("before_stop", []).append(service.aclose)
-        try:
-            sock = service.bind()
-        except OSError as e:
-            service.error = f"cannot listen on {host}:{port}: {e.strerror or e}"
-            log.error("gateway: %s; the daemon runs without it (choose another with --port)", service.error)
-            return
-        await nursery.start(service.run, sock)
-
-    return start
+    service = GatewayService(kernel, config)
+    kernel.services["gateway"] = service.control
+    kernel.services.setdefault("before_stop", []).append(service.aclose)
+    try:
+        sock = service.bind()
+    except OSError as e:
+        service.error = f"cannot listen on {host}:{port}: {e.strerror or e}"
+        log.error("gateway: %s; the daemon runs without it (choose another with --port)", service.error)
+        return
+    await nursery.start(service.run, sock)

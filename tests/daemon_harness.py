@@ -43,7 +43,10 @@ class DaemonProcess:
         return self.home / "state" / "ocapd.sqlite"
 
     def start(self) -> None:
-        """Start the daemon in the foreground (as a child) and wait until it answers."""
+        """Start the daemon in the foreground (as a child); wait until it answers and,
+        when it has a gateway, until the gateway listens too (it comes up just after)."""
+        port_file = self.home / "run" / "gateway.port"
+        port_file.unlink(missing_ok=True)  # a daemon killed with -9 leaves its old one
         log = open(self.home / "daemon-stderr.log", "ab")
         port_args = ["--port", str(self.port)] if self.port is not None else []
         self.proc = subprocess.Popen(
@@ -58,9 +61,14 @@ class DaemonProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.stderr()}")
             if self.cli("ping", check=False).returncode == 0:
-                return
+                break
             time.sleep(0.05)
-        raise RuntimeError("daemon did not become ready")
+        else:
+            raise RuntimeError("daemon did not become ready")
+        while self.port is not None and not port_file.exists():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"the gateway did not come up: {self.stderr()}")
+            time.sleep(0.02)
 
     def stderr(self) -> str:
         try:
