@@ -9,7 +9,6 @@ refused with ``TypeError`` — the codec never raises anything else.
 from __future__ import annotations
 
 import enum
-import math
 import struct
 from typing import Any
 
@@ -36,6 +35,8 @@ from captp.codec import (
     encode,
 )
 from captp.passable import Far, RemoteError, Tagged, far
+
+from strict_equality import same
 
 DESC_CODES = [EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER]
 
@@ -106,24 +107,6 @@ def as_decoded(value: Any) -> Any:
         return Tagged(value.tag, as_decoded(value.payload))
     return value
 
-
-def same(a: Any, b: Any) -> bool:
-    """Equality that also compares types (True is not 1), NaN with NaN and the sign of zero."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is float:
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
-    if type(a) is list:
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if type(a) is dict:
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if type(a) is Tagged:
-        return a.tag == b.tag and same(a.payload, b.payload)
-    if type(a) is RemoteError:
-        return (a.name, a.message, a.remote_traceback) == (b.name, b.message, b.remote_traceback)
-    return a == b
 
 
 def nested(kind: str, depth: int, leaf: Any = None) -> Any:

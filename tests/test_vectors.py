@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from captp import codec
 from captp.codec import CodecError, Desc
 from captp.passable import RemoteError, Tagged, far
 from captp.session import Limits, Session
+
+from strict_equality import same
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 
@@ -41,24 +42,6 @@ MESSAGES = json.loads((VECTORS / "messages.json").read_text(encoding="utf-8"))
 def _ids(vectors: list[dict[str, Any]]) -> list[str]:
     return [v["name"] for v in vectors]
 
-
-def same(a: Any, b: Any) -> bool:
-    """Equality that also compares types, record order, -0.0 and NaN (== does not)."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is float:
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return a == b and math.copysign(1, a) == math.copysign(1, b)
-    if type(a) is list:
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if type(a) is dict:
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if type(a) is Tagged:
-        return a.tag == b.tag and same(a.payload, b.payload)
-    if type(a) is RemoteError:
-        return (a.name, a.message, a.remote_traceback) == (b.name, b.message, b.remote_traceback)
-    return bool(a == b)
 
 
 # ---------------------------------------------------------------------------
