@@ -147,6 +147,17 @@ class Kernel:
         """The formula id of a live value, if it came from one."""
         return self._id_of.get(id(value))
 
+    async def gateway(self) -> Any:
+        """The gateway's control object once it is up, or None if this daemon runs without one.
+
+        The gateway (plugged in through ``run_daemon``'s hook) comes up just after
+        the daemon is ready and sets ``services["gateway_ready"]`` when it has.
+        """
+        ready = self.services.get("gateway_ready")
+        if ready is not None:
+            await ready.wait()
+        return self.services.get("gateway")
+
     def is_live(self, fid: str) -> bool:
         inc = self._live.get(fid)
         return inc is not None and not inc.promise.rejected

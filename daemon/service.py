@@ -112,8 +112,7 @@ class DaemonFacet:
 
         The gateway comes up just after the daemon is ready; this waits for it.
         """
-        await wait_for_gateway(self._kernel)
-        gateway = self._kernel.services.get("gateway")
+        gateway = await self._kernel.gateway()
         if gateway is None:
             raise LookupError("this daemon runs without a gateway")
         return gateway
@@ -144,13 +143,6 @@ class DaemonFacet:
         from workers import probe
 
         return probe()
-
-
-async def wait_for_gateway(kernel: Kernel) -> None:
-    """Return once the gateway (if this daemon has one) is listening or has given up."""
-    ready = kernel.services.get("gateway_ready")
-    if ready is not None:
-        await ready.wait()
 
 
 def _rss_bytes(pid: int) -> int:

@@ -72,10 +72,7 @@ class Weblet:
 
     async def open(self) -> dict[str, Any]:
         """A new instance on its own origin: ``{"label", "url"}``."""
-        ready = self._kernel.services.get("gateway_ready")
-        if ready is not None:  # the gateway comes up just after the daemon
-            await ready.wait()
-        gateway = self._kernel.services.get("gateway")
+        gateway = await self._kernel.gateway()
         if gateway is None:
             raise RuntimeError("no gateway is running: start the daemon with its gateway to open weblets")
         return await gateway.open_instance(self._id)
