@@ -186,14 +186,12 @@ def _ping_ok() -> bool:
     sock = _paths().sock
     if not os.path.exists(sock):  # nothing to ask: spare `ocapd start` the client's imports
         return False
-    from .client import Client, DaemonNotRunning
+    from .client import Client
 
     try:
         with Client(str(sock), timeout=5) as c:
-            return c.wait(_e().__call__(c.bootstrap()).ping()) == "pong"
-    except (DaemonNotRunning, OSError):
-        return False
-    except Exception:
+            return c.wait(_e()(c.bootstrap()).ping()) == "pong"
+    except Exception:  # not running, a stale socket, or a daemon on its way down: no
         return False
 
 
