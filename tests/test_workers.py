@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import stat
+import threading
 import zipfile
 from pathlib import Path
 
@@ -393,12 +394,81 @@ async def test_a_dead_fork_server_is_restarted_by_the_next_launch(tmp_path, laun
     assert launcher.fork_server_pid not in (None, first)
 
 
-async def test_workers_outlive_a_fork_server_that_dies(tmp_path, launcher):
+async def test_workers_die_with_their_fork_server_and_the_daemon_sees_it(tmp_path, launcher):
+    # Workers carry PR_SET_PDEATHSIG for the fork server (through confinement
+    # too), so no process outlives a daemon killed with -9; the price is that
+    # a fork server killed by hand takes its workers with it, visibly.
     async with open_worker(spec_for(tmp_path, "orphan"), launcher) as worker:
         os.kill(launcher.fork_server_pid, signal.SIGKILL)
-        assert await E(worker.facet).evaluate("'still here'", [], []) == "still here"
-        await worker.terminate()
-        assert await worker.wait_exited() is None or worker.exited  # status unknown without the fork server
+        with trio.fail_after(10):
+            await worker.wait_exited()
+        assert worker.connection.aborted is not None
+        with pytest.raises(SessionAborted):
+            await E(worker.facet).evaluate("1", [], [])
+
+
+class PassingThreads:
+    """Stands in for ``trio.to_thread.run_sync``: each call gets a thread of its own that ends on ``end()``.
+
+    Trio's own cached threads end after ten idle seconds; this makes that
+    moment come when the test says.
+    """
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+        self._release = threading.Event()
+
+    async def run_sync(self, fn, *args, **_options):
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        outcome: dict[str, object] = {}
+
+        def body() -> None:
+            try:
+                outcome["value"] = fn(*args)
+            except BaseException as e:
+                outcome["error"] = e
+            token.run_sync_soon(done.set)
+            self._release.wait()
+
+        thread = threading.Thread(target=body, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+        await done.wait()
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        return outcome["value"]
+
+    async def end(self) -> None:
+        self._release.set()
+        for thread in self.threads:
+            thread.join()
+        # threading forgets a thread a moment before the kernel task is gone
+        # (and the parent-death signal to what it forked goes with the task).
+        native = [t.native_id for t in self.threads]
+        with trio.fail_after(10):
+            while any(os.path.exists(f"/proc/self/task/{tid}") for tid in native):
+                await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("use_fork_server", [True, False], ids=["fork-server", "subprocess"])
+async def test_workers_outlive_the_thread_that_started_them(tmp_path, monkeypatch, use_fork_server):
+    # The kernel sends PR_SET_PDEATHSIG when the *thread* that forked a child
+    # ends. Trio runs blocking calls in cached threads that end after ten idle
+    # seconds, so a fork server or worker forked from one died, with every
+    # live object in it, while the daemon ran on.
+    threads = PassingThreads()
+    monkeypatch.setattr(trio.to_thread, "run_sync", threads.run_sync)
+    async with Launcher(use_fork_server=use_fork_server) as launcher:
+        async with open_worker(spec_for(tmp_path, "long-lived"), launcher) as worker:
+            box = await E(worker.facet).evaluate("Far('Box', get=lambda: 42)", [], [])
+            await threads.end()
+            with trio.move_on_after(0.5):  # a killed fork server or worker is gone well within this
+                await worker.wait_exited()
+            assert not worker.exited
+            assert await E(box).get() == 42
+            if use_fork_server:
+                assert launcher.fork_server_pid is not None
 
 
 async def test_when_nothing_can_start_open_worker_raises_worker_start_error(tmp_path):

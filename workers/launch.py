@@ -119,23 +119,42 @@ class _ForkedProcess:
 
 
 class _Subprocess:
-    """A worker started as ``python -m workers`` (the fallback)."""
+    """A child the daemon starts itself: the fork server, or a worker as ``python -m workers`` (the fallback).
 
-    def __init__(self, process: trio.Process) -> None:
-        self.pid = process.pid
-        self._process = process
+    Started with ``subprocess.Popen`` on the calling (trio) thread, not in a
+    worker thread as ``trio.lowlevel.open_process`` does: the kernel sends
+    ``PR_SET_PDEATHSIG`` when the *thread* that forked a child ends, and
+    trio's cached threads end after ten idle seconds — which would kill the
+    child (and, for the fork server, every worker) while the daemon lives on.
+    The fork is a vfork-and-exec of a few milliseconds, once per fork server.
+    Watched and signalled through a pidfd, never a pid that may be recycled.
+    """
+
+    def __init__(self, argv: list[str], **options: Any) -> None:
+        self._popen = subprocess.Popen(argv, **options)
+        self.pid = self._popen.pid
+        self._pidfd = os.pidfd_open(self.pid)
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
 
     async def wait(self) -> int | None:
-        return await self._process.wait()
+        if self._popen.returncode is None and self._pidfd >= 0:
+            await trio.lowlevel.wait_readable(self._pidfd)
+        return self._popen.wait()
 
     def kill(self) -> None:
-        try:
-            self._process.kill()
-        except ProcessLookupError:
-            pass
+        if self._popen.returncode is None and self._pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def close(self) -> None:
-        pass
+        if self._pidfd >= 0:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
 
 
 class _ForkServerGone(Exception):
@@ -237,7 +256,7 @@ class Launcher:
         self.fork_server_log = fork_server_log
         self.python = python
         self.launches = {"fork-server": 0, "subprocess": 0}
-        self._server: trio.Process | None = None
+        self._server: _Subprocess | None = None
         self._sock: trio.socket.SocketType | None = None
         self._send_lock = trio.Lock()
         self._start_lock = trio.Lock()
@@ -289,7 +308,7 @@ class Launcher:
                 stderr = os.open(self.fork_server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             env = {k: v for k, v in scrubbed_env("/").items() if k not in ("HOME", "TMPDIR")}
             try:
-                self._server = await trio.lowlevel.open_process(
+                self._server = _Subprocess(
                     [self.python, "-P", "-m", "workers.forkserver", str(theirs.fileno())],
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
@@ -312,7 +331,7 @@ class Launcher:
 
     async def _stop_fork_server(self) -> None:
         if self._sock is not None:
-            self._sock.close()  # the fork server exits on EOF; its children live on
+            self._sock.close()  # the fork server exits on EOF; its children die with it
             self._sock = None
         server, self._server = self._server, None
         if server is not None:
@@ -322,9 +341,10 @@ class Launcher:
                 if server.poll() is None:
                     server.kill()
                     await server.wait()
+            server.close()
 
     async def aclose(self) -> None:
-        """Stop the fork server. Running workers are not affected."""
+        """Stop the fork server, and with it (``PR_SET_PDEATHSIG``) any worker it forked that still runs."""
         self._closed = True
         await self._stop_fork_server()
 
@@ -364,7 +384,7 @@ class Launcher:
 
     async def _spawn_subprocess(self, spec: dict[str, Any], fds: tuple[int, int, int]) -> _Subprocess:
         spec = {**spec, "launch": "subprocess"}
-        process = await trio.lowlevel.open_process(
+        process = _Subprocess(
             [self.python, "-P", "-m", "workers", "--spec", json.dumps(spec)],
             stdin=fds[0],
             stdout=fds[1],
@@ -373,7 +393,7 @@ class Launcher:
             cwd=spec["workdir"],
             start_new_session=True,
         )
-        return _Subprocess(process)
+        return process
 
     async def launch(self, spec: WorkerSpec) -> tuple[_ForkedProcess | _Subprocess, str, int, int]:
         """Start a worker process; return it, how it was started, and the daemon's pipe ends (to, from)."""
