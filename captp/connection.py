@@ -14,6 +14,14 @@ which takes over receiving; so a send that blocks (the peer is not reading)
 never stops us reading, and two peers each blocked sending to the other
 cannot deadlock. Frames queued from elsewhere (a local caller, a finalizer)
 are sent by whichever pump is not receiving.
+
+On a transport with a file descriptor (pipes, TCP, Unix sockets) frames are
+first offered to the kernel without yielding (``send_frames_nowait``): a
+local call's deliver leaves from the caller's own step, and a pump's replies
+leave before it goes back to receiving, with no task switch either way.
+Whatever the kernel does not take at once stays queued in the transport and
+goes out first on the next awaited send. Frames queued by a finalizer only
+ever wake a pump: a finalizer can run in the middle of anything.
 """
 
 from __future__ import annotations
@@ -78,7 +86,10 @@ class Connection:
                 return [await receive_frame()]
 
         self._receive_frames = receive_frames
+        self._send_nowait = getattr(transport, "send_frames_nowait", None)
+        self._pending = getattr(type(transport), "pending", None) and (lambda: transport.pending)
         session.on_wakeup = self._on_wakeup
+        session.on_gc_wakeup = self._on_gc_wakeup
 
     def bootstrap(self) -> RemoteRef:
         """The peer's bootstrap object."""
@@ -104,27 +115,46 @@ class Connection:
 
     # -- tasks -----------------------------------------------------------------
     def _on_wakeup(self) -> None:
-        if threading.get_ident() == self._thread:
+        """The session queued frames in ordinary code (a local call, input being processed)."""
+        if threading.get_ident() != self._thread:
+            self._on_gc_wakeup()
+            return
+        if self._sending or self._deferring:
             # A pump that is sending, or about to send, picks the new frames
             # up itself; waking the other pump would only cost a task switch.
+            return
+        if self._send_nowait is not None and self.session.aborted is None and not self._closing:
+            # Write from the caller's own step if the kernel takes it at once:
+            # no task switch, and nothing to cancel halfway.
+            if self._send_nowait(self.session.data_to_send()):
+                return
+        self._wake.set()
+
+    def _on_gc_wakeup(self) -> None:
+        """A finalizer queued frames: at any moment, maybe on another thread. Only wake a pump."""
+        if threading.get_ident() == self._thread:
             if not (self._sending or self._deferring):
                 self._wake.set()
-        else:  # a finalizer on another thread dropped a proxy
+        else:
             try:
                 self._token.run_sync_soon(self._wake.set)
             except trio.RunFinishedError:
                 pass
 
+    def _has_pending(self) -> bool:
+        return self._pending is not None and self._pending()
+
     async def _flush(self, frames: list[bytes]) -> None:
         """Send ``frames`` and whatever the session queues meanwhile, until nothing is left.
 
-        Only one task sends at a time, so frames leave in order.
+        Only one task sends at a time, so frames leave in order (bytes a
+        non-blocking write left behind go first).
         """
         session = self.session
         send = self.transport.send_frames
         self._sending = True
         try:
-            while frames:
+            while frames or self._has_pending():
                 await send(frames)
                 frames = session.data_to_send()
         finally:
@@ -149,10 +179,12 @@ class Connection:
                         self._deferring = False
                     if not self._sending:
                         frames = session.data_to_send()
-                        if frames:
+                        if frames or self._has_pending():
+                            if self._send_nowait is not None and self._send_nowait(frames):
+                                continue  # written at once; back to receiving
                             self._wake.set()  # the other pump receives while this one sends
-                            await self._flush(frames)
-                elif not self._sending and (frames := session.data_to_send()):
+                            await self._flush([] if self._send_nowait is not None else frames)
+                elif not self._sending and ((frames := session.data_to_send()) or self._has_pending()):
                     await self._flush(frames)
                 else:
                     wake = self._wake

@@ -277,7 +277,8 @@ class Session:
     ``bootstrap`` is the object the peer reaches at position 0 (None: an
     object without methods). ``spawn`` runs coroutines returned by async
     methods; the trio driver supplies its nursery. ``on_wakeup`` is called
-    (possibly from a finalizer) whenever new frames are waiting to be sent.
+    whenever new frames are waiting to be sent (``on_gc_wakeup``, if set,
+    when a finalizer queued them).
     """
 
     def __init__(
@@ -294,6 +295,9 @@ class Session:
         self.debug = debug
         self.spawn = spawn
         self.on_wakeup: Callable[[], None] | None = None
+        #: Called instead of ``on_wakeup`` when a finalizer queued gc frames:
+        #: at any moment, on any thread, so it must only arrange for a send later.
+        self.on_gc_wakeup: Callable[[], None] | None = None
         self._outbox: list[bytes] = []
         self._aborted: SessionAborted | None = None
         self._peer_started = False
@@ -746,9 +750,10 @@ class Session:
                     self._wake_for_gc()
 
     def _wake_for_gc(self) -> None:
-        if not self._outbox and self.on_wakeup is not None:
+        wakeup = self.on_gc_wakeup or self.on_wakeup
+        if not self._outbox and wakeup is not None:
             try:
-                self.on_wakeup()
+                wakeup()
             except Exception:  # pragma: no cover - driver gone
                 pass
 

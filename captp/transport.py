@@ -12,8 +12,9 @@ A transport moves whole frames (one encoded message each). Three kinds:
 
 from __future__ import annotations
 
+import os
 import struct
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import trio
 
@@ -55,6 +56,23 @@ class MessageTransport(Protocol):
         """Close; idempotent."""
 
 
+def _send_fd_getter(stream: trio.abc.Stream) -> Callable[[], int] | None:
+    """A function giving the fd that ``stream`` sends on (-1 once closed), or None if it has none.
+
+    Known shapes only: a trio ``FdStream`` (pipes; trio makes the fd
+    non-blocking), a ``SocketStream`` (its socket is non-blocking), or a
+    ``StapledStream`` sending on one of those. The fd is asked for on every
+    write, never cached: a closed fd's number may belong to another file.
+    """
+    if isinstance(stream, trio.StapledStream):
+        return _send_fd_getter(stream.send_stream)
+    if isinstance(stream, trio.lowlevel.FdStream):
+        return stream.fileno
+    if isinstance(stream, trio.SocketStream):
+        return stream.socket.fileno
+    return None
+
+
 class FramedStream:
     """Length-prefixed frames over a byte stream."""
 
@@ -63,13 +81,55 @@ class FramedStream:
         self.max_frame_size = max_frame_size
         self._buf = bytearray()
         self._pos = 0
+        #: Bytes a non-blocking write could not take yet; they go before anything else.
+        self._pending = b""
+        self._send_fd = _send_fd_getter(stream)
 
-    async def send_frames(self, frames: list[bytes]) -> None:
+    @staticmethod
+    def _encode(frames: list[bytes]) -> bytes:
         pack = _HEADER.pack
         if len(frames) == 1:
-            data = pack(len(frames[0])) + frames[0]
-        else:
-            data = b"".join([part for f in frames for part in (pack(len(f)), f)])
+            return pack(len(frames[0])) + frames[0]
+        return b"".join([part for f in frames for part in (pack(len(f)), f)])
+
+    @property
+    def pending(self) -> bool:
+        """Bytes from ``send_frames_nowait`` are waiting for ``send_frames``."""
+        return bool(self._pending)
+
+    def send_frames_nowait(self, frames: list[bytes]) -> bool:
+        """Write ``frames`` now, without yielding to the scheduler, if the kernel takes them.
+
+        Returns True when everything is written. Otherwise what was not
+        written (all of it, if the stream has no file descriptor, is closed
+        or is full) is kept and goes out first with the next ``send_frames``,
+        which the caller must then make. Never raises: a broken stream shows
+        itself on that ``send_frames``. Must not be called while a
+        ``send_frames`` is in progress.
+        """
+        data = self._encode(frames) if frames else b""
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        if not data:
+            return True
+        fd = self._send_fd() if self._send_fd is not None else -1
+        written = 0
+        if fd >= 0:
+            try:
+                written = os.write(fd, data)
+            except OSError:  # full (EAGAIN) or broken: the awaited send sorts it out
+                written = 0
+        if written < len(data):
+            self._pending = data[written:]
+            return False
+        return True
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        data = self._encode(frames) if frames else b""
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        if not data:
+            return
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:

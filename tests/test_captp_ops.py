@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import inspect
 import math
+import os
 import subprocess
 import sys
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ from captp import (
     Desc,
     E,
     FramedStream,
+    TransportClosed,
     Limits,
     RemoteError,
     RemotePromise,
@@ -974,3 +976,68 @@ async def test_cancelling_the_connection_block_ends_it_without_waiting_out_the_f
     # Virtual time (autojump clock): waiting for the flush timeout would show as a full second.
     assert trio.current_time() - start < CLOSE_FLUSH_TIMEOUT
     assert a.aborted is not None and b.aborted is not None
+
+
+# -- writing without a task switch (FramedStream.send_frames_nowait) -----------------------
+
+
+def _pipe_streams() -> tuple[trio.lowlevel.FdStream, trio.lowlevel.FdStream]:
+    r, w = os.pipe()
+    return trio.lowlevel.FdStream(r), trio.lowlevel.FdStream(w)
+
+
+async def test_frames_a_full_pipe_could_not_take_go_first_and_in_order() -> None:
+    reader_fd, writer_fd = _pipe_streams()
+    sender, receiver = FramedStream(writer_fd), FramedStream(reader_fd)
+    frames = [bytes([i % 251]) * 10_000 for i in range(40)]  # 400 KB: far more than a pipe buffer
+    taken = [sender.send_frames_nowait([frame]) for frame in frames[:30]]
+    assert taken[0] and not all(taken)  # the pipe filled up and the rest waits
+    assert sender.pending
+    got: list[bytes] = []
+
+    async def read_all() -> None:
+        while len(got) < len(frames):
+            got.extend(await receiver.receive_frames())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_all)
+        await sender.send_frames(frames[30:35])  # the kept bytes go out before these
+        assert not sender.pending
+        assert sender.send_frames_nowait(frames[35:]) or sender.pending
+        if sender.pending:
+            await sender.send_frames([])
+    assert got == frames
+    await sender.aclose()
+    await receiver.aclose()
+
+
+async def test_a_closed_stream_never_writes_to_a_file_that_reused_its_number() -> None:
+    reader_fd, writer_fd = _pipe_streams()
+    sender = FramedStream(writer_fd)
+    number = writer_fd.fileno()
+    await sender.aclose()
+    await reader_fd.aclose()
+    r, w = os.pipe()  # the lowest free numbers: the closed ones come back
+    try:
+        assert number in (r, w)
+        assert not sender.send_frames_nowait([b"stray"])
+        os.set_blocking(r, False)
+        with pytest.raises(BlockingIOError):
+            os.read(r, 100)  # nothing arrived in the new pipe
+        with pytest.raises(TransportClosed):
+            await sender.send_frames([])
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+async def test_a_burst_of_calls_over_a_pipe_arrives_whole_and_in_order(tmp_path: Any) -> None:
+    # Each call is written from the caller's own step while the pipe has room,
+    # and through the pump once it is full: none lost, none reordered.
+    async with subprocess_peer(tmp_path) as (conn, _process):
+        service = conn.bootstrap()
+        payload = b"z" * 20_000
+        answers = [E(service).echo([i, payload]) for i in range(300)]
+        for i, answer in enumerate(answers):
+            assert await answer == [i, payload]
+        assert conn.aborted is None
