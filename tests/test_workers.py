@@ -241,6 +241,50 @@ async def test_a_none_worker_has_no_network(tmp_path, launcher):
     unix.close()
 
 
+#: What a fork bomb would do first: make a process. Each way must fail; threads must still work.
+SPAWN = """
+import os, subprocess, threading
+refused = []
+for name, make in [
+    ("fork", os.fork),
+    ("posix_spawn", lambda: os.posix_spawn("/bin/true", ["true"], {})),
+    ("subprocess", lambda: subprocess.run(["/bin/true"])),
+]:
+    try:
+        pid = make()
+    except OSError as e:
+        refused.append((name, type(e).__name__))
+    else:
+        if pid == 0:
+            os._exit(0)  # a child that got out: leave at once, the assertion below fails
+        refused.append((name, "started"))
+box = []
+thread = threading.Thread(target=lambda: box.append("thread ran"))
+thread.start()
+thread.join()
+[refused, box]
+"""
+
+
+@pytest.mark.parametrize("level", ["NONE", "ENDO"])
+async def test_a_confined_worker_cannot_start_processes_but_can_start_threads(tmp_path, launcher, level):
+    async with open_worker(spec_for(tmp_path, f"no-fork-{level.lower()}", level), launcher) as worker:
+        if not worker.confinement["seccomp"]["applied"]:
+            pytest.skip(f"seccomp not applied here: {worker.confinement['seccomp'].get('reason')}")
+        refused, box = await E(worker.facet).evaluate(SPAWN, [], [])
+        assert [name for name, _ in refused] == ["fork", "posix_spawn", "subprocess"]
+        assert all(outcome == "PermissionError" for _, outcome in refused), refused
+        assert box == ["thread ran"]
+        assert await E(worker.facet).evaluate("1 + 1", [], []) == 2  # and it is still well
+
+
+async def test_a_host_worker_may_start_processes(tmp_path, launcher):
+    async with open_worker(spec_for(tmp_path, "may-fork", "HOST"), launcher) as worker:
+        refused, box = await E(worker.facet).evaluate(SPAWN, [], [])
+        assert all(outcome == "started" for _, outcome in refused), refused
+        assert box == ["thread ran"]
+
+
 async def test_a_none_worker_cannot_read_outside_its_folders(tmp_path, launcher):
     if reason := _landlock_reason():
         pytest.skip(reason)
@@ -479,3 +523,44 @@ async def test_when_nothing_can_start_open_worker_raises_worker_start_error(tmp_
         with pytest.raises(WorkerStartError, match="did not start"):
             async with open_worker(spec_for(tmp_path, "doomed"), launcher):
                 pass
+
+
+def _run_filter(program: bytes, nr: int, arg0: int = 0, arch: int = 0xC000003E) -> int:
+    """Run the classic-BPF seccomp program for one syscall, as the kernel would."""
+    import struct
+
+    data = struct.pack("<iI", nr, arch) + struct.pack("<Q", 0) + struct.pack("<Q", arg0)
+    code = [struct.unpack_from("<HBBI", program, i) for i in range(0, len(program), 8)]
+    pc, acc = 0, 0
+    while True:
+        op, jt, jf, k = code[pc]
+        if op == 0x20:  # ld [k]
+            acc = struct.unpack_from("<I", data, k)[0]
+            pc += 1
+        elif op in (0x15, 0x35, 0x45):  # jeq, jge, jset
+            taken = acc == k if op == 0x15 else acc >= k if op == 0x35 else bool(acc & k)
+            pc += 1 + (jt if taken else jf)
+        elif op == 0x06:  # ret k
+            return k
+        else:  # pragma: no cover
+            raise AssertionError(f"unknown BPF op {op:#x}")
+
+
+def test_the_seccomp_filter_decides_each_syscall_as_documented():
+    from workers import confine
+
+    program = confine._seccomp_program()
+    allow, eperm = 0x7FFF0000, 0x00050000 | 1
+    decide = lambda nr, arg0=0: _run_filter(program, nr, arg0)  # noqa: E731
+    assert decide(confine.SYS_FORK) == eperm
+    assert decide(confine.SYS_VFORK) == eperm
+    assert decide(confine.SYS_CLONE3) == 0x00050000 | 38  # ENOSYS: threads fall back to clone
+    assert decide(confine.SYS_CLONE, 0x11) == eperm  # fork's flags: SIGCHLD, no CLONE_THREAD
+    assert decide(confine.SYS_CLONE, 0x3D0F00) == allow  # pthread_create's flags include CLONE_THREAD
+    assert decide(confine.SYS_SOCKET, 1) == eperm  # AF_UNIX
+    assert decide(confine.SYS_SOCKET, 2) == allow  # AF_INET: the network namespace decides
+    assert decide(confine.SYS_IO_URING_SETUP) == eperm
+    assert decide(0x40000000 + 1) == eperm  # x32
+    for ordinary in (0, 1, 2, 3, 9, 60, 231, 257):  # read write open close mmap exit exit_group openat
+        assert decide(ordinary) == allow
+    assert _run_filter(program, 0, arch=0x40000003) == 0x80000000  # another architecture: killed

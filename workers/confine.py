@@ -17,7 +17,8 @@ By power level:
   TCP bind/connect denied; abstract Unix sockets and signals scoped to the
   worker), a seccomp filter refusing new ``AF_UNIX`` sockets and io_uring
   (a network namespace does not separate filesystem Unix sockets, and
-  Landlock does not cover ``connect()`` on them), no_new_privs, an
+  Landlock does not cover ``connect()`` on them) and new processes (threads
+  stay allowed), no_new_privs, an
   address-space cap, and all capabilities dropped;
 - HOST: the basics only — the user chose to trust it.
 
@@ -83,6 +84,11 @@ SYS_CAPGET = 125
 SYS_CAPSET = 126
 SYS_SOCKET = 41
 SYS_IO_URING_SETUP = 425
+SYS_CLONE = 56
+SYS_FORK = 57
+SYS_VFORK = 58
+SYS_CLONE3 = 435
+CLONE_THREAD = 0x00010000
 LANDLOCK_CREATE_RULESET_VERSION = 1
 LANDLOCK_RULE_PATH_BENEATH = 1
 
@@ -324,11 +330,13 @@ _SECCOMP_RET_ALLOW = 0x7FFF0000
 _SECCOMP_RET_ERRNO = 0x00050000
 _SECCOMP_RET_KILL_PROCESS = 0x80000000
 _EPERM = 1
+_ENOSYS = 38
 _AF_UNIX = 1
 # classic BPF opcodes
 _LD_W_ABS = 0x20
 _JEQ_K = 0x15
 _JGE_K = 0x35
+_JSET_K = 0x45
 _RET_K = 0x06
 
 
@@ -337,13 +345,21 @@ def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def _seccomp_program() -> bytes:
-    """socket(AF_UNIX, ...) and io_uring_setup fail with EPERM; everything else is allowed.
+    """What a confined worker may not do; every other syscall is allowed.
+
+    - ``socket(AF_UNIX, ...)`` fails with EPERM (``socketpair`` stays allowed:
+      trio's wakeup channel needs it, and a pair reaches nothing outside);
+    - ``io_uring_setup`` fails with EPERM (it would bypass this filter);
+    - no new processes: ``fork``, ``vfork`` and ``clone`` without
+      ``CLONE_THREAD`` fail with EPERM, so code at a low power level cannot
+      fork-bomb the machine (``RLIMIT_NPROC`` does not bind root). Threads
+      are still allowed; ``clone3``, whose flags a filter cannot read, fails
+      with ENOSYS, which makes the C library create threads with ``clone``.
 
     seccomp_data layout: nr at 0, arch at 4, args[0] (low half) at 16.
-    ``socketpair`` stays allowed: trio's wakeup channel needs it, and a
-    socketpair cannot reach anything outside the process.
     """
     deny = _SECCOMP_RET_ERRNO | _EPERM
+    allow = _SECCOMP_RET_ALLOW
     return b"".join(
         [
             _bpf(_LD_W_ABS, 0, 0, 4),  # arch
@@ -354,11 +370,22 @@ def _seccomp_program() -> bytes:
             _bpf(_RET_K, 0, 0, deny),
             _bpf(_JEQ_K, 0, 1, SYS_IO_URING_SETUP),
             _bpf(_RET_K, 0, 0, deny),
+            _bpf(_JEQ_K, 0, 1, SYS_FORK),
+            _bpf(_RET_K, 0, 0, deny),
+            _bpf(_JEQ_K, 0, 1, SYS_VFORK),
+            _bpf(_RET_K, 0, 0, deny),
+            _bpf(_JEQ_K, 0, 1, SYS_CLONE3),
+            _bpf(_RET_K, 0, 0, _SECCOMP_RET_ERRNO | _ENOSYS),
+            _bpf(_JEQ_K, 0, 4, SYS_CLONE),  # not clone: on to the socket check
+            _bpf(_LD_W_ABS, 0, 0, 16),  # args[0]: the clone flags
+            _bpf(_JSET_K, 1, 0, CLONE_THREAD),
+            _bpf(_RET_K, 0, 0, deny),
+            _bpf(_RET_K, 0, 0, allow),
             _bpf(_JEQ_K, 0, 3, SYS_SOCKET),
             _bpf(_LD_W_ABS, 0, 0, 16),  # args[0]: the address family
             _bpf(_JEQ_K, 0, 1, _AF_UNIX),
             _bpf(_RET_K, 0, 0, deny),
-            _bpf(_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
+            _bpf(_RET_K, 0, 0, allow),
         ]
     )
 
@@ -378,7 +405,10 @@ def _seccomp() -> dict[str, Any]:
         return {"applied": False, "reason": f"PR_SET_NO_NEW_PRIVS: {_errno_text()}"}
     if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
         return {"applied": False, "reason": f"seccomp filter: {_errno_text()}"}
-    return {"applied": True, "denied": ["socket(AF_UNIX)", "io_uring_setup", "x32 syscalls"]}
+    return {
+        "applied": True,
+        "denied": ["socket(AF_UNIX)", "io_uring_setup", "x32 syscalls", "fork", "vfork", "clone (new processes)"],
+    }
 
 
 # -- capabilities -------------------------------------------------------------------------
