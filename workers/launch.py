@@ -84,8 +84,28 @@ class WorkerSpec:
 # -- processes, however they were started -------------------------------------------
 
 
-class _ForkedProcess:
-    """A child of the fork server: a pidfd to signal and watch it, a control socket for its status."""
+class _PidfdProcess:
+    """A child process watched and signalled through a pidfd, never a pid that may be recycled."""
+
+    pid: int
+    _pidfd: int
+
+    def _signal_kill(self) -> None:
+        if self._pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd >= 0:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+class _ForkedProcess(_PidfdProcess):
+    """A child of the fork server: a pidfd from it, and a control socket for its exit status."""
 
     def __init__(self, pid: int, pidfd: int, control: trio.socket.SocketType) -> None:
         self.pid = pid
@@ -105,20 +125,14 @@ class _ForkedProcess:
         return None  # the fork server died too: the child is gone, its status unknown
 
     def kill(self) -> None:
-        try:
-            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self._signal_kill()
 
     def close(self) -> None:
-        if self._pidfd >= 0:
-            trio.lowlevel.notify_closing(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = -1
+        self._close_pidfd()
         self._control.close()
 
 
-class _Subprocess:
+class _Subprocess(_PidfdProcess):
     """A child the daemon starts itself: the fork server, or a worker as ``python -m workers`` (the fallback).
 
     Started with ``subprocess.Popen`` on the calling (trio) thread, not in a
@@ -127,7 +141,6 @@ class _Subprocess:
     trio's cached threads end after ten idle seconds — which would kill the
     child (and, for the fork server, every worker) while the daemon lives on.
     The fork is a vfork-and-exec of a few milliseconds, once per fork server.
-    Watched and signalled through a pidfd, never a pid that may be recycled.
     """
 
     def __init__(self, argv: list[str], **options: Any) -> None:
@@ -144,17 +157,11 @@ class _Subprocess:
         return self._popen.wait()
 
     def kill(self) -> None:
-        if self._popen.returncode is None and self._pidfd >= 0:
-            try:
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self._popen.returncode is None:  # once reaped there is nothing to kill
+            self._signal_kill()
 
     def close(self) -> None:
-        if self._pidfd >= 0:
-            trio.lowlevel.notify_closing(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = -1
+        self._close_pidfd()
 
 
 class _ForkServerGone(Exception):
