@@ -86,8 +86,10 @@ class Connection:
                 return [await receive_frame()]
 
         self._receive_frames = receive_frames
-        self._send_nowait = getattr(transport, "send_frames_nowait", None)
-        self._pending = getattr(type(transport), "pending", None) and (lambda: transport.pending)
+        #: The transport, if it can write without yielding (a ``FramedStream`` on an fd).
+        self._fd_transport: FramedStream | None = (
+            transport if isinstance(transport, FramedStream) and transport.can_send_nowait else None
+        )
         session.on_wakeup = self._on_wakeup
         session.on_gc_wakeup = self._on_gc_wakeup
 
@@ -123,10 +125,11 @@ class Connection:
             # A pump that is sending, or about to send, picks the new frames
             # up itself; waking the other pump would only cost a task switch.
             return
-        if self._send_nowait is not None and self.session.aborted is None and not self._closing:
+        fd_transport = self._fd_transport
+        if fd_transport is not None and self.session.aborted is None and not self._closing:
             # Write from the caller's own step if the kernel takes it at once:
             # no task switch, and nothing to cancel halfway.
-            if self._send_nowait(self.session.data_to_send()):
+            if fd_transport.send_frames_nowait(self.session.data_to_send()):
                 return
         self._wake.set()
 
@@ -142,7 +145,7 @@ class Connection:
                 pass
 
     def _has_pending(self) -> bool:
-        return self._pending is not None and self._pending()
+        return self._fd_transport is not None and self._fd_transport.pending
 
     async def _flush(self, frames: list[bytes]) -> None:
         """Send ``frames`` and whatever the session queues meanwhile, until nothing is left.
@@ -180,10 +183,13 @@ class Connection:
                     if not self._sending:
                         frames = session.data_to_send()
                         if frames or self._has_pending():
-                            if self._send_nowait is not None and self._send_nowait(frames):
-                                continue  # written at once; back to receiving
+                            fd_transport = self._fd_transport
+                            if fd_transport is not None:
+                                if fd_transport.send_frames_nowait(frames):
+                                    continue  # written at once; back to receiving
+                                frames = []  # kept by the transport, sent first by _flush
                             self._wake.set()  # the other pump receives while this one sends
-                            await self._flush([] if self._send_nowait is not None else frames)
+                            await self._flush(frames)
                 elif not self._sending and ((frames := session.data_to_send()) or self._has_pending()):
                     await self._flush(frames)
                 else:

@@ -93,9 +93,21 @@ class FramedStream:
         return b"".join([part for f in frames for part in (pack(len(f)), f)])
 
     @property
+    def can_send_nowait(self) -> bool:
+        """The stream has a file descriptor to write to without yielding."""
+        return self._send_fd is not None
+
+    @property
     def pending(self) -> bool:
         """Bytes from ``send_frames_nowait`` are waiting for ``send_frames``."""
         return bool(self._pending)
+
+    def _take(self, frames: list[bytes]) -> bytes:
+        """The bytes to send next: what is pending, then ``frames``."""
+        data = self._encode(frames) if frames else b""
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        return data
 
     def send_frames_nowait(self, frames: list[bytes]) -> bool:
         """Write ``frames`` now, without yielding to the scheduler, if the kernel takes them.
@@ -107,9 +119,7 @@ class FramedStream:
         itself on that ``send_frames``. Must not be called while a
         ``send_frames`` is in progress.
         """
-        data = self._encode(frames) if frames else b""
-        if self._pending:
-            data, self._pending = self._pending + data, b""
+        data = self._take(frames)
         if not data:
             return True
         fd = self._send_fd() if self._send_fd is not None else -1
@@ -125,9 +135,7 @@ class FramedStream:
         return True
 
     async def send_frames(self, frames: list[bytes]) -> None:
-        data = self._encode(frames) if frames else b""
-        if self._pending:
-            data, self._pending = self._pending + data, b""
+        data = self._take(frames)
         if not data:
             return
         try:
