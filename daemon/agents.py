@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from captp import RemoteError, far
+from ocapd.captp import RemoteError, far
 
 from . import formulas as F
 from .kernel import register_maker
@@ -407,11 +407,11 @@ class Host(Agent):
             if fid is None:
                 raise TypeError("cannot store a value holding a capability that did not come from the daemon")
             slots.append(fid)
-            from captp.codec import EXT_EXPORT, Desc
+            from ocapd.captp.codec import EXT_EXPORT, Desc
 
             return Desc(EXT_EXPORT, len(slots) - 1)
 
-        from captp import codec
+        from ocapd.captp import codec
 
         body = codec.encode(value, on_ref)
         return await self._formulate_named(F.MarshalFormula(body=body, slots=slots), name)
@@ -660,7 +660,7 @@ def stage_host(txn: Txn, endo: str) -> str:
 
 
 def _holds_references(value: Any) -> bool:
-    from captp import codec
+    from ocapd.captp import codec
 
     try:
         codec.encode(value)
@@ -670,7 +670,7 @@ def _holds_references(value: Any) -> bool:
 
 
 def _encode(value: Any) -> bytes:
-    from captp import codec
+    from ocapd.captp import codec
 
     return codec.encode(value)
 
@@ -802,7 +802,7 @@ async def _make_blob(kernel: Kernel, fid: str, formula: Any, inc: Incarnation) -
 
 @register_maker("marshal")
 async def _make_marshal(kernel: Kernel, fid: str, formula: Any, inc: Incarnation) -> Any:
-    from captp import codec
+    from ocapd.captp import codec
 
     slots = [await inc.provide(s) for s in formula.slots]
     return codec.decode(formula.body, lambda d: slots[d.position])

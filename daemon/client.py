@@ -11,8 +11,8 @@ import socket
 import struct
 from typing import Any
 
-from captp import Promise, RemoteRef, Session
-from captp.session import R_DISCONNECTED
+from ocapd.captp import Promise, RemoteRef, Session
+from ocapd.captp.session import R_DISCONNECTED
 
 __all__ = ["Client", "DaemonNotRunning"]
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import trio
 
-from captp import Promise, is_remotable
+from ocapd.captp import Promise, is_remotable
 
 from .formulas import Formula, dependencies, new_formula_id, parse_formula
 

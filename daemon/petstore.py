@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from captp import far
+from ocapd.captp import far
 
 if TYPE_CHECKING:
     from .kernel import Kernel, Txn

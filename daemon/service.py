@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable, Iterator
 
 import trio
 
-from captp import far, open_stream_connection
+from ocapd.captp import far, open_stream_connection
 
 from . import agents, weblets, work  # noqa: F401 - registers the makers
 from . import formulas as F
@@ -140,7 +140,7 @@ class DaemonFacet:
         }
 
     def doctor(self) -> dict[str, Any]:
-        from workers import probe
+        from ocapd.workers import probe
 
         return probe()
 
@@ -217,7 +217,7 @@ async def run_daemon(
 async def _run(
     paths: Paths, db: Database, on_ready: Callable[[], None] | None, gateway: GatewayHook | None
 ) -> None:
-    from workers import Launcher
+    from ocapd.workers import Launcher
 
     stop = trio.Event()
     launcher = Launcher()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from captp import far
+from ocapd.captp import far
 
 from . import formulas as F
 from .kernel import register_maker

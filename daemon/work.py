@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from captp import E, far
+from ocapd.captp import E, far
 
 from .kernel import register_maker
 
 if TYPE_CHECKING:
-    from workers import Worker
+    from ocapd.workers import Worker
 
     from .kernel import Incarnation, Kernel
 
@@ -67,7 +67,7 @@ class MakeContext:
 
 @register_maker("worker")
 async def _make_worker(kernel: Kernel, fid: str, formula: Any, inc: Incarnation) -> WorkerControl:
-    from workers import WorkerSpec, open_worker
+    from ocapd.workers import WorkerSpec, open_worker
 
     paths = kernel.services["paths"]
     spec = WorkerSpec(

@@ -46,7 +46,7 @@ from hypercorn.utils import wrap_app
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
-from captp import Limits, Promise, far, open_connection
+from ocapd.captp import Limits, Promise, far, open_connection
 
 from .hook import DEFAULT_HOST, DEFAULT_PORT
 from .static import DEFAULT_STATIC_DIR, StaticFile, build_table, split_runtime
@@ -55,7 +55,7 @@ from .transport import QuartWebSocketTransport, WebsocketConnection
 from .weblets import WebletHosting
 
 if TYPE_CHECKING:
-    from daemon.kernel import Kernel
+    from ocapd.daemon.kernel import Kernel
 
 __all__ = [
     "DEFAULT_HOST",

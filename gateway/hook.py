@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import trio
 
 if TYPE_CHECKING:
-    from daemon.kernel import Kernel
+    from ocapd.daemon.kernel import Kernel
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "GatewayHook", "gateway_hook"]
 
@@ -49,7 +49,7 @@ def gateway_hook(
 
         async def bring_up() -> None:
             try:
-                app = await trio.to_thread.run_sync(importlib.import_module, "gateway.app")
+                app = await trio.to_thread.run_sync(importlib.import_module, "ocapd.gateway.app")
                 await app.start_gateway(
                     kernel, nursery, port=port, host=host, static_dir=static_dir, enable_echo=enable_echo
                 )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 import trio
 
 if TYPE_CHECKING:
-    from daemon.db import Database
+    from ocapd.daemon.db import Database
 
 _T = TypeVar("_T")
 

@@ -24,8 +24,8 @@ from typing import Any
 import trio
 from quart_trio.asgi import TrioASGIWebsocketConnection
 
-from captp import ProtocolError, TransportClosed
-from captp.session import R_MALFORMED
+from ocapd.captp import ProtocolError, TransportClosed
+from ocapd.captp.session import R_MALFORMED
 
 __all__ = ["QuartWebSocketTransport", "WebsocketConnection"]
 

@@ -59,14 +59,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from captp import E, RemotePromise, RemoteRef, encode, far, is_remotable
-from daemon.weblet_bundle import WebletManifest, csp_for, parse_manifest, read_bundle
+from ocapd.captp import E, RemotePromise, RemoteRef, encode, far, is_remotable
+from ocapd.daemon.weblet_bundle import WebletManifest, csp_for, parse_manifest, read_bundle
 
 from . import app as _app  # Site; a module reference because app.py imports this module
 from .static import StaticFile
 
 if TYPE_CHECKING:
-    from daemon.kernel import Kernel
+    from ocapd.daemon.kernel import Kernel
 
     from .app import GatewayService, Site
 

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 
 import trio
 
-from captp import E, open_stream_connection
+from ocapd.captp import E, open_stream_connection
 
 PYTHON = sys.executable
 #: Generous: a loaded CI machine may be slow to start Python; tests never assert it.
@@ -50,7 +50,7 @@ class DaemonProcess:
         log = open(self.home / "daemon-stderr.log", "ab")
         port_args = ["--port", str(self.port)] if self.port is not None else []
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "daemon", "run-daemon", "--quiet", *port_args],
+            [PYTHON, "-m", "ocapd", "run-daemon", "--quiet", *port_args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -98,7 +98,7 @@ class DaemonProcess:
 
     def cli(self, *args: str, check: bool = True, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [PYTHON, "-m", "daemon", *args],
+            [PYTHON, "-m", "ocapd", *args],
             env=self.env,
             input=input.decode() if input is not None else None,
             capture_output=True,

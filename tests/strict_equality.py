@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from captp import RemoteError, Tagged
+from ocapd.captp import RemoteError, Tagged
 
 
 def same(a: Any, b: Any) -> bool:

@@ -17,8 +17,8 @@ import pytest
 import trio
 from trio_websocket import serve_websocket
 
-import captp
-from captp import E, Tagged, far, make_promise_kit
+from ocapd import captp
+from ocapd.captp import E, Tagged, far, make_promise_kit
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "tests" / "js" / "interop_client.mjs"

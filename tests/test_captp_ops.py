@@ -28,12 +28,12 @@ from functools import partial
 from typing import Any, AsyncIterator
 
 import pytest
-import captp
+from ocapd import captp
 import trio
 import trio.testing
 from trio_websocket import open_websocket_url, serve_websocket
 
-from captp import (
+from ocapd.captp import (
     PROTOCOL_VERSION,
     Connection,
     Desc,
@@ -57,7 +57,7 @@ from captp import (
     open_stream_connection,
     open_websocket_connection,
 )
-from captp.codec import EXT_ANSWER, EXT_EXPORT, EXT_IMPORT_OBJECT
+from ocapd.captp.codec import EXT_ANSWER, EXT_EXPORT, EXT_IMPORT_OBJECT
 
 ALL_OPS = {
     "start-session",
@@ -762,10 +762,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import captp
+from ocapd import captp
 import trio
 
-from captp import E, far, open_stream_connection, stdio_stream
+from ocapd.captp import E, far, open_stream_connection, stdio_stream
 
 {service}
 
@@ -966,7 +966,7 @@ async def test_a_framed_stream_prefixes_each_frame_with_its_big_endian_length() 
 
 
 async def test_cancelling_the_connection_block_ends_it_without_waiting_out_the_flush_timeout(autojump_clock) -> None:
-    from captp.connection import CLOSE_FLUSH_TIMEOUT
+    from ocapd.captp.connection import CLOSE_FLUSH_TIMEOUT
 
     start = trio.current_time()
     with trio.move_on_after(0.05):

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from msgpack import ExtType
 
-from captp import (
+from ocapd.captp import (
     PROTOCOL_VERSION,
     E,
     FramedStream,
@@ -46,8 +46,8 @@ from captp import (
     open_memory_pair,
     open_stream_connection,
 )
-from captp import session as session_module
-from captp.codec import (
+from ocapd.captp import session as session_module
+from ocapd.captp.codec import (
     EXT_ANSWER,
     EXT_BIGINT,
     EXT_EXPORT,
@@ -1212,7 +1212,7 @@ def test_private_and_dunder_attributes_are_unreachable(method: str) -> None:
 
 
 def test_far_records_expose_only_their_methods() -> None:
-    from captp import Far
+    from ocapd.captp import Far
 
     ran: list[str] = []
     greeter = Far("Greeter", hello=lambda: ran.append("hello") or "hi")

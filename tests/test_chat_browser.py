@@ -131,7 +131,7 @@ def test_a_guests_request_is_resolved_from_the_inbox(chat: Page, daemon: DaemonP
     expect(chat.entry("alice-agent")).to_have_attribute("data-type", "guest")
 
     request = subprocess.Popen(
-        [PYTHON, "-m", "daemon", "request", "HOST", "a greeting, please", "--as", "alice-agent"],
+        [PYTHON, "-m", "ocapd", "request", "HOST", "a greeting, please", "--as", "alice-agent"],
         env=daemon.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -235,7 +235,7 @@ def test_markup_in_names_messages_and_errors_is_shown_as_text(chat: Page, daemon
 
     # a request's description too; then Reject answers it with an error
     request = subprocess.Popen(
-        [PYTHON, "-m", "daemon", "request", "HOST", f"mallory asks {HOSTILE}", "--as", "mallory-agent"],
+        [PYTHON, "-m", "ocapd", "request", "HOST", f"mallory asks {HOSTILE}", "--as", "mallory-agent"],
         env=daemon.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

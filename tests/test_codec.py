@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgpack import ExtType
 
-from captp.codec import (
+from ocapd.captp.codec import (
     EXT_ANSWER,
     EXT_BIGINT,
     EXT_ERROR,
@@ -34,7 +34,7 @@ from captp.codec import (
     decode,
     encode,
 )
-from captp.passable import Far, RemoteError, Tagged, far
+from ocapd.captp.passable import Far, RemoteError, Tagged, far
 
 from strict_equality import same
 

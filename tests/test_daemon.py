@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from captp import E, RemoteError, SessionAborted
+from ocapd.captp import E, RemoteError, SessionAborted
 
 from daemon_harness import PYTHON, DaemonProcess
 
@@ -62,7 +62,7 @@ def test_start_refuses_a_second_daemon_on_the_same_state(daemon: DaemonProcess) 
     assert "already running" in again.stderr
     # Even bypassing the CLI's check, the state lock refuses a second daemon.
     direct = subprocess.run(
-        [PYTHON, "-m", "daemon", "run-daemon", "--quiet", "--port", "0"], env=daemon.env, capture_output=True, text=True, timeout=30
+        [PYTHON, "-m", "ocapd", "run-daemon", "--quiet", "--port", "0"], env=daemon.env, capture_output=True, text=True, timeout=30
     )
     assert direct.returncode == 1
     assert "another ocapd daemon" in direct.stderr and "Traceback" not in direct.stderr
@@ -247,7 +247,7 @@ async def test_a_caplets_pending_request_survives_restart_and_can_be_resolved_af
     caplet.write_text(
         textwrap.dedent(
             """
-            from captp import E, Far
+            from ocapd.captp import E, Far
 
             async def make(powers, context):
                 gift = await E(powers).request("HOST", "the caplet needs a greeting", "greeting")
@@ -257,7 +257,7 @@ async def test_a_caplets_pending_request_survives_restart_and_can_be_resolved_af
     )
     daemon.cli("store", "--text", "hi there", "-n", "hello")
     maker = subprocess.Popen(
-        [PYTHON, "-m", "daemon", "make", str(caplet), "-n", "svc", "-p", "NONE"],
+        [PYTHON, "-m", "ocapd", "make", str(caplet), "-n", "svc", "-p", "NONE"],
         env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -348,7 +348,7 @@ def test_a_none_powered_bundle_cannot_reach_the_network_or_files(daemon: DaemonP
             textwrap.dedent(
                 f"""
                 import socket
-                from captp import Far
+                from ocapd.captp import Far
 
                 def make(powers, context):
                     def net():
@@ -387,7 +387,7 @@ def test_kill_9_during_500_concurrent_writes_loses_no_acknowledged_write(daemon:
         textwrap.dedent(
             f"""
             import sys, trio
-            from captp import E, open_stream_connection
+            from ocapd.captp import E, open_stream_connection
 
             async def one(host, i):
                 if i % 2:
@@ -466,7 +466,7 @@ def test_kill_9_of_the_daemon_leaves_no_worker_or_fork_server_behind(daemon: Dae
     # A worker busy in a loop never reads the end of its pipe: it must still go.
     daemon.cli("eval", "Far('Spin', go=lambda: None)", "-w", "spinner")
     spinning = subprocess.Popen(
-        [PYTHON, "-m", "daemon", "eval", "while True: pass", "-w", "spinner"], env=daemon.env,
+        [PYTHON, "-m", "ocapd", "eval", "while True: pass", "-w", "spinner"], env=daemon.env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     report = json.loads(daemon.out("inspect", "--json"))

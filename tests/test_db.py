@@ -17,9 +17,9 @@ import sqlite_utils
 import trio
 import trio.testing
 
-import daemon.db as db_module
-from daemon.db import SCHEMA_VERSION, Database, DatabaseClosed, SchemaTooNew, blob_hash, migrate
-from daemon.formulas import (
+import ocapd.daemon.db as db_module
+from ocapd.daemon.db import SCHEMA_VERSION, Database, DatabaseClosed, SchemaTooNew, blob_hash, migrate
+from ocapd.daemon.formulas import (
     EvalFormula,
     HandleFormula,
     MarshalFormula,
@@ -460,7 +460,7 @@ WRITER_SCRIPT = textwrap.dedent(
 
     import trio
 
-    from daemon.db import Database
+    from ocapd.daemon.db import Database
 
     STORE = "5" * 64
     WRITERS = 16

@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from daemon.formulas import (
+from ocapd.daemon.formulas import (
     FORMULA_TYPES,
     EvalFormula,
     FormulaId,

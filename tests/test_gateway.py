@@ -13,9 +13,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from captp import E, RemoteError, open_websocket_connection
-from gateway import INVALID_TOKEN_MESSAGE, FailureThrottle, InvalidToken, build_table, chat_csp
-from gateway.tokens import FIRST_PENALTY, MAX_PENALTY
+from ocapd.captp import E, RemoteError, open_websocket_connection
+from ocapd.gateway import INVALID_TOKEN_MESSAGE, FailureThrottle, InvalidToken, build_table, chat_csp
+from ocapd.gateway.tokens import FIRST_PENALTY, MAX_PENALTY
 
 from daemon_harness import DaemonProcess
 from gateway_clients import http, websocket

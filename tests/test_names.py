@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from daemon.names import (
+from ocapd.daemon.names import (
     SPECIAL_NAMES,
     InvalidName,
     is_pet_name,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.paths import SocketPathTooLong, ensure_dirs, resolve_paths
+from ocapd.daemon.paths import SocketPathTooLong, ensure_dirs, resolve_paths
 
 
 def test_ocapd_home_puts_everything_under_one_folder(tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from captp import codec
-from captp.codec import CodecError, Desc
-from captp.passable import RemoteError, Tagged, far
-from captp.session import Limits, Session
+from ocapd.captp import codec
+from ocapd.captp.codec import CodecError, Desc
+from ocapd.captp.passable import RemoteError, Tagged, far
+from ocapd.captp.session import Limits, Session
 
 from strict_equality import same
 

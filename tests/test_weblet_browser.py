@@ -193,7 +193,7 @@ def test_the_counter_renders_and_counts_through_its_backend(host: HostPage) -> N
 def test_the_sdk_hands_commands_to_the_host_and_records_events(host: HostPage) -> None:
     import trio
 
-    from captp import E
+    from ocapd.captp import E
 
     frame, url = host.open_frame("w0")
     label = url.split("//", 1)[1].split(".", 1)[0]

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.weblet_bundle import (
+from ocapd.daemon.weblet_bundle import (
     MAX_FILE_SIZE,
     MAX_MEMBERS,
     MAX_PATH_DEPTH,
@@ -590,10 +590,10 @@ def test_permissions_allow_is_derived_from_the_allowlist_in_its_order() -> None:
 
 # ---- backends --------------------------------------------------------------------------------
 def test_the_backend_zip_is_what_a_worker_unpacks(tmp_path: Path) -> None:
-    from workers.bundle import MAX_MEMBER_SIZE, MAX_MEMBERS as WORKER_MAX_MEMBERS, MAX_TOTAL_SIZE as WORKER_MAX_TOTAL
-    from workers.bundle import extract_bundle
+    from ocapd.workers.bundle import MAX_MEMBER_SIZE, MAX_MEMBERS as WORKER_MAX_MEMBERS, MAX_TOTAL_SIZE as WORKER_MAX_TOTAL
+    from ocapd.workers.bundle import extract_bundle
 
-    from daemon.weblet_bundle import MAX_BACKEND_FILES, MAX_BACKEND_SIZE
+    from ocapd.daemon.weblet_bundle import MAX_BACKEND_FILES, MAX_BACKEND_SIZE
 
     assert MAX_BACKEND_FILES < WORKER_MAX_MEMBERS and MAX_BACKEND_SIZE < WORKER_MAX_TOTAL
     assert MAX_FILE_SIZE <= MAX_MEMBER_SIZE

@@ -20,8 +20,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected
 
-from captp import E, RemoteError, SessionAborted, open_websocket_connection
-from workers.confine import probe
+from ocapd.captp import E, RemoteError, SessionAborted, open_websocket_connection
+from ocapd.workers.confine import probe
 
 from daemon_harness import DaemonProcess
 from gateway_clients import http, websocket
@@ -34,7 +34,7 @@ LABEL = re.compile(r"[0-9a-f]{32}")
 #: A counter-like weblet whose backend also tries to reach the network.
 PROBER_BACKEND = '''
 import socket
-from captp import Far
+from ocapd.captp import Far
 
 def make(powers, context):
     count = 0
@@ -233,7 +233,7 @@ async def test_the_weblets_page_gets_its_guest_and_its_backend(installed: Daemon
 
 
 async def test_a_page_may_register_commands_the_host_invokes(installed: DaemonProcess) -> None:
-    from captp import Far
+    from ocapd.captp import Far
 
     port = installed.gateway_port
     label = (await open_weblet(installed, "counter"))["label"]

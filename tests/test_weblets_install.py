@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from captp import E, RemoteError
+from ocapd.captp import E, RemoteError
 
 from daemon_harness import DaemonProcess
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from captp import E, RemoteError, SessionAborted, far
-from workers import Launcher, WorkerSpec, WorkerStartError, open_worker, probe
-from workers.bundle import MAX_MEMBER_SIZE, MAX_MEMBERS
+from ocapd.captp import E, RemoteError, SessionAborted, far
+from ocapd.workers import Launcher, WorkerSpec, WorkerStartError, open_worker, probe
+from ocapd.workers.bundle import MAX_MEMBER_SIZE, MAX_MEMBERS
 
 PROBE = probe()
 
@@ -135,7 +135,7 @@ async def test_print_goes_to_the_log_not_the_protocol(tmp_path, launcher):
 async def test_make_unconfined_imports_a_module_file(tmp_path, launcher):
     module = tmp_path / "service.py"
     module.write_text(
-        "from captp import far\n"
+        "from ocapd.sdk import far\n"
         "@far('Service')\n"
         "class Service:\n"
         "    def __init__(self, powers, context): self.powers, self.context = powers, context\n"
@@ -156,7 +156,7 @@ async def test_make_bundle_runs_the_entry_module(tmp_path, launcher):
         {
             "bundle.json": json.dumps({"entry": "app"}),
             "app.py": "from .helpers import double\n"
-            "from captp import Far\n"
+            "from ocapd.sdk import Far\n"
             "def make(powers, context):\n"
             "    return Far('App', double=double, context=lambda: context)\n",
             "helpers.py": "def double(x):\n    return 2 * x\n",
@@ -547,7 +547,7 @@ def _run_filter(program: bytes, nr: int, arg0: int = 0, arch: int = 0xC000003E) 
 
 
 def test_the_seccomp_filter_decides_each_syscall_as_documented():
-    from workers import confine
+    from ocapd.workers import confine
 
     program = confine._seccomp_program()
     allow, eperm = 0x7FFF0000, 0x00050000 | 1

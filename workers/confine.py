@@ -42,7 +42,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LEVELS", "CONFINED_LEVELS", "apply", "probe", "scrubbed_env", "import_roots"]
+__all__ = ["LEVELS", "CONFINED_LEVELS", "apply", "probe", "scrubbed_env", "worker_packages"]
 
 LEVELS = ("NONE", "ENDO", "HOST", "CUSTOM")
 #: Levels that get no network and a Landlock-limited filesystem.
@@ -151,10 +151,18 @@ def _errno_text() -> str:
 # -- environment, files, limits ---------------------------------------------------
 
 
-def import_roots() -> list[str]:
-    """Folders the worker needs on PYTHONPATH to import ``workers`` and ``captp``."""
-    root = str(Path(__file__).resolve().parent.parent)
-    return [root]
+def worker_packages() -> list[str]:
+    """The folders of the packages a worker runs from: ``ocapd`` (for ``ocapd.sdk``), ``ocapd.captp``, ``ocapd.workers``.
+
+    In an installed wheel they lie inside site-packages; in a development
+    checkout (an editable install) they are the repository's own folders,
+    which the editable install's import hook maps to these names.
+    """
+    import ocapd
+    import ocapd.captp
+    import ocapd.workers
+
+    return [str(Path(m.__file__).resolve().parent) for m in (ocapd, ocapd.captp, ocapd.workers) if m.__file__]
 
 
 def scrubbed_env(workdir: str | os.PathLike[str]) -> dict[str, str]:
@@ -165,7 +173,6 @@ def scrubbed_env(workdir: str | os.PathLike[str]) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "HOME": workdir,
         "TMPDIR": workdir,
-        "PYTHONPATH": os.pathsep.join(import_roots()),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
     }
@@ -460,27 +467,31 @@ def _capget() -> tuple[int | None, int | None]:
 # -- the whole recipe -------------------------------------------------------------------------
 
 
+def _is_site_packages(path: str) -> bool:
+    return os.path.basename(path) in ("site-packages", "dist-packages")
+
+
 def _filesystem_view(workdir: str, bundle_dir: str | None) -> tuple[list[str], list[str], list[str]]:
     """(read-only, list-only, read-write) paths for Landlock."""
     read_only: list[str] = []
     list_only: list[str] = []
-    roots = {os.path.realpath(r) for r in import_roots()}
+    packages = [os.path.realpath(p) for p in worker_packages()]
     for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path):
         if not p:
             continue
         real = os.path.realpath(p)
-        if real in roots:
-            continue  # a source checkout: see below
+        if any(package.startswith(real + os.sep) for package in packages) and not _is_site_packages(real):
+            continue  # a source checkout: only the worker's own packages, below
         if os.path.exists(real) and real not in read_only:
             read_only.append(real)
-    # A source checkout on sys.path: its folder may be listed (imports need
-    # that) but only the worker's own packages may be read.
-    for root in sorted(roots):
-        list_only.append(root)
-        for package in ("captp", "workers"):
-            path = os.path.join(root, package)
-            if os.path.isdir(path):
-                read_only.append(path)
+    # In a checkout the worker's packages are folders of the repository: its
+    # folder may be listed (imports need that) but only those may be read.
+    for package in packages:
+        if not any(package.startswith(r + os.sep) or package == r for r in read_only):
+            read_only.append(package)
+            parent = os.path.dirname(package)
+            if parent not in list_only:
+                list_only.append(parent)
     # Extension modules load shared libraries from the system (libsqlite3, libssl, ...).
     for path in SYSTEM_LIBRARY_PATHS:
         real = os.path.realpath(path)

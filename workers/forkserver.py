@@ -37,8 +37,8 @@ from typing import Any, NoReturn
 import msgpack  # noqa: F401
 import trio  # noqa: F401
 
-import captp  # noqa: F401
-from workers import bundle, confine, worker  # noqa: F401
+import ocapd.captp  # noqa: F401
+from ocapd.workers import bundle, confine, worker  # noqa: F401
 
 #: Fds attached to a request: stdin, stdout, stderr, control socket.
 REQUEST_FDS = 4

@@ -37,9 +37,9 @@ from typing import Any, AsyncIterator
 
 import trio
 
-from captp import Connection, E, RemoteRef, SessionAborted, open_stream_connection
+from ocapd.captp import Connection, E, RemoteRef, SessionAborted, open_stream_connection
 
-from .confine import LEVELS, import_roots, scrubbed_env
+from .confine import LEVELS, scrubbed_env
 
 __all__ = ["WorkerSpec", "Worker", "Launcher", "open_worker", "WorkerStartError"]
 
@@ -316,7 +316,7 @@ class Launcher:
             env = {k: v for k, v in scrubbed_env("/").items() if k not in ("HOME", "TMPDIR")}
             try:
                 self._server = _Subprocess(
-                    [self.python, "-P", "-m", "workers.forkserver", str(theirs.fileno())],
+                    [self.python, "-P", "-m", "ocapd.workers.forkserver", str(theirs.fileno())],
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
@@ -392,7 +392,7 @@ class Launcher:
     async def _spawn_subprocess(self, spec: dict[str, Any], fds: tuple[int, int, int]) -> _Subprocess:
         spec = {**spec, "launch": "subprocess"}
         process = _Subprocess(
-            [self.python, "-P", "-m", "workers", "--spec", json.dumps(spec)],
+            [self.python, "-P", "-m", "ocapd.workers", "--spec", json.dumps(spec)],
             stdin=fds[0],
             stdout=fds[1],
             stderr=fds[2],

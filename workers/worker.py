@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 import trio
 
-from captp import Connection, E, Far, Tagged, far, open_stream_connection
+from ocapd.captp import Connection, E, Far, Tagged, far, open_stream_connection
 
 from . import confine
 from .bundle import BundleError, bundle_digest, extract_bundle

@@ -21,8 +21,8 @@ import trio
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from captp import E  # noqa: E402
-from workers import Launcher, WorkerSpec, open_worker  # noqa: E402
+from ocapd.captp import E  # noqa: E402
+from ocapd.workers import Launcher, WorkerSpec, open_worker  # noqa: E402
 
 
 def _memory(pid: int) -> dict[str, int | None]:

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import trio  # noqa: E402
 
-from captp import (  # noqa: E402
+from ocapd.captp import (  # noqa: E402
     E,
     FramedStream,
     Session,

@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 import trio  # noqa: E402
 
-from captp import E, open_stream_connection  # noqa: E402
+from ocapd.captp import E, open_stream_connection  # noqa: E402
 
 #: Endo's daemon measured with its own benchmark on this machine kind (2 cores):
 #: milliseconds per operation, MiB resident.
@@ -150,7 +150,7 @@ def _ocapd_command() -> list[str]:
     script = Path(sys.executable).with_name("ocapd")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "daemon"]
+    return [sys.executable, "-m", "ocapd"]
 
 
 # -- memory ---------------------------------------------------------------------------
@@ -209,7 +209,7 @@ class Daemon:
     def start(self) -> None:
         log = open(self.home / "daemon-stderr.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run-daemon", "--quiet", *GATEWAY_PORT],
+            [sys.executable, "-m", "ocapd", "run-daemon", "--quiet", *GATEWAY_PORT],
             env=_env(self.home),
             cwd=ROOT,
             stdin=subprocess.DEVNULL,

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 import trio  # noqa: E402
 from trio_websocket import wrap_client_stream  # noqa: E402
 
-from captp import E, open_stream_connection, open_websocket_connection  # noqa: E402
+from ocapd.captp import E, open_stream_connection, open_websocket_connection  # noqa: E402
 
 MAX_MESSAGE = 16 * 1024 * 1024
 PAYLOAD = b"\x93\xa5deliver" + bytes(40)  # about the size of a small CapTP call
@@ -69,9 +69,9 @@ def rss(pid: int) -> int:
 
 def serve() -> None:
     raise_nofile()
-    from daemon.paths import ensure_dirs, resolve_paths
-    from daemon.service import configure_logging, run_daemon
-    from gateway import gateway_hook
+    from ocapd.daemon.paths import ensure_dirs, resolve_paths
+    from ocapd.daemon.service import configure_logging, run_daemon
+    from ocapd.gateway import gateway_hook
 
     paths = resolve_paths()
     ensure_dirs(paths)

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from captp import (
+from ocapd.captp import (
     FramedStream,
     TransportClosed,
     WebSocketTransport,

@@ -46,7 +46,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.
 import trio  # noqa: E402
 from trio_websocket import wrap_client_stream  # noqa: E402
 
-from captp import E, open_websocket_connection  # noqa: E402
+from ocapd.captp import E, open_websocket_connection  # noqa: E402
 from daemon_harness import DaemonProcess  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "weblets" / "counter"

@@ -1,4 +1,4 @@
-"""Write the shared wire vectors (values.json, messages.json) from captp.codec.
+"""Write the shared wire vectors (values.json, messages.json) from ocapd.captp.codec.
 
 The JSON files are the source of truth: both the Python and the JavaScript
 implementation are tested against them. This script is how they were made and
@@ -27,8 +27,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent.parent) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(HERE.parent.parent))
 
-from captp import codec  # noqa: E402
-from captp.codec import (  # noqa: E402
+from ocapd.captp import codec  # noqa: E402
+from ocapd.captp.codec import (  # noqa: E402
     EXT_ANSWER,
     EXT_EXPORT,
     EXT_IMPORT_OBJECT,
@@ -38,8 +38,8 @@ from captp.codec import (  # noqa: E402
     MAX_POSITION,
     Desc,
 )
-from captp.passable import RemoteError, Tagged  # noqa: E402
-from captp.session import PROTOCOL_VERSION  # noqa: E402
+from ocapd.captp.passable import RemoteError, Tagged  # noqa: E402
+from ocapd.captp.session import PROTOCOL_VERSION  # noqa: E402
 
 VALUES_FILE = HERE / "values.json"
 MESSAGES_FILE = HERE / "messages.json"

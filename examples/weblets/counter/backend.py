@@ -5,7 +5,7 @@ as ``app``. The count lives as long as the worker does; after a restart it
 starts again from zero (ocapd keeps recipes, not heap state).
 """
 
-from captp import Far
+from ocapd.captp import Far
 
 
 def make(powers, context):

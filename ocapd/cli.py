@@ -31,13 +31,13 @@ class CliError(Exception):
 
 
 def _paths() -> Any:
-    from .paths import resolve_paths
+    from ocapd.daemon.paths import resolve_paths
 
     return resolve_paths()
 
 
 def _connect() -> Any:
-    from .client import Client, DaemonNotRunning
+    from ocapd.daemon.client import Client, DaemonNotRunning
 
     try:
         return Client(str(_paths().sock))
@@ -49,7 +49,7 @@ class Conversation:
     """A connected client plus the agent the command acts as (``--as``)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from captp import E
+        from ocapd.captp import E
 
         self.E = E
         self.client = _connect()
@@ -90,7 +90,7 @@ def _print_json(value: Any) -> None:
 
 
 def _jsonable(value: Any) -> Any:
-    from captp import Promise, RemoteRef, Tagged
+    from ocapd.captp import Promise, RemoteRef, Tagged
 
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
@@ -110,7 +110,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _show_value(value: Any) -> str:
-    from captp import Promise, RemoteRef, Tagged
+    from ocapd.captp import Promise, RemoteRef, Tagged
 
     if isinstance(value, (RemoteRef, Promise)):
         return "<a reference: name it with -n to keep it>"
@@ -186,7 +186,7 @@ def _ping_ok() -> bool:
     sock = _paths().sock
     if not os.path.exists(sock):  # nothing to ask: spare `ocapd start` the client's imports
         return False
-    from .client import Client
+    from ocapd.daemon.client import Client
 
     try:
         with Client(str(sock), timeout=5) as c:
@@ -196,7 +196,7 @@ def _ping_ok() -> bool:
 
 
 def _e() -> Any:
-    from captp import E
+    from ocapd.captp import E
 
     return E
 
@@ -212,7 +212,7 @@ def cmd_ping(args: argparse.Namespace) -> None:
 def cmd_start(args: argparse.Namespace) -> None:
     import subprocess
 
-    from .paths import ensure_dirs
+    from ocapd.daemon.paths import ensure_dirs
 
     paths = _paths()
     if _ping_ok():
@@ -220,7 +220,7 @@ def cmd_start(args: argparse.Namespace) -> None:
     ensure_dirs(paths)
     paths.daemon_log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     r, w = os.pipe()
-    cmd = [sys.executable, "-m", "daemon", "run-daemon", "--ready-fd", str(w), "--quiet"]
+    cmd = [sys.executable, "-m", "ocapd", "run-daemon", "--ready-fd", str(w), "--quiet"]
     if args.port is not None:
         cmd += ["--port", str(args.port)]
     with open(paths.daemon_log, "ab") as logf:
@@ -282,7 +282,7 @@ def _daemon_pid() -> int | None:
 
 
 def cmd_stop(args: argparse.Namespace) -> None:
-    from captp import SessionAborted
+    from ocapd.captp import SessionAborted
 
     pid = _daemon_pid()
     try:
@@ -371,10 +371,10 @@ def cmd_log(args: argparse.Namespace) -> None:
 def cmd_run_daemon(args: argparse.Namespace) -> None:
     import trio
 
-    from .service import AlreadyRunning, configure_logging, run_daemon
+    from ocapd.daemon.service import AlreadyRunning, configure_logging, run_daemon
 
     paths = _paths()
-    from .paths import ensure_dirs
+    from ocapd.daemon.paths import ensure_dirs
 
     ensure_dirs(paths)
     configure_logging(paths, to_stderr=not args.quiet)
@@ -393,7 +393,7 @@ def cmd_run_daemon(args: argparse.Namespace) -> None:
             threading.Thread(target=_welcome, args=(args.examples,), daemon=True).start()
 
     # The CLI is the composition root: the daemon itself never imports the gateway.
-    from gateway import DEFAULT_PORT, gateway_hook
+    from ocapd.gateway import DEFAULT_PORT, gateway_hook
 
     hook = gateway_hook(DEFAULT_PORT if args.port is None else args.port)
     try:
@@ -425,7 +425,7 @@ def _welcome(examples: str | None) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
-    from workers import probe
+    from ocapd.workers import probe
 
     report = probe()
     if args.json:
@@ -623,7 +623,7 @@ def cmd_make(conv: Conversation, args: argparse.Namespace) -> None:
 def _bundle_bytes(path: str) -> bytes:
     """A weblet bundle from a zip, a single HTML file or a folder (zipped here)."""
     if os.path.isdir(path):
-        from .weblet_bundle import read_bundle
+        from ocapd.daemon.weblet_bundle import read_bundle
 
         return read_bundle(path).to_zip()
     try:
@@ -942,7 +942,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _describe_error(e: BaseException) -> str:
-    from captp import RemoteError, SessionAborted
+    from ocapd.captp import RemoteError, SessionAborted
 
     if isinstance(e, RemoteError):
         return e.message or e.name

@@ -1,5 +1,0 @@
-"""``python -m daemon`` is the ``ocapd`` command."""
-
-from .cli import main
-
-main()
