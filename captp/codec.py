@@ -27,7 +27,8 @@ promise it meets; ``decode`` hands each descriptor to ``on_desc`` (or returns
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import msgpack
 

@@ -27,8 +27,9 @@ ever wake a pump: a finalizer can run in the middle of anything.
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import trio
 

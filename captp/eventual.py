@@ -9,7 +9,8 @@ method runs now and its result (or coroutine) settles the promise.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .passable import RemoteError, interface_of, is_method_name
 from .promise import FULFILLED, PENDING, Promise

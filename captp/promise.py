@@ -13,7 +13,8 @@ settles when this one does.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Generator
+from collections.abc import Callable, Generator
+from typing import Any
 
 __all__ = ["Promise", "Resolver", "make_promise_kit"]
 

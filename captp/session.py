@@ -25,8 +25,9 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 from . import codec
 from .codec import (
@@ -38,9 +39,9 @@ from .codec import (
     CodecError,
     Desc,
 )
+from .eventual import E, eventual_send
 from .passable import RemoteError, far, is_remotable
 from .promise import FULFILLED, PENDING, REJECTED, Promise
-from .eventual import E, eventual_send
 
 __all__ = [
     "Session",
@@ -248,7 +249,7 @@ class _ResultResolver:
 
 
 setattr(_ResultResolver, "break", _ResultResolver._break)
-setattr(_ResultResolver, "__captp_interface__", "Resolver")
+_ResultResolver.__captp_interface__ = "Resolver"
 
 
 class _Export:
@@ -647,7 +648,7 @@ class Session:
         _, positions, deltas = msg
         if type(positions) is not list or type(deltas) is not list or len(positions) != len(deltas):
             raise ProtocolError(R_BAD_FIELD, "gc-exports needs two arrays of equal length")
-        for pos, delta in zip(positions, deltas):
+        for pos, delta in zip(positions, deltas, strict=True):
             if type(pos) is not int or not 0 <= pos <= MAX_POSITION or type(delta) is not int or delta <= 0:
                 raise ProtocolError(R_BAD_FIELD, "gc-exports needs positions 0..2**53-1 and positive deltas")
             entry = self._exports.get(pos)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import trio
 

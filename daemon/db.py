@@ -48,9 +48,10 @@ import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 from pydantic import BaseModel
@@ -474,7 +475,7 @@ class Database:
             stats["batches"] += len(group) - failed
             stats["failed_batches"] += failed
             stats["largest_group"] = max(stats["largest_group"], len(group))
-            for pending, error in zip(group, errors):
+            for pending, error in zip(group, errors, strict=True):
                 pending.error = error
                 pending.done.set()
                 pending.wakeup.set()

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import base64
 import secrets
-from typing import Annotated, Any, ClassVar, Literal, Mapping, Union, get_args
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -171,12 +172,10 @@ class PeerFormula(_Formula):
 
 
 Formula = Annotated[
-    Union[
-        HostFormula, GuestFormula, HandleFormula, PetStoreFormula, DirectoryFormula,
-        MailboxStoreFormula, WorkerFormula, EvalFormula, MakeUnconfinedFormula, MakeBundleFormula,
-        MarshalFormula, ReadableBlobFormula, LookupFormula, LeastAuthorityFormula, EndoFormula,
-        PromiseFormula, ResolverFormula, WebletFormula, InvitationFormula, PeerFormula,
-    ],
+    HostFormula | GuestFormula | HandleFormula | PetStoreFormula | DirectoryFormula |
+    MailboxStoreFormula | WorkerFormula | EvalFormula | MakeUnconfinedFormula | MakeBundleFormula |
+    MarshalFormula | ReadableBlobFormula | LookupFormula | LeastAuthorityFormula | EndoFormula |
+    PromiseFormula | ResolverFormula | WebletFormula | InvitationFormula | PeerFormula,
     Field(discriminator="type"),
 ]  # fmt: skip
 # ---- end of the catalogue --------------------------------------------------------------------

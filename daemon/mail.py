@@ -17,8 +17,7 @@ A message record is plain data (it is what the database stores):
 from __future__ import annotations
 
 import weakref
-
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .petstore import ChangeStream
@@ -30,7 +29,7 @@ __all__ = ["Mailbox", "now_iso"]
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class Mailbox:

@@ -10,7 +10,6 @@ change exactly once: ``{"add": name, "id": id}``, ``{"remove": name}`` or
 from __future__ import annotations
 
 import weakref
-
 from typing import TYPE_CHECKING, Any
 
 import trio

@@ -20,8 +20,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 
 import trio
 

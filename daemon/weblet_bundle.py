@@ -43,11 +43,12 @@ import stat
 import unicodedata
 import zipfile
 import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Iterator, Literal, Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,

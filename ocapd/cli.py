@@ -12,7 +12,8 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -265,7 +266,7 @@ def _read_ready(fd: int, proc: Any) -> bool:
 
 def _last_error(log_path: Any) -> str:
     try:
-        lines = [l.strip() for l in open(log_path, encoding="utf-8", errors="replace").read().splitlines() if l.strip()]
+        lines = [line.strip() for line in open(log_path, encoding="utf-8", errors="replace").read().splitlines() if line.strip()]
     except OSError:
         return "see the daemon log"
     for line in reversed(lines[-50:]):
@@ -672,7 +673,7 @@ def cmd_mkguest(conv: Conversation, args: argparse.Namespace) -> None:
         "provide_guest",
         args.handle_name,
         args.agent_name or f"{args.handle_name}-agent",
-        dict(zip(host_names, guest_names)),
+        dict(zip(host_names, guest_names, strict=True)),
     )
 
 

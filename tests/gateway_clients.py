@@ -6,8 +6,9 @@ Host header (and Origin) themselves.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import trio
 from trio_websocket import ConnectionRejected, wrap_client_stream

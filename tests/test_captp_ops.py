@@ -23,23 +23,23 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
-from ocapd import captp
 import trio
 import trio.testing
 from trio_websocket import open_websocket_url, serve_websocket
 
+from ocapd import captp
 from ocapd.captp import (
     PROTOCOL_VERSION,
     Connection,
     Desc,
     E,
     FramedStream,
-    TransportClosed,
     Limits,
     RemoteError,
     RemotePromise,
@@ -47,6 +47,7 @@ from ocapd.captp import (
     Session,
     SessionAborted,
     Tagged,
+    TransportClosed,
     decode,
     encode,
     far,

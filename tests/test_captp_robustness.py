@@ -18,9 +18,10 @@ import signal
 import socket
 import struct
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
-from typing import Any, Iterator
+from functools import cache
+from typing import Any
 
 import msgpack
 import pytest
@@ -189,9 +190,9 @@ class Probe:
 # session helpers
 
 
-def started(bootstrap: Any = None, limits: Limits = Limits()) -> Session:
+def started(bootstrap: Any = None, limits: Limits | None = None) -> Session:
     """A session that has received the peer's start-session, outbox drained."""
-    s = Session(bootstrap if bootstrap is not None else Probe(Counter()), limits=limits, name="victim")
+    s = Session(bootstrap if bootstrap is not None else Probe(Counter()), limits=limits or Limits(), name="victim")
     s.receive_frame(START)
     s.data_to_send()
     return s
@@ -301,7 +302,7 @@ class Neighbour:
 # every operation
 
 
-@lru_cache(maxsize=None)
+@cache
 def honest_frames() -> tuple[bytes, ...]:
     """The frames a caller sent to a ``Probe`` bootstrap during a session using every op."""
     caller = Session(None, name="caller")
@@ -388,7 +389,11 @@ def run_case(frames: list[bytes], neighbour: Neighbour | None = None, calls: Cou
 
 mutation = st.one_of(
     st.tuples(st.just("flip"), st.integers(0, 1 << 16), st.integers(0, 7)),
-    st.tuples(st.just("set"), st.integers(0, 1 << 16), st.sampled_from([0x00, 0x7F, 0x80, 0xC0, 0xC1, 0xC7, 0xC9, 0xCF, 0xD3, 0xD4, 0xDC, 0xDD, 0xDF, 0xFF]) | st.integers(0, 255)),
+    st.tuples(
+        st.just("set"),
+        st.integers(0, 1 << 16),
+        st.sampled_from([0x00, 0x7F, 0x80, 0xC0, 0xC1, 0xC7, 0xC9, 0xCF, 0xD3, 0xD4, 0xDC, 0xDD, 0xDF, 0xFF]) | st.integers(0, 255),
+    ),
     st.tuples(st.just("insert"), st.integers(0, 1 << 16), st.binary(min_size=1, max_size=9)),
     st.tuples(st.just("delete"), st.integers(0, 1 << 16), st.integers(1, 9)),
     st.tuples(st.just("truncate"), st.integers(0, 1 << 16)),

@@ -11,14 +11,13 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
-from daemon_harness import PYTHON, DaemonProcess
-
 from browser import expect, launch_chromium, requires_chromium
+from daemon_harness import PYTHON, DaemonProcess
 
 #: Markup that would run script if it ever reached the page as HTML.
 HOSTILE = '<img src=x onerror=alert(1)><script>alert(2)</script><b>bold</b>'

@@ -13,11 +13,11 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from daemon_harness import DaemonProcess
 from test_chat_browser import Page, browser, expect, free_port, open_chat, pytestmark  # noqa: F401 (fixtures)
 
@@ -65,7 +65,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
 
 
 @pytest.fixture
-def chat(browser: Any) -> Iterator[Page]:
+def chat(browser: Any) -> Iterator[Page]:  # noqa: F811 (the imported fixture)
     page = Page(browser)
     yield page
     assert page.errors == [], f"uncaught errors or CSP violations in the page: {page.errors}"

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgpack import ExtType
+from strict_equality import same
 
 from ocapd.captp.codec import (
     EXT_ANSWER,
@@ -35,8 +36,6 @@ from ocapd.captp.codec import (
     encode,
 )
 from ocapd.captp.passable import Far, RemoteError, Tagged, far
-
-from strict_equality import same
 
 DESC_CODES = [EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER]
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import textwrap
 import zipfile
 from io import BytesIO
@@ -17,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import trio
+from daemon_harness import PYTHON, DaemonProcess
 
 from ocapd.captp import E, RemoteError, SessionAborted
-
-from daemon_harness import PYTHON, DaemonProcess
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

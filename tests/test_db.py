@@ -9,8 +9,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import pytest
 import sqlite_utils

@@ -5,20 +5,20 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import trio
+from daemon_harness import DaemonProcess
+from gateway_clients import http, websocket
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from ocapd.captp import E, RemoteError, open_websocket_connection
 from ocapd.gateway import INVALID_TOKEN_MESSAGE, FailureThrottle, InvalidToken, build_table, chat_csp
 from ocapd.gateway.tokens import FIRST_PENALTY, MAX_PENALTY
-
-from daemon_harness import DaemonProcess
-from gateway_clients import http, websocket
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

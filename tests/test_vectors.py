@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from strict_equality import same
 
 from ocapd.captp import codec
 from ocapd.captp.codec import CodecError, Desc
 from ocapd.captp.passable import RemoteError, Tagged, far
 from ocapd.captp.session import Limits, Session
-
-from strict_equality import same
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 

@@ -9,14 +9,13 @@ puts instances in iframes there the way a weblet panel does
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
-from daemon_harness import DaemonProcess
-
 from browser import expect, launch_chromium, requires_chromium
+from daemon_harness import DaemonProcess
 
 SANDBOX = "allow-scripts allow-same-origin allow-forms"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "weblets"

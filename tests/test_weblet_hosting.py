@@ -12,19 +12,19 @@ import json
 import re
 import socket
 import zipfile
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import trio
+from daemon_harness import DaemonProcess
+from gateway_clients import http, websocket
 from trio_websocket import ConnectionRejected
 
 from ocapd.captp import E, RemoteError, SessionAborted, open_websocket_connection
 from ocapd.workers.confine import probe
-
-from daemon_harness import DaemonProcess
-from gateway_clients import http, websocket
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

@@ -10,10 +10,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from daemon_harness import DaemonProcess
 
 from ocapd.captp import E, RemoteError
-
-from daemon_harness import DaemonProcess
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "weblets"
 

@@ -154,7 +154,7 @@ def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, total
 
 
 def _seal(folder: Path) -> None:
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         for f in files:
             os.chmod(os.path.join(root, f), 0o444)
     for root, dirs, _files in os.walk(folder, topdown=False):
@@ -165,7 +165,7 @@ def _seal(folder: Path) -> None:
 
 def _unseal(folder: Path) -> None:
     if folder.exists():
-        for root, dirs, _files in os.walk(folder):
+        for root, _dirs, _files in os.walk(folder):
             os.chmod(root, 0o700)
 
 

@@ -34,9 +34,9 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import signal
 import platform
 import resource
+import signal
 import struct
 import sys
 from pathlib import Path

@@ -94,7 +94,7 @@ class WorkerFacet:
         if len(names) != len(values):
             raise ValueError(f"{len(names)} names but {len(values)} values")
         namespace: dict[str, Any] = {"__name__": "__evaluate__", **_PRELUDE}
-        for name, value in zip(names, values):
+        for name, value in zip(names, values, strict=True):
             if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
                 raise ValueError(f"{name!r} is not a valid name for an endowment")
             namespace[name] = value

@@ -34,9 +34,10 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -44,10 +45,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 import trio  # noqa: E402
+from daemon_harness import DaemonProcess  # noqa: E402
 from trio_websocket import wrap_client_stream  # noqa: E402
 
 from ocapd.captp import E, open_websocket_connection  # noqa: E402
-from daemon_harness import DaemonProcess  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "weblets" / "counter"
 MIB = 1024 * 1024
