@@ -193,7 +193,7 @@ def _pack(wire: Any) -> bytes:
     packer = _packers.__dict__.pop("packer", None)
     if packer is None:
         packer = msgpack.Packer(use_bin_type=True)
-    data = packer.pack(wire)
+    data: bytes = packer.pack(wire)
     _packers.packer = packer
     return data
 

@@ -66,7 +66,8 @@ def eventual_send(
     """Send ``method(*args)`` to ``target`` wherever it is; return the result's promise."""
     remote_send = getattr(type(target), "_captp_send", None)
     if remote_send is not None:
-        return remote_send(target, method, args)
+        sent: Promise = remote_send(target, method, args)
+        return sent
     if isinstance(target, Promise):
         if target._state == FULFILLED:
             return eventual_send(target._result, method, args, spawn)

@@ -93,7 +93,7 @@ def is_remotable(obj: object) -> bool:
 def interface_of(obj: object) -> str | None:
     """The interface name of a remotable, or None for anything else."""
     if type(obj) is _FarRecord:
-        return obj._interface  # type: ignore[attr-defined]
+        return obj._interface
     return getattr(type(obj), _FAR_ATTR, None)
 
 

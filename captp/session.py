@@ -249,7 +249,7 @@ class _ResultResolver:
 
 
 setattr(_ResultResolver, "break", _ResultResolver._break)
-_ResultResolver.__captp_interface__ = "Resolver"
+setattr(_ResultResolver, "__captp_interface__", "Resolver")  # noqa: B010 (one spelling with the line above)
 
 
 class _Export:
@@ -339,7 +339,7 @@ class Session:
                 self._imports[0] = _Import(proxy)
             else:
                 entry.ref = _Import(proxy).ref
-        return proxy  # type: ignore[return-value]
+        return proxy
 
     def receive_frame(self, frame: bytes) -> None:
         """Process one incoming frame. Never raises for anything the peer sends."""
@@ -436,7 +436,7 @@ class Session:
             self.on_wakeup()
 
     def _target_desc(self, target: RemoteRef | RemotePromise) -> Desc:
-        if type(target) is RemoteRef:
+        if isinstance(target, RemoteRef):
             return Desc(EXT_EXPORT, target._position)
         if target._kind == "answer":
             return Desc(EXT_ANSWER, target._position)
@@ -575,6 +575,7 @@ class Session:
                     entry.ref = _Import(proxy).ref
             elif (type(proxy) is RemoteRef) != (kind == EXT_IMPORT_OBJECT):
                 raise ProtocolError(R_BAD_FIELD, f"position {pos} changed between object and promise")
+            assert entry is not None  # a live proxy came from an entry
             entry.wire_count += 1
             return proxy
         return self._local_target(desc)
@@ -583,7 +584,8 @@ class Session:
         if type(args) is not list:
             raise ProtocolError(R_BAD_FIELD, "args must be an array")
         try:
-            return codec.revive(args, self._revive_desc)
+            revived: list[Any] = codec.revive(args, self._revive_desc)
+            return revived
         except CodecError as e:
             raise ProtocolError(R_MALFORMED, str(e)) from None
 
@@ -795,8 +797,8 @@ class Session:
         for entry in exports.values():
             if type(entry.obj) is _ResultResolver:
                 entry.obj._promise._reject(reason)
-        for entry in list(self._imports.values()):
-            proxy = entry.ref()
+        for imported in list(self._imports.values()):
+            proxy = imported.ref()
             if isinstance(proxy, Promise):
                 proxy._reject(reason)
         del answers

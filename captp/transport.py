@@ -265,7 +265,7 @@ def memory_transport_pair(buffer: int = 1024) -> tuple[MemoryTransport, MemoryTr
     return MemoryTransport(a_send, a_receive), MemoryTransport(b_send, b_receive)
 
 
-def stdio_stream() -> trio.StapledStream:
+def stdio_stream() -> trio.StapledStream[Any, Any]:
     """This process's stdin (receive) and stdout (send) as one trio stream.
 
     For a subprocess speaking CapTP over its pipes; nothing else may then
