@@ -1,0 +1,271 @@
+"""Commands an agent runs through the daemon: names, values, evaluation, weblets, mail, tokens and the chat URL.
+
+Each is ``cmd_NAME(conversation, args)``, wrapped by ``agent_command`` so it
+runs inside one conversation with the daemon as the agent ``--as`` names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from .conversation import CliError, Conversation, agent_command, bundle_bytes, parse_message, parse_pairs, parse_powers
+from .render import format_message, print_json, print_name_event, show_value
+
+
+@agent_command
+def cmd_list(conv: Conversation, args: argparse.Namespace) -> None:
+    if args.follow:
+        stream = conv.on_agent("follow_name_changes", args.path)
+        conv.follow(stream, print_name_event(args))
+        return
+    target = conv.agent if args.path is None else conv.on_agent("lookup", args.path)
+    if args.json or args.long:
+        entries = conv.call(conv.E(target).list_entries())
+        if args.json:
+            print_json(entries)
+        else:
+            for e in entries:
+                print(f"{e['name']:24} {e['type']:16} {'live' if e['live'] else '-':5} {e['id'][:16]}")
+        return
+    for name in conv.call(conv.E(target).list()):
+        print(name)
+
+
+@agent_command
+def cmd_show(conv: Conversation, args: argparse.Namespace) -> None:
+    info = conv.on_agent("describe", args.path)
+    value = conv.on_agent("lookup", args.path)
+    if args.json:
+        print_json({**info, "value": value})
+    elif info["type"] in ("marshal", "eval", "lookup"):
+        print(show_value(value))
+    else:
+        print(f"<{info['type']} {info['id'][:16]}>")
+
+
+@agent_command
+def cmd_remove(conv: Conversation, args: argparse.Namespace) -> None:
+    for path in args.paths:
+        conv.on_agent("remove", path)
+
+
+@agent_command
+def cmd_move(conv: Conversation, args: argparse.Namespace) -> None:
+    conv.on_agent("move", args.source, args.dest)
+
+
+@agent_command
+def cmd_copy(conv: Conversation, args: argparse.Namespace) -> None:
+    conv.on_agent("copy", args.source, args.dest)
+
+
+@agent_command
+def cmd_mkdir(conv: Conversation, args: argparse.Namespace) -> None:
+    conv.on_agent("make_directory", args.path)
+
+
+@agent_command
+def cmd_store(conv: Conversation, args: argparse.Namespace) -> None:
+    if args.path is not None:
+        try:
+            data = open(args.path, "rb").read()
+        except OSError as e:
+            raise CliError(f"cannot read {args.path}: {e.strerror}") from None
+        conv.on_agent("store_blob", data, args.name)
+        return
+    if args.stdin:
+        conv.on_agent("store_blob", sys.stdin.buffer.read(), args.name)
+        return
+    if args.json_value is not None:
+        import json
+
+        try:
+            value = json.loads(args.json_value)
+        except json.JSONDecodeError as e:
+            raise CliError(f"--json: not valid JSON: {e.msg} at column {e.colno}") from None
+    elif args.bigint is not None:
+        try:
+            value = int(args.bigint)
+        except ValueError:
+            raise CliError(f"--bigint: not an integer: {args.bigint!r}") from None
+    else:
+        value = args.text
+    conv.on_agent("store_value", value, args.name)
+
+
+@agent_command
+def cmd_eval(conv: Conversation, args: argparse.Namespace) -> None:
+    names, paths = parse_pairs(args.endowments, "eval")
+    value = conv.on_agent("evaluate", args.worker, args.source, names, paths, args.name)
+    if args.json:
+        print_json(value)
+    elif args.name is None or value is not None:
+        print(show_value(value))
+
+
+@agent_command
+def cmd_spawn(conv: Conversation, args: argparse.Namespace) -> None:
+    for name in args.names:
+        conv.on_agent("provide_worker", name)
+
+
+@agent_command
+def cmd_make(conv: Conversation, args: argparse.Namespace) -> None:
+    powers = parse_powers(args.powers)
+    if args.bundle is not None:
+        value = conv.on_agent("make_bundle", args.worker, args.bundle, powers, args.name)
+    elif args.specifier is not None:
+        spec = args.specifier
+        if os.path.exists(spec):
+            spec = os.path.abspath(spec)
+        value = conv.on_agent("make_unconfined", args.worker, spec, powers, args.name)
+    else:
+        raise CliError("make: give a module file or name, or --bundle NAME")
+    if args.name is None:
+        print(show_value(value))
+
+
+@agent_command
+def cmd_install(conv: Conversation, args: argparse.Namespace) -> None:
+    bundle: Any = bundle_bytes(args.bundle) if os.path.exists(args.bundle) else args.bundle
+    weblet = conv.on_agent("install_weblet", bundle, args.name, parse_powers(args.powers))
+    manifest = conv.call(conv.E(weblet).manifest())
+    if args.json:
+        print_json(manifest)
+    else:
+        print(f"installed {manifest['title']} {manifest['version']} as {args.name} (powers {args.powers})")
+
+
+@agent_command
+def cmd_open(conv: Conversation, args: argparse.Namespace) -> None:
+    instance = conv.call(conv.E(conv.on_agent("lookup", args.name)).open())
+    if args.json:
+        print_json(instance)
+    else:
+        print(instance["url"])
+
+
+@agent_command
+def cmd_cancel(conv: Conversation, args: argparse.Namespace) -> None:
+    cancelled = conv.on_agent("cancel", args.path, args.reason)
+    if args.json:
+        print_json(cancelled)
+
+
+@agent_command
+def cmd_mkhost(conv: Conversation, args: argparse.Namespace) -> None:
+    conv.on_agent("provide_host", args.handle_name, args.agent_name or f"{args.handle_name}-agent")
+
+
+@agent_command
+def cmd_mkguest(conv: Conversation, args: argparse.Namespace) -> None:
+    host_names, guest_names = parse_pairs(args.introduce, "--introduce")
+    conv.on_agent(
+        "provide_guest",
+        args.handle_name,
+        args.agent_name or f"{args.handle_name}-agent",
+        dict(zip(host_names, guest_names, strict=True)),
+    )
+
+
+@agent_command
+def cmd_inbox(conv: Conversation, args: argparse.Namespace) -> None:
+    if args.follow:
+        stream = conv.on_agent("follow_messages")
+
+        def show(event: dict) -> None:
+            if args.json:
+                print_json(event)
+            elif "add" in event:
+                print(format_message({"from_names": [], **event["add"]}))
+            sys.stdout.flush()
+
+        conv.follow(stream, show)
+        return
+    messages = conv.on_agent("list_messages")
+    if args.json:
+        print_json(messages)
+        return
+    for m in messages:
+        print(format_message(m))
+
+
+@agent_command
+def cmd_send(conv: Conversation, args: argparse.Namespace) -> None:
+    strings, edges, pets = parse_message(args.text)
+    conv.on_agent("send", args.to, strings, edges, pets)
+
+
+@agent_command
+def cmd_request(conv: Conversation, args: argparse.Namespace) -> None:
+    value = conv.on_agent("request", args.to, args.description, args.name)
+    if args.name is None:
+        print(show_value(value))
+
+
+@agent_command
+def cmd_resolve(conv: Conversation, args: argparse.Namespace) -> None:
+    conv.on_agent("resolve", args.number, args.path)
+
+
+@agent_command
+def cmd_reject(conv: Conversation, args: argparse.Namespace) -> None:
+    conv.on_agent("reject", args.number, args.reason)
+
+
+@agent_command
+def cmd_adopt(conv: Conversation, args: argparse.Namespace) -> None:
+    conv.on_agent("adopt", args.number, args.edge, args.name or args.edge)
+
+
+@agent_command
+def cmd_dismiss(conv: Conversation, args: argparse.Namespace) -> None:
+    conv.on_agent("dismiss", args.number)
+
+
+def _gateway(conv: Conversation) -> Any:
+    return conv.call(conv.E(conv.facet).gateway())
+
+
+@agent_command
+def cmd_tokens(conv: Conversation, args: argparse.Namespace) -> None:
+    gateway = _gateway(conv)
+    if args.action == "list":
+        tokens = conv.call(conv.E(gateway).list_tokens())
+        if args.json:
+            print_json(tokens)
+            return
+        for t in tokens:
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(t["created"]))
+            print(f"{t['id'][:12]}  {created}  {t['agent_type']:6} {t['agent'][:16]}  {t['label']}")
+    elif args.action == "mint":
+        label = args.label if args.label is not None else (args.as_agent or "host")
+        minted = conv.call(conv.E(gateway).mint(conv.agent, label))
+        if args.json:
+            print_json(minted)
+        else:
+            print(minted["token"])
+    else:
+        if not args.id:
+            raise CliError("tokens revoke: give a token id (or a unique prefix of one)")
+        revoked = conv.call(conv.E(gateway).revoke(args.id))
+        if args.json:
+            print_json(revoked)
+
+
+@agent_command
+def cmd_chat(conv: Conversation, args: argparse.Namespace) -> None:
+    url = conv.call(conv.E(_gateway(conv)).chat_url(conv.agent))
+    if args.json:
+        print_json({"url": url})
+    else:
+        print(url)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(url)
+

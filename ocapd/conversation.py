@@ -1,0 +1,159 @@
+"""What every command shares: the connection to the daemon, the agent it acts as, and argument parsing helpers.
+
+A command talks to the daemon through a ``Conversation``: one blocking CapTP
+client over the daemon's Unix socket (``ocapd.daemon.client``), and the agent
+named by ``--as`` (the host by default). Nothing here imports trio or the
+daemon: a command costs little more than starting Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "CliError",
+    "Conversation",
+    "agent_command",
+    "bundle_bytes",
+    "connect",
+    "parse_message",
+    "parse_pairs",
+    "parse_powers",
+    "ping_ok",
+    "state_paths",
+]
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def state_paths() -> Any:
+    from ocapd.daemon.paths import resolve_paths
+
+    return resolve_paths()
+
+
+def connect() -> Any:
+    from ocapd.daemon.client import Client, DaemonNotRunning
+
+    try:
+        return Client(str(state_paths().sock))
+    except DaemonNotRunning:
+        raise CliError("the daemon is not running; start it with `ocapd start`") from None
+
+
+class Conversation:
+    """A connected client plus the agent the command acts as (``--as``)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from ocapd.captp import E
+
+        self.E = E
+        self.client = connect()
+        self.facet = self.client.bootstrap()
+        self._as = getattr(args, "as_agent", None)
+        self._agent: Any = None
+
+    @property
+    def agent(self) -> Any:
+        if self._agent is None:
+            if self._as:
+                self._agent = self.call(self.E(self.facet).agent(self._as))
+            else:
+                self._agent = self.call(self.E(self.facet).host())
+        return self._agent
+
+    def call(self, promise: Any) -> Any:
+        return self.client.wait(promise)
+
+    def on_agent(self, method: str, *args: Any) -> Any:
+        return self.call(getattr(self.E(self.agent), method)(*args))
+
+    def follow(self, stream: Any, show: Callable[[dict], None]) -> None:
+        while True:
+            event = self.call(self.E(stream).next())
+            if event.get("done"):
+                return
+            show(event["value"])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def agent_command(fn: Callable[[Conversation, argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
+    def run(args: argparse.Namespace) -> None:
+        conv = Conversation(args)
+        try:
+            fn(conv, args)
+        finally:
+            conv.close()
+
+    return run
+
+
+def ping_ok() -> bool:
+    sock = state_paths().sock
+    if not os.path.exists(sock):  # nothing to ask: spare `ocapd start` the client's imports
+        return False
+    from ocapd.daemon.client import Client
+
+    try:
+        with Client(str(sock), timeout=5) as c:
+            from ocapd.captp import E
+
+            return c.wait(E(c.bootstrap()).ping()) == "pong"
+    except Exception:  # not running, a stale socket, or a daemon on its way down: no
+        return False
+
+
+def parse_powers(text: str) -> Any:
+    if text in ("NONE", "ENDO", "HOST"):
+        return text
+    names = [n for n in text.split(",") if n]
+    if not names:
+        raise CliError("powers: give NONE, ENDO, HOST or comma-separated pet names")
+    return names
+
+
+def parse_pairs(pairs: list[str], what: str) -> tuple[list[str], list[str]]:
+    left, right = [], []
+    for pair in pairs:
+        a, sep, b = pair.partition(":")
+        if not sep or not a or not b:
+            raise CliError(f"{what}: expected name:petname, got {pair!r}")
+        left.append(a)
+        right.append(b)
+    return left, right
+
+
+def parse_message(text: str) -> tuple[list[str], list[str], list[str]]:
+    """Split "see @doc:report now" into strings, edge names and pet names."""
+    import re
+
+    strings, edges, pets = [], [], []
+    pos = 0
+    for m in re.finditer(r"@([a-z0-9][a-z0-9-]*)(?::([A-Za-z0-9][A-Za-z0-9.-]*))?", text):
+        strings.append(text[pos : m.start()])
+        edges.append(m.group(1))
+        pets.append(m.group(2) or m.group(1))
+        pos = m.end()
+    strings.append(text[pos:])
+    return strings, edges, pets
+
+
+def bundle_bytes(path: str) -> bytes:
+    """A weblet bundle from a zip, a single HTML file or a folder (zipped here)."""
+    if os.path.isdir(path):
+        from ocapd.daemon.weblet_bundle import read_bundle
+
+        return read_bundle(path).to_zip()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}") from None
+
