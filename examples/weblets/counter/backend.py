@@ -5,7 +5,7 @@ as ``app``. The count lives as long as the worker does; after a restart it
 starts again from zero (ocapd keeps recipes, not heap state).
 """
 
-from ocapd.captp import Far
+from ocapd.sdk import Far
 
 
 def make(powers, context):
