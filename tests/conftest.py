@@ -1,16 +1,14 @@
-"""Shared pytest configuration. Keep fixtures that one test file needs in that file."""
+"""Shared pytest configuration. Keep fixtures that one test file needs in that file.
+
+Subprocesses started by tests (workers, the daemon, benchmark peers) import
+ocapd from the installation (``scripts/setup`` installs this checkout in
+editable mode), exactly as a user's would: nothing here puts the checkout's
+folders on ``PYTHONPATH``, where their bare names (``daemon``, ``workers``)
+would be importable.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-# Subprocesses started by tests (workers, the daemon, benchmark peers) must
-# import this checkout, whatever their working directory.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-)
 PYTHON = sys.executable

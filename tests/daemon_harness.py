@@ -1,7 +1,7 @@
 """A real ocapd daemon process for tests: start, stop, kill, restart, CLI and CapTP access.
 
 Each harness owns a fresh OCAPD_HOME. Nothing is mocked: the daemon is the
-`python -m daemon run-daemon` process users run, the CLI is the real command,
+`python -m ocapd run-daemon` process users run, the CLI is the real command,
 and `connect()` opens a CapTP session over the daemon's Unix socket.
 """
 

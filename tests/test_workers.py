@@ -334,7 +334,7 @@ async def test_every_worker_gets_a_scrubbed_environment_and_private_workdir(tmp_
                 files = {t for t in targets if t.startswith("/") and not t.startswith("/proc/")}
                 assert files <= {"/dev/null", str(spec.log_path)}
         assert "OCAPD_TEST_SECRET" not in env
-        assert set(env) <= {"PATH", "LANG", "HOME", "TMPDIR", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
+        assert set(env) <= {"PATH", "LANG", "HOME", "TMPDIR", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
         assert env["HOME"] == str(spec.workdir.resolve())
         assert cwd == str(spec.workdir.resolve())
         assert stat.S_IMODE(spec.workdir.stat().st_mode) == 0o700

@@ -158,11 +158,16 @@ def worker_packages() -> list[str]:
     checkout (an editable install) they are the repository's own folders,
     which the editable install's import hook maps to these names.
     """
-    import ocapd
-    import ocapd.captp
-    import ocapd.workers
+    import importlib.util
 
-    return [str(Path(m.__file__).resolve().parent) for m in (ocapd, ocapd.captp, ocapd.workers) if m.__file__]
+    folders = []
+    for name in ("ocapd", "ocapd.captp", "ocapd.workers"):
+        # Where the package lies, found without importing it (the root package
+        # is the composition root, which workers do not import).
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            folders.extend(str(Path(p).resolve()) for p in spec.submodule_search_locations)
+    return folders
 
 
 def scrubbed_env(workdir: str | os.PathLike[str]) -> dict[str, str]:

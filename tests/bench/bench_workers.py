@@ -18,9 +18,6 @@ from pathlib import Path
 
 import trio
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
 from ocapd.captp import E  # noqa: E402
 from ocapd.workers import Launcher, WorkerSpec, open_worker  # noqa: E402
 

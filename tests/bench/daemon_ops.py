@@ -2,7 +2,7 @@
 
     python tests/bench/daemon_ops.py [--quick | --smoke]
 
-Starts a real daemon (``python -m daemon run-daemon --quiet --port 0`` in a
+Starts a real daemon (``python -m ocapd run-daemon --quiet --port 0`` in a
 fresh ``OCAPD_HOME``; its gateway on any free port) and measures, in this process, over ONE CapTP connection on
 the daemon's Unix socket (as tests/daemon_harness.py connects):
 
@@ -57,7 +57,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 import trio  # noqa: E402
 
@@ -142,7 +141,6 @@ def summary(samples_s: list[float]) -> dict[str, Any]:
 def _env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["OCAPD_HOME"] = str(home)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
 
@@ -197,7 +195,7 @@ def _children(pid: int) -> list[int]:
 
 
 class Daemon:
-    """``python -m daemon run-daemon --quiet`` as our child, in its own OCAPD_HOME."""
+    """``python -m ocapd run-daemon --quiet`` as our child, in its own OCAPD_HOME."""
 
     def __init__(self, home: Path) -> None:
         self.home = home

@@ -34,9 +34,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
 import trio  # noqa: E402
 from trio_websocket import wrap_client_stream  # noqa: E402
 
@@ -216,7 +213,7 @@ def main() -> None:
     raise_nofile()
     with tempfile.TemporaryDirectory(prefix="ocapd-gw-bench-") as tmp:
         home = Path(tmp) / "home"
-        env = {**os.environ, "OCAPD_HOME": str(home), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "OCAPD_HOME": str(home)}
         proc = subprocess.Popen([sys.executable, __file__, "--serve"], env=env, stdin=subprocess.DEVNULL)
         try:
             result = trio.run(bench, home, proc, args.quick)

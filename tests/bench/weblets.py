@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/bench/weblets.py [--quick]
 
-Starts a real daemon (``python -m daemon run-daemon``, gateway on a free
+Starts a real daemon (``python -m ocapd run-daemon``, gateway on a free
 port) in a fresh OCAPD_HOME and measures, with the counter example (a NONE
 weblet with a Python backend):
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import resource
 import statistics
 import sys
@@ -40,9 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 import trio  # noqa: E402
 from daemon_harness import DaemonProcess  # noqa: E402
