@@ -12,8 +12,17 @@ import sys
 import time
 from typing import Any
 
-from .conversation import CliError, Conversation, agent_command, bundle_bytes, parse_message, parse_pairs, parse_powers
-from .render import format_message, print_json, print_name_event, show_value
+from .conversation import (
+    CliError,
+    Conversation,
+    agent_command,
+    bundle_bytes,
+    looks_like_a_path,
+    parse_message,
+    parse_pairs,
+    parse_powers,
+)
+from .render import format_message, is_reference, print_json, print_name_event, show_value
 
 
 @agent_command
@@ -49,8 +58,19 @@ def cmd_show(conv: Conversation, args: argparse.Namespace) -> None:
 
 @agent_command
 def cmd_remove(conv: Conversation, args: argparse.Namespace) -> None:
+    # All or nothing: every name is checked before any is removed.
+    missing = [path for path in args.paths if not conv.on_agent("has", path)]
+    if missing:
+        raise CliError(f"no name {missing[0]!r}; nothing was removed")
+    removed: list[str] = []
     for path in args.paths:
-        conv.on_agent("remove", path)
+        try:
+            conv.on_agent("remove", path)
+        except Exception as e:
+            if not removed:
+                raise
+            raise CliError(f"removed {', '.join(removed)}, then could not remove {path!r}: {e}") from None
+        removed.append(path)
 
 
 @agent_command
@@ -103,8 +123,8 @@ def cmd_eval(conv: Conversation, args: argparse.Namespace) -> None:
     value = conv.on_agent("evaluate", args.worker, args.source, names, paths, args.name)
     if args.json:
         print_json(value)
-    elif args.name is None or value is not None:
-        print(show_value(value))
+    else:
+        _print_result(value, args.name)
 
 
 @agent_command
@@ -125,13 +145,13 @@ def cmd_make(conv: Conversation, args: argparse.Namespace) -> None:
         value = conv.on_agent("make_unconfined", args.worker, spec, powers, args.name)
     else:
         raise CliError("make: give a module file or name, or --bundle NAME")
-    if args.name is None:
-        print(show_value(value))
+    _print_result(value, args.name)
 
 
 @agent_command
 def cmd_install(conv: Conversation, args: argparse.Namespace) -> None:
-    bundle: Any = bundle_bytes(args.bundle) if os.path.exists(args.bundle) else args.bundle
+    # A file or folder is read here; anything else names a stored bundle.
+    bundle: Any = bundle_bytes(args.bundle) if os.path.exists(args.bundle) or looks_like_a_path(args.bundle) else args.bundle
     weblet = conv.on_agent("install_weblet", bundle, args.name, parse_powers(args.powers))
     manifest = conv.call(conv.E(weblet).manifest())
     if args.json:
@@ -142,6 +162,9 @@ def cmd_install(conv: Conversation, args: argparse.Namespace) -> None:
 
 @agent_command
 def cmd_open(conv: Conversation, args: argparse.Namespace) -> None:
+    kind = conv.on_agent("describe", args.name)["type"]
+    if kind != "weblet":
+        raise CliError(f"{args.name} names {_a(kind)}, not a weblet")
     instance = conv.call(conv.E(conv.on_agent("lookup", args.name)).open())
     if args.json:
         print_json(instance)
@@ -203,8 +226,7 @@ def cmd_send(conv: Conversation, args: argparse.Namespace) -> None:
 @agent_command
 def cmd_request(conv: Conversation, args: argparse.Namespace) -> None:
     value = conv.on_agent("request", args.to, args.description, args.name)
-    if args.name is None:
-        print(show_value(value))
+    _print_result(value, args.name)
 
 
 @agent_command
@@ -269,3 +291,16 @@ def cmd_chat(conv: Conversation, args: argparse.Namespace) -> None:
 
         webbrowser.open(url)
 
+
+def _print_result(value: Any, name: str | None) -> None:
+    """What a command that may name its result (-n) prints: the value, unless it was named and is a reference."""
+    if is_reference(value):
+        if name is None:
+            print("<a reference: name it with -n to keep it>")
+        return
+    if name is None or value is not None:
+        print(show_value(value))
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"

@@ -21,6 +21,8 @@ __all__ = [
     "connect",
     "parse_message",
     "parse_pairs",
+    "POWER_LEVELS",
+    "looks_like_a_path",
     "parse_powers",
     "ping_ok",
     "state_paths",
@@ -110,12 +112,24 @@ def ping_ok() -> bool:
         return False
 
 
+#: The power levels, as every command and the chat name them (DESIGN §4).
+POWER_LEVELS = ("NONE", "ENDO", "HOST")
+
+
 def parse_powers(text: str) -> Any:
-    if text in ("NONE", "ENDO", "HOST"):
+    """``-p``: a power level, or comma-separated pet names (custom powers)."""
+    import re
+
+    if text in POWER_LEVELS:
         return text
     names = [n for n in text.split(",") if n]
-    if not names:
-        raise CliError("powers: give NONE, ENDO, HOST or comma-separated pet names")
+    bad = [n for n in names if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}(\.[a-z0-9][a-z0-9-]{0,127})*", n)]
+    if not names or bad:
+        what = f"{bad[0]!r} is neither a power level nor a pet name" if bad else "no powers given"
+        raise CliError(
+            f"powers: {what}; give NONE (no endowments), ENDO, HOST (the host's own powers: trusted code only), "
+            "or the pet names to introduce, comma-separated (e.g. -p notes-store,greeting)"
+        )
     return names
 
 
@@ -145,8 +159,15 @@ def parse_message(text: str) -> tuple[list[str], list[str], list[str]]:
     return strings, edges, pets
 
 
+def looks_like_a_path(text: str) -> bool:
+    """Whether a command argument names a file rather than a pet name (which has no ``/`` and no extension)."""
+    return os.sep in text or text.startswith(".") or text.lower().endswith((".zip", ".html", ".htm", ".py"))
+
+
 def bundle_bytes(path: str) -> bytes:
     """A weblet bundle from a zip, a single HTML file or a folder (zipped here)."""
+    if not os.path.exists(path):
+        raise CliError(f"no such file or folder: {path}")
     if os.path.isdir(path):
         from ocapd.daemon.weblet_bundle import read_bundle
 
@@ -156,4 +177,3 @@ def bundle_bytes(path: str) -> bytes:
             return f.read()
     except OSError as e:
         raise CliError(f"cannot read {path}: {e.strerror}") from None
-

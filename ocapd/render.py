@@ -11,6 +11,7 @@ __all__ = [
     "confinement_summary",
     "describe_error",
     "format_message",
+    "is_reference",
     "jsonable",
     "print_json",
     "print_name_event",
@@ -44,21 +45,62 @@ def jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def show_value(value: Any) -> str:
-    from ocapd.captp import Promise, RemoteRef, Tagged
+#: Bytes shown of a byte string before the rest is elided (the chat shows as many).
+BYTES_SHOWN = 64
+#: Nesting shown before "…" (a guard against pathological values).
+MAX_DEPTH = 20
 
-    if isinstance(value, (RemoteRef, Promise)):
-        return "<a reference: name it with -n to keep it>"
+
+def show_value(value: Any) -> str:
+    """A value as people read it, the same way the chat's transcript writes it (docs/cli.md, "Output").
+
+    A string prints as it is; anything else as JSON-like text in which
+    ``null``, ``true`` and numbers are JSON's, byte strings are
+    ``bytes(N) hex…``, tagged records ``tag(payload)``, errors
+    ``message (ErrorName)`` and references ``<a reference>``.
+    """
     if isinstance(value, str):
         return value
-    if isinstance(value, (bytes, Tagged)):
-        return repr(value)
+    return _format_data(value, 0)
+
+
+def _format_data(value: Any, depth: int) -> str:
     import json
 
-    try:
-        return json.dumps(jsonable(value))
-    except (TypeError, ValueError):
+    from ocapd.captp import Promise, RemoteRef, Tagged
+
+    if depth > MAX_DEPTH:
+        return "…"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, BaseException):
+        return describe_error(value)
+    if isinstance(value, (bytes, bytearray)):
+        shown = bytes(value[:BYTES_SHOWN]).hex()
+        return f"bytes({len(value)}) {shown}{'…' if len(value) > BYTES_SHOWN else ''}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_format_data(v, depth + 1) for v in value) + "]"
+    if isinstance(value, Tagged):
+        return f"{value.tag}({_format_data(value.payload, depth + 1)})"
+    if isinstance(value, (RemoteRef, Promise)):
+        return "<a reference>"
+    if isinstance(value, dict):
+        items = (f"{json.dumps(str(k), ensure_ascii=False)}: {_format_data(v, depth + 1)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    return repr(value)
+
+
+def is_reference(value: Any) -> bool:
+    """A capability (a remote reference or a promise), not copy data."""
+    from ocapd.captp import Promise, RemoteRef
+
+    return isinstance(value, (RemoteRef, Promise))
 
 
 def format_message(m: dict) -> str:
@@ -106,13 +148,17 @@ def confinement_summary(conf: dict) -> str:
 
 
 def describe_error(e: BaseException) -> str:
+    """An error as one line: ``message (ErrorName)``, as the chat shows it."""
     from ocapd.captp import RemoteError, SessionAborted
 
     if isinstance(e, RemoteError):
-        return e.message or e.name
+        if not e.message:
+            return e.name
+        if e.name in ("Error", "Exception") or e.message.startswith(f"{e.name}:"):
+            return e.message
+        return f"{e.message} ({e.name})"
     if isinstance(e, SessionAborted):
         return f"the daemon ended the conversation ({e.reason})"
     if isinstance(e, ConnectionError):
         return f"lost the connection to the daemon ({e})"
     return f"{type(e).__name__}: {e}"
-
