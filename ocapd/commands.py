@@ -200,7 +200,7 @@ def cmd_inbox(conv: Conversation, args: argparse.Namespace) -> None:
     if args.follow:
         stream = conv.on_agent("follow_messages")
 
-        def show(event: dict) -> None:
+        def show(event: dict[str, Any]) -> None:
             if args.json:
                 print_json(event)
             elif "add" in event:

@@ -75,7 +75,7 @@ class Conversation:
     def on_agent(self, method: str, *args: Any) -> Any:
         return self.call(getattr(self.E(self.agent), method)(*args))
 
-    def follow(self, stream: Any, show: Callable[[dict], None]) -> None:
+    def follow(self, stream: Any, show: Callable[[dict[str, Any]], None]) -> None:
         while True:
             event = self.call(self.E(stream).next())
             if event.get("done"):
@@ -107,7 +107,7 @@ def ping_ok() -> bool:
         with Client(str(sock), timeout=5) as c:
             from ocapd.captp import E
 
-            return c.wait(E(c.bootstrap()).ping()) == "pong"
+            return bool(c.wait(E(c.bootstrap()).ping()) == "pong")
     except Exception:  # not running, a stale socket, or a daemon on its way down: no
         return False
 

@@ -103,7 +103,7 @@ def is_reference(value: Any) -> bool:
     return isinstance(value, (RemoteRef, Promise))
 
 
-def format_message(m: dict) -> str:
+def format_message(m: dict[str, Any]) -> str:
     sender = (m.get("from_names") or [m["from"][:16]])[0]
     if m["type"] == "request":
         state = m.get("settled") or "pending"
@@ -116,8 +116,8 @@ def format_message(m: dict) -> str:
     return f"{m['number']}. {sender}: {''.join(parts)}"
 
 
-def print_name_event(args: argparse.Namespace) -> Callable[[dict], None]:
-    def show(event: dict) -> None:
+def print_name_event(args: argparse.Namespace) -> Callable[[dict[str, Any]], None]:
+    def show(event: dict[str, Any]) -> None:
         if args.json:
             print_json(event)
         elif "add" in event:
@@ -131,7 +131,7 @@ def print_name_event(args: argparse.Namespace) -> Callable[[dict], None]:
     return show
 
 
-def confinement_summary(conf: dict) -> str:
+def confinement_summary(conf: dict[str, Any]) -> str:
     """What was applied to a worker, in a few words (``--json`` has every detail)."""
     parts = []
     if conf.get("environment") is not None:
