@@ -98,11 +98,12 @@ export class Desc {
 // version package-lock.json pins).
 
 /**
- * @typedef {object} EncoderInternals
- * @property {(object: unknown) => Uint8Array} encode
- * @property {(object: unknown, depth: number) => void} encodeObject
- * @property {(value: number) => void} encodeNumberAsFloat
- * @property {(value: bigint) => void} encodeBigInt64
+ * @typedef {{
+ *   encode(object: unknown): Uint8Array,
+ *   encodeObject(object: unknown, depth: number): void,
+ *   encodeNumberAsFloat(value: number): void,
+ *   encodeBigInt64(value: bigint): void,
+ * }} EncoderInternals
  */
 const EncoderBase = /** @type {new (options: import("../vendor/msgpack.mjs").EncoderOptions) => EncoderInternals} */ (
   /** @type {unknown} */ (Encoder)
@@ -260,7 +261,7 @@ function toWire(value, onRef, depth) {
     return wireRecord(keys, values);
   }
   if (remotableInterface(value) !== undefined || isProxy(value) || value instanceof Promise) {
-    const desc = onRef(value);
+    const desc = onRef(/** @type {object} */ (value));
     return new ExtData(desc.kind, positionBytes(desc.position));
   }
   const proto = Object.getPrototypeOf(value);
@@ -307,15 +308,16 @@ const boxFloat = (x) => (Number.isInteger(x) && !Object.is(x, -0) ? new Float64(
  * with what the overrides below return: the library only puts their
  * results into the decoded tree.
  *
- * @typedef {object} DecoderInternals
- * @property {(buffer: ArrayLike<number> | ArrayBufferView | ArrayBufferLike) => unknown} decode
- * @property {number} pos
- * @property {Uint8Array} bytes
- * @property {(byteLength: number, headerOffset: number) => string} decodeUtf8String
- * @property {() => number | Float64} readF32
- * @property {() => number | Float64} readF64
- * @property {() => bigint | number} readU64AsBigInt
- * @property {() => bigint | number} readI64AsBigInt
+ * @typedef {{
+ *   decode(buffer: ArrayLike<number> | ArrayBufferView | ArrayBufferLike): unknown,
+ *   pos: number,
+ *   bytes: Uint8Array,
+ *   decodeUtf8String(byteLength: number, headerOffset: number): string,
+ *   readF32(): number | Float64,
+ *   readF64(): number | Float64,
+ *   readU64AsBigInt(): bigint | number,
+ *   readI64AsBigInt(): bigint | number,
+ * }} DecoderInternals
  */
 /** @typedef {{level: number}} DecodeContext */
 const DecoderBase = /** @type {new (options: import("../vendor/msgpack.mjs").DecoderOptions<DecodeContext>) => DecoderInternals} */ (

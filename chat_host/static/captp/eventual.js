@@ -8,7 +8,13 @@
 import { METHOD_NAME, RemoteError, describeType, remotableInterface } from "./passable.js";
 import { FULFILLED, PENDING, REJECTED, baseThen, infoOf, noop } from "./refs.js";
 
-/** Call a public method of a local object now; a promise for its result. */
+/**
+ * Call a public method of a local object now; a promise for its result.
+ * @param {any} target
+ * @param {unknown} method
+ * @param {unknown[]} args
+ * @returns {Promise<unknown>}
+ */
 function localCall(target, method, args) {
   if (typeof method !== "string" || !METHOD_NAME.test(method)) {
     return Promise.reject(new RemoteError("TypeError", `${JSON.stringify(String(method))} is not a remote method name`));
@@ -26,13 +32,26 @@ function localCall(target, method, args) {
   }
 }
 
-/** What the session does with a deliver: run it, forward it, or queue it behind a promise. */
+/**
+ * What the session does with a deliver: run it, forward it, or queue it behind a promise.
+ * @param {unknown} target
+ * @param {string} method
+ * @param {unknown[]} args
+ * @returns {Promise<unknown>}
+ */
 export function callTarget(target, method, args) {
   const result = eventualSend(target, method, args, true);
   baseThen.call(result, undefined, noop); // a failure nobody asked about is not an unhandled rejection
   return result;
 }
 
+/**
+ * @param {unknown} target
+ * @param {string} method
+ * @param {unknown[]} args
+ * @param {boolean} [now] a local target's method may run in this turn (the session's delivers)
+ * @returns {Promise<unknown>}
+ */
 function eventualSend(target, method, args, now = false) {
   const info = infoOf(target);
   if (info) {
@@ -47,6 +66,11 @@ function eventualSend(target, method, args, now = false) {
   return baseThen.call(Promise.resolve(), () => localCall(target, method, args));
 }
 
+/**
+ * @param {unknown} target
+ * @param {string} method
+ * @param {unknown[]} args
+ */
 function sendOnly(target, method, args) {
   const info = infoOf(target);
   if (info) {
@@ -60,12 +84,18 @@ function sendOnly(target, method, args) {
   }
 }
 
+/**
+ * @param {unknown} target
+ * @param {boolean} only deliver-only: the methods return nothing
+ */
 function sender(target, only) {
   return new Proxy(Object.create(null), {
     get(_, method) {
       // Not thenable, so `await E(x)` is not mistaken for a promise.
       if (typeof method !== "string" || method === "then") return undefined;
-      return only ? (...args) => void sendOnly(target, method, args) : (...args) => eventualSend(target, method, args);
+      return only
+        ? (/** @type {unknown[]} */ ...args) => void sendOnly(target, method, args)
+        : (/** @type {unknown[]} */ ...args) => eventualSend(target, method, args);
     },
   });
 }
@@ -75,10 +105,17 @@ function sender(target, only) {
  * (remote) promise or a local object, and returns a promise for the result.
  * On a remote answer the call is pipelined: `E(E(f).make("red")).drive()`
  * sends both calls at once, one round trip.
+ *
+ * @param {unknown} target
+ * @returns {Record<string, (...args: any[]) => Promise<any>>}
  */
 export function E(target) {
   return sender(target, false);
 }
-/** `E.sendOnly(target).method(...args)`: deliver-only; the result and any failure are dropped. */
+/**
+ * `E.sendOnly(target).method(...args)`: deliver-only; the result and any failure are dropped.
+ * @param {unknown} target
+ * @returns {Record<string, (...args: any[]) => void>}
+ */
 E.sendOnly = (target) => sender(target, true);
 

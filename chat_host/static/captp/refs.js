@@ -52,9 +52,9 @@ export const infoOf = (obj) => refInfo.get(/** @type {object} */ (obj));
 
 /**
  * Whether `obj` is a proxy made by a session (RemoteRef or RemotePromise). Internal.
- * @param {object} obj
+ * @param {unknown} obj
  */
-export const isProxy = (obj) => refInfo.has(obj);
+export const isProxy = (obj) => refInfo.has(/** @type {object} */ (obj));
 
 /** A reference to an object the peer exported. Call it with `E(ref).method()`. */
 export class RemoteRef {

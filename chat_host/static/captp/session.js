@@ -36,7 +36,10 @@ export const Reasons = Object.freeze({
 });
 const R = Reasons;
 
-/** Protocol limits (§7), the same defaults as Python's `Limits`. */
+/**
+ * Protocol limits (§7), the same defaults as Python's `Limits`.
+ * @typedef {{maxFrameSize: number, maxAnswers: number, maxExports: number, maxImports: number, maxMethodLength: number, maxReasonLength: number}} Limits
+ */
 export const DEFAULT_LIMITS = Object.freeze({
   maxFrameSize: 16 * 1024 * 1024,
   maxAnswers: 65_536,
@@ -53,6 +56,7 @@ const OP_LISTEN = "listen";
 const OP_GC_EXPORTS = "gc-exports";
 const OP_GC_ANSWERS = "gc-answers";
 const OP_ABORT = "abort";
+/** @type {Readonly<Record<string, number>>} */
 const ARITY = {
   [OP_START]: 2,
   [OP_DELIVER]: 6,
@@ -63,9 +67,12 @@ const ARITY = {
   [OP_ABORT]: 2,
 };
 
-
 /** The peer broke the protocol; `code` is one of `Reasons`. Internal to a session. */
 class ProtocolError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} [detail]
+   */
   constructor(code, detail = "") {
     super(detail ? `${code}: ${detail}` : code);
     this.code = code;
@@ -75,6 +82,11 @@ class ProtocolError extends Error {
 
 /** Why a session ended; every pending promise of the session rejects with it. */
 export class SessionAborted extends Error {
+  /**
+   * @param {string} code one of `Reasons`, or the code of the peer's reason
+   * @param {string} [detail]
+   * @param {boolean} [byPeer] the peer sent the abort
+   */
   constructor(code, detail = "", byPeer = false) {
     const reason = detail ? `${code}: ${detail}` : code;
     super((byPeer ? "peer aborted: " : "session aborted: ") + reason);
@@ -91,20 +103,36 @@ export class SessionAborted extends Error {
 // ---------------------------------------------------------------------------
 // the session
 
+/** @typedef {import("./refs.js").ProxyInfo} ProxyInfo */
+/** @typedef {import("./refs.js").PromiseInfo} PromiseInfo */
+/** @typedef {import("./refs.js").Released} Released */
+/** @typedef {{obj: object, wireCount: number, isPromise: boolean}} ExportEntry */
+/** A decoded message: [op, ...fields], checked field by field. @typedef {any[]} Message */
+
 const NO_BOOTSTRAP = Far("NoBootstrap", {});
 
 class ExportLimit extends Error {}
 
+/**
+ * "code: detail" -> [code, detail].
+ * @param {string} reason
+ * @returns {[string, string]}
+ */
 function splitReason(reason) {
   const i = reason.indexOf(": ");
   return i < 0 ? [reason, ""] : [reason.slice(0, i), reason.slice(i + 2)];
 }
 
+/**
+ * @param {string} s
+ * @param {number} max in code points
+ */
 function truncate(s, max) {
   if (s.length <= max) return s;
   return Array.from(s).slice(0, max).join(""); // code points, as Python counts
 }
 
+/** @param {unknown} x */
 const isInt = (x) => (typeof x === "number" && Number.isInteger(x)) || typeof x === "bigint";
 
 /**
@@ -113,26 +141,46 @@ const isInt = (x) => (typeof x === "number" && Number.isInteger(x)) || typeof x 
  * frames wait, `onEnd(reason)` once when the session ends.
  */
 export class Session {
+  /**
+   * @param {object} [options]
+   * @param {object | null} [options.bootstrap] what the peer reaches at export 0 (not a promise)
+   * @param {Partial<Limits>} [options.limits]
+   * @param {string} [options.name] for messages and `toString` of its proxies
+   * @param {boolean} [options.debug] send stack traces with errors
+   */
   constructor({ bootstrap = null, limits = {}, name = "captp", debug = false } = {}) {
     this.name = name;
+    /** @type {Limits} */
     this.limits = { ...DEFAULT_LIMITS, ...limits };
     this.debug = debug;
+    /** @type {(() => void) | null} */
     this.onWakeup = null;
+    /** @type {((reason: SessionAborted) => void) | null} */
     this.onEnd = null;
+    /** @type {SessionAborted | null} why the session ended; null while it runs */
     this.aborted = null;
     this.framesIn = 0;
     this.framesOut = 0;
+    /** @type {Uint8Array[]} */
     this._outbox = [];
     this._peerStarted = false;
+    /** @type {Map<number, ExportEntry>} */
     this._exports = new Map(); // position -> {obj, wireCount, isPromise}
+    /** @type {Map<object, number>} */
     this._exportPosOf = new Map(); // object -> position
     this._nextExport = 1;
+    /** @type {Map<number, {ref: WeakRef<RemoteRef | RemotePromise>, token: number, wireCount: number}>} */
     this._imports = new Map(); // position -> {ref: WeakRef, token, wireCount}
+    /** @type {Set<number>} */
     this._questions = new Set();
     this._nextQuestion = 0;
+    /** @type {Map<number, Promise<unknown>>} */
     this._answers = new Map(); // position -> Promise
+    /** @type {Map<number, number>} */
     this._gcExports = new Map();
+    /** @type {number[]} */
     this._gcAnswers = [];
+    /** @type {Array<[number, boolean]> | null} */
     this._journal = null;
     bootstrap ??= NO_BOOTSTRAP;
     if (bootstrap instanceof Promise) throw new TypeError("the bootstrap must be an object, not a promise");
@@ -147,7 +195,10 @@ export class Session {
     return this._importProxy(0, EXT_IMPORT_OBJECT, false);
   }
 
-  /** Process one incoming frame (Uint8Array). Never throws for anything the peer sends. */
+  /**
+   * Process one incoming frame (Uint8Array). Never throws for anything the peer sends.
+   * @param {Uint8Array | ArrayBuffer} frame
+   */
   receiveFrame(frame) {
     if (this.aborted) return;
     this.framesIn += 1;
@@ -168,7 +219,10 @@ export class Session {
     }
   }
 
-  /** Frames waiting to go out, oldest first. */
+  /**
+   * Frames waiting to go out, oldest first.
+   * @returns {Uint8Array[]}
+   */
   dataToSend() {
     if (!this.aborted && (this._gcExports.size || this._gcAnswers.length)) this._flushGc();
     const out = this._outbox;
@@ -177,21 +231,31 @@ export class Session {
     return out;
   }
 
-  /** End the session from our side: tell the peer and break everything pending. */
+  /**
+   * End the session from our side: tell the peer and break everything pending.
+   * @param {unknown} [reason] "code" or "code: detail"
+   */
   abort(reason = R.CLOSED) {
     if (this.aborted) return;
-    reason = truncate(String(reason), this.limits.maxReasonLength);
-    this._outbox.push(encode([OP_ABORT, reason]));
-    const [code, detail] = splitReason(reason);
+    const text = truncate(String(reason), this.limits.maxReasonLength);
+    this._outbox.push(encode([OP_ABORT, text]));
+    const [code, detail] = splitReason(text);
     this._terminate(new SessionAborted(code, detail));
   }
 
-  /** The transport saw the peer break the protocol (e.g. a text WebSocket message). */
+  /**
+   * The transport saw the peer break the protocol (e.g. a text WebSocket message).
+   * @param {string} code one of `Reasons`
+   * @param {string} [detail]
+   */
   protocolError(code, detail = "") {
     this._fail(code, detail);
   }
 
-  /** The transport ended without an abort: break everything pending, send nothing. */
+  /**
+   * The transport ended without an abort: break everything pending, send nothing.
+   * @param {string} [detail]
+   */
   connectionLost(detail = "") {
     if (!this.aborted) this._terminate(new SessionAborted(R.DISCONNECTED, detail));
   }
@@ -213,8 +277,10 @@ export class Session {
    * Encode one frame. Exports are all-or-nothing per frame: if part of the
    * value cannot be encoded, the export entries made for the rest are rolled
    * back, or they would pin objects the peer can never release.
+   * @param {unknown[]} message
    */
   _encode(message) {
+    /** @type {Array<[number, boolean]>} */
     const journal = [];
     this._journal = journal;
     try {
@@ -235,11 +301,13 @@ export class Session {
     }
   }
 
+  /** @param {Uint8Array} frame */
   _push(frame) {
     this._outbox.push(frame);
     if (this._outbox.length === 1) this.onWakeup?.();
   }
 
+  /** @param {unknown[]} message */
   _queue(message) {
     let frame;
     try {
@@ -252,15 +320,22 @@ export class Session {
     this._push(frame);
   }
 
+  /** @param {ProxyInfo} info */
   _targetDesc(info) {
     if (info.dropped) throw new TypeError("this reference was dropped");
     if (info.position < 0) throw new TypeError("this answer was never sent");
     return new Desc(info.kind === "answer" ? EXT_ANSWER : EXT_EXPORT, info.position);
   }
 
-  /** Queue a call; return its answer, a RemotePromise that can be pipelined on. */
+  /**
+   * Queue a call; return its answer, a RemotePromise that can be pipelined on.
+   * @param {unknown} target a proxy of this session
+   * @param {string} method
+   * @param {unknown[]} args
+   * @returns {RemotePromise}
+   */
   send(target, method, args) {
-    const targetInfo = infoOf(target);
+    const targetInfo = /** @type {ProxyInfo} */ (infoOf(target));
     if (this.aborted) return rejectedAnswer(this, this.aborted);
     const pos = this._nextQuestion++;
     const { promise, info } = makeRemotePromise(this, "answer", pos);
@@ -281,13 +356,21 @@ export class Session {
     return promise;
   }
 
-  /** Queue a call whose result nobody wants (deliver-only). Throws TypeError for bad args. */
+  /**
+   * Queue a call whose result nobody wants (deliver-only). Throws TypeError for bad args.
+   * @param {unknown} target a proxy of this session
+   * @param {string} method
+   * @param {unknown[]} args
+   */
   sendOnly(target, method, args) {
     if (this.aborted) return;
-    this._queue([OP_DELIVER_ONLY, this._targetDesc(infoOf(target)), method, args]);
+    this._queue([OP_DELIVER_ONLY, this._targetDesc(/** @type {ProxyInfo} */ (infoOf(target))), method, args]);
   }
 
-  /** The descriptor for `obj` as the peer will see it (the codec's onRef). */
+  /**
+   * The descriptor for `obj` as the peer will see it (the codec's onRef).
+   * @param {object} obj
+   */
   _describe(obj) {
     const info = infoOf(obj);
     if (info && info.session === this) return this._targetDesc(info);
@@ -295,19 +378,20 @@ export class Session {
     let pos = this._exportPosOf.get(obj);
     const created = pos === undefined;
     let entry;
-    if (created) {
+    if (pos === undefined) {
       if (this._exports.size >= this.limits.maxExports) throw new ExportLimit(`more than ${this.limits.maxExports} exports`);
       pos = this._nextExport++;
       entry = { obj, wireCount: 0, isPromise };
       this._exports.set(pos, entry);
       this._exportPosOf.set(obj, pos);
-    } else entry = this._exports.get(pos);
+    } else entry = /** @type {ExportEntry} */ (this._exports.get(pos));
     entry.wireCount += 1;
     this._journal?.push([pos, created]);
     return new Desc(entry.isPromise ? EXT_IMPORT_PROMISE : EXT_IMPORT_OBJECT, pos);
   }
 
   // -- receiving -----------------------------------------------------------
+  /** @param {unknown} msg */
   _dispatch(msg) {
     if (!Array.isArray(msg) || msg.length === 0) throw new ProtocolError(R.MALFORMED, "a message must be a non-empty array");
     const op = msg[0];
@@ -336,13 +420,18 @@ export class Session {
     }
   }
 
+  /** @param {Message} msg */
   _onStart(msg) {
     if (this._peerStarted) throw new ProtocolError(R.BAD_FIELD, "duplicate start-session");
     if (msg[1] !== PROTOCOL_VERSION) throw new ProtocolError(R.VERSION, `peer speaks ${JSON.stringify(String(msg[1]).slice(0, 64))}`);
     this._peerStarted = true;
   }
 
-  /** The local thing a deliver/listen target names: our export or our answer. */
+  /**
+   * The local thing a deliver/listen target names: our export or our answer.
+   * @param {unknown} desc
+   * @returns {unknown}
+   */
   _localTarget(desc) {
     if (!(desc instanceof Desc)) throw new ProtocolError(R.BAD_FIELD, "target must be a descriptor");
     if (desc.kind === EXT_EXPORT) {
@@ -358,34 +447,47 @@ export class Session {
     throw new ProtocolError(R.BAD_FIELD, `cannot target ${desc.kindName}`);
   }
 
+  /**
+   * The proxy for import `pos`: the live one, or a new one.
+   * @param {number} pos
+   * @param {number} kind EXT_IMPORT_OBJECT or EXT_IMPORT_PROMISE
+   * @param {boolean} counted the peer sent it (one more to release with gc-exports)
+   * @returns {RemoteRef | RemotePromise}
+   */
   _importProxy(pos, kind, counted) {
     let entry = this._imports.get(pos);
     let proxy = entry?.ref.deref();
     if (proxy === undefined) {
       if (!entry && this._imports.size >= this.limits.maxImports) throw new ProtocolError(R.LIMIT, `more than ${this.limits.maxImports} imports`);
       const made = kind === EXT_IMPORT_OBJECT ? makeRemoteRef(this, pos) : makeRemotePromise(this, "promise", pos);
-      proxy = made.ref ?? made.promise;
+      proxy = "ref" in made ? made.ref : made.promise;
+      const ref = new WeakRef(proxy);
       // A proxy the collector took but whose finalizer has not run yet leaves
       // its entry (and count) behind; the new proxy takes it over.
       if (!entry) {
-        entry = { ref: null, token: 0, wireCount: 0 };
+        entry = { ref, token: 0, wireCount: 0 };
         this._imports.set(pos, entry);
       }
-      entry.ref = new WeakRef(proxy);
+      entry.ref = ref;
       entry.token = made.info.token;
       registry.register(proxy, { session: this, kind: "import", position: pos, token: made.info.token }, made.info);
     } else if (proxy instanceof RemoteRef !== (kind === EXT_IMPORT_OBJECT)) {
       throw new ProtocolError(R.BAD_FIELD, `position ${pos} changed between object and promise`);
     }
-    if (counted) entry.wireCount += 1;
+    if (counted && entry) entry.wireCount += 1; // entry is set on both paths
     return proxy;
   }
 
+  /** @param {Desc} desc */
   _reviveDesc(desc) {
     if (desc.kind === EXT_IMPORT_OBJECT || desc.kind === EXT_IMPORT_PROMISE) return this._importProxy(desc.position, desc.kind, true);
     return this._localTarget(desc);
   }
 
+  /**
+   * @param {unknown} args
+   * @returns {unknown[]}
+   */
   _reviveArgs(args) {
     if (!Array.isArray(args)) throw new ProtocolError(R.BAD_FIELD, "args must be an array");
     try {
@@ -396,6 +498,10 @@ export class Session {
     }
   }
 
+  /**
+   * @param {unknown} method
+   * @returns {asserts method is string}
+   */
   _checkMethod(method) {
     const max = this.limits.maxMethodLength;
     if (typeof method !== "string" || (method.length > max && Array.from(method).length > max)) {
@@ -403,6 +509,7 @@ export class Session {
     }
   }
 
+  /** @param {Message} msg */
   _onDeliver(msg) {
     const [, targetDesc, method, args, answerPos, resolveMe] = msg;
     this._checkMethod(method);
@@ -422,6 +529,7 @@ export class Session {
     if (resolver) this._report(result, resolver);
   }
 
+  /** @param {Message} msg */
   _onDeliverOnly(msg) {
     const [, targetDesc, method, args] = msg;
     this._checkMethod(method);
@@ -429,6 +537,7 @@ export class Session {
     callTarget(target, method, this._reviveArgs(args));
   }
 
+  /** @param {Message} msg */
   _onListen(msg) {
     const [, targetDesc, resolverDesc, wantsPartial] = msg;
     if (!(resolverDesc instanceof Desc && resolverDesc.kind === EXT_IMPORT_OBJECT)) throw new ProtocolError(R.BAD_FIELD, "listen resolver must be an import-object");
@@ -439,6 +548,7 @@ export class Session {
     this._report(target instanceof Promise ? target : Promise.resolve(target), resolver);
   }
 
+  /** @param {Message} msg */
   _onGcExports(msg) {
     const [, positions, deltas] = msg;
     if (!Array.isArray(positions) || !Array.isArray(deltas) || positions.length !== deltas.length) {
@@ -460,6 +570,7 @@ export class Session {
     });
   }
 
+  /** @param {Message} msg */
   _onGcAnswers(msg) {
     const positions = msg[1];
     if (!Array.isArray(positions)) throw new ProtocolError(R.BAD_FIELD, "gc-answers needs an array");
@@ -470,6 +581,7 @@ export class Session {
     }
   }
 
+  /** @param {Message} msg */
   _onAbort(msg) {
     let reason = msg.length === 2 && typeof msg[1] === "string" ? msg[1] : "abort";
     reason = truncate(reason, this.limits.maxReasonLength);
@@ -477,9 +589,18 @@ export class Session {
     this._terminate(new SessionAborted(code, detail, true));
   }
 
-  /** Tell the peer's resolver how `promise` settled (§6.3). */
+  /**
+   * Tell the peer's resolver how `promise` settled (§6.3).
+   * @param {Promise<unknown>} promise
+   * @param {unknown} resolver a proxy of this session (an import-object)
+   */
   _report(promise, resolver) {
-    const send = (verb, value) => this._queue([OP_DELIVER_ONLY, new Desc(EXT_EXPORT, infoOf(resolver).position), verb, [value]]);
+    const position = /** @type {ProxyInfo} */ (infoOf(resolver)).position;
+    /**
+     * @param {"fulfill" | "break"} verb
+     * @param {unknown} value
+     */
+    const send = (verb, value) => this._queue([OP_DELIVER_ONLY, new Desc(EXT_EXPORT, position), verb, [value]]);
     // Plain `then`: on a promise imported from another session it starts the listening.
     promise.then(
       (value) => {
@@ -497,12 +618,14 @@ export class Session {
     );
   }
 
+  /** @param {unknown} e */
   _wireError(e) {
     if (e instanceof RemoteError) return e;
     if (e instanceof Error) return new RemoteError(e.name, e.message, this.debug && e.stack ? String(e.stack) : null);
     return new RemoteError("Error", String(e));
   }
 
+  /** @param {PromiseInfo} info */
   _startListening(info) {
     if (this.aborted) return info.reject(this.aborted);
     if (info.position < 0 || info.dropped) return;
@@ -510,7 +633,10 @@ export class Session {
   }
 
   // -- garbage collection (§6.7) ------------------------------------------
-  /** A proxy was collected or dropped: release its import or answer. */
+  /**
+   * A proxy was collected or dropped: release its import or answer.
+   * @param {Released | ProxyInfo} released
+   */
   _released({ kind, position, token }) {
     if (kind === "answer") {
       if (!this._questions.delete(position) || this.aborted) return;
@@ -537,6 +663,10 @@ export class Session {
   }
 
   // -- ending (§8) ----------------------------------------------------------
+  /**
+   * @param {string} code
+   * @param {string} detail
+   */
   _fail(code, detail) {
     if (this.aborted) return;
     const reason = detail ? truncate(`${code}: ${detail}`, this.limits.maxReasonLength) : code;
@@ -545,6 +675,7 @@ export class Session {
     this.onWakeup?.();
   }
 
+  /** @param {SessionAborted} reason */
   _terminate(reason) {
     this.aborted = reason;
     const exports = this._exports;
@@ -557,12 +688,16 @@ export class Session {
     for (const entry of exports.values()) resolverRejects.get(entry.obj)?.(reason);
     for (const entry of this._imports.values()) {
       const proxy = entry.ref.deref();
-      if (proxy instanceof RemotePromise) infoOf(proxy).reject(reason);
+      if (proxy instanceof RemotePromise) /** @type {PromiseInfo} */ (infoOf(proxy)).reject(reason);
     }
     this.onEnd?.(reason);
   }
 }
 
+/**
+ * @param {Session} session
+ * @param {SessionAborted} reason
+ */
 function rejectedAnswer(session, reason) {
   const { promise, info } = makeRemotePromise(session, "answer", -1);
   info.reject(reason);
