@@ -36,14 +36,15 @@ export type SendOnlyProxy<M extends object> = {
  * Eventual send: `E(target).method(...args)` calls `method` on a reference,
  * a promise for one, or a local object, and returns a promise for the
  * result. The call never runs in the caller's turn. Calls on the promise of
- * an earlier call are pipelined (sent at once, one round trip).
+ * an earlier call are pipelined (sent at once, one round trip). A null
+ * target (`app` without a backend) is allowed by the types and rejects.
  */
 export declare const E: {
-  <M extends object>(target: Remote<M> | PromiseLike<Remote<M>>): EProxy<M>;
+  <M extends object>(target: Remote<M> | PromiseLike<Remote<M>> | null): EProxy<M>;
   (target: unknown): EProxy<Methods>;
   /** Deliver-only: the result and any failure are dropped. */
   sendOnly: {
-    <M extends object>(target: Remote<M> | PromiseLike<Remote<M>>): SendOnlyProxy<M>;
+    <M extends object>(target: Remote<M> | PromiseLike<Remote<M>> | null): SendOnlyProxy<M>;
     (target: unknown): SendOnlyProxy<Methods>;
   };
 };
