@@ -8,10 +8,12 @@ a key, so it is a 404. Nothing on the request path touches the filesystem.
 
 The Chat UI's folder (``chat_host/static/``) is laid out as it is served:
 ``index.html`` at ``/``, every other file at its relative path. The browser
-CapTP implementation is served at ``/_ocapd/captp.js`` and
+CapTP implementation is served at ``/_ocapd/captp.js`` (the entry point),
+``/_ocapd/captp/...`` (its modules, which it imports by relative URL) and
 ``/_ocapd/vendor/...``, and the weblet SDK at ``/_ocapd/weblet.js``, for every
 virtual host (weblets use them): from the folder's ``_ocapd/`` sub-folder if it
-has one, otherwise from its top-level ``captp.js``, ``weblet.js`` and ``vendor/``.
+has one, otherwise from its top-level ``captp.js``, ``weblet.js``, ``captp/``
+and ``vendor/``.
 """
 
 from __future__ import annotations
@@ -124,6 +126,10 @@ def build_table(folder: Path) -> dict[str, StaticFile]:
 
 
 RUNTIME_PREFIX = "/_ocapd/"
+#: The chat folder's files that make up the runtime when it has no ``_ocapd/``:
+#: these files, and everything under these folders.
+RUNTIME_FILES = ("/captp.js", "/weblet.js")
+RUNTIME_FOLDERS = ("/captp/", "/vendor/")
 
 
 def split_runtime(table: dict[str, StaticFile]) -> tuple[dict[str, StaticFile], dict[str, StaticFile]]:
@@ -131,13 +137,13 @@ def split_runtime(table: dict[str, StaticFile]) -> tuple[dict[str, StaticFile], 
 
     The runtime files are the browser CapTP implementation, served on every
     virtual host. They come from the folder's ``_ocapd/`` if it has one,
-    otherwise from its ``captp.js``, ``weblet.js`` and ``vendor/`` (which then
-    stay served at their own paths too).
+    otherwise from its ``captp.js``, ``weblet.js``, ``captp/`` and ``vendor/``
+    (which then stay served at their own paths too).
     """
     runtime = {path: f for path, f in table.items() if path.startswith(RUNTIME_PREFIX)}
     own = {path: f for path, f in table.items() if not path.startswith(RUNTIME_PREFIX)}
     if not runtime:
         for path, f in own.items():
-            if path in ("/captp.js", "/weblet.js") or path.startswith("/vendor/"):
+            if path in RUNTIME_FILES or path.startswith(RUNTIME_FOLDERS):
                 runtime[RUNTIME_PREFIX + path[1:]] = f
     return own, runtime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import signal
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from ocapd.captp import E, RemoteError, open_websocket_connection
 from ocapd.gateway import INVALID_TOKEN_MESSAGE, FailureThrottle, InvalidToken, build_table, chat_csp
+from ocapd.gateway.static import DEFAULT_STATIC_DIR, split_runtime
 from ocapd.gateway.tokens import FIRST_PENALTY, MAX_PENALTY
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -136,6 +138,30 @@ def test_the_file_table_never_holds_symlinks_hidden_files_or_unknown_types(tmp_p
     table = build_table(static)
     assert sorted(table) == ["/", "/index.html", "/vendor/lib.mjs"]
     assert build_table(tmp_path / "missing") == {}
+
+
+#: A static ES module import or re-export of a relative URL ("./x.js", "../y.mjs").
+RELATIVE_IMPORT = re.compile(r"""^\s*(?:import|export)\b[^;]*?\bfrom\s+"(\.{1,2}/[^"]+)";""", re.MULTILINE)
+
+
+def test_the_runtime_serves_every_module_captp_js_and_weblet_js_import() -> None:
+    # captp.js is an entry point that imports its parts by relative URL, so
+    # each one must be reachable under /_ocapd/ on every virtual host.
+    if not (DEFAULT_STATIC_DIR / "vendor").is_dir():
+        pytest.fail("chat_host/static/vendor/ is missing (captp.js needs it): run `node chat_host/build_vendor.mjs`")
+    _, runtime = split_runtime(build_table(DEFAULT_STATIC_DIR))
+    seen: set[str] = set()
+    todo = ["/_ocapd/captp.js", "/_ocapd/weblet.js"]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        assert path in runtime, f"{path} is imported but not served"
+        for url in RELATIVE_IMPORT.findall(runtime[path].body.decode()):
+            todo.append(posixpath.normpath(posixpath.join(posixpath.dirname(path), url)))
+    assert {"/_ocapd/captp/session.js", "/_ocapd/captp/codec.js", "/_ocapd/vendor/msgpack.mjs"} <= seen
+    assert all(p.startswith("/_ocapd/") for p in seen)
 
 
 # -- WebSocket upgrades ------------------------------------------------------------------------

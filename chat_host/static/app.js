@@ -1,3 +1,4 @@
+// @ts-check
 // ocapd Chat: the page's entry point. It reads the token from the URL
 // fragment, keeps a CapTP session with the gateway (connection.js), and wires
 // the panels — inventory, inbox, transcript, chat input, eval dialog, weblet
@@ -27,6 +28,7 @@ const REFRESH_DEBOUNCE_MS = 100;
 const HISTORY_MAX = 200;
 
 const transcript = new Transcript();
+/** @type {HTMLInputElement} */
 const input = byId("input");
 const suggestionsEl = byId("suggestions");
 
@@ -246,7 +248,8 @@ const layout = byId("layout");
 let everConnected = false;
 /** A session is up (so losing it is news worth a line in the transcript). */
 let sessionUp = false;
-let countdown = null;
+/** @type {ReturnType<typeof setInterval> | undefined} */
+let countdown;
 
 function showState(s) {
   clearInterval(countdown);
@@ -309,7 +312,8 @@ function isCurrent(session) {
   return connection.session === session && !session.conn.aborted;
 }
 
-let refreshTimer = null;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let refreshTimer;
 function scheduleRefresh() {
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(refreshEntries, REFRESH_DEBOUNCE_MS);
@@ -583,7 +587,7 @@ function hideSuggestions() {
 document.addEventListener("keydown", (event) => {
   const target = event.target;
   const typing = target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement ||
-    target instanceof HTMLSelectElement || target?.isContentEditable;
+    target instanceof HTMLSelectElement || (target instanceof HTMLElement && target.isContentEditable);
   if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
   if (event.key.length === 1 || event.key === "/") focusInput();
 });

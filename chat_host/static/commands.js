@@ -1,3 +1,4 @@
+// @ts-check
 // The chat input's command registry: `/name args` → a handler.
 //
 // A command is one row in COMMANDS: its usage line, a one-line summary and a
@@ -87,6 +88,7 @@ export const COMMANDS = [
       let [to, description] = firstWord(args);
       need(to && description, this.usage);
       needName(to, "request");
+      /** @type {string | null} */
       let name = null;
       const m = /\s-n\s+(\S+)$/.exec(` ${description}`);
       if (m) {

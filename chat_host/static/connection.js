@@ -1,3 +1,4 @@
+// @ts-check
 // Keeping a CapTP session with the gateway: connect, fetch the agent for our
 // token, and when the connection ends (the daemon restarted, the network
 // blinked) try again with backoff. A token the daemon refuses ends the loop:
@@ -22,7 +23,7 @@ const RETRY_MAX_HIDDEN_MS = 30000;
 
 export class Connection {
   /**
-   * @param {{url: string, token: string,
+   * @param {{url: string, token: string | null,
    *          onState: (s: ConnectionState) => void,
    *          onSession: (s: Session) => void}} options
    */
@@ -33,6 +34,7 @@ export class Connection {
     this.onSession = onSession;
     /** @type {Session|null} */
     this.session = null;
+    /** @type {(() => void) | null} wakes a pause early */
     this.wake = null;
     this.sessions = 0;
   }
@@ -46,7 +48,7 @@ export class Connection {
     let failures = 0;
     for (;;) {
       this.onState({ state: "connecting", attempt: failures });
-      let conn = null;
+      let conn;
       try {
         conn = await connectWebSocket(this.url);
       } catch (error) {
@@ -85,7 +87,7 @@ export class Connection {
     const base = Math.min(RETRY_FIRST_MS * 2 ** (failures - 1), cap);
     const delay = Math.round(base * (0.8 + Math.random() * 0.4));
     this.onState({ state: "waiting", retryInMs: delay, error, attempt: failures });
-    await new Promise((resolve) => {
+    await new Promise((/** @type {(value?: unknown) => void} */ resolve) => {
       const timer = setTimeout(resolve, delay);
       this.wake = () => {
         clearTimeout(timer);

@@ -1,3 +1,4 @@
+// @ts-check
 // DOM helpers for the Chat page.
 //
 // Every string the daemon hands us (names, message text, error messages) is
@@ -8,10 +9,12 @@
 
 /**
  * Make an element.
- * @param {string} tag
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
  * @param {Record<string, any>|null} [attrs] class, dataset, on<event>, hidden,
  *   disabled, value, title, type, … (never HTML)
  * @param {...(Node|string|number|null|undefined|false|Array<any>)} children
+ * @returns {HTMLElementTagNameMap[K]}
  */
 export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -46,9 +49,17 @@ export function replaceChildren(parent, ...children) {
   return append(parent, children);
 }
 
-/** Shorthand for document.getElementById that fails loudly on a typo. */
+/**
+ * Shorthand for document.getElementById that fails loudly on a typo.
+ * The element's type is the one the result is assigned to (a field or
+ * variable declared as HTMLInputElement, say): index.html must match it.
+ *
+ * @template {HTMLElement} [T=HTMLElement]
+ * @param {string} id
+ * @returns {T}
+ */
 export function byId(id) {
   const el = document.getElementById(id);
   if (!el) throw new Error(`missing element #${id}`);
-  return el;
+  return /** @type {T} */ (el);
 }

@@ -1,3 +1,4 @@
+// @ts-check
 // The eval dialog: source, endowments (Python name ← pet name), worker and
 // result name, sent as one evaluate() call. Escape closes it (the <dialog>
 // element's own cancel), and focus goes back to the chat input.
@@ -15,15 +16,21 @@ export class EvalDialog {
    */
   constructor(hooks) {
     this.hooks = hooks;
+    /** @type {HTMLDialogElement} */
     this.dialog = byId("eval-dialog");
+    /** @type {HTMLFormElement} */
     this.form = byId("eval-form");
+    /** @type {HTMLTextAreaElement} */
     this.source = byId("eval-source");
     this.endowments = byId("eval-endowments");
+    /** @type {HTMLInputElement} */
     this.worker = byId("eval-worker");
+    /** @type {HTMLInputElement} */
     this.resultName = byId("eval-result-name");
     this.error = byId("eval-error");
+    /** @type {HTMLButtonElement} */
     this.submitButton = byId("eval-submit");
-    byId("eval-add-endowment").addEventListener("click", () => this.addEndowment().querySelector("input").focus());
+    byId("eval-add-endowment").addEventListener("click", () => /** @type {HTMLInputElement} */ (this.addEndowment().querySelector("input")).focus());
     byId("eval-cancel").addEventListener("click", () => this.dialog.close());
     this.form.addEventListener("submit", (event) => this.submit(event));
     this.dialog.addEventListener("close", () => this.hooks.onClose());
@@ -57,8 +64,8 @@ export class EvalDialog {
     const codeNames = [];
     const petPaths = [];
     for (const row of this.endowments.querySelectorAll(".endowment")) {
-      const code = row.querySelector(".code-name").value.trim();
-      const pet = row.querySelector(".pet-name").value.trim();
+      const code = /** @type {HTMLInputElement} */ (row.querySelector(".code-name")).value.trim();
+      const pet = /** @type {HTMLInputElement} */ (row.querySelector(".pet-name")).value.trim();
       if (!code && !pet) continue;
       if (!PYTHON_NAME.test(code)) throw new Error(`${JSON.stringify(code)} is not a Python name`);
       if (!NAME_PATH.test(pet)) throw new Error(`${JSON.stringify(pet)} is not a pet name`);

@@ -1,3 +1,4 @@
+// @ts-check
 // Turning values and errors that come back from the daemon into short,
 // readable text for the transcript. Output is plain text; callers put it in
 // text nodes.

@@ -1,3 +1,4 @@
+// @ts-check
 // The inbox: the agent's messages, followed live, with actions.
 //
 // Requests can be resolved with a named value or rejected; values attached
@@ -51,7 +52,7 @@ export class Inbox {
 
   /** Sender names changed (the inventory moved): redraw the senders only. */
   refreshSenders() {
-    for (const el of this.root.querySelectorAll(".message")) {
+    for (const el of /** @type {NodeListOf<HTMLElement>} */ (this.root.querySelectorAll(".message"))) {
       const record = this.messages.get(Number(el.dataset.number));
       const from = el.querySelector(".from");
       if (record && from) from.textContent = this.senderText(record);
@@ -86,14 +87,14 @@ export class Inbox {
 
   saveDrafts() {
     const drafts = new Map();
-    for (const input of this.root.querySelectorAll("input[data-draft]")) {
+    for (const input of /** @type {NodeListOf<HTMLInputElement>} */ (this.root.querySelectorAll("input[data-draft]"))) {
       drafts.set(input.dataset.draft, { value: input.value, focused: input === document.activeElement });
     }
     return drafts;
   }
 
   restoreDrafts(drafts) {
-    for (const input of this.root.querySelectorAll("input[data-draft]")) {
+    for (const input of /** @type {NodeListOf<HTMLInputElement>} */ (this.root.querySelectorAll("input[data-draft]"))) {
       const draft = drafts.get(input.dataset.draft);
       if (!draft) continue;
       input.value = draft.value;

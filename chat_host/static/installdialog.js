@@ -1,3 +1,4 @@
+// @ts-check
 // The install dialog: a weblet bundle (a stored blob from the inventory, or a
 // file uploaded from this computer: a zip or a single HTML file), the pet name
 // it will have, and the powers its guest is given. HOST is marked dangerous
@@ -29,17 +30,24 @@ export class InstallDialog {
    */
   constructor(hooks) {
     this.hooks = hooks;
+    /** @type {HTMLDialogElement} */
     this.dialog = byId("install-dialog");
+    /** @type {HTMLFormElement} */
     this.form = byId("install-form");
+    /** @type {HTMLSelectElement} */
     this.blobSelect = byId("install-blob");
     this.noBlobs = byId("install-no-blobs");
+    /** @type {HTMLInputElement} */
     this.fileInput = byId("install-file");
+    /** @type {HTMLInputElement} */
     this.nameInput = byId("install-name");
     this.powersEl = byId("install-powers");
     this.customEl = byId("install-custom");
     this.confirmEl = byId("install-host-confirm");
+    /** @type {HTMLInputElement} */
     this.confirmBox = byId("install-host-ok");
     this.error = byId("install-error");
+    /** @type {HTMLButtonElement} */
     this.submitButton = byId("install-submit");
     /** The name was typed by the user (then choosing a bundle leaves it alone). */
     this.nameTyped = false;
@@ -97,11 +105,11 @@ export class InstallDialog {
   }
 
   source() {
-    return this.form.querySelector('input[name="install-source"]:checked')?.value ?? "inventory";
+    return /** @type {HTMLInputElement | null} */ (this.form.querySelector('input[name="install-source"]:checked'))?.value ?? "inventory";
   }
 
   setSource(value) {
-    for (const radio of this.form.querySelectorAll('input[name="install-source"]')) radio.checked = radio.value === value;
+    for (const radio of /** @type {NodeListOf<HTMLInputElement>} */ (this.form.querySelectorAll('input[name="install-source"]'))) radio.checked = radio.value === value;
     this.showSource();
   }
 
@@ -113,12 +121,12 @@ export class InstallDialog {
   }
 
   level() {
-    return this.powersEl.querySelector("input:checked")?.value ?? "NONE";
+    return /** @type {HTMLInputElement | null} */ (this.powersEl.querySelector("input:checked"))?.value ?? "NONE";
   }
 
   showPowers() {
     const level = this.level();
-    for (const label of this.powersEl.querySelectorAll(".power-choice")) {
+    for (const label of /** @type {NodeListOf<HTMLElement>} */ (this.powersEl.querySelectorAll(".power-choice"))) {
       label.classList.toggle("selected", label.dataset.level === level);
     }
     this.customEl.hidden = level !== "CUSTOM";
@@ -164,9 +172,10 @@ export class InstallDialog {
       throw new Error(name ? `${JSON.stringify(name)} is not a pet name (lowercase letters, digits and -).` : "Give the weblet a name.");
     }
     const level = this.level();
+    /** @type {string | string[]} */
     let powers = level;
     if (level === "CUSTOM") {
-      powers = [...this.customEl.querySelectorAll("input:checked")].map((box) => box.value);
+      powers = [.../** @type {NodeListOf<HTMLInputElement>} */ (this.customEl.querySelectorAll("input:checked"))].map((box) => box.value);
       if (powers.length === 0) throw new Error("Pick at least one name to give, or choose None.");
     }
     if (level === "HOST" && !this.confirmBox.checked) {

@@ -1,3 +1,4 @@
+// @ts-check
 // The inventory: the agent's names, grouped by what they name, with a live
 // indicator per entry and per-entry actions.
 //
@@ -51,7 +52,9 @@ export class Inventory {
     this.hooks = hooks;
     this.root = byId("inventory");
     this.countEl = byId("inventory-count");
+    /** @type {HTMLDataListElement} */
     this.petNamesList = byId("pet-names");
+    /** @type {HTMLDataListElement} */
     this.workerNamesList = byId("worker-names");
     /** name → {name, id, type, live} */
     this.entries = new Map();

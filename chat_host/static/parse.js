@@ -1,3 +1,4 @@
+// @ts-check
 // Pure parsing for the chat input: no DOM, no daemon (node can test it).
 
 /** A pet name, as the daemon validates it. */

@@ -1,3 +1,4 @@
+// @ts-check
 // Permission prompts: a weblet asking its host for something.
 //
 // A weblet's page asks with E(powers).request("HOST", description, name); the
@@ -31,14 +32,19 @@ export class PermissionPrompts {
    */
   constructor(hooks) {
     this.hooks = hooks;
+    /** @type {HTMLDialogElement} */
     this.dialog = byId("permission-dialog");
+    /** @type {HTMLFormElement} */
     this.form = byId("permission-form");
     this.whoEl = byId("permission-who");
     this.detailEl = byId("permission-detail");
     this.askEl = byId("permission-description");
+    /** @type {HTMLSelectElement} */
     this.select = byId("permission-name");
     this.error = byId("permission-error");
+    /** @type {HTMLButtonElement} */
     this.allowButton = byId("permission-allow");
+    /** @type {HTMLButtonElement} */
     this.denyButton = byId("permission-deny");
     /** Requests shown (or queued) as a prompt this session: each is prompted once. */
     this.prompted = new Set();
@@ -49,7 +55,8 @@ export class PermissionPrompts {
     /** Requests waiting for a prompt: {record, weblet}. */
     this.queue = [];
     this.current = null;
-    this.armTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.armTimer = undefined;
     this.form.addEventListener("submit", (event) => this.allow(event));
     this.denyButton.addEventListener("click", () => this.deny());
     byId("permission-later").addEventListener("click", () => this.dialog.close());

@@ -1,3 +1,4 @@
+// @ts-check
 // The transcript: what the user typed and what came back, as text.
 
 import { byId, h, replaceChildren } from "./dom.js";

@@ -1,3 +1,4 @@
+// @ts-check
 // weblet.js — the weblet SDK, served at /_ocapd/weblet.js on every weblet origin.
 //
 //   import { connect, E, Far, commands, events } from "/_ocapd/weblet.js";
@@ -17,21 +18,36 @@
 //             register_commands(handlers), close()
 // Calling connect() again returns the same session's answer. E and Far are
 // captp.js's, re-exported so a weblet needs one import.
+//
+// weblet.d.ts declares this module's types for weblet authors. The JSDoc
+// types below name it: for "./weblet.js", TypeScript reads weblet.d.ts, so
+// `npm run typecheck` checks this implementation against the declarations.
 
 import { connectWebSocket, E, Far } from "./captp.js";
 
 export { E, Far };
 
-/** @type {Promise<{powers: any, app: any, instance: any}> | null} */
+/** @typedef {import("./weblet.js").Weblet} Weblet */
+/** @typedef {import("./weblet.js").CommandHandler} CommandHandler */
+
+/** @type {Promise<Weblet> | null} */
 let connecting = null;
-/** Command handlers by name; a Map, so no name reaches Object.prototype. */
+/**
+ * Command handlers by name; a Map, so no name reaches Object.prototype.
+ * @type {Map<string, CommandHandler>}
+ */
 const handlers = new Map();
 let registered = false;
+/** @type {Weblet["instance"] | null} */
 let instanceRef = null;
 
 /** The page's handlers as the host sees them: one remotable dispatching by name. */
 const commandTarget = Far("WebletCommands", {
-  /** Run the handler registered for `name` with `args` (a record); its result is the answer. */
+  /**
+   * Run the handler registered for `name` with `args` (a record); its result is the answer.
+   * @param {unknown} name
+   * @param {import("./weblet.js").CommandArgs | null} [args]
+   */
   invoke(name, args) {
     const fn = typeof name === "string" ? handlers.get(name) : undefined;
     if (fn === undefined) throw new Error(`this weblet has no handler for the command ${JSON.stringify(name)}`);
@@ -54,6 +70,7 @@ async function register() {
   await E(instanceRef).register_commands(commandTarget);
 }
 
+/** @returns {Promise<Weblet>} */
 async function open() {
   const conn = await connectWebSocket(ownEndpoint(), { name: "weblet" });
   const { powers, app, instance } = await E(conn.bootstrap()).fetch();
@@ -65,6 +82,8 @@ async function open() {
 /**
  * Connect to this weblet's host: resolves to `{powers, app, instance}`.
  * One session per page; later calls share it. A failed attempt may be retried.
+ *
+ * @type {typeof import("./weblet.js").connect}
  */
 export function connect() {
   if (connecting === null) {
@@ -73,9 +92,11 @@ export function connect() {
       connecting = null;
     });
   }
-  return connecting;
+  // The author's type argument says what the backend's object offers; the SDK cannot know.
+  return /** @type {Promise<any>} */ (connecting);
 }
 
+/** @type {typeof import("./weblet.js").commands} */
 export const commands = Object.freeze({
   /**
    * Handle the command `name` (declared in weblet.json's interface.commands)
@@ -90,6 +111,7 @@ export const commands = Object.freeze({
   },
 });
 
+/** @type {typeof import("./weblet.js").events} */
 export const events = Object.freeze({
   /** Tell the host that `name` happened, with plain data `payload` (connects if needed). */
   async emit(name, payload = null) {

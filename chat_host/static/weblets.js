@@ -1,3 +1,4 @@
+// @ts-check
 // The weblet panel: each open weblet instance in a sandboxed iframe on its own
 // origin (http://<label>.localhost:PORT/), with tabs when several are open and
 // a header per weblet: title, power level, live state, Close / Cancel / Remove.
@@ -67,7 +68,8 @@ function side(value, fallback) {
 /**
  * @typedef {{id: string, title: string, level: string, guest_handle: string,
  *            size: {width: number, height: number}|null, permissions: string[], live: boolean}} WebletInfo
- * @typedef {{name: string, info: WebletInfo, label: string, url: string, frame: HTMLIFrameElement, live: boolean}} Tab
+ * @typedef {{name: string, info: WebletInfo, label: string, url: string, frame: HTMLIFrameElement, live: boolean,
+ *            release: (() => Promise<unknown>) | null}} Tab
  */
 
 export class WebletPanel {

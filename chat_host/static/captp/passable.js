@@ -1,0 +1,129 @@
+// @ts-check
+// captp/passable.js — the values that cross a CapTP connection, as JavaScript sees them.
+//
+// Copy values (Tagged, Float64 for integral floats, RemoteError for errors)
+// and remotables (objects made by `Far`, passed by reference). The proxies of
+// the peer's references (RemoteRef, RemotePromise) live in refs.js; the
+// table of how each maps to Python is in ../captp.js.
+
+/** A tagged copy value: `new Tagged("point", {x: 1})`. */
+export class Tagged {
+  /**
+   * @param {string} tag
+   * @param {unknown} payload any passable value
+   */
+  constructor(tag, payload) {
+    if (typeof tag !== "string") throw new TypeError("Tagged tag must be a string");
+    /** @readonly */
+    this.tag = tag;
+    /** @readonly */
+    this.payload = payload;
+    Object.freeze(this);
+  }
+}
+
+/** A float that must stay a float on the wire even when integral (§3.1). */
+export class Float64 {
+  /** @param {unknown} value converted with Number() */
+  constructor(value) {
+    /** @readonly */
+    this.value = Number(value);
+    Object.freeze(this);
+  }
+  valueOf() {
+    return this.value;
+  }
+  toString() {
+    return String(this.value);
+  }
+  toJSON() {
+    return this.value;
+  }
+}
+/**
+ * `float64(2)` is sent as float 64 `2.0`, not as the int 2.
+ * @param {unknown} value
+ */
+export const float64 = (value) => new Float64(value);
+
+/** An error that crossed the wire: the remote type name and message. */
+export class RemoteError extends Error {
+  /**
+   * @param {string} name the remote exception's type name
+   * @param {string} message
+   * @param {string | null} [remoteTraceback] only when the peer runs with debug on
+   */
+  constructor(name, message, remoteTraceback = null) {
+    super(message);
+    this.name = name;
+    this.remoteTraceback = remoteTraceback;
+  }
+}
+
+// Remotables: objects passed by reference. Marked in a WeakMap rather than
+// with a property so a peer's data can never make a record look remotable.
+/** @type {WeakMap<object, string>} */
+const farInterfaces = new WeakMap();
+/** Method names a peer may call: an identifier not starting with "_" (as in Python). */
+export const METHOD_NAME = /^[A-Za-z][A-Za-z0-9_]{0,127}$/;
+
+/**
+ * Make `methods` a remotable with interface name `iface`: passed by
+ * reference, and the peer may call its own function properties whose names
+ * are identifiers not starting with "_". Returns the same object, frozen.
+ *
+ * @template {object} T
+ * @param {string} iface
+ * @param {T} [methods]
+ * @returns {T}
+ */
+export function Far(iface, methods = /** @type {T} */ ({})) {
+  if (typeof iface !== "string" || !iface) throw new TypeError("Far() needs a non-empty interface name");
+  for (const [name, fn] of Object.entries(methods)) {
+    if (typeof fn !== "function") continue; // data properties are allowed but not callable
+    if (!METHOD_NAME.test(name)) throw new TypeError(`Far(): ${JSON.stringify(name)} is not a valid remote method name`);
+  }
+  Object.freeze(methods);
+  farInterfaces.set(methods, iface);
+  return methods;
+}
+/**
+ * The interface name of a remotable made by `Far`, or undefined.
+ * @param {unknown} obj
+ * @returns {string | undefined}
+ */
+export const interfaceOf = (obj) => (obj !== null && typeof obj === "object" ? farInterfaces.get(obj) : undefined);
+
+/**
+ * The interface name if `obj` was made by `Far` (any kind of value may be asked). Internal.
+ * @param {any} obj
+ * @returns {string | undefined}
+ */
+export const remotableInterface = (obj) => farInterfaces.get(obj);
+
+/**
+ * `{promise, resolve, reject}`: a pending promise and the functions that settle it.
+ * @template [T=any]
+ * @returns {{promise: Promise<T>, resolve: (value: T | PromiseLike<T>) => void, reject: (reason?: any) => void}}
+ */
+export function makePromiseKit() {
+  /** @type {(value: T | PromiseLike<T>) => void} */
+  let resolve = () => {};
+  /** @type {(reason?: any) => void} */
+  let reject = () => {};
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/**
+ * A value's kind for error messages: "null", a typeof name, or the constructor's name. Internal.
+ * @param {unknown} v
+ */
+export function describeType(v) {
+  if (v === null) return "null";
+  if (typeof v !== "object" && typeof v !== "function") return typeof v;
+  return v.constructor?.name ?? "object";
+}
