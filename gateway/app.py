@@ -494,13 +494,14 @@ async def start_gateway(
 ) -> None:
     """Start the gateway in ``nursery`` (called by ``gateway.hook``, once this module is imported).
 
-    It sets the control object as ``kernel.services.gateway`` and adds its
-    shutdown to ``kernel.services.before_stop``. If the port cannot be
+    It opens the gateway's tables (its own migrations), sets the control
+    object as ``kernel.services.gateway`` and adds its shutdown to
+    ``kernel.services.before_stop``. If the port cannot be
     bound, the daemon runs on without a gateway; the reason is logged and
     reported by ``ocapd chat``.
     """
     config = GatewayConfig(host=host, port=port, static_dir=static_dir or DEFAULT_STATIC_DIR, enable_echo=enable_echo)
-    service = GatewayService(kernel, TokenStore(kernel.db), config)
+    service = GatewayService(kernel, await TokenStore.open(kernel.db), config)
     kernel.services.gateway = service.control
     kernel.services.before_stop.append(service.aclose)
     try:
