@@ -45,7 +45,7 @@ __all__ = [
     "MailboxStoreFormula", "WorkerFormula", "EvalFormula", "MakeUnconfinedFormula",
     "MakeBundleFormula", "MarshalFormula", "ReadableBlobFormula", "LookupFormula",
     "LeastAuthorityFormula", "EndoFormula", "PromiseFormula", "ResolverFormula",
-    "WebletFormula", "FormulaModel",
+    "WebletFormula", "FormulaModel", "WorkerLevel",
 ]  # fmt: skip
 
 # 256 random bits as lower-case hex: unguessable, and one spelling per id.
@@ -53,6 +53,8 @@ FormulaId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 # The sha256 of a blob's content, lower-case hex.
 ContentHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 PathPart = Annotated[str, AfterValidator(validate_name_or_special)]
+# A worker's OS confinement, chosen by the power level its code was given.
+WorkerLevel = Literal["NONE", "ENDO", "HOST", "CUSTOM"]
 
 
 def _bytes_from_json(value: object) -> object:
@@ -104,7 +106,7 @@ class MailboxStoreFormula(FormulaModel):
 
 class WorkerFormula(FormulaModel):
     type: Literal["worker"] = "worker"
-    level: Literal["NONE", "ENDO", "HOST", "CUSTOM"] = "HOST"  # its OS confinement
+    level: WorkerLevel = "HOST"  # its OS confinement
 
 class EvalFormula(FormulaModel):
     type: Literal["eval"] = "eval"
@@ -162,7 +164,7 @@ class ResolverFormula(FormulaModel):
 class WebletFormula(FormulaModel):
     type: Literal["weblet"] = "weblet"
     guest: FormulaId; bundle: FormulaId; backend: FormulaId | None = None; manifest: dict[str, Any]
-    digest: str = ""; level: Literal["NONE", "ENDO", "HOST", "CUSTOM"] = "NONE"  # bundle digest; power level
+    digest: str = ""; level: WorkerLevel = "NONE"  # bundle digest; power level
     DEPENDS_ON = ("guest", "bundle", "backend")
 
 

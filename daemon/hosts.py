@@ -78,7 +78,7 @@ class Host(Agent):
         return await self._kernel.provide(fid)
 
     # -- workers and evaluation ---------------------------------------------------------
-    def _stage_worker(self, txn: Txn, worker: str | None, level: str = "HOST") -> str:
+    def _stage_worker(self, txn: Txn, worker: str | None, level: F.WorkerLevel = "HOST") -> str:
         """The worker formula id for ``worker``: MAIN, an existing name, a new name, or None (fresh)."""
         if worker is None:
             return txn.formula(F.WorkerFormula(level=level))
@@ -142,7 +142,7 @@ class Host(Agent):
         powers: str | list[str],
         handle_name: str | None,
         introduce_host_as: str | None = None,
-    ) -> tuple[str, str]:
+    ) -> tuple[str, F.WorkerLevel]:
         """The powers formula for a power level, and the worker level it implies.
 
         HOST means the host's own agent, unless ``introduce_host_as`` is given:
@@ -150,6 +150,7 @@ class Host(Agent):
         under that name — weblets always get a guest of their own.
         """
         introduced: dict[str, str] = {}
+        level: F.WorkerLevel
         if powers == "HOST":
             if introduce_host_as is None:
                 return self._id, "HOST"

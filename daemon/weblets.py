@@ -21,7 +21,7 @@ a new instance URL. Cancelling a weblet closes its open instances the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ocapd.captp import far
 
@@ -108,7 +108,7 @@ class StoredWeblet:
     manifest: dict[str, Any]  # validated and normalized, as JSON
     digest: str
 
-    def stage(self, txn: Txn, guest_id: str, level: Literal["NONE", "ENDO", "HOST", "CUSTOM"]) -> str:
+    def stage(self, txn: Txn, guest_id: str, level: F.WorkerLevel) -> str:
         """Stage the weblet's formulas for guest ``guest_id`` at power ``level``; return the weblet's id."""
         bundle_id = txn.formula(F.ReadableBlobFormula(content=self.bundle_sha))
         backend_id = None

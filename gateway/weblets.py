@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from ocapd.captp import E, RemotePromise, RemoteRef, encode, far, is_remotable
+from ocapd.daemon.formulas import WebletFormula
 from ocapd.daemon.weblet_bundle import WebletManifest, csp_for, parse_manifest, read_bundle
 
 from .site import LiveSession, Site
@@ -232,6 +233,7 @@ class WebletHosting:
             raise RuntimeError(f"open: {MAX_INSTANCES} weblet instances are open already; close some first")
         weblet = await kernel.provide(weblet_id)  # incarnates the guest and starts the backend
         formula = kernel.formula(weblet_id)
+        assert isinstance(formula, WebletFormula)  # checked above; formulas never change type
         manifest = parse_manifest(formula.manifest, where="the stored manifest")
         if manifest.kind != "iframe":
             raise ValueError(f"open: a {manifest.kind!r} weblet is not hosted by the gateway (only 'iframe')")
