@@ -1,8 +1,10 @@
-"""ocapd's daemon: agents, formulas, names, mail, persistence, lifecycle and the CLI.
+"""ocapd's daemon: agents, formulas, names, mail, persistence and lifecycle.
 
 Kept import-light on purpose: ``ocapd`` commands import only what they use.
-The pieces: ``kernel`` (formulas become incarnations), ``agents`` (hosts,
-guests, handles), ``petstore`` and ``mail`` (names and messages), ``work``
-(workers and evaluation), ``service`` (the daemon process), ``cli`` and
-``client`` (the command line).
+The pieces: ``formulas`` (the models) and ``catalogue`` (each model's maker),
+``kernel`` (formulas become incarnations; the typed ``Services``), the agents
+(``hosts``, ``guests``, ``handles``, ``directories``, their ``makers`` and the
+small ``values``), ``petstore`` and ``mail`` (names and messages), ``work``
+(workers and evaluation), ``weblets``, ``db`` (the SQLite file), ``service``
+(the daemon process) and ``client`` (the CLI's side of the socket).
 """

@@ -1,4 +1,4 @@
-"""The daemon's one SQLite file: formulas, pet names, mail, metadata, blobs and gateway tokens.
+"""The daemon's one SQLite file: formulas, pet names, mail, metadata and blobs (and a layer's own tables).
 
 The daemon's model is "load everything at startup, then only write": formulas
 are immutable, and pet stores and mailboxes live in memory, so reads are plain
@@ -40,15 +40,23 @@ Schema. ``meta.schema_version`` counts the :data:`MIGRATIONS` applied; opening
 a file applies the missing ones in order, each in its own transaction. A new
 schema = one more function appended to ``MIGRATIONS`` (never edit a shipped
 one) + one more case in tests/test_db.py's upgrade test.
+
+Layers above the daemon (the gateway) keep their own tables in this file, but
+the daemon does not know them: a layer brings its tables up to date with
+:meth:`Database.migrate_namespace` and its own numbered migrations, counted in
+``meta`` under ``schema_version:<namespace>``, writes them with
+:meth:`Batch.execute` and reads them with :meth:`Database.select`. Its tables
+share the file's transactions, group commit and durability.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -66,6 +74,7 @@ __all__ = [
     "Database",
     "DatabaseClosed",
     "MIGRATIONS",
+    "Migration",
     "SCHEMA_VERSION",
     "SchemaTooNew",
     "blob_hash",
@@ -130,21 +139,16 @@ def _schema_1(db: sqlite_utils.Database) -> None:
 
 
 def _schema_2(db: sqlite_utils.Database) -> None:
-    """Gateway tokens: only the sha256 of each secret is stored (see gateway/tokens.py)."""
-    db.execute(
-        f"""CREATE TABLE tokens (
-            id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 32 AND id NOT GLOB '*[^0-9a-f]*'),
-            hash TEXT NOT NULL UNIQUE CHECK ({_ID_CHECK.format("hash")}),
-            agent TEXT NOT NULL CHECK ({_ID_CHECK.format("agent")}),
-            label TEXT NOT NULL,
-            created REAL NOT NULL  -- unix time
-        )"""
-    )
+    """Nothing, now. Version 2 once created the gateway's tokens table; the gateway's
+    own migrations ("gateway" namespace) own that table now, and adopt it where it exists."""
 
 
+Migration = Callable[["sqlite_utils.Database"], None]
 # MIGRATIONS[n] takes a file from schema version n to n + 1 (version 0 = empty).
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_schema_1, _schema_2]
+MIGRATIONS: list[Migration] = [_schema_1, _schema_2]
 SCHEMA_VERSION = len(MIGRATIONS)
+# A layer's namespace: a short lower-case word (it is part of a meta key).
+_NAMESPACE = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 
 
 @contextmanager
@@ -161,37 +165,53 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def schema_version(db: sqlite_utils.Database | sqlite3.Connection) -> int:
-    """The schema version of an open file (0 for a new, empty one)."""
+def _version_key(namespace: str | None) -> str:
+    if namespace is None:
+        return "schema_version"
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise ValueError(f"a schema namespace is a short lower-case word, not {namespace!r}")
+    return f"schema_version:{namespace}"
+
+
+def schema_version(db: sqlite_utils.Database | sqlite3.Connection, namespace: str | None = None) -> int:
+    """The schema version of an open file (0 for a new, empty one), or of a layer's ``namespace`` in it."""
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
         return 0
-    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    row = db.execute("SELECT value FROM meta WHERE key = ?", [_version_key(namespace)]).fetchone()
     return int(row[0]) if row else 0
 
 
-def migrate(db: sqlite_utils.Database, target: int | None = None) -> int:
+def migrate(
+    db: sqlite_utils.Database,
+    target: int | None = None,
+    *,
+    namespace: str | None = None,
+    migrations: Sequence[Migration] | None = None,
+) -> int:
     """Apply the missing migrations up to ``target`` (default: all), one transaction each.
 
-    Returns the version reached. Raises :class:`SchemaTooNew` if the file is
-    ahead of :data:`MIGRATIONS`; a migration that fails leaves the file at the
-    version before it.
+    The daemon's own :data:`MIGRATIONS` by default; a layer's ``migrations``,
+    counted under its ``namespace``, otherwise (the daemon's must be applied
+    first: they make ``meta``). Returns the version reached. Raises
+    :class:`SchemaTooNew` if the file is ahead of the migrations; a migration
+    that fails leaves the file at the version before it.
     """
-    latest = len(MIGRATIONS)
+    if migrations is None:
+        if namespace is not None:
+            raise ValueError("give a namespace's own migrations")
+        migrations = MIGRATIONS
+    key = _version_key(namespace)
+    latest = len(migrations)
     target = latest if target is None else target
-    version = schema_version(db)
+    version = schema_version(db, namespace)
     if version > latest:
-        raise SchemaTooNew(
-            f"database schema version {version} is newer than this ocapd knows ({latest}); "
-            "use a newer ocapd"
-        )
+        what = "database schema" if namespace is None else f"database schema of {namespace!r}"
+        raise SchemaTooNew(f"{what} version {version} is newer than this ocapd knows ({latest}); use a newer ocapd")
     while version < target:
         with _transaction(db.conn):
-            MIGRATIONS[version](db)
+            migrations[version](db)
             version += 1
-            db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                [str(version)],
-            )
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, str(version)])
     return version
 
 
@@ -215,8 +235,6 @@ _PUT_MESSAGE = "INSERT OR REPLACE INTO messages (mailbox, number, record) VALUES
 _DELETE_MESSAGE = "DELETE FROM messages WHERE mailbox = ? AND number = ?"
 _SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 _PUT_BLOB = "INSERT OR IGNORE INTO blobs (sha256, data) VALUES (?, ?)"
-_PUT_TOKEN = "INSERT OR REPLACE INTO tokens (id, hash, agent, label, created) VALUES (?, ?, ?, ?, ?)"
-_DELETE_TOKEN = "DELETE FROM tokens WHERE id = ?"
 
 
 class Batch:
@@ -269,12 +287,15 @@ class Batch:
         self._ops.append((_PUT_BLOB, (sha, data)))
         return sha
 
-    def put_token(self, token_id: str, token_hash: str, agent_id: str, label: str, created: float) -> None:
-        """Store a gateway token: its sha256 (never the secret), its agent, label and creation time."""
-        self._ops.append((_PUT_TOKEN, (token_id, token_hash, agent_id, label, float(created))))
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One statement on a layer's own tables (see :meth:`Database.migrate_namespace`).
 
-    def delete_token(self, token_id: str) -> None:
-        self._ops.append((_DELETE_TOKEN, (token_id,)))
+        The daemon's tables have the methods above; this is for tables the
+        daemon does not know, made by a layer's own migrations.
+        """
+        if not isinstance(sql, str):
+            raise TypeError("execute takes an SQL statement")
+        self._ops.append((sql, tuple(params)))
 
 
 class _Pending:
@@ -535,11 +556,36 @@ class Database:
         """Store ``data`` content-addressed; return its sha256 hex."""
         return await self._one(lambda b: b.put_blob(data))
 
-    async def put_token(self, token_id: str, token_hash: str, agent_id: str, label: str, created: float) -> None:
-        await self._one(lambda b: b.put_token(token_id, token_hash, agent_id, label, created))
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One statement on a layer's own tables, committed (see :meth:`Batch.execute`)."""
+        await self._one(lambda b: b.execute(sql, params))
 
-    async def delete_token(self, token_id: str) -> None:
-        await self._one(lambda b: b.delete_token(token_id))
+    async def migrate_namespace(self, namespace: str, migrations: Sequence[Migration]) -> int:
+        """Bring a layer's own tables up to date: apply its missing ``migrations``, counted under ``namespace``.
+
+        For layers above the daemon (the gateway), whose tables the daemon
+        does not know. Each migration runs in its own transaction on the
+        writer thread, like the daemon's; returns the version reached.
+        Raises :class:`SchemaTooNew` if the file is ahead of ``migrations``.
+        """
+        key = _version_key(namespace)  # validates it before anything runs
+        if self.get_meta(key) == str(len(migrations)):
+            return len(migrations)  # the usual start: nothing to do, no thread hop
+
+        def run() -> int:
+            import sqlite_utils
+
+            return migrate(
+                sqlite_utils.Database(self._writer, execute_plugins=False), namespace=namespace, migrations=migrations
+            )
+
+        async with self._lane:
+            if self._closing:
+                raise DatabaseClosed(f"{self.path}: database is closed")
+            try:
+                return await trio.to_thread.run_sync(run, limiter=self._thread)
+            except SchemaTooNew as error:
+                raise SchemaTooNew(f"{self.path}: {error}") from None
 
     async def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"``, or the problems found, one per line."""
@@ -580,12 +626,9 @@ class Database:
             messages.setdefault(mailbox, []).append(json.loads(record))
         return messages
 
-    def load_tokens(self) -> list[dict[str, Any]]:
-        """Every gateway token: dicts with id, hash, agent, label and created, oldest first."""
-        rows = self._read("SELECT id, hash, agent, label, created FROM tokens ORDER BY created, id")
-        return [
-            {"id": i, "hash": h, "agent": a, "label": label, "created": float(c)} for i, h, a, label, c in rows
-        ]
+    def select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a query on a layer's own tables (committed data only, like every loader)."""
+        return self._read(sql, tuple(params))
 
     def get_meta(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))

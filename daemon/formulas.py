@@ -11,7 +11,10 @@ Formulas are stored as JSON (``formula_to_dict``) and read back with
 :func:`parse_formula`. The one bytes field, ``marshal.body``, travels through
 JSON as base64 text.
 
-Adding a capability type = one model here (and in ``Formula``) + one maker.
+Adding a capability type = one model here (and in ``Formula``) + one row in
+``catalogue.MAKERS``, the table that maps each model to the maker that
+incarnates it. Every type has a maker: a type is added when an issue needs it
+(the OCapN ``peer`` and ``invitation`` types come with that work), never ahead.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from .names import validate_name_or_special, validate_pet_name
+from .names import validate_name_or_special
 
 __all__ = [
     "FORMULA_ADAPTER", "FORMULA_TYPES", "ContentHash", "Formula", "FormulaId",
@@ -42,15 +45,16 @@ __all__ = [
     "MailboxStoreFormula", "WorkerFormula", "EvalFormula", "MakeUnconfinedFormula",
     "MakeBundleFormula", "MarshalFormula", "ReadableBlobFormula", "LookupFormula",
     "LeastAuthorityFormula", "EndoFormula", "PromiseFormula", "ResolverFormula",
-    "WebletFormula", "InvitationFormula", "PeerFormula",
+    "WebletFormula", "FormulaModel", "WorkerLevel",
 ]  # fmt: skip
 
 # 256 random bits as lower-case hex: unguessable, and one spelling per id.
 FormulaId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 # The sha256 of a blob's content, lower-case hex.
 ContentHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-PetName = Annotated[str, AfterValidator(validate_pet_name)]
 PathPart = Annotated[str, AfterValidator(validate_name_or_special)]
+# A worker's OS confinement, chosen by the power level its code was given.
+WorkerLevel = Literal["NONE", "ENDO", "HOST", "CUSTOM"]
 
 
 def _bytes_from_json(value: object) -> object:
@@ -65,44 +69,46 @@ StoredBytes = Annotated[
 ]
 
 
-class _Formula(BaseModel):
+class FormulaModel(BaseModel):
+    """The base of every formula model: frozen, and no fields beyond its own."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     DEPENDS_ON: ClassVar[tuple[str, ...]] = ()  # the fields holding ids this formula dies with
 
 
 # ---- the catalogue ---------------------------------------------------------------------------
-class HostFormula(_Formula):
+class HostFormula(FormulaModel):
     type: Literal["host"] = "host"
     handle: FormulaId; petstore: FormulaId; mailbox: FormulaId; worker: FormulaId  # worker: MAIN
     endo: FormulaId; networks: FormulaId | None = None
     DEPENDS_ON = ("handle", "petstore", "mailbox", "worker", "endo", "networks")
 
-class GuestFormula(_Formula):
+class GuestFormula(FormulaModel):
     type: Literal["guest"] = "guest"
     handle: FormulaId; host_handle: FormulaId; petstore: FormulaId; mailbox: FormulaId; worker: FormulaId
     DEPENDS_ON = ("handle", "host_handle", "petstore", "mailbox", "worker")
 
-class HandleFormula(_Formula):
+class HandleFormula(FormulaModel):
     type: Literal["handle"] = "handle"
     agent: FormulaId
     DEPENDS_ON = ("agent",)
 
-class PetStoreFormula(_Formula):
+class PetStoreFormula(FormulaModel):
     type: Literal["pet-store"] = "pet-store"
 
-class DirectoryFormula(_Formula):
+class DirectoryFormula(FormulaModel):
     type: Literal["directory"] = "directory"
     petstore: FormulaId
     DEPENDS_ON = ("petstore",)
 
-class MailboxStoreFormula(_Formula):
+class MailboxStoreFormula(FormulaModel):
     type: Literal["mailbox-store"] = "mailbox-store"
 
-class WorkerFormula(_Formula):
+class WorkerFormula(FormulaModel):
     type: Literal["worker"] = "worker"
-    level: Literal["NONE", "ENDO", "HOST", "CUSTOM"] = "HOST"  # its OS confinement
+    level: WorkerLevel = "HOST"  # its OS confinement
 
-class EvalFormula(_Formula):
+class EvalFormula(FormulaModel):
     type: Literal["eval"] = "eval"
     worker: FormulaId; source: str; names: list[str]; values: list[FormulaId]  # names[i] = values[i]
     DEPENDS_ON = ("worker", "values")
@@ -113,75 +119,67 @@ class EvalFormula(_Formula):
             raise ValueError(f"{len(self.names)} names for {len(self.values)} values")
         return self
 
-class MakeUnconfinedFormula(_Formula):
+class MakeUnconfinedFormula(FormulaModel):
     type: Literal["make-unconfined"] = "make-unconfined"
     worker: FormulaId; powers: FormulaId; specifier: str
     DEPENDS_ON = ("worker", "powers")
 
-class MakeBundleFormula(_Formula):
+class MakeBundleFormula(FormulaModel):
     type: Literal["make-bundle"] = "make-bundle"
     worker: FormulaId; powers: FormulaId; bundle: FormulaId
     DEPENDS_ON = ("worker", "powers", "bundle")
 
-class MarshalFormula(_Formula):
+class MarshalFormula(FormulaModel):
     type: Literal["marshal"] = "marshal"
     body: StoredBytes; slots: list[FormulaId]  # a captp-encoded value; the formulas it refers to
     DEPENDS_ON = ("slots",)
 
-class ReadableBlobFormula(_Formula):
+class ReadableBlobFormula(FormulaModel):
     type: Literal["readable-blob"] = "readable-blob"
     content: ContentHash
 
-class LookupFormula(_Formula):
+class LookupFormula(FormulaModel):
     type: Literal["lookup"] = "lookup"
     hub: FormulaId; path: Annotated[list[PathPart], Field(min_length=1)]
     DEPENDS_ON = ("hub",)
 
-class LeastAuthorityFormula(_Formula):
+class LeastAuthorityFormula(FormulaModel):
     type: Literal["least-authority"] = "least-authority"
 
-class EndoFormula(_Formula):
+class EndoFormula(FormulaModel):
     type: Literal["endo"] = "endo"
     host: FormulaId; least_authority: FormulaId  # host: the root host
     DEPENDS_ON = ("host", "least_authority")
 
-class PromiseFormula(_Formula):
+class PromiseFormula(FormulaModel):
     type: Literal["promise"] = "promise"
     store: FormulaId  # a pet store that will hold the resolution
     DEPENDS_ON = ("store",)
 
-class ResolverFormula(_Formula):
+class ResolverFormula(FormulaModel):
     type: Literal["resolver"] = "resolver"
     store: FormulaId
     DEPENDS_ON = ("store",)
 
-class WebletFormula(_Formula):
+class WebletFormula(FormulaModel):
     type: Literal["weblet"] = "weblet"
     guest: FormulaId; bundle: FormulaId; backend: FormulaId | None = None; manifest: dict[str, Any]
-    digest: str = ""; level: Literal["NONE", "ENDO", "HOST", "CUSTOM"] = "NONE"  # bundle digest; power level
+    digest: str = ""; level: WorkerLevel = "NONE"  # bundle digest; power level
     DEPENDS_ON = ("guest", "bundle", "backend")
 
-class InvitationFormula(_Formula):
-    type: Literal["invitation"] = "invitation"
-    host_agent: FormulaId; host_handle: FormulaId; guest_name: PetName
-    DEPENDS_ON = ("host_agent", "host_handle")
-
-class PeerFormula(_Formula):
-    type: Literal["peer"] = "peer"
-    node: str; addresses: list[str]
 
 
 Formula = Annotated[
     HostFormula | GuestFormula | HandleFormula | PetStoreFormula | DirectoryFormula |
     MailboxStoreFormula | WorkerFormula | EvalFormula | MakeUnconfinedFormula | MakeBundleFormula |
     MarshalFormula | ReadableBlobFormula | LookupFormula | LeastAuthorityFormula | EndoFormula |
-    PromiseFormula | ResolverFormula | WebletFormula | InvitationFormula | PeerFormula,
+    PromiseFormula | ResolverFormula | WebletFormula,
     Field(discriminator="type"),
 ]  # fmt: skip
 # ---- end of the catalogue --------------------------------------------------------------------
 
 FORMULA_ADAPTER: TypeAdapter[Formula] = TypeAdapter(Formula)
-FORMULA_TYPES: dict[str, type[_Formula]] = {
+FORMULA_TYPES: dict[str, type[FormulaModel]] = {
     model.model_fields["type"].default: model for model in get_args(get_args(Formula)[0])
 }
 

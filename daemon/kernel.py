@@ -1,7 +1,7 @@
 """The kernel: formulas (persisted recipes) become live values (incarnations) on demand.
 
-``provide(id)`` incarnates a formula with the maker registered for its type,
-memoized, so every caller shares one live value. A maker declares what its
+``provide(id)`` incarnates a formula with the maker the kernel was given for
+its type (``catalogue.MAKERS``), memoized, so every caller shares one live value. A maker declares what its
 value depends on by providing those ids through its ``Incarnation``
 ("this dies if that dies"); ``cancel(id)`` then cancels everything that
 depends on it, transitively, and runs their cancel hooks (a worker is
@@ -18,34 +18,68 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
-from ocapd.captp import Promise, is_remotable
+from ocapd.captp import Promise, is_remotable, make_promise_kit
 
-from .formulas import Formula, dependencies, new_formula_id, parse_formula
+from .formulas import Formula, FormulaModel, dependencies, new_formula_id, parse_formula
 
 if TYPE_CHECKING:
-    from .db import Database
+    from ocapd.captp import Connection
+    from ocapd.workers import Launcher
 
-__all__ = ["Kernel", "Incarnation", "Txn", "Cancelled", "register_maker"]
+    from .db import Database
+    from .paths import Paths
+    from .work import RunningWorker
+
+__all__ = ["Kernel", "Incarnation", "Txn", "Cancelled", "Maker", "Services", "GatewayControls"]
 
 log = logging.getLogger("ocapd.kernel")
 
-Maker = Callable[["Kernel", str, Any, "Incarnation"], Awaitable[Any]]
-_MAKERS: dict[str, Maker] = {}
+FormulaT = TypeVar("FormulaT", bound=FormulaModel)
+#: A maker incarnates one formula type: ``await maker(kernel, id, formula, incarnation)``
+#: is the live value. ``catalogue.MAKERS`` holds one per formula model.
+Maker = Callable[["Kernel", str, FormulaT, "Incarnation"], Awaitable[Any]]
 
 
-def register_maker(formula_type: str) -> Callable[[Maker], Maker]:
-    """Register the maker that incarnates formulas of ``formula_type``."""
+class GatewayControls(Protocol):
+    """What the daemon asks of the gateway (another layer, plugged in through a hook)."""
 
-    def register(fn: Maker) -> Maker:
-        _MAKERS[formula_type] = fn
-        return fn
+    def info(self) -> dict[str, Any]: ...
+    async def open_instance(self, weblet_id: str) -> dict[str, str]: ...
+    def close_instance(self, label: str) -> bool: ...
+    def close_weblet_instances(self, weblet_id: str, reason: str = "cancelled") -> int: ...
+    def list_instances(self) -> list[dict[str, Any]]: ...
 
-    return register
+
+@dataclass
+class Services:
+    """What makers and facets reach beyond the formula table; each field says who sets it."""
+
+    #: The state, run and cache folders (``run_daemon``).
+    paths: Paths | None = None
+    #: Starts worker processes (``run_daemon``).
+    launcher: Launcher | None = None
+    #: Pet names and mail as loaded at start-up, read by the pet-store and
+    #: mailbox makers (``run_daemon``; a store's live names are in its ``PetStore``).
+    names: dict[str, dict[str, str]] = field(default_factory=dict)
+    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: The id of the ``NONE`` formula (``run_daemon``, on first start: the root formulas).
+    least_authority: str | None = None
+    #: Live CapTP sessions by name, for ``ocapd inspect`` (the CLI listener, the gateway).
+    sessions: dict[str, Connection] = field(default_factory=dict)
+    #: Live workers by formula id (the worker maker).
+    workers: dict[str, RunningWorker] = field(default_factory=dict)
+    #: The gateway's control object, once it exists (the gateway hook).
+    gateway: GatewayControls | None = None
+    #: Set once the gateway listens or failed to (the gateway hook; None: no gateway).
+    gateway_ready: trio.Event | None = None
+    #: ``async () -> None`` callables awaited first when the daemon stops (the gateway's shutdown).
+    before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 class Cancelled(Exception):
@@ -55,13 +89,13 @@ class Cancelled(Exception):
 class Incarnation:
     """One live value of one formula, with the edges and hooks that end it."""
 
-    __slots__ = ("id", "type", "promise", "deps", "hooks", "started", "_kernel")
+    __slots__ = ("id", "type", "promise", "deps", "hooks", "started", "_kernel", "_resolver")
 
     def __init__(self, kernel: Kernel, fid: str, ftype: str) -> None:
         self._kernel = kernel
         self.id = fid
         self.type = ftype
-        self.promise = Promise()
+        self.promise, self._resolver = make_promise_kit()
         self.deps: set[str] = set()
         self.hooks: list[Callable[[str], Awaitable[None]]] = []
         self.started = time.time()
@@ -78,6 +112,10 @@ class Incarnation:
     def on_cancel(self, hook: Callable[[str], Awaitable[None]]) -> None:
         """Run ``await hook(reason)`` when this incarnation is cancelled."""
         self.hooks.append(hook)
+
+    def is_current(self) -> bool:
+        """Whether this is still its formula's live incarnation (not cancelled, not replaced)."""
+        return self._kernel._live.get(self.id) is self
 
 
 class Txn:
@@ -102,10 +140,17 @@ class Txn:
 class Kernel:
     """Owns the formula table, the live incarnations and their dependency graph."""
 
-    def __init__(self, db: Database, nursery: trio.Nursery, **services: Any) -> None:
+    def __init__(
+        self,
+        db: Database,
+        nursery: trio.Nursery,
+        makers: Mapping[type[FormulaModel], Maker[Any]],
+        services: Services | None = None,
+    ) -> None:
         self.db = db
         self.nursery = nursery
-        self.services = services  # paths, launcher, ... reached by makers
+        self.services = services or Services()
+        self._makers = makers  # catalogue.MAKERS: formula model -> maker
         self.formulas: dict[str, Formula] = {}
         self._live: dict[str, Incarnation] = {}
         self._dependents: dict[str, set[str]] = defaultdict(set)
@@ -134,6 +179,26 @@ class Kernel:
         await self.commit(txn)
         return fid
 
+    async def provide_then_commit(self, txn: Txn, fid: str, reason: str = "not committed") -> Any:
+        """Incarnate ``fid`` from ``txn``'s formulas before they are written, then commit them.
+
+        The formulas are known in memory only (provisionally) while ``fid`` is
+        incarnated; if that or the commit fails, every incarnation made from
+        them is cancelled with ``reason`` and they are forgotten, so nothing is
+        left behind, not even after a crash in between.
+        """
+        self.formulas.update(txn.formulas)
+        try:
+            value = await self.provide(fid)
+            await self.commit(txn)
+        except BaseException:
+            for staged in txn.formulas:
+                await self.cancel(staged, reason)
+            for staged in txn.formulas:
+                self.formulas.pop(staged, None)
+            raise
+        return value
+
     # -- reading -----------------------------------------------------------------
     def formula(self, fid: str) -> Formula:
         try:
@@ -148,16 +213,16 @@ class Kernel:
         """The formula id of a live value, if it came from one."""
         return self._id_of.get(id(value))
 
-    async def gateway(self) -> Any:
+    async def gateway(self) -> GatewayControls | None:
         """The gateway's control object once it is up, or None if this daemon runs without one.
 
         The gateway (plugged in through ``run_daemon``'s hook) comes up just after
-        the daemon is ready and sets ``services["gateway_ready"]`` when it has.
+        the daemon is ready and sets ``services.gateway_ready`` when it has.
         """
-        ready = self.services.get("gateway_ready")
+        ready = self.services.gateway_ready
         if ready is not None:
             await ready.wait()
-        return self.services.get("gateway")
+        return self.services.gateway
 
     def is_live(self, fid: str) -> bool:
         inc = self._live.get(fid)
@@ -169,7 +234,7 @@ class Kernel:
         inc = self._live.get(fid)
         if inc is None:
             formula = self.formula(fid)
-            maker = _MAKERS.get(formula.type)
+            maker = self._makers.get(type(formula))
             if maker is None:
                 raise LookupError(f"no maker for formula type {formula.type!r}")
             inc = Incarnation(self, fid, formula.type)
@@ -179,18 +244,18 @@ class Kernel:
             self.nursery.start_soon(self._incarnate, inc, maker, formula)
         return await inc.promise
 
-    async def _incarnate(self, inc: Incarnation, maker: Maker, formula: Formula) -> None:
+    async def _incarnate(self, inc: Incarnation, maker: Maker[Any], formula: Formula) -> None:
         try:
             value = await maker(self, inc.id, formula, inc)
         except Exception as e:
             if self._live.get(inc.id) is inc:
                 del self._live[inc.id]
             self._forget_edges(inc)
-            inc.promise._reject(e)
+            inc._resolver.reject(e)
             return
         if is_remotable(value) or isinstance(value, Promise):
             self._id_of[id(value)] = inc.id
-        inc.promise._resolve(value)
+        inc._resolver.resolve(value)
 
     # -- cancellation ----------------------------------------------------------------
     async def cancel(self, fid: str, reason: str = "cancelled") -> list[str]:
@@ -229,7 +294,7 @@ class Kernel:
             if inc.promise.fulfilled:
                 self._id_of.pop(id(inc.promise.result()), None)
             else:
-                inc.promise._reject(Cancelled(reason))
+                inc._resolver.reject(Cancelled(reason))
         return detached
 
     async def run_cancel_hooks(self, detached: list[Incarnation], reason: str) -> None:

@@ -28,10 +28,11 @@ import trio
 
 from ocapd.captp import far, open_stream_connection
 
-from . import agents, weblets, work  # noqa: F401 - registers the makers
 from . import formulas as F
+from .catalogue import MAKERS
 from .db import Database
-from .kernel import Kernel
+from .hosts import stage_host
+from .kernel import Kernel, Services
 from .paths import Paths, ensure_dirs
 from .petstore import ChangeStream
 
@@ -41,9 +42,10 @@ log = logging.getLogger("ocapd")
 
 #: The gateway (another layer) plugs in here: it is started in the daemon's
 #: nursery with the kernel and root host, without the daemon importing it.
-#: It registers its control object as ``kernel.services["gateway"]`` (what
-#: ``DaemonFacet.gateway()`` returns) and may add ``async () -> None``
-#: callables to ``kernel.services["before_stop"]``, awaited first on stop.
+#: It sets its control object as ``kernel.services.gateway`` (what
+#: ``DaemonFacet.gateway()`` returns) and ``kernel.services.gateway_ready``, and
+#: may add ``async () -> None`` callables to ``kernel.services.before_stop``,
+#: awaited first on stop.
 GatewayHook = Callable[[Kernel, Any, trio.Nursery], Awaitable[None]]
 
 
@@ -101,9 +103,10 @@ class DaemonFacet:
         self._stop.set()
 
     def where(self) -> dict[str, str]:
-        p: Paths = self._kernel.services["paths"]
+        p = self._kernel.services.paths
+        assert p is not None  # run_daemon sets it before the CLI can connect
         table = {"state": str(p.state), "run": str(p.run), "sock": str(p.sock), "log": str(p.daemon_log), "cache": str(p.cache)}
-        gateway = self._kernel.services.get("gateway")
+        gateway = self._kernel.services.gateway
         if gateway is not None and gateway.info()["url"]:
             table["gateway"] = gateway.info()["url"]
         return table
@@ -130,13 +133,13 @@ class DaemonFacet:
                 "followers": len(ChangeStream.live),
             },
             "incarnations": k.live(),
-            "workers": [c.info() for c in list(k.services.get("workers", {}).values())],
+            "workers": [w.control.info() for w in list(k.services.workers.values())],
             "sessions": [
-                {"name": name, **conn.stats()} for name, conn in list(k.services["sessions"].items())
+                {"name": name, **conn.stats()} for name, conn in list(k.services.sessions.items())
             ]
             + [  # the daemon's side of each worker's pipe
-                {"name": f"worker-{c._id[:12]}", **c._worker.connection.stats()}
-                for c in list(k.services.get("workers", {}).values())
+                {"name": f"worker-{w.id[:12]}", **w.worker.connection.stats()}
+                for w in list(k.services.workers.values())
             ],
         }
 
@@ -161,19 +164,17 @@ async def _ensure_root(kernel: Kernel) -> str:
     """The root host's id, creating the root formulas on first start."""
     root = kernel.db.get_meta("root_host")
     if root is not None:
-        kernel.services["least_authority"] = kernel.db.get_meta("least_authority")
+        kernel.services.least_authority = kernel.db.get_meta("least_authority")
         return root
     txn = kernel.txn()
     least = txn.formula(F.LeastAuthorityFormula())
-    from .formulas import new_formula_id
-
-    endo_id = new_formula_id()
-    host_id = agents.stage_host(txn, endo=endo_id)
+    endo_id = F.new_formula_id()
+    host_id = stage_host(txn, endo=endo_id)
     txn.formula(F.EndoFormula(host=host_id, least_authority=least), endo_id)
     txn.batch.set_meta("root_host", host_id)
     txn.batch.set_meta("least_authority", least)
     await kernel.commit(txn)
-    kernel.services["least_authority"] = least
+    kernel.services.least_authority = least
     return host_id
 
 
@@ -185,11 +186,11 @@ async def _serve_cli(kernel: Kernel, facet: DaemonFacet, listener: trio.SocketLi
         counter += 1
         name = f"cli-{counter}"
         async with open_stream_connection(stream, facet, name=name) as conn:
-            kernel.services["sessions"][name] = conn
+            kernel.services.sessions[name] = conn
             try:
                 await conn.wait_closed()
             finally:
-                kernel.services["sessions"].pop(name, None)
+                kernel.services.sessions.pop(name, None)
 
     await trio.serve_listeners(handle, [listener])
 
@@ -228,16 +229,10 @@ async def _run(
             # the daemon serves meanwhile, and a worker launched before it
             # is ready waits for it (Launcher.launch).
             nursery.start_soon(launcher.start)
-            kernel = Kernel(
-                db,
-                nursery,
-                paths=paths,
-                launcher=launcher,
-                names=db.load_names(),
-                messages=db.load_messages(),
-                sessions={},
-                workers={},
+            services = Services(
+                paths=paths, launcher=launcher, names=db.load_names(), messages=db.load_messages()
             )
+            kernel = Kernel(db, nursery, MAKERS, services)
             kernel.load()
             root = await _ensure_root(kernel)
             facet = DaemonFacet(kernel, root, stop)
@@ -262,11 +257,11 @@ async def _run(
                 on_ready()
             await stop.wait()
             log.info("ocapd stopping")
-            for before_stop in kernel.services.get("before_stop", ()):
+            for before_stop in kernel.services.before_stop:
                 await before_stop()
-            for sess in list(kernel.services["sessions"].values()):
+            for sess in list(kernel.services.sessions.values()):
                 sess.close("closed: daemon stopping")
-            for fid in list(kernel.services["workers"]):
+            for fid in list(kernel.services.workers):
                 await kernel.cancel(fid, "daemon stopping")
             nursery.cancel_scope.cancel()
     finally:

@@ -1,39 +1,42 @@
 """Weblets: installed web apps, each with its own guest, hosted by the gateway.
 
-``install_weblet`` is atomic. It validates the bundle, then stages every
-formula (the weblet's guest with its endowments, the stored bundle, the backend
-as a make-bundle in a worker confined by the power level, the weblet itself)
-*provisionally*: the kernel sees them in memory, nothing is written to disk.
-It then starts the backend. Only if that succeeds is everything committed in
-one transaction and the name written; if anything fails, the provisional
-formulas are cancelled and forgotten, so no name, formula or worker is left
-behind — not even after a crash in between.
+Installing (``Host.install_weblet``) is atomic. ``store_weblet_bundle``
+validates the bundle and stores its blobs; the host then stages every formula
+(the weblet's guest with its endowments, here ``StoredWeblet.stage``: the
+stored bundle, the backend as a make-bundle in a worker confined by the power
+level, the weblet itself; then the name) *provisionally*: the kernel sees them
+in memory, nothing is written to disk. It then starts the backend
+(``Kernel.provide_then_commit``). Only if that succeeds is everything
+committed in one transaction; if anything fails, the provisional formulas are
+cancelled and forgotten, so no name, formula or worker is left behind — not
+even after a crash in between (stored blobs are content-addressed and
+harmless).
 
 The value of a weblet formula is a ``Weblet`` far object: its manifest, its
-guest's handle, and ``open()``, which asks the gateway (through the
-``kernel.services["gateway"]`` hook, never an import) for a new instance URL.
-Cancelling a weblet closes its open instances through the same hook.
+guest's handle, and ``open()``, which asks the gateway (through
+``kernel.services.gateway``, set by the gateway's hook, never an import) for
+a new instance URL. Cancelling a weblet closes its open instances the same way.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ocapd.captp import far
 
 from . import formulas as F
-from .kernel import register_maker
 
 if TYPE_CHECKING:
-    from .agents import Host
-    from .kernel import Incarnation, Kernel
+    from .db import Database
+    from .kernel import Incarnation, Kernel, Txn
 
-__all__ = ["install_weblet", "Weblet"]
+__all__ = ["StoredWeblet", "Weblet", "make_weblet", "store_weblet_bundle"]
 
 
 @far("Weblet")
 class Weblet:
-    def __init__(self, kernel: Kernel, fid: str, formula: Any, guest: Any, backend: Any) -> None:
+    def __init__(self, kernel: Kernel, fid: str, formula: F.WebletFormula, guest: Any, backend: Any) -> None:
         self._kernel = kernel
         self._id = fid
         self._formula = formula
@@ -48,7 +51,7 @@ class Weblet:
 
     def close(self, label: str) -> bool:
         """Close one of this weblet's open instances (a host page closed its panel)."""
-        gateway = self._kernel.services.get("gateway")
+        gateway = self._kernel.services.gateway
         if gateway is None:
             return False
         mine = {i["label"] for i in gateway.list_instances() if i["weblet"] == self._id}
@@ -78,8 +81,7 @@ class Weblet:
         return await gateway.open_instance(self._id)
 
 
-@register_maker("weblet")
-async def _make_weblet(kernel: Kernel, fid: str, formula: Any, inc: Incarnation) -> Weblet:
+async def make_weblet(kernel: Kernel, fid: str, formula: F.WebletFormula, inc: Incarnation) -> Weblet:
     guest = await inc.provide(formula.guest)
     backend = await inc.provide(formula.backend) if formula.backend is not None else None
 
@@ -87,7 +89,7 @@ async def _make_weblet(kernel: Kernel, fid: str, formula: Any, inc: Incarnation)
         # A cancelled weblet's open instances end with it (their pages lose
         # their sessions), and so does its backend: the weblet owns it, so
         # cancelling the weblet stops its worker (the next open starts anew).
-        gateway = kernel.services.get("gateway")
+        gateway = kernel.services.gateway
         if gateway is not None:
             gateway.close_weblet_instances(fid, reason)
         if formula.backend is not None:
@@ -97,43 +99,40 @@ async def _make_weblet(kernel: Kernel, fid: str, formula: Any, inc: Incarnation)
     return Weblet(kernel, fid, formula, guest, backend)
 
 
-async def install_weblet(host: Host, bundle_bytes: bytes, name: str, powers: str | list[str]) -> Weblet:
-    """Validate, stage, start and commit a weblet (see the module docstring)."""
+@dataclass(frozen=True)
+class StoredWeblet:
+    """A validated weblet bundle whose blobs are stored: what is left is to stage its formulas."""
+
+    bundle_sha: str  # the normalized bundle (what the gateway serves from)
+    backend_sha: str | None  # the backend's own zip, if it has one
+    manifest: dict[str, Any]  # validated and normalized, as JSON
+    digest: str
+
+    def stage(self, txn: Txn, guest_id: str, level: F.WorkerLevel) -> str:
+        """Stage the weblet's formulas for guest ``guest_id`` at power ``level``; return the weblet's id."""
+        bundle_id = txn.formula(F.ReadableBlobFormula(content=self.bundle_sha))
+        backend_id = None
+        if self.backend_sha is not None:
+            backend_blob = txn.formula(F.ReadableBlobFormula(content=self.backend_sha))
+            worker_id = txn.formula(F.WorkerFormula(level=level))
+            backend_id = txn.formula(F.MakeBundleFormula(worker=worker_id, powers=guest_id, bundle=backend_blob))
+        return txn.formula(
+            F.WebletFormula(
+                guest=guest_id, bundle=bundle_id, backend=backend_id, manifest=self.manifest, digest=self.digest,
+                level=level,
+            )
+        )  # fmt: skip
+
+
+async def store_weblet_bundle(db: Database, bundle_bytes: bytes) -> StoredWeblet:
+    """Validate a weblet bundle (zip or single HTML file) and store it; ``BundleError`` says why not."""
     from .weblet_bundle import read_bundle
 
-    kernel = host._kernel
     bundle = read_bundle(bundle_bytes)  # BundleError: one clear line
     if bundle.manifest.kind not in ("iframe", "iframe-external"):
         raise ValueError(f"weblet kind {bundle.manifest.kind!r} cannot be installed yet")
     stored = bundle.to_zip()
     backend_zip = bundle.backend_zip()
-    bundle_sha = await kernel.db.put_blob(stored)
-    backend_sha = await kernel.db.put_blob(backend_zip) if backend_zip is not None else None
-
-    txn = kernel.txn()
-    guest_id, level = await host._powers_for(txn, powers, None, introduce_host_as="host-agent")
-    bundle_id = txn.formula(F.ReadableBlobFormula(content=bundle_sha))
-    backend_id = None
-    if backend_sha is not None:
-        backend_blob = txn.formula(F.ReadableBlobFormula(content=backend_sha))
-        worker_id = txn.formula(F.WorkerFormula(level=level))
-        backend_id = txn.formula(F.MakeBundleFormula(worker=worker_id, powers=guest_id, bundle=backend_blob))
-    manifest = bundle.manifest.model_dump(mode="json")
-    weblet_id = txn.formula(
-        F.WebletFormula(
-            guest=guest_id, bundle=bundle_id, backend=backend_id, manifest=manifest, digest=bundle.digest, level=level
-        )
-    )
-    host._store.stage_write(txn, name, weblet_id)
-
-    kernel.formulas.update(txn.formulas)  # provisional: memory only
-    try:
-        weblet = await kernel.provide(weblet_id)  # starts the backend; make() may raise
-        await kernel.commit(txn)
-    except BaseException:
-        for fid in txn.formulas:
-            await kernel.cancel(fid, "install failed")
-        for fid in txn.formulas:
-            kernel.formulas.pop(fid, None)
-        raise
-    return weblet
+    bundle_sha = await db.put_blob(stored)
+    backend_sha = await db.put_blob(backend_zip) if backend_zip is not None else None
+    return StoredWeblet(bundle_sha, backend_sha, bundle.manifest.model_dump(mode="json"), bundle.digest)

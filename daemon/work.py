@@ -9,20 +9,21 @@ again from the recipe.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ocapd.captp import E, far
 
-from .kernel import register_maker
+from . import formulas as F
 
 if TYPE_CHECKING:
     from ocapd.workers import Worker
 
     from .kernel import Incarnation, Kernel
 
-__all__ = ["WorkerControl"]
+__all__ = ["MakeContext", "RunningWorker", "WorkerControl", "make_bundle", "make_eval", "make_unconfined", "make_worker"]
 
 
 @far("Worker")
@@ -50,6 +51,15 @@ class WorkerControl:
         }
 
 
+@dataclass(frozen=True)
+class RunningWorker:
+    """A live worker as the daemon keeps it (``kernel.services.workers``): for inspection and stopping."""
+
+    id: str
+    worker: Worker
+    control: WorkerControl  # what hosts hold of it
+
+
 @far("Context")
 class MakeContext:
     """Handed to ``make(powers, context)``: who the value is, and whether it was cancelled."""
@@ -65,11 +75,12 @@ class MakeContext:
         return not self._kernel.is_live(self._id)
 
 
-@register_maker("worker")
-async def _make_worker(kernel: Kernel, fid: str, formula: Any, inc: Incarnation) -> WorkerControl:
+async def make_worker(kernel: Kernel, fid: str, formula: F.WorkerFormula, inc: Incarnation) -> WorkerControl:
     from ocapd.workers import WorkerSpec, open_worker
 
-    paths = kernel.services["paths"]
+    paths, launcher = kernel.services.paths, kernel.services.launcher
+    if paths is None or launcher is None:
+        raise RuntimeError("this daemon cannot start workers (no state folder or launcher)")
     spec = WorkerSpec(
         name=f"worker-{fid[:12]}",
         level=formula.level,
@@ -82,13 +93,13 @@ async def _make_worker(kernel: Kernel, fid: str, formula: Any, inc: Incarnation)
         # Died on its own (not cancelled by us): detach it and its dependents
         # now, before anyone can be handed a value from the dead process; the
         # cleanup hooks (waiting for the exit status) run afterwards.
-        if kernel._live.get(fid) is inc:
+        if inc.is_current():
             detached = kernel.detach(fid, "worker exited")
             kernel.nursery.start_soon(kernel.run_cancel_hooks, detached, "worker exited")
 
     async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         try:
-            async with open_worker(spec, kernel.services["launcher"]) as worker:
+            async with open_worker(spec, launcher) as worker:
                 task_status.started(worker)
                 await worker.connection.wait_closed()
                 died()
@@ -97,10 +108,10 @@ async def _make_worker(kernel: Kernel, fid: str, formula: Any, inc: Incarnation)
 
     worker: Worker = await kernel.nursery.start(run)
     control = WorkerControl(fid, formula.level, worker)
-    kernel.services.setdefault("workers", {})[fid] = control
+    kernel.services.workers[fid] = RunningWorker(fid, worker, control)
 
     async def stop(reason: str) -> None:
-        kernel.services["workers"].pop(fid, None)
+        kernel.services.workers.pop(fid, None)
         await worker.terminate()
 
     inc.on_cancel(stop)
@@ -111,22 +122,19 @@ def _facet(control: WorkerControl) -> Any:
     return control._worker.facet
 
 
-@register_maker("eval")
-async def _make_eval(kernel: Kernel, fid: str, formula: Any, inc: Incarnation) -> Any:
+async def make_eval(kernel: Kernel, fid: str, formula: F.EvalFormula, inc: Incarnation) -> Any:
     control = await inc.provide(formula.worker)
     values = [await inc.provide(v) for v in formula.values]
     return await E(_facet(control)).evaluate(formula.source, formula.names, values)
 
 
-@register_maker("make-unconfined")
-async def _make_unconfined(kernel: Kernel, fid: str, formula: Any, inc: Incarnation) -> Any:
+async def make_unconfined(kernel: Kernel, fid: str, formula: F.MakeUnconfinedFormula, inc: Incarnation) -> Any:
     control = await inc.provide(formula.worker)
     powers = await inc.provide(formula.powers)
     return await E(_facet(control)).make_unconfined(formula.specifier, powers, MakeContext(kernel, fid))
 
 
-@register_maker("make-bundle")
-async def _make_bundle(kernel: Kernel, fid: str, formula: Any, inc: Incarnation) -> Any:
+async def make_bundle(kernel: Kernel, fid: str, formula: F.MakeBundleFormula, inc: Incarnation) -> Any:
     control = await inc.provide(formula.worker)
     powers = await inc.provide(formula.powers)
     blob = await inc.provide(formula.bundle)

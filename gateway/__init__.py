@@ -20,7 +20,7 @@ _LAZY = {
     "GatewayConfig": "app",
     "GatewayControl": "app",
     "GatewayService": "app",
-    "Site": "app",
+    "Site": "site",
     "chat_csp": "app",
     "start_gateway": "app",
     "build_table": "static",

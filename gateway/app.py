@@ -33,8 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +49,8 @@ from quart_trio import QuartTrio
 from ocapd.captp import Limits, Promise, far, open_connection
 
 from .hook import DEFAULT_HOST, DEFAULT_PORT
-from .static import DEFAULT_STATIC_DIR, StaticFile, build_table, split_runtime
+from .site import LiveSession, Site, plain_response
+from .static import DEFAULT_STATIC_DIR, build_table, split_runtime
 from .tokens import FailureThrottle, TokenStore
 from .transport import QuartWebSocketTransport, WebsocketConnection
 from .weblets import WebletHosting
@@ -103,41 +103,6 @@ class GatewayConfig:
     static_dir: Path = DEFAULT_STATIC_DIR
     #: Benchmarks only: a raw WebSocket echo at /_ocapd/echo, to compare CapTP against.
     enable_echo: bool = False
-
-
-@dataclass
-class Site:
-    """One virtual host: its files, response headers, allowed origins and CapTP bootstrap."""
-
-    name: str
-    files: dict[str, StaticFile]
-    headers: dict[str, str]
-    origins: frozenset[str]
-    bootstrap: Callable[[str], Any]  # client address -> the session's bootstrap object
-    sessions: int = field(default=0)
-    #: Refuse upgrades that carry no ``Origin`` (weblet sites: only their own page may connect).
-    require_origin: bool = False
-
-    def response_for(self, path: str, if_none_match: str | None) -> Response:
-        f = self.files.get(path)
-        if f is None:
-            return _plain(404, "not found", self.headers)
-        if if_none_match is not None and f.etag in [t.strip() for t in if_none_match.split(",")]:
-            response = Response(b"", status=304)
-        else:
-            response = Response(f.body, status=200, content_type=f.content_type)
-        response.headers["ETag"] = f.etag
-        response.headers["Cache-Control"] = "no-cache"
-        response.headers.update(self.headers)
-        return response
-
-
-def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
-    response = Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
-    response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
-    if headers:
-        response.headers.update(headers)
-    return response
 
 
 def chat_csp(port: int) -> str:
@@ -278,29 +243,19 @@ class GatewayControl:
 # ---- the service --------------------------------------------------------------------------
 
 
-class _LiveSession:
-    __slots__ = ("name", "conn", "site", "transport")
-
-    def __init__(self, name: str, conn: Any, site: Site, transport: QuartWebSocketTransport) -> None:
-        self.name = name
-        self.conn = conn
-        self.site = site
-        self.transport = transport
-
-
 class GatewayService:
     """The running gateway: the app, its sites, tokens and live sessions."""
 
-    def __init__(self, kernel: Kernel, config: GatewayConfig | None = None) -> None:
+    def __init__(self, kernel: Kernel, tokens: TokenStore, config: GatewayConfig | None = None) -> None:
         self.kernel = kernel
         self.config = config or GatewayConfig()
-        self.tokens = TokenStore(kernel.db)
+        self.tokens = tokens
         self.throttle = FailureThrottle()
         self.control = GatewayControl(self)
         self.port: int | None = None
         self.error: str | None = None
         self.stopping = False
-        self.sessions: dict[str, _LiveSession] = {}
+        self.sessions: dict[str, LiveSession] = {}
         #: host header (lower case) -> site; filled once the port is known.
         self.hosts: dict[str, Site] = {}
         #: weblet instance label -> site, served at <label>.localhost:PORT (kept by ``weblets``).
@@ -363,9 +318,9 @@ class GatewayService:
         async def serve_http(path: str = "") -> Response:
             site = self.site_for(request.headers.get("Host"))
             if site is None:
-                return _plain(404, "unknown host", _BASE_HEADERS)
+                return plain_response(404, "unknown host", _BASE_HEADERS)
             if request.method not in ("GET", "HEAD"):
-                response = _plain(405, "method not allowed", site.headers)
+                response = plain_response(405, "method not allowed", site.headers)
                 response.headers["Allow"] = "GET, HEAD"
                 return response
             return site.response_for(request.path, request.headers.get("If-None-Match"))
@@ -386,16 +341,16 @@ class GatewayService:
         """Check an upgrade before accepting it: (site, None) or (None, the HTTP refusal)."""
         site = self.site_for(websocket.headers.get("Host"))
         if site is None:
-            return None, _plain(404, "unknown host", _BASE_HEADERS)
+            return None, plain_response(404, "unknown host", _BASE_HEADERS)
         if path not in (WS_PATH, ECHO_PATH) or (path == ECHO_PATH and not self.config.enable_echo):
-            return None, _plain(404, "not found", site.headers)
+            return None, plain_response(404, "not found", site.headers)
         origin = websocket.headers.get("Origin")
         if (origin is None and site.require_origin) or (origin is not None and origin not in site.origins):
-            return None, _plain(403, "forbidden: this page's origin may not connect here", site.headers)
+            return None, plain_response(403, "forbidden: this page's origin may not connect here", site.headers)
         if self.stopping:
-            return None, _plain(503, "the daemon is stopping", site.headers)
+            return None, plain_response(503, "the daemon is stopping", site.headers)
         if len(self.sessions) >= MAX_SESSIONS:
-            return None, _plain(503, "too many sessions", site.headers)
+            return None, plain_response(503, "too many sessions", site.headers)
         return site, None
 
     async def _websocket(self, path: str) -> Response | None:
@@ -411,18 +366,16 @@ class GatewayService:
         self._counter += 1
         name = f"ws-{self._counter}"
         transport = QuartWebSocketTransport(ws)
-        sessions = self.kernel.services.get("sessions")
+        sessions = self.kernel.services.sessions
         try:
             async with open_connection(transport, site.bootstrap(client), name=name) as conn:
-                self.sessions[name] = _LiveSession(name, conn, site, transport)
-                if sessions is not None:
-                    sessions[name] = conn
+                self.sessions[name] = LiveSession(name, conn, site, transport)
+                sessions[name] = conn
                 try:
                     await conn.wait_closed()
                 finally:
                     self.sessions.pop(name, None)
-                    if sessions is not None:
-                        sessions.pop(name, None)
+                    sessions.pop(name, None)
                     if self.stopping and not self.sessions:
                         self._drained.set()
         finally:
@@ -496,7 +449,7 @@ class GatewayService:
             self._stopped.set()
 
     def _port_file(self) -> Path | None:
-        paths = self.kernel.services.get("paths")
+        paths = self.kernel.services.paths
         return None if paths is None else Path(paths.run) / "gateway.port"
 
     async def aclose(self) -> None:
@@ -541,15 +494,16 @@ async def start_gateway(
 ) -> None:
     """Start the gateway in ``nursery`` (called by ``gateway.hook``, once this module is imported).
 
-    It registers the control object as ``kernel.services["gateway"]`` and its
-    shutdown among ``kernel.services["before_stop"]``. If the port cannot be
+    It opens the gateway's tables (its own migrations), sets the control
+    object as ``kernel.services.gateway`` and adds its shutdown to
+    ``kernel.services.before_stop``. If the port cannot be
     bound, the daemon runs on without a gateway; the reason is logged and
     reported by ``ocapd chat``.
     """
     config = GatewayConfig(host=host, port=port, static_dir=static_dir or DEFAULT_STATIC_DIR, enable_echo=enable_echo)
-    service = GatewayService(kernel, config)
-    kernel.services["gateway"] = service.control
-    kernel.services.setdefault("before_stop", []).append(service.aclose)
+    service = GatewayService(kernel, await TokenStore.open(kernel.db), config)
+    kernel.services.gateway = service.control
+    kernel.services.before_stop.append(service.aclose)
     try:
         sock = service.bind()
     except OSError as e:

@@ -5,7 +5,7 @@ much CPU as the rest of the daemon's start-up together. So ``gateway_hook``
 returns at once: the import runs in a worker thread and the gateway starts when
 it is done, while the daemon already answers its CLI. Whatever needs the
 gateway (``ocapd chat``, opening a weblet) waits for
-``kernel.services["gateway_ready"]``, which is set once the gateway is
+``kernel.services.gateway_ready``, which is set once the gateway is
 listening — or has failed to, which it logs and ``ocapd chat`` reports.
 
 This module stays light: the CLI (the composition root) imports it to build
@@ -46,7 +46,7 @@ def gateway_hook(
 
     async def start(kernel: Kernel, facet: Any, nursery: trio.Nursery) -> None:
         ready = trio.Event()
-        kernel.services["gateway_ready"] = ready
+        kernel.services.gateway_ready = ready
 
         async def bring_up() -> None:
             try:

@@ -1,8 +1,10 @@
 """Gateway tokens: bearer secrets that stand for one agent, and the throttle on guessing them.
 
 A token is 256 random bits (``secrets.token_urlsafe(32)``). Only its sha256
-is kept, in memory and in the daemon's ``tokens`` table, with the agent's
-formula id, a label and the creation time; the secret itself is shown once,
+is kept, in memory and in the gateway's own ``tokens`` table (in the daemon's
+database file, made by :data:`MIGRATIONS` below under the "gateway"
+namespace: the daemon does not know this table), with the agent's formula
+id, a label and the creation time; the secret itself is shown once,
 when it is minted. Checking a token hashes it and looks the hash up, so the
 time a check takes says nothing about how close a guess was; the stored and
 computed hashes are then compared with ``hmac.compare_digest``.
@@ -25,11 +27,15 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 if TYPE_CHECKING:
-    from ocapd.daemon.db import Database
+    import sqlite_utils
+
+    from ocapd.daemon.db import Database, Migration
 
 _T = TypeVar("_T")
 
 __all__ = [
+    "MIGRATIONS",
+    "SCHEMA_NAMESPACE",
     "InvalidToken",
     "TokenRecord",
     "TokenStore",
@@ -46,6 +52,38 @@ INVALID_TOKEN_MESSAGE = "invalid or revoked token"
 MAX_TOKEN_LENGTH = 128
 #: Labels are for people reading `ocapd tokens list`.
 MAX_LABEL_LENGTH = 200
+
+
+# ---- the gateway's tables -------------------------------------------------------------------
+
+#: The gateway's migrations are counted under this name in the daemon's database.
+SCHEMA_NAMESPACE = "gateway"
+
+
+def _schema_1(db: sqlite_utils.Database) -> None:
+    """Tokens: only the sha256 of each secret is stored.
+
+    ``IF NOT EXISTS``: files from before the gateway had a namespace of its
+    own already have this table, made by the daemon's schema version 2 with
+    this very definition; the gateway adopts it.
+    """
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS tokens (
+            id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 32 AND id NOT GLOB '*[^0-9a-f]*'),
+            hash TEXT NOT NULL UNIQUE CHECK (length(hash) = 64 AND hash NOT GLOB '*[^0-9a-f]*'),
+            agent TEXT NOT NULL CHECK (length(agent) = 64 AND agent NOT GLOB '*[^0-9a-f]*'),
+            label TEXT NOT NULL,
+            created REAL NOT NULL  -- unix time
+        )"""
+    )
+
+
+#: MIGRATIONS[n] takes the gateway's tables from version n to n + 1. Append, never edit.
+MIGRATIONS: list[Migration] = [_schema_1]
+
+_PUT_TOKEN = "INSERT OR REPLACE INTO tokens (id, hash, agent, label, created) VALUES (?, ?, ?, ?, ?)"
+_DELETE_TOKEN = "DELETE FROM tokens WHERE id = ?"
+_LOAD_TOKENS = "SELECT id, hash, agent, label, created FROM tokens ORDER BY created, id"
 
 
 class InvalidToken(PermissionError):
@@ -73,11 +111,18 @@ class TokenStore:
     """The live token table, mirrored in the database; writes commit before memory changes."""
 
     def __init__(self, db: Database) -> None:
+        """Use :meth:`open`, which makes or upgrades the table first."""
         self._db = db
         self._by_hash: dict[str, TokenRecord] = {}
-        for row in db.load_tokens():
-            record = TokenRecord(**row)
+        for i, h, agent, label, created in db.select(_LOAD_TOKENS):
+            record = TokenRecord(id=i, hash=h, agent=agent, label=label, created=float(created))
             self._by_hash[record.hash] = record
+
+    @classmethod
+    async def open(cls, db: Database) -> TokenStore:
+        """The tokens stored in ``db``, after bringing the gateway's tables up to date."""
+        await db.migrate_namespace(SCHEMA_NAMESPACE, MIGRATIONS)
+        return cls(db)
 
     def check(self, token: object) -> TokenRecord:
         """The record for ``token``; ``InvalidToken`` if there is none."""
@@ -100,7 +145,7 @@ class TokenStore:
         record = TokenRecord(
             id=secrets.token_hex(16), hash=token_hash(secret), agent=agent_id, label=label, created=time.time()
         )
-        await self._db.put_token(record.id, record.hash, record.agent, record.label, record.created)
+        await self._db.execute(_PUT_TOKEN, (record.id, record.hash, record.agent, record.label, record.created))
         self._by_hash[record.hash] = record
         return secret, record
 
@@ -118,7 +163,7 @@ class TokenStore:
     async def revoke(self, id_prefix: str) -> TokenRecord:
         """Revoke the token with this id (prefix); later fetches with it fail."""
         record = self.find(id_prefix)
-        await self._db.delete_token(record.id)
+        await self._db.execute(_DELETE_TOKEN, (record.id,))
         self._by_hash.pop(record.hash, None)
         return record
 

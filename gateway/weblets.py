@@ -1,7 +1,7 @@
 """Weblet instances: each open instance is a virtual host of its own, ``<label>.localhost:PORT``.
 
 Opening a weblet (``Weblet.open()`` in the daemon, which reaches this
-through ``kernel.services["gateway"].open_instance``) registers an
+through ``kernel.services.gateway.open_instance``) registers an
 **instance**: a fresh label of 32 random hex characters and a site for the
 Host ``<label>.localhost:PORT``. Browsers treat every such host as its own
 origin, so two instances (even of one weblet) cannot read each other's DOM,
@@ -55,22 +55,21 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from ocapd.captp import E, RemotePromise, RemoteRef, encode, far, is_remotable
+from ocapd.daemon.formulas import WebletFormula
 from ocapd.daemon.weblet_bundle import WebletManifest, csp_for, parse_manifest, read_bundle
 
-from . import app as _app  # Site; a module reference because app.py imports this module
+from .site import LiveSession, Site
 from .static import StaticFile
 
 if TYPE_CHECKING:
     from ocapd.daemon.kernel import Kernel
 
-    from .app import GatewayService, Site
-
-__all__ = ["WebletBootstrap", "WebletHosting", "WebletInstance", "LABEL_HEX_CHARS", "MAX_INSTANCES"]
+__all__ = ["HostingGateway", "WebletBootstrap", "WebletHosting", "WebletInstance", "LABEL_HEX_CHARS", "MAX_INSTANCES"]
 
 log = logging.getLogger("ocapd.gateway.weblets")
 
@@ -184,6 +183,18 @@ class WebletInstance:
 # ---- the instances ---------------------------------------------------------------------------
 
 
+class HostingGateway(Protocol):
+    """What weblet hosting needs of the running gateway (``app.GatewayService``)."""
+
+    kernel: Kernel
+    port: int | None  # None while not listening
+    runtime_files: dict[str, StaticFile]  # the SDK and CapTP files every site serves
+    weblet_sites: dict[str, Site]  # label -> site: the gateway routes <label>.localhost here
+    sessions: dict[str, LiveSession]  # every live CapTP session, on any site
+
+    def require_listening(self) -> None: ...
+
+
 @dataclass(eq=False)
 class _Instance:
     label: str
@@ -204,7 +215,7 @@ class _Instance:
 class WebletHosting:
     """The open instances of one gateway, and the sites that serve them."""
 
-    def __init__(self, service: GatewayService) -> None:
+    def __init__(self, service: HostingGateway) -> None:
         self._service = service
         self.kernel: Kernel = service.kernel
         self._instances: dict[str, _Instance] = {}
@@ -222,6 +233,7 @@ class WebletHosting:
             raise RuntimeError(f"open: {MAX_INSTANCES} weblet instances are open already; close some first")
         weblet = await kernel.provide(weblet_id)  # incarnates the guest and starts the backend
         formula = kernel.formula(weblet_id)
+        assert isinstance(formula, WebletFormula)  # checked above; formulas never change type
         manifest = parse_manifest(formula.manifest, where="the stored manifest")
         if manifest.kind != "iframe":
             raise ValueError(f"open: a {manifest.kind!r} weblet is not hosted by the gateway (only 'iframe')")
@@ -241,7 +253,7 @@ class WebletHosting:
             ),
         }  # fmt: skip
         instance: _Instance
-        site = _app.Site(
+        site = Site(
             name=f"weblet {label}",
             files={**files, **service.runtime_files},
             headers=headers,

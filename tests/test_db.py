@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 import ocapd.daemon.db as db_module
+import ocapd.gateway.tokens as tokens
 from ocapd.daemon.db import SCHEMA_VERSION, Database, DatabaseClosed, SchemaTooNew, blob_hash, migrate
 from ocapd.daemon.formulas import (
     EvalFormula,
@@ -304,17 +305,43 @@ async def test_closing_writes_what_was_queued_then_refuses_more(tmp_path: Path) 
     await database.aclose()
 
 
+PUT_TOKEN = "INSERT INTO tokens (id, hash, agent, label, created) VALUES (?, ?, ?, ?, ?)"
+
+
 async def test_tokens_are_stored_hashed_listed_and_deleted(db: Database) -> None:
+    await db.migrate_namespace(tokens.SCHEMA_NAMESPACE, tokens.MIGRATIONS)  # the gateway's own table
     agent = new_formula_id()
-    await db.put_token("1" * 32, "e" * 64, agent, "chat", 1.5)
-    await db.put_token("2" * 32, "f" * 64, agent, "laptop", 2.5)
+    await db.execute(PUT_TOKEN, ("1" * 32, "e" * 64, agent, "chat", 1.5))
+    await db.execute(PUT_TOKEN, ("2" * 32, "f" * 64, agent, "laptop", 2.5))
     db = await reopen(db)
-    assert [t["label"] for t in db.load_tokens()] == ["chat", "laptop"]
-    assert db.load_tokens()[0] == {"id": "1" * 32, "hash": "e" * 64, "agent": agent, "label": "chat", "created": 1.5}
-    await db.delete_token("1" * 32)
-    assert [t["id"] for t in db.load_tokens()] == ["2" * 32]
+    store = await tokens.TokenStore.open(db)
+    assert [t.label for t in store.list()] == ["chat", "laptop"]
+    assert store.list()[0] == tokens.TokenRecord(id="1" * 32, hash="e" * 64, agent=agent, label="chat", created=1.5)
+    await store.revoke("1" * 32)
+    assert [t.id for t in (await tokens.TokenStore.open(db)).list()] == ["2" * 32]
     with pytest.raises(sqlite3.IntegrityError):
-        await db.put_token("not-an-id", "e" * 64, agent, "x", 0.0)
+        await db.execute(PUT_TOKEN, ("not-an-id", "e" * 64, agent, "x", 0.0))
+    await db.aclose()
+
+
+async def test_a_layer_above_keeps_its_tables_under_its_own_schema_namespace(db: Database) -> None:
+    def things(conn: sqlite_utils.Database) -> None:
+        conn.execute("CREATE TABLE things (name TEXT PRIMARY KEY)")
+
+    assert await db.migrate_namespace("layer", [things]) == 1
+    assert await db.migrate_namespace("layer", [things]) == 1  # already there: nothing runs
+    assert db.get_meta("schema_version:layer") == "1"
+    assert db.schema_version() == SCHEMA_VERSION  # the daemon's own version is its own
+    await db.execute("INSERT INTO things (name) VALUES (?)", ("one",))
+    batch = db.batch()
+    batch.execute("INSERT INTO things (name) VALUES (?)", ("two",))
+    await db.commit(batch)
+    db = await reopen(db)
+    assert db.select("SELECT name FROM things ORDER BY name") == [("one",), ("two",)]
+    with pytest.raises(SchemaTooNew, match="newer than this ocapd knows"):
+        await db.migrate_namespace("layer", [])
+    with pytest.raises(ValueError, match="namespace"):
+        await db.migrate_namespace("Not a name", [things])
     await db.aclose()
 
 
@@ -374,6 +401,17 @@ OLD_TOKEN_HASH = "c" * 64
 def _fixture_v2(db: sqlite_utils.Database) -> None:
     _fixture_v1(db)
     with db.conn:
+        # Version 2 made the gateway's tokens table in the daemon's schema
+        # (today the gateway's own migrations make it, and adopt this one).
+        db.execute(
+            """CREATE TABLE tokens (
+            id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 32 AND id NOT GLOB '*[^0-9a-f]*'),
+            hash TEXT NOT NULL UNIQUE CHECK (length(hash) = 64 AND hash NOT GLOB '*[^0-9a-f]*'),
+            agent TEXT NOT NULL CHECK (length(agent) = 64 AND agent NOT GLOB '*[^0-9a-f]*'),
+            label TEXT NOT NULL,
+            created REAL NOT NULL  -- unix time
+        )"""
+        )
         db.execute(
             "INSERT INTO tokens (id, hash, agent, label, created) VALUES (?, ?, ?, 'chat', 1700000000.5)",
             ["d" * 32, OLD_TOKEN_HASH, OLD_FORMULA],
@@ -382,9 +420,14 @@ def _fixture_v2(db: sqlite_utils.Database) -> None:
 
 def _check_v2(database: Database) -> None:
     _check_v1(database)
-    assert database.load_tokens() == [
-        {"id": "d" * 32, "hash": OLD_TOKEN_HASH, "agent": OLD_FORMULA, "label": "chat", "created": 1700000000.5}
-    ]
+
+
+# The gateway's tokens each earlier file holds, read by the gateway after it brought its own tables up to date.
+TOKENS_AFTER_UPGRADE: dict[int, list[tokens.TokenRecord]] = {
+    0: [],
+    1: [],
+    2: [tokens.TokenRecord(id="d" * 32, hash=OLD_TOKEN_HASH, agent=OLD_FORMULA, label="chat", created=1700000000.5)],
+}
 
 
 UPGRADES: dict[int, tuple[Callable[[sqlite_utils.Database], None], Callable[[Database], None]]] = {
@@ -395,7 +438,7 @@ UPGRADES: dict[int, tuple[Callable[[sqlite_utils.Database], None], Callable[[Dat
 
 
 def test_every_schema_version_has_an_upgrade_case() -> None:
-    assert set(UPGRADES) == set(range(SCHEMA_VERSION + 1))
+    assert set(UPGRADES) == set(range(SCHEMA_VERSION + 1)) == set(TOKENS_AFTER_UPGRADE)
 
 
 @pytest.mark.parametrize("version", sorted(UPGRADES))
@@ -411,6 +454,8 @@ async def test_a_file_from_an_earlier_schema_opens_with_its_data(tmp_path: Path,
     try:
         assert database.schema_version() == SCHEMA_VERSION
         check(database)
+        assert (await tokens.TokenStore.open(database)).list() == TOKENS_AFTER_UPGRADE[version]
+        assert database.get_meta("schema_version:gateway") == str(len(tokens.MIGRATIONS))
         assert await database.integrity_check() == "ok"
     finally:
         await database.aclose()

@@ -9,6 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 
+from ocapd.daemon.catalogue import MAKERS
 from ocapd.daemon.formulas import (
     FORMULA_TYPES,
     EvalFormula,
@@ -62,13 +63,21 @@ EXAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
         {"type": "weblet", "guest": A, "bundle": B, "backend": C, "manifest": {"name": "chat", "v": [1]}, "digest": "ab" * 32, "level": "ENDO"},
         [A, B, C],
     ),
-    "invitation": ({"type": "invitation", "host_agent": A, "host_handle": B, "guest_name": "alice"}, [A, B]),
-    "peer": ({"type": "peer", "node": "n1", "addresses": ["tcp://127.0.0.1:8940"]}, []),
 }
 
 
 def test_every_formula_type_has_an_example() -> None:
     assert set(EXAMPLES) == set(FORMULA_TYPES)
+
+
+def test_the_catalogue_has_one_maker_for_every_formula_type_and_nothing_else() -> None:
+    assert set(MAKERS) == set(FORMULA_TYPES.values())
+
+
+@pytest.mark.parametrize("kind", ["invitation", "peer", "no-such-type"])
+def test_a_type_without_a_maker_is_not_a_formula(kind: str) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        parse_formula({"type": kind})
 
 
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))
@@ -164,11 +173,6 @@ def test_lookup_paths_are_names() -> None:
         parse_formula({"type": "lookup", "hub": A, "path": ["Docs"]})
     with pytest.raises(pydantic.ValidationError):
         parse_formula({"type": "lookup", "hub": A, "path": []})
-
-
-def test_an_invitation_names_its_guest_with_a_pet_name() -> None:
-    with pytest.raises(pydantic.ValidationError, match="special name and read-only"):
-        parse_formula({"type": "invitation", "host_agent": A, "host_handle": B, "guest_name": "SELF"})
 
 
 def test_a_readable_blob_names_a_sha256() -> None:

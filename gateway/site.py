@@ -1,0 +1,68 @@
+"""Sites: the virtual hosts the gateway serves (the Chat UI, one per open weblet instance), and their sessions.
+
+A ``Site`` is what one ``Host`` header gets: a table of files (never the
+filesystem), the headers every response carries, the origins allowed to open
+its CapTP endpoint, and the bootstrap object of each session there. ``app``
+routes requests to sites; ``weblets`` makes a site per open instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from quart import Response
+
+from .static import StaticFile
+from .transport import QuartWebSocketTransport
+
+__all__ = ["LiveSession", "Site", "plain_response"]
+
+
+@dataclass
+class Site:
+    """One virtual host: its files, response headers, allowed origins and CapTP bootstrap."""
+
+    name: str
+    files: dict[str, StaticFile]
+    headers: dict[str, str]
+    origins: frozenset[str]
+    bootstrap: Callable[[str], Any]  # client address -> the session's bootstrap object
+    sessions: int = field(default=0)
+    #: Refuse upgrades that carry no ``Origin`` (weblet sites: only their own page may connect).
+    require_origin: bool = False
+
+    def response_for(self, path: str, if_none_match: str | None) -> Response:
+        f = self.files.get(path)
+        if f is None:
+            return plain_response(404, "not found", self.headers)
+        if if_none_match is not None and f.etag in [t.strip() for t in if_none_match.split(",")]:
+            response = Response(b"", status=304)
+        else:
+            response = Response(f.body, status=200, content_type=f.content_type)
+        response.headers["ETag"] = f.etag
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers.update(self.headers)
+        return response
+
+
+def plain_response(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
+    """A short text answer (errors), which no page can embed or run scripts in."""
+    response = Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
+    response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+class LiveSession:
+    """A CapTP session open on a site: its connection and its WebSocket."""
+
+    __slots__ = ("name", "conn", "site", "transport")
+
+    def __init__(self, name: str, conn: Any, site: Site, transport: QuartWebSocketTransport) -> None:
+        self.name = name
+        self.conn = conn
+        self.site = site
+        self.transport = transport
