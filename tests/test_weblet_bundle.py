@@ -592,9 +592,10 @@ def test_permissions_allow_is_derived_from_the_allowlist_in_its_order() -> None:
 # ---- backends --------------------------------------------------------------------------------
 def test_the_backend_zip_is_what_a_worker_unpacks(tmp_path: Path) -> None:
     from ocapd.daemon.weblet_bundle import MAX_BACKEND_FILES, MAX_BACKEND_SIZE
-    from ocapd.workers.bundle import MAX_MEMBER_SIZE, extract_bundle
-    from ocapd.workers.bundle import MAX_MEMBERS as WORKER_MAX_MEMBERS
-    from ocapd.workers.bundle import MAX_TOTAL_SIZE as WORKER_MAX_TOTAL
+    from ocapd.workers import extract_bundle
+    from ocapd.workers.archive import MAX_FILE_SIZE as MAX_MEMBER_SIZE
+    from ocapd.workers.archive import MAX_MEMBERS as WORKER_MAX_MEMBERS
+    from ocapd.workers.archive import MAX_TOTAL_SIZE as WORKER_MAX_TOTAL
 
     assert MAX_BACKEND_FILES < WORKER_MAX_MEMBERS and MAX_BACKEND_SIZE < WORKER_MAX_TOTAL
     assert MAX_FILE_SIZE <= MAX_MEMBER_SIZE
