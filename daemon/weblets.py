@@ -99,7 +99,7 @@ async def _make_weblet(kernel: Kernel, fid: str, formula: Any, inc: Incarnation)
 
 async def install_weblet(host: Host, bundle_bytes: bytes, name: str, powers: str | list[str]) -> Weblet:
     """Validate, stage, start and commit a weblet (see the module docstring)."""
-    from .weblet_bundle import read_bundle
+    from .weblet import read_bundle
 
     kernel = host._kernel
     bundle = read_bundle(bundle_bytes)  # BundleError: one clear line

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ocapd.captp import E, RemotePromise, RemoteRef, encode, far, is_remotable
-from ocapd.daemon.weblet_bundle import WebletManifest, csp_for, parse_manifest, read_bundle
+from ocapd.daemon.weblet import WebletManifest, csp_for, parse_manifest, read_bundle
 
 from . import app as _app  # Site; a module reference because app.py imports this module
 from .static import StaticFile

@@ -624,7 +624,7 @@ def cmd_make(conv: Conversation, args: argparse.Namespace) -> None:
 def _bundle_bytes(path: str) -> bytes:
     """A weblet bundle from a zip, a single HTML file or a folder (zipped here)."""
     if os.path.isdir(path):
-        from ocapd.daemon.weblet_bundle import read_bundle
+        from ocapd.daemon.weblet import read_bundle
 
         return read_bundle(path).to_zip()
     try:
