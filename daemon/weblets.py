@@ -126,7 +126,7 @@ class StoredWeblet:
 
 async def store_weblet_bundle(db: Database, bundle_bytes: bytes) -> StoredWeblet:
     """Validate a weblet bundle (zip or single HTML file) and store it; ``BundleError`` says why not."""
-    from .weblet_bundle import read_bundle
+    from .weblet import read_bundle
 
     bundle = read_bundle(bundle_bytes)  # BundleError: one clear line
     if bundle.manifest.kind not in ("iframe", "iframe-external"):

@@ -25,6 +25,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ocapd.daemon.content_types import CONTENT_TYPES, content_type_for
+
 __all__ = ["StaticFile", "build_table", "split_runtime", "CONTENT_TYPES", "DEFAULT_STATIC_DIR"]
 
 log = logging.getLogger("ocapd.gateway")
@@ -32,26 +34,10 @@ log = logging.getLogger("ocapd.gateway")
 #: The Chat UI's files, shipped in the chat_host package.
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parent.parent / "chat_host" / "static"
 
-#: Only these extensions are served, each with its exact type (with nosniff, the
-#: browser trusts it). A file of another kind in the folder is skipped.
-CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".map": "application/json",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".ico": "image/x-icon",
-    ".woff2": "font/woff2",
-    ".txt": "text/plain; charset=utf-8",
-    ".wasm": "application/wasm",
-}
+# Only files whose extension is in CONTENT_TYPES, the one table of types
+# (ocapd.daemon.content_types, shared with weblet bundles), are served, each with
+# its exact type (with nosniff, the browser trusts it). Other files are skipped.
+
 #: A single file larger than this is skipped (the UI's files are small; this is a mistake guard).
 MAX_FILE_SIZE = 8 * 1024 * 1024
 #: Everything in the table together: it lives in memory for the daemon's life.
@@ -103,7 +89,7 @@ def build_table(folder: Path) -> dict[str, StaticFile]:
                     continue
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                content_type = CONTENT_TYPES.get(os.path.splitext(name)[1].lower())
+                content_type = content_type_for(name)
                 if content_type is None:
                     continue
                 size = entry.stat(follow_symlinks=False).st_size

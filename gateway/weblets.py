@@ -61,7 +61,7 @@ import trio
 
 from ocapd.captp import E, RemotePromise, RemoteRef, encode, far, is_remotable
 from ocapd.daemon.formulas import WebletFormula
-from ocapd.daemon.weblet_bundle import WebletManifest, csp_for, parse_manifest, read_bundle
+from ocapd.daemon.weblet import WebletManifest, csp_for, parse_manifest, read_bundle
 
 from .site import LiveSession, Site
 from .static import StaticFile

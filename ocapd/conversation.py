@@ -169,7 +169,7 @@ def bundle_bytes(path: str) -> bytes:
     if not os.path.exists(path):
         raise CliError(f"no such file or folder: {path}")
     if os.path.isdir(path):
-        from ocapd.daemon.weblet_bundle import read_bundle
+        from ocapd.daemon.weblet import read_bundle
 
         return read_bundle(path).to_zip()
     try:
