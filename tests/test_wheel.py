@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -23,6 +24,9 @@ from gateway_clients import http
 REPO = Path(__file__).resolve().parent.parent
 #: The generic names the layers had before they moved under ``ocapd``.
 OLD_TOP_LEVEL_NAMES = ("captp", "daemon", "workers", "gateway", "chat_host", "examples")
+
+#: What a clean checkout does not have.
+NOT_SOURCES = (".git", ".venv", "node_modules", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache")
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +41,14 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel of this checkout installed; returns its bin folder."""
     root = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the sources, as on a clean machine: setuptools
+    # builds in the tree and never deletes what an earlier build left in
+    # build/, which would otherwise ride along into the wheel.
+    source = root / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
     wheelhouse = root / "wheelhouse"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps", "-w", str(wheelhouse), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps", "-w", str(wheelhouse), str(source)],
         cwd=root,
         env=_clean_env(),
         check=True,
