@@ -9,6 +9,7 @@ read-only; each kind of agent says which it has (``_specials``).
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING, Any
 
 from ocapd.captp import far
@@ -56,7 +57,7 @@ class NameHub:
         assert isinstance(hub, NameHub)
         return hub
 
-    async def _parent(self, path: list[str]) -> tuple[NameHub, str]:
+    async def _parent(self, path: builtins.list[str]) -> tuple[NameHub, str]:
         hub: NameHub = self
         for part in path[:-1]:
             fid = hub._id_here(part)
@@ -65,29 +66,29 @@ class NameHub:
             hub = await hub._hub(fid, part)
         return hub, path[-1]
 
-    async def _identify(self, path: list[str]) -> str | None:
+    async def _identify(self, path: builtins.list[str]) -> str | None:
         hub, last = await self._parent(path)
         return hub._id_here(last)
 
-    async def _require_id(self, path: str | list[str]) -> str:
+    async def _require_id(self, path: str | builtins.list[str]) -> str:
         parts = as_path(path)
         fid = await self._identify(parts)
         if fid is None:
             raise LookupError(f"unknown name {'.'.join(parts)!r}")
         return fid
 
-    async def _writable(self, path: str | list[str]) -> tuple[NameHub, str]:
+    async def _writable(self, path: str | builtins.list[str]) -> tuple[NameHub, str]:
         parts = as_path(path)
         hub, last = await self._parent(parts)
         validate_pet_name(last)  # special names are read-only
         return hub, last
 
     # -- the naming surface (public: these are remote methods) -------------------
-    def list(self) -> list[str]:
+    def list(self) -> builtins.list[str]:
         """Special names first, then pet names in order."""
         return sorted(self._specials()) + self._store.list()
 
-    async def list_entries(self) -> list[dict[str, str]]:
+    async def list_entries(self) -> builtins.list[dict[str, Any]]:
         """Names with their formula type and id (for inventories)."""
         entries = []
         for name, fid in list(self._specials().items()) + self._store.items():
@@ -95,56 +96,56 @@ class NameHub:
             entries.append({"name": name, "type": ftype, "id": fid, "live": self._kernel.is_live(fid)})
         return entries
 
-    async def describe(self, path: str | list[str]) -> dict[str, Any]:
+    async def describe(self, path: str | builtins.list[str]) -> dict[str, Any]:
         """The formula id and type a name refers to, and whether it is live."""
         fid = await self._require_id(path)
         return {"id": fid, "type": self._kernel.type_of(fid), "live": self._kernel.is_live(fid)}
 
-    async def has(self, path: str | list[str]) -> bool:
+    async def has(self, path: str | builtins.list[str]) -> bool:
         try:
             return await self._identify(as_path(path)) is not None
         except LookupError:
             return False
 
-    async def identify(self, path: str | list[str]) -> str | None:
+    async def identify(self, path: str | builtins.list[str]) -> str | None:
         """The formula id at ``path``, or None."""
         return await self._identify(as_path(path))
 
-    async def locate(self, path: str | list[str]) -> str | None:
+    async def locate(self, path: str | builtins.list[str]) -> str | None:
         fid = await self._identify(as_path(path))
         if fid is None:
             return None
         return f"ocapd://local/{fid}?type={self._kernel.type_of(fid)}"
 
-    async def lookup(self, path: str | list[str]) -> Any:
+    async def lookup(self, path: str | builtins.list[str]) -> Any:
         """The value named by ``path`` (incarnated if needed)."""
         return await self._kernel.provide(await self._require_id(path))
 
-    def reverse_lookup(self, value: Any) -> list[str]:
+    def reverse_lookup(self, value: Any) -> builtins.list[str]:
         fid = self._kernel.identify_value(value)
         if fid is None:
             return []
         return [n for n, i in self._specials().items() if i == fid] + self._store.reverse(fid)
 
-    async def _name(self, path: str | list[str], fid: str) -> None:
+    async def _name(self, path: str | builtins.list[str], fid: str) -> None:
         """Name formula ``fid`` at ``path`` (a pet name, or a dotted path through directories)."""
         hub, last = await self._writable(path)
         await hub._store.write(last, fid)
 
-    async def write(self, path: str | list[str], value: Any) -> None:
+    async def write(self, path: str | builtins.list[str], value: Any) -> None:
         """Name a value. It must have come from a formula (values made elsewhere cannot be named)."""
         fid = self._kernel.identify_value(value)
         if fid is None:
             raise TypeError("cannot name this value: it did not come from the daemon (store it first)")
         await self._name(path, fid)
 
-    async def remove(self, path: str | list[str]) -> None:
+    async def remove(self, path: str | builtins.list[str]) -> None:
         hub, last = await self._writable(path)
         if not hub._store.has(last):
             raise LookupError(f"unknown name {last!r}")
         await hub._store.remove(last)
 
-    async def move(self, from_path: str | list[str], to_path: str | list[str]) -> None:
+    async def move(self, from_path: str | builtins.list[str], to_path: str | builtins.list[str]) -> None:
         """Rename within or across directories, atomically: the original stays if anything fails."""
         src, src_name = await self._writable(from_path)
         dst, dst_name = await self._writable(to_path)
@@ -164,10 +165,10 @@ class NameHub:
             src._store.stage_remove(txn, src_name)
         await self._kernel.commit(txn)
 
-    async def copy(self, from_path: str | list[str], to_path: str | list[str]) -> None:
+    async def copy(self, from_path: str | builtins.list[str], to_path: str | builtins.list[str]) -> None:
         await self._name(to_path, await self._require_id(from_path))
 
-    async def make_directory(self, path: str | list[str]) -> Any:
+    async def make_directory(self, path: str | builtins.list[str]) -> Any:
         """Make (or return the existing) directory at ``path``."""
         hub, last = await self._writable(path)
         existing = hub._store.get(last)
@@ -182,7 +183,7 @@ class NameHub:
         await self._kernel.commit(txn)
         return await self._kernel.provide(fid)
 
-    async def follow_name_changes(self, path: str | list[str] | None = None) -> ChangeStream:
+    async def follow_name_changes(self, path: str | builtins.list[str] | None = None) -> ChangeStream:
         """Existing names first (alphabetical), then each add/remove/rename once."""
         if path is None:
             return self._store.follow()

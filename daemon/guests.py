@@ -54,7 +54,8 @@ class Agent(NameHub):
         return specials
 
     async def handle(self) -> Handle:
-        return await self._kernel.provide(self._handle_id)
+        handle: Handle = await self._kernel.provide(self._handle_id)
+        return handle
 
     # -- mail -------------------------------------------------------------------------
     async def _recipient(self, to: str | list[str]) -> tuple[str, Agent]:

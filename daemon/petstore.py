@@ -9,6 +9,7 @@ change exactly once: ``{"add": name, "id": id}``, ``{"remove": name}`` or
 
 from __future__ import annotations
 
+import builtins
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +35,11 @@ class ChangeStream:
     live: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
 
     def __init__(self, on_close: Any = None) -> None:
-        self._send, self._receive = trio.open_memory_channel[dict](STREAM_BUFFER)
+        self._send, self._receive = trio.open_memory_channel[dict[str, Any]](STREAM_BUFFER)
         self._on_close = on_close
         ChangeStream.live.add(self)
 
-    def push(self, event: dict) -> bool:
+    def push(self, event: dict[str, Any]) -> bool:
         """Queue an event; False if the follower is gone or too slow (then it is closed)."""
         try:
             self._send.send_nowait(event)
@@ -53,7 +54,7 @@ class ChangeStream:
             self._on_close(self)
             self._on_close = None
 
-    async def next(self) -> dict:
+    async def next(self) -> dict[str, Any]:
         try:
             event = await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
@@ -82,7 +83,7 @@ class PetStore:
         await self._changed.wait()
 
     # -- reading ---------------------------------------------------------------
-    def list(self) -> list[str]:
+    def list(self) -> builtins.list[str]:
         return sorted(self._names)
 
     def has(self, name: str) -> bool:
@@ -91,10 +92,10 @@ class PetStore:
     def get(self, name: str) -> str | None:
         return self._names.get(name)
 
-    def items(self) -> list[tuple[str, str]]:
+    def items(self) -> builtins.list[tuple[str, str]]:
         return sorted(self._names.items())
 
-    def reverse(self, fid: str) -> list[str]:
+    def reverse(self, fid: str) -> builtins.list[str]:
         return sorted(n for n, i in self._names.items() if i == fid)
 
     # -- writing (staged in a transaction; memory follows the commit) -------------
@@ -148,7 +149,7 @@ class PetStore:
     def _unfollow(self, stream: ChangeStream) -> None:
         self._followers.discard(stream)
 
-    def _emit(self, event: dict) -> None:
+    def _emit(self, event: dict[str, Any]) -> None:
         self._changed.set()
         self._changed = trio.Event()
         for stream in list(self._followers):

@@ -49,6 +49,7 @@ capabilities); the Chat UI's remove is cancel, then remove.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import hashlib
 import logging
@@ -359,7 +360,7 @@ class WebletHosting:
         return len(mine)
 
     # -- the host's view ---------------------------------------------------------------------
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         out = []
         for instance in list(self._instances.values()):
             if not self._alive(instance):
@@ -379,7 +380,7 @@ class WebletHosting:
             )
         return out
 
-    def events(self, label: str) -> list[dict[str, Any]]:
+    def events(self, label: str) -> builtins.list[dict[str, Any]]:
         return list(self._get(label).events)
 
     async def invoke(self, label: str, name: str, args: dict[str, Any] | None = None) -> Any:

@@ -51,6 +51,7 @@ async def evaluate_source(source: str, namespace: dict[str, Any]) -> Any:
     tree = ast.parse(source, "<evaluate>", "exec")
     body = tree.body
     last = body.pop() if body and isinstance(body[-1], ast.Expr) else None
+    assert last is None or isinstance(last, ast.Expr)
     if body:
         code = compile(ast.Module(body=body, type_ignores=[]), "<evaluate>", "exec", flags=_COMPILE_FLAGS)
         result = eval(code, namespace)  # noqa: S307 - running handed-in code is this process's job
