@@ -285,3 +285,54 @@ def test_cancel_stops_the_worker_and_remove_forgets_the_name(chat: Page, daemon:
     expect(weblet_frame(chat, "ticker")).to_have_count(0)
     expect(entry).to_have_count(0)
     assert "ticker" not in names(daemon)
+
+
+def test_with_a_weblet_open_at_1280_px_the_chat_keeps_room_for_its_input(browser: Any, daemon: DaemonProcess) -> None:
+    """A new user saw the chat column shrink to ~350 px and its placeholder cut."""
+    daemon.cli("install", "counter-bundle", "-n", "wide-counter")
+    chat = Page(browser)
+    try:
+        chat.page.set_viewport_size({"width": 1280, "height": 800})
+        open_chat(chat, daemon)
+        chat.run("/open wide-counter")
+        expect(weblet_frame(chat, "wide-counter")).to_have_count(1)
+        expect(chat.page.locator("#weblets")).not_to_have_attribute("data-state", "empty")
+        fits = chat.page.evaluate(
+            """() => {
+                const input = document.getElementById("input");
+                const style = getComputedStyle(input);
+                const canvas = document.createElement("canvas").getContext("2d");
+                canvas.font = `${style.fontSize} ${style.fontFamily}`;
+                const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+                return {room, needed: canvas.measureText(input.placeholder).width,
+                        chat: document.querySelector(".chat").getBoundingClientRect().width};
+            }"""
+        )
+        assert fits["chat"] >= 420, fits
+        assert fits["needed"] <= fits["room"], f"the placeholder is cut: {fits}"
+        # The example's button is styled, not the browser's default grey.
+        counter = chat.page.frame_locator('#weblet-frames iframe[data-name="wide-counter"]')
+        expect_counter_ready(counter, "at 1280 px")
+        background = counter.locator("#incr").evaluate("b => getComputedStyle(b).backgroundColor")
+        assert background not in ("rgb(239, 239, 239)", "rgba(0, 0, 0, 0)", "buttonface"), background
+        chat.run("/close")
+    finally:
+        assert chat.errors == [], chat.errors
+        chat.context.close()
+        daemon.cli("remove", "wide-counter")
+
+
+def test_help_lists_show_store_and_mkhost_and_they_work(chat: Page, daemon: DaemonProcess) -> None:
+    open_chat(chat, daemon)
+    page = chat.page
+    chat.run("/help")
+    for usage in ("/show <name>", "/store <name> <text>", "/mkhost <handle> [agent]"):
+        expect(page.locator("#transcript", has_text=usage)).to_be_visible()
+    chat.run("/store chat-note remember the milk")
+    expect(page.locator("#transcript .line.ok", has_text="Stored chat-note.")).to_be_visible()
+    assert daemon.out("show", "chat-note") == "remember the milk"
+    chat.run("/show chat-note")
+    expect(page.locator("#transcript", has_text="remember the milk").last).to_be_visible()
+    chat.run("/mkhost second-host")
+    expect(page.locator("#transcript .line.ok", has_text="Host ready: handle second-host, powers second-host-agent.")).to_be_visible()
+    assert {"second-host", "second-host-agent"} <= set(names(daemon))

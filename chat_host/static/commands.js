@@ -68,6 +68,31 @@ export const COMMANDS = [
     },
   },
   {
+    name: "show",
+    usage: "/show <name>",
+    summary: "show the value a name refers to",
+    async run(ctx, args) {
+      const [name, extra] = words(args);
+      need(name && !extra, this.usage);
+      needName(name, "show");
+      const info = await ctx.call("describe", name);
+      if (["marshal", "eval", "lookup"].includes(info.type)) ctx.value(await ctx.call("lookup", name), name);
+      else ctx.info(`${name} names ${/^[aeiou]/.test(info.type) ? "an" : "a"} ${info.type}.`);
+    },
+  },
+  {
+    name: "store",
+    usage: "/store <name> <text>",
+    summary: "store a piece of text under a name",
+    async run(ctx, args) {
+      const [name, text] = firstWord(args);
+      need(name && text, this.usage);
+      needName(name, "store");
+      await ctx.call("store_value", text, name);
+      ctx.ok(`Stored ${name}.`);
+    },
+  },
+  {
     name: "send",
     usage: "/send <to> <text with @edge:pet>",
     summary: "send a message; each @edge:pet (or @name) attaches that value",
@@ -194,6 +219,18 @@ export const COMMANDS = [
       need(PET_NAME.test(handle) && PET_NAME.test(agent), this.usage);
       await ctx.call("provide_guest", handle, agent, {});
       ctx.ok(`Guest ready: handle ${handle}, powers ${agent}.`);
+    },
+  },
+  {
+    name: "mkhost",
+    usage: "/mkhost <handle> [agent]",
+    summary: "make another host: its handle is named <handle>, its powers [agent] (default <handle>-agent)",
+    async run(ctx, args) {
+      const [handle, agent = `${handle}-agent`, extra] = words(args);
+      need(handle && !extra, this.usage);
+      need(PET_NAME.test(handle) && PET_NAME.test(agent), this.usage);
+      await ctx.call("provide_host", handle, agent);
+      ctx.ok(`Host ready: handle ${handle}, powers ${agent}.`);
     },
   },
   {
