@@ -41,6 +41,7 @@ import trio
 from ocapd.captp import Connection, E, RemoteRef, SessionAborted, open_stream_connection
 
 from .confine import LEVELS, scrubbed_env
+from .limits import WorkerLimits
 
 __all__ = ["WorkerSpec", "Worker", "Launcher", "open_worker", "WorkerStartError"]
 
@@ -67,6 +68,7 @@ class WorkerSpec:
     workdir: Path  # private working/scratch folder (created 0700)
     log_path: Path  # the worker's stderr goes here
     bundle_dir: Path | None = None  # read-only view for bundles
+    limits: WorkerLimits | None = None  # None: DEFAULT_LIMITS for the level
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -259,7 +261,15 @@ class Launcher:
     nothing shared). ``fork_server_log`` receives the fork server's stderr.
     """
 
-    def __init__(self, *, use_fork_server: bool = True, fork_server_log: Path | None = None, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        *,
+        use_fork_server: bool = True,
+        fork_server_log: Path | None = None,
+        python: str = sys.executable,
+        use_cgroups: bool = True,
+        allow_partial_confinement: bool | None = None,
+    ) -> None:
         self.use_fork_server = use_fork_server
         self.fork_server_log = fork_server_log
         self.python = python
