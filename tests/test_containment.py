@@ -158,7 +158,8 @@ async def test_a_worker_cannot_make_or_enter_namespaces(tmp_path, launcher, leve
     async with open_worker(spec_for(tmp_path, f"userns-{level}", level), launcher) as worker:
         out = await attack(worker, NEW_NAMESPACES)
         assert out == dict.fromkeys(out, errno.EPERM), out
-        assert await E(worker.facet).evaluate("import threading\nt = threading.Thread(target=print)\nt.start()\nt.join()\n'threads work'", [], []) == "threads work"
+        threads = "import threading\nt = threading.Thread(target=print)\nt.start()\nt.join()\n'threads work'"
+        assert await E(worker.facet).evaluate(threads, [], []) == "threads work"
 
 
 # -- 3. sockets: nothing but its own pairs ----------------------------------------------------------

@@ -9,8 +9,8 @@ A worker (``python -m workers``, or a child of the fork server) serves a
 
 from .bundle import BundleError, extract_bundle
 from .confine import probe
-from .limits import DEFAULT_LIMITS, WorkerLimits
 from .launch import Launcher, Worker, WorkerSpec, WorkerStartError, open_worker
+from .limits import DEFAULT_LIMITS, WorkerLimits
 
 __all__ = [
     "BundleError",
