@@ -38,7 +38,7 @@ import msgpack  # noqa: F401
 import trio  # noqa: F401
 
 import ocapd.captp  # noqa: F401
-from ocapd.workers import bundle, confine, worker  # noqa: F401
+from ocapd.workers import bundle, confine, syscalls, worker  # noqa: F401
 
 #: Fds attached to a request: stdin, stdout, stderr, control socket.
 REQUEST_FDS = 4
@@ -60,6 +60,10 @@ class ForkServer:
         self.controls: dict[int, socket.socket] = {}  # child pid -> its control socket
         # Confined workers are forked as pid 1 of a PID namespace of their own.
         self.pid_namespaces = confine.PidNamespaceForChildren()
+        try:  # compiled once here; each worker only installs it
+            syscalls.compile_policy()
+        except Exception:  # each worker then reports why its seccomp step failed
+            pass
 
     def run(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
