@@ -10,23 +10,24 @@ By power level:
 
 - every level: scrubbed environment, cwd = workdir, umask 077, rlimits
   (no core dumps, bounded open files), no inherited fds beyond 0/1/2 and
-  the two protocol pipes;
-- NONE, ENDO, CUSTOM: additionally a new network namespace (no interfaces
-  but a down loopback), Landlock (read-only: the Python installation, the
-  worker's own packages and the bundle folder; read-write: the workdir;
-  TCP bind/connect denied; abstract Unix sockets and signals scoped to the
-  worker), a seccomp filter refusing new ``AF_UNIX`` sockets and io_uring
-  (a network namespace does not separate filesystem Unix sockets, and
-  Landlock does not cover ``connect()`` on them) and new processes (threads
-  stay allowed), no_new_privs, an
+  the two protocol pipes, and the worker's cgroup (memory and task budget)
+  when it has one;
+- NONE, ENDO, CUSTOM: additionally its own PID namespace (pid 1, alone),
+  IPC and mount namespaces, a new network namespace (no interfaces but a
+  down loopback), a size-capped tmpfs as its scratch workdir, Landlock
+  (read-only: the Python installation, the worker's own packages and the
+  bundle folder; read-write: the workdir; TCP bind/connect denied; abstract
+  Unix sockets and signals scoped to the worker), the seccomp policy of
+  ``workers.syscalls`` (compiled by libseccomp), no_new_privs, an
   address-space cap, and all capabilities dropped;
 - HOST: the basics only — the user chose to trust it.
 
 ``probe()`` says what this machine supports, by trying it in a throwaway
 forked child (unsharing in the daemon itself would be wrong).
 
-Linux x86_64 syscall numbers are used for Landlock and seccomp; elsewhere
-those steps report themselves as unsupported.
+Linux x86_64 syscall numbers are used for Landlock, and the seccomp policy
+is checked there only; elsewhere those steps report themselves as
+unsupported.
 """
 
 from __future__ import annotations
@@ -691,10 +692,13 @@ def _probe_in_child() -> dict[str, Any]:
 def probe() -> dict[str, Any]:
     """What this machine supports, tried for real in a throwaway forked child.
 
-    Synchronous and quick (a fork and a few syscalls). Keys: ``platform``,
-    ``kernel``, ``netns`` {supported, method|reason}, ``landlock`` {abi,
-    supported, filesystem, tcp, scoping, enforced, reason?}, ``seccomp``
-    {supported, reason?}, ``capabilities`` {droppable}, ``rlimits`` (the
+    Synchronous and quick (two forks and a few syscalls). Keys: ``platform``,
+    ``kernel``, ``cgroups`` {supported, version, controllers, below|reason},
+    ``pid_namespace_per_fork`` {supported, reason?}, ``namespaces``
+    {supported, pid, ipc, mount}, ``netns`` {supported, method|reason},
+    ``scratch`` {supported, reason?}, ``landlock`` {abi, supported,
+    filesystem, tcp, scoping, enforced, reason?}, ``seccomp`` {supported,
+    by, enforced | reason}, ``capabilities`` {droppable}, ``rlimits`` (the
     current soft/hard limits).
     """
     if not hasattr(os, "fork"):
