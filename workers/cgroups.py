@@ -149,9 +149,14 @@ class Cgroups:
                         f"(available: {' '.join(available) or 'none'}; enabling: {e.strerror})"
                     )
                     continue
+            _sweep_stale(mine)
             return cls(2, {c: mine for c in CONTROLLERS}), ""
         # cgroup v1: one hierarchy per controller.
         bases: dict[str, Path] = {}
+        for point, fstype, opts in mounts:
+            for controller in CONTROLLERS:
+                if fstype == "cgroup" and controller in opts and controller in own:
+                    _sweep_stale(Path(point) / own[controller].lstrip("/"))
         for controller in CONTROLLERS:
             point = next((p for p, fstype, opts in mounts if fstype == "cgroup" and controller in opts), None)
             if point is None or controller not in own:
@@ -222,6 +227,29 @@ class Cgroups:
                     base.rmdir()
                 except OSError:
                     pass
+
+
+def _sweep_stale(parent: Path) -> None:
+    """Remove groups left by a daemon that was killed (``ocapd-<pid>``, ``ocapd-<pid>-…``, pid gone).
+
+    Only empty groups can be removed: a group with a live process stays."""
+    try:
+        entries = list(parent.glob("ocapd-*"))
+    except OSError:
+        return
+    for folder in entries:
+        pid = folder.name.split("-")[1] if folder.name.count("-") >= 1 else ""
+        if not pid.isdigit() or int(pid) == os.getpid() or Path(f"/proc/{pid}").exists():
+            continue
+        for child in [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []:
+            try:
+                child.rmdir()
+            except OSError:
+                pass
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def join(procs_files: list[str], limits: dict[str, int | None]) -> dict[str, object]:
