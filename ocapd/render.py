@@ -138,7 +138,15 @@ def confinement_summary(conf: dict[str, Any]) -> str:
         parts.append("env")
     if conf.get("rlimits"):
         parts.append("rlimits")
-    for key, label in (("network", "no-network"), ("landlock", "landlock"), ("seccomp", "seccomp"), ("capabilities", "no-caps")):
+    for key, label in (
+        ("namespaces", "own-pid-ipc-mount-ns"),
+        ("network", "no-network"),
+        ("landlock", "landlock"),
+        ("seccomp", "seccomp"),
+        ("capabilities", "no-caps"),
+        ("cgroup", "cgroup"),
+        ("scratch", "scratch-tmpfs"),
+    ):
         value = conf.get(key)
         if isinstance(value, dict) and value.get("applied") is True:
             parts.append(label)

@@ -10,9 +10,12 @@ A worker (``python -m workers``, or a child of the fork server) serves a
 from .bundle import BundleError, extract_bundle
 from .confine import probe
 from .launch import Launcher, Worker, WorkerSpec, WorkerStartError, open_worker
+from .limits import DEFAULT_LIMITS, WorkerLimits
 
 __all__ = [
     "BundleError",
+    "DEFAULT_LIMITS",
+    "WorkerLimits",
     "Launcher",
     "Worker",
     "WorkerSpec",

@@ -10,23 +10,24 @@ By power level:
 
 - every level: scrubbed environment, cwd = workdir, umask 077, rlimits
   (no core dumps, bounded open files), no inherited fds beyond 0/1/2 and
-  the two protocol pipes;
-- NONE, ENDO, CUSTOM: additionally a new network namespace (no interfaces
-  but a down loopback), Landlock (read-only: the Python installation, the
-  worker's own packages and the bundle folder; read-write: the workdir;
-  TCP bind/connect denied; abstract Unix sockets and signals scoped to the
-  worker), a seccomp filter refusing new ``AF_UNIX`` sockets and io_uring
-  (a network namespace does not separate filesystem Unix sockets, and
-  Landlock does not cover ``connect()`` on them) and new processes (threads
-  stay allowed), no_new_privs, an
+  the two protocol pipes, and the worker's cgroup (memory and task budget)
+  when it has one;
+- NONE, ENDO, CUSTOM: additionally its own PID namespace (pid 1, alone),
+  IPC and mount namespaces, a new network namespace (no interfaces but a
+  down loopback), a size-capped tmpfs as its scratch workdir, Landlock
+  (read-only: the Python installation, the worker's own packages and the
+  bundle folder; read-write: the workdir; TCP bind/connect denied; abstract
+  Unix sockets and signals scoped to the worker), the seccomp policy of
+  ``workers.syscalls`` (compiled by libseccomp), no_new_privs, an
   address-space cap, and all capabilities dropped;
 - HOST: the basics only — the user chose to trust it.
 
 ``probe()`` says what this machine supports, by trying it in a throwaway
 forked child (unsharing in the daemon itself would be wrong).
 
-Linux x86_64 syscall numbers are used for Landlock and seccomp; elsewhere
-those steps report themselves as unsupported.
+Linux x86_64 syscall numbers are used for Landlock, and the seccomp policy
+is checked there only; elsewhere those steps report themselves as
+unsupported.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ import struct
 import sys
 from pathlib import Path
 from typing import Any
+
+from . import cgroups, syscalls
+from .limits import WorkerLimits as WorkerLimitsJSON
 
 __all__ = ["LEVELS", "CONFINED_LEVELS", "apply", "probe", "scrubbed_env", "worker_packages"]
 
@@ -67,28 +71,28 @@ _IS_X86_64 = sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64
 # -- kernel constants (linux uapi) ----------------------------------------------
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWNS = 0x00020000
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+#: Files and folders in a scratch tmpfs: each costs kernel memory.
+SCRATCH_INODES = 65536
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
-PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_SECUREBITS = 28
 PR_SET_NAME = 15
-SECCOMP_MODE_FILTER = 2
 
 SYS_LANDLOCK_CREATE_RULESET = 444
 SYS_LANDLOCK_ADD_RULE = 445
 SYS_LANDLOCK_RESTRICT_SELF = 446
 SYS_CAPGET = 125
 SYS_CAPSET = 126
-SYS_SOCKET = 41
-SYS_IO_URING_SETUP = 425
-SYS_CLONE = 56
-SYS_FORK = 57
-SYS_VFORK = 58
-SYS_CLONE3 = 435
-CLONE_THREAD = 0x00010000
 LANDLOCK_CREATE_RULESET_VERSION = 1
 LANDLOCK_RULE_PATH_BENEATH = 1
 
@@ -139,7 +143,10 @@ def die_with_parent(expected_parent: int) -> None:
     gone by the time the request is made, exit at once.
     """
     _lib().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != expected_parent:
+    # As pid 1 of its own PID namespace a child cannot see its parent
+    # (getppid() is 0): then the check is skipped. If the fork server died in
+    # that instant, the worker still ends with the daemon: EOF on its pipes.
+    if os.getppid() != expected_parent and os.getpid() != 1:
         os._exit(0)
 
 
@@ -217,7 +224,7 @@ def _set_rlimits(confined: bool) -> dict[str, Any]:
     return applied
 
 
-# -- network namespace -----------------------------------------------------------
+# -- namespaces -------------------------------------------------------------------
 
 
 def _write_id_maps() -> None:
@@ -231,24 +238,151 @@ def _write_id_maps() -> None:
         f.write(f"{gid} {gid} 1")
 
 
-def _unshare_network() -> dict[str, Any]:
-    """Enter a new, empty network namespace. Report how, or why not."""
-    if sys.platform != "linux":
-        return {"applied": False, "reason": f"network namespaces need Linux (this is {sys.platform})"}
+def _unshare(flags: int) -> tuple[bool, str]:
+    """unshare(flags); when not privileged, inside a new user namespace. (ok, how or why not)."""
     libc = _lib()
-    if libc.unshare(CLONE_NEWNET) == 0:
-        return {"applied": True, "method": "unshare(CLONE_NEWNET)"}
+    if libc.unshare(flags) == 0:
+        return True, "unshare"
     first = _errno_text()
-    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
+    if libc.unshare(CLONE_NEWUSER) == 0:
         try:
             _write_id_maps()
         except OSError as e:
-            return {"applied": True, "method": "unshare(CLONE_NEWUSER|CLONE_NEWNET)", "id_map": f"failed: {e}"}
-        return {"applied": True, "method": "unshare(CLONE_NEWUSER|CLONE_NEWNET)"}
-    return {
-        "applied": False,
-        "reason": f"unshare(CLONE_NEWNET): {first}; unshare(CLONE_NEWUSER|CLONE_NEWNET): {_errno_text()}",
-    }
+            return False, f"unshare: {first}; user namespace id map: {e}"
+        if libc.unshare(flags) == 0:
+            return True, "unshare inside a new user namespace"
+    return False, f"unshare: {first}; in a new user namespace: {_errno_text()}"
+
+
+class PidNamespaceForChildren:
+    """In a template process: fork the next child as pid 1 of a new PID namespace.
+
+    ``unshare(CLONE_NEWPID)`` only affects the caller's *next* children, and
+    ``setns`` back to the template's own namespace makes the one after that
+    independent again: one fork, no extra process, the pidfd names the
+    worker itself. This needs CAP_SYS_ADMIN over the template's own PID
+    namespace (root, or a daemon in a container); otherwise ``available`` is
+    False and each worker makes its namespace itself (``apply``: one more
+    fork, with a waiting parent).
+    """
+
+    def __init__(self) -> None:
+        self._own = -1
+        self.available = False
+        self.reason = ""
+        if sys.platform != "linux":
+            self.reason = "PID namespaces need Linux"
+            return
+        try:
+            self._own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            self.reason = f"/proc/self/ns/pid: {e}"
+            return
+        if _lib().unshare(CLONE_NEWPID) != 0:
+            self.reason = f"unshare(CLONE_NEWPID): {_errno_text()}"
+            return
+        if _lib().setns(self._own, CLONE_NEWPID) != 0:
+            self.reason = f"setns back to the template's PID namespace: {_errno_text()}"
+            return
+        self.available = True
+
+    def before_fork(self) -> bool:
+        return self.available and _lib().unshare(CLONE_NEWPID) == 0
+
+    def after_fork(self) -> None:
+        if _lib().setns(self._own, CLONE_NEWPID) != 0:  # pragma: no cover - worked at start
+            self.available = False
+
+
+def _become_pid_namespace_init() -> tuple[bool, str]:
+    """Make the rest of this worker run as pid 1 of a new PID namespace.
+
+    unshare, then fork: the child returns (it is the worker); this process
+    stays as its parent, closes every fd (so the daemon's pipes end with the
+    worker) and exits with the worker's status. Used when no template did it
+    for us (a subprocess worker, or a template without the privilege).
+    """
+    ok, how = _unshare(CLONE_NEWPID)
+    if not ok:
+        return False, how
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        _lib().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        return True, f"{how}, then fork (a parent process waits outside)"
+    del parent
+    os.closerange(0, 65536)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(code & 0xFF)
+
+
+def _outer_pid() -> int:
+    """This process's pid as the daemon sees it (NSpid's first field), read before /proc is out of reach."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.getpid()
+
+
+def _mount_scratch(workdir: str, size: int) -> dict[str, Any]:
+    """A private tmpfs of ``size`` bytes over ``workdir``: capped, in memory (charged to the
+    worker's memory cgroup) and gone with the worker's mount namespace."""
+    libc = _lib()
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return {"applied": False, "reason": f"making mounts private: {_errno_text()}"}
+    options = f"size={size},nr_inodes={SCRATCH_INODES},mode=0700,uid={os.getuid()},gid={os.getgid()}"
+    if libc.mount(b"tmpfs", os.fsencode(workdir), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()) != 0:
+        return {"applied": False, "reason": f"mount tmpfs on {workdir}: {_errno_text()}"}
+    return {"applied": True, "bytes": size, "tmpfs": workdir}
+
+
+def _enter_namespaces(workdir: str, scratch_bytes: int | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """New PID, IPC, mount and network namespaces, and the scratch tmpfs. Reports (namespaces, network, scratch)."""
+    if sys.platform != "linux":
+        why = f"namespaces need Linux (this is {sys.platform})"
+        return {"applied": False, "reason": why}, {"applied": False, "reason": why}, {"applied": False, "reason": why}
+    namespaces: dict[str, Any] = {}
+    if os.getpid() == 1:
+        pid: dict[str, Any] = {"applied": True, "method": "forked as pid 1 by the fork server"}
+    else:
+        ok, how = _become_pid_namespace_init()
+        pid = {"applied": ok, "method" if ok else "reason": how}
+    namespaces["pid"] = pid
+    ok, how = _unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWNS)
+    for name in ("ipc", "mount"):
+        namespaces[name] = {"applied": ok, "method" if ok else "reason": how}
+    if ok:
+        network = {"applied": True, "method": f"{how}(CLONE_NEWNET)"}
+    else:  # perhaps the network alone works
+        net_ok, net_how = _unshare(CLONE_NEWNET)
+        network = {"applied": net_ok, "method" if net_ok else "reason": f"{net_how}(CLONE_NEWNET)" if net_ok else net_how}
+    if scratch_bytes is None:
+        scratch: dict[str, Any] = {"applied": False, "reason": "no scratch limit for this worker: its workdir is on disk"}
+    elif not namespaces["mount"]["applied"]:
+        scratch = {"applied": False, "reason": "no private mount namespace"}
+    else:
+        scratch = _mount_scratch(workdir, scratch_bytes)
+    applied = all(namespaces[n]["applied"] for n in ("pid", "ipc", "mount"))
+    return {"applied": applied, **namespaces}, network, scratch
+
+
+def _unshare_network() -> dict[str, Any]:
+    """Enter a new, empty network namespace. Report how, or why not (for ``probe``)."""
+    if sys.platform != "linux":
+        return {"applied": False, "reason": f"network namespaces need Linux (this is {sys.platform})"}
+    ok, how = _unshare(CLONE_NEWNET)
+    return {"applied": ok, "method" if ok else "reason": f"{how}(CLONE_NEWNET)" if ok else how}
 
 
 # -- Landlock ---------------------------------------------------------------------
@@ -336,91 +470,11 @@ def _landlock(read_only: list[str], list_only: list[str], read_write: list[str])
 
 # -- seccomp --------------------------------------------------------------------------
 
-_AUDIT_ARCH_X86_64 = 0xC000003E
-_X32_SYSCALL_BIT = 0x40000000
-_SECCOMP_RET_ALLOW = 0x7FFF0000
-_SECCOMP_RET_ERRNO = 0x00050000
-_SECCOMP_RET_KILL_PROCESS = 0x80000000
-_EPERM = 1
-_ENOSYS = 38
-_AF_UNIX = 1
-# classic BPF opcodes
-_LD_W_ABS = 0x20
-_JEQ_K = 0x15
-_JGE_K = 0x35
-_JSET_K = 0x45
-_RET_K = 0x06
-
-
-def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
-    return struct.pack("<HBBI", code, jt, jf, k & 0xFFFFFFFF)
-
-
-def _seccomp_program() -> bytes:
-    """What a confined worker may not do; every other syscall is allowed.
-
-    - ``socket(AF_UNIX, ...)`` fails with EPERM (``socketpair`` stays allowed:
-      trio's wakeup channel needs it, and a pair reaches nothing outside);
-    - ``io_uring_setup`` fails with EPERM (it would bypass this filter);
-    - no new processes: ``fork``, ``vfork`` and ``clone`` without
-      ``CLONE_THREAD`` fail with EPERM, so code at a low power level cannot
-      fork-bomb the machine (``RLIMIT_NPROC`` does not bind root). Threads
-      are still allowed; ``clone3``, whose flags a filter cannot read, fails
-      with ENOSYS, which makes the C library create threads with ``clone``.
-
-    seccomp_data layout: nr at 0, arch at 4, args[0] (low half) at 16.
-    """
-    deny = _SECCOMP_RET_ERRNO | _EPERM
-    allow = _SECCOMP_RET_ALLOW
-    return b"".join(
-        [
-            _bpf(_LD_W_ABS, 0, 0, 4),  # arch
-            _bpf(_JEQ_K, 1, 0, _AUDIT_ARCH_X86_64),
-            _bpf(_RET_K, 0, 0, _SECCOMP_RET_KILL_PROCESS),
-            _bpf(_LD_W_ABS, 0, 0, 0),  # nr
-            _bpf(_JGE_K, 0, 1, _X32_SYSCALL_BIT),  # x32 syscalls: refuse them all
-            _bpf(_RET_K, 0, 0, deny),
-            _bpf(_JEQ_K, 0, 1, SYS_IO_URING_SETUP),
-            _bpf(_RET_K, 0, 0, deny),
-            _bpf(_JEQ_K, 0, 1, SYS_FORK),
-            _bpf(_RET_K, 0, 0, deny),
-            _bpf(_JEQ_K, 0, 1, SYS_VFORK),
-            _bpf(_RET_K, 0, 0, deny),
-            _bpf(_JEQ_K, 0, 1, SYS_CLONE3),
-            _bpf(_RET_K, 0, 0, _SECCOMP_RET_ERRNO | _ENOSYS),
-            _bpf(_JEQ_K, 0, 4, SYS_CLONE),  # not clone: on to the socket check
-            _bpf(_LD_W_ABS, 0, 0, 16),  # args[0]: the clone flags
-            _bpf(_JSET_K, 1, 0, CLONE_THREAD),
-            _bpf(_RET_K, 0, 0, deny),
-            _bpf(_RET_K, 0, 0, allow),
-            _bpf(_JEQ_K, 0, 3, SYS_SOCKET),
-            _bpf(_LD_W_ABS, 0, 0, 16),  # args[0]: the address family
-            _bpf(_JEQ_K, 0, 1, _AF_UNIX),
-            _bpf(_RET_K, 0, 0, deny),
-            _bpf(_RET_K, 0, 0, allow),
-        ]
-    )
-
 
 def _seccomp() -> dict[str, Any]:
     if not _IS_X86_64:
-        return {"applied": False, "reason": "the seccomp filter is written for Linux x86_64 only"}
-    libc = _lib()
-    program = _seccomp_program()
-    filters = ctypes.create_string_buffer(program, len(program))
-
-    class _Fprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    prog = _Fprog(len(program) // 8, ctypes.cast(filters, ctypes.c_void_p))
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        return {"applied": False, "reason": f"PR_SET_NO_NEW_PRIVS: {_errno_text()}"}
-    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
-        return {"applied": False, "reason": f"seccomp filter: {_errno_text()}"}
-    return {
-        "applied": True,
-        "denied": ["socket(AF_UNIX)", "io_uring_setup", "x32 syscalls", "fork", "vfork", "clone (new processes)"],
-    }
+        return {"applied": False, "reason": "the seccomp policy is checked on Linux x86_64 only"}
+    return syscalls.load()
 
 
 # -- capabilities -------------------------------------------------------------------------
@@ -507,42 +561,71 @@ def _filesystem_view(workdir: str, bundle_dir: str | None) -> tuple[list[str], l
     return read_only, list_only, [os.path.realpath(workdir)]
 
 
+#: Steps a confined worker must get; ``Launcher`` refuses a worker missing one
+#: unless the operator opted in (``allow_partial_confinement``).
+REQUIRED_STEPS = ("namespaces", "network", "landlock", "seccomp", "capabilities")
+
+
+def missing_steps(report: dict[str, Any], limits: dict[str, Any] | None) -> list[str]:
+    """Required steps that ``report`` says were not applied (empty for HOST without limits)."""
+    limits = limits or {}
+    required: list[str] = list(REQUIRED_STEPS) if report.get("level") in CONFINED_LEVELS else []
+    if limits.get("memory_bytes") or limits.get("tasks"):
+        required.append("cgroup")
+    if limits.get("scratch_bytes") and report.get("level") in CONFINED_LEVELS:
+        required.append("scratch")
+    return [step for step in required if not (isinstance(report.get(step), dict) and report[step].get("applied") is True)]
+
+
 def apply(
     level: str,
     workdir: str | os.PathLike[str],
     bundle_dir: str | os.PathLike[str] | None = None,
     *,
     keep_fds: tuple[int, ...] = (),
+    limits: dict[str, Any] | None = None,
+    cgroup: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Confine the calling process for ``level``; return what was applied.
 
-    Call only in a worker child: it is irreversible. fds 0/1/2 and
-    ``keep_fds`` stay open, everything else is closed.
+    Call only in a worker child: it is irreversible, and for confined levels
+    it may fork (the caller continues as pid 1 of a new PID namespace while
+    its old self waits outside). fds 0/1/2 and ``keep_fds`` stay open,
+    everything else is closed. ``limits`` is ``WorkerLimits.to_json()``;
+    ``cgroup`` is ``{"procs": [...]}`` (the group to join) or ``{"reason": ...}``
+    (why the launcher could not make one).
     """
     if level not in LEVELS:
         raise ValueError(f"unknown power level {level!r}; expected one of {', '.join(LEVELS)}")
     workdir = os.fspath(workdir)
+    limits = limits or {}
     confined = level in CONFINED_LEVELS
-    report: dict[str, Any] = {"level": level}
+    report: dict[str, Any] = {"level": level, "limits": limits}
     report["fds"] = _close_inherited_fds(keep_fds)
     env = scrubbed_env(workdir)
     os.environ.clear()
     os.environ.update(env)
     report["environment"] = sorted(env)
+    if cgroup and cgroup.get("procs"):
+        report["cgroup"] = cgroups.join(cgroup["procs"], limits)
+    else:
+        report["cgroup"] = {"applied": False, "reason": (cgroup or {}).get("reason", "no memory or task limit for this worker")}
+    if confined:
+        report["namespaces"], report["network"], report["scratch"] = _enter_namespaces(workdir, limits.get("scratch_bytes"))
+    report["pid"] = _outer_pid()
     os.chdir(workdir)
     os.umask(0o077)
     report["cwd"] = workdir
     report["rlimits"] = _set_rlimits(confined)
     if not confined:
-        for step in ("network", "landlock", "seccomp", "capabilities"):
+        for step in ("namespaces", "network", "scratch", "landlock", "seccomp", "capabilities"):
             report[step] = {"applied": False, "reason": f"not requested for level {level}"}
         report["no_new_privs"] = False
         return report
-    report["network"] = _unshare_network()
     ro, lo, rw = _filesystem_view(workdir, os.fspath(bundle_dir) if bundle_dir else None)
     report["landlock"] = _landlock(ro, lo, rw)
-    report["seccomp"] = _seccomp()
     report["capabilities"] = _drop_capabilities()
+    report["seccomp"] = _seccomp()  # last: it refuses what the steps above needed (unshare, mount)
     report["no_new_privs"] = _lib().prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1
     return report
 
@@ -550,10 +633,29 @@ def apply(
 # -- probe ---------------------------------------------------------------------------------------
 
 
+def _probe_cgroups() -> dict[str, Any]:
+    found, why = cgroups.Cgroups.discover()
+    if found is None:
+        return {"supported": False, "reason": why}
+    try:
+        group = found.create("probe", WorkerLimitsJSON(memory_bytes=64 << 20, tasks=8))
+        group.remove()
+    except OSError as e:
+        return {"supported": False, "version": found.version, "reason": f"creating a group: {e}"}
+    finally:
+        found.close()
+    return {"supported": True, "version": found.version, "controllers": list(cgroups.CONTROLLERS), "below": {c: str(p.parent) for c, p in found.bases.items()}}
+
+
 def _probe_in_child() -> dict[str, Any]:
     result: dict[str, Any] = {"platform": f"{sys.platform}/{platform.machine()}", "kernel": platform.release()}
-    result["netns"] = _unshare_network()
-    result["netns"]["supported"] = result["netns"].pop("applied")
+    result["cgroups"] = _probe_cgroups()  # before any namespace: as the daemon would
+    template = PidNamespaceForChildren()
+    result["pid_namespace_per_fork"] = {"supported": template.available, **({"reason": template.reason} if template.reason else {})}
+    namespaces, network, scratch = _enter_namespaces("/tmp", 1 << 20)  # this child becomes pid 1 (its parent waits)
+    result["namespaces"] = {"supported": namespaces.pop("applied"), **namespaces}
+    result["netns"] = {"supported": network.pop("applied"), **network}
+    result["scratch"] = {"supported": scratch.pop("applied"), **scratch}
     abi, why = landlock_abi()
     landlock: dict[str, Any] = {"abi": abi}
     if abi is None:
@@ -570,10 +672,8 @@ def _probe_in_child() -> dict[str, Any]:
         name: list(resource.getrlimit(which))
         for name, which in (("core", resource.RLIMIT_CORE), ("nofile", resource.RLIMIT_NOFILE), ("as", resource.RLIMIT_AS))
     }
-    seccomp = _seccomp()
-    result["seccomp"] = {"supported": seccomp["applied"], **({"reason": seccomp["reason"]} if not seccomp["applied"] else {})}
     if abi is not None:
-        # Restrict for real (after seccomp, so no_new_privs is set) and check a read is refused.
+        # Restrict for real and check a read is refused.
         outcome = _landlock([], [], [])
         if outcome["applied"]:
             try:
@@ -587,16 +687,23 @@ def _probe_in_child() -> dict[str, Any]:
             landlock["reason"] = outcome["reason"]
     caps = _drop_capabilities()
     result["capabilities"] = {"droppable": caps["applied"], **({"reason": caps["reason"]} if "reason" in caps else {})}
+    seccomp = _seccomp()
+    result["seccomp"] = {"supported": seccomp["applied"], **({"by": seccomp["by"]} if seccomp["applied"] else {"reason": seccomp["reason"]})}
+    if seccomp["applied"]:  # and it holds: a new user namespace is refused
+        result["seccomp"]["enforced"] = _lib().unshare(CLONE_NEWUSER) != 0
     return result
 
 
 def probe() -> dict[str, Any]:
     """What this machine supports, tried for real in a throwaway forked child.
 
-    Synchronous and quick (a fork and a few syscalls). Keys: ``platform``,
-    ``kernel``, ``netns`` {supported, method|reason}, ``landlock`` {abi,
-    supported, filesystem, tcp, scoping, enforced, reason?}, ``seccomp``
-    {supported, reason?}, ``capabilities`` {droppable}, ``rlimits`` (the
+    Synchronous and quick (two forks and a few syscalls). Keys: ``platform``,
+    ``kernel``, ``cgroups`` {supported, version, controllers, below|reason},
+    ``pid_namespace_per_fork`` {supported, reason?}, ``namespaces``
+    {supported, pid, ipc, mount}, ``netns`` {supported, method|reason},
+    ``scratch`` {supported, reason?}, ``landlock`` {abi, supported,
+    filesystem, tcp, scoping, enforced, reason?}, ``seccomp`` {supported,
+    by, enforced | reason}, ``capabilities`` {droppable}, ``rlimits`` (the
     current soft/hard limits).
     """
     if not hasattr(os, "fork"):

@@ -38,7 +38,7 @@ import msgpack  # noqa: F401
 import trio  # noqa: F401
 
 import ocapd.captp  # noqa: F401
-from ocapd.workers import bundle, confine, worker  # noqa: F401
+from ocapd.workers import bundle, confine, syscalls, worker  # noqa: F401
 
 #: Fds attached to a request: stdin, stdout, stderr, control socket.
 REQUEST_FDS = 4
@@ -58,6 +58,12 @@ class ForkServer:
         self.pid = os.getpid()  # a forked worker's parent
         self.sock = sock
         self.controls: dict[int, socket.socket] = {}  # child pid -> its control socket
+        # Confined workers are forked as pid 1 of a PID namespace of their own.
+        self.pid_namespaces = confine.PidNamespaceForChildren()
+        try:  # compiled once here; each worker only installs it
+            syscalls.compile_policy()
+        except Exception:  # each worker then reports why its seccomp step failed
+            pass
 
     def run(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -68,7 +74,10 @@ class ForkServer:
         selector.register(self.sock, selectors.EVENT_READ)
         selector.register(wake_r, selectors.EVENT_READ)
         gc.freeze()  # everything imported so far stays shared with the children
-        _send_json(self.sock, {"ready": True, "pid": os.getpid()})
+        _send_json(
+            self.sock,
+            {"ready": True, "pid": os.getpid(), "pid_namespace_per_fork": self.pid_namespaces.available or self.pid_namespaces.reason},
+        )
         while True:
             for key, _events in selector.select():
                 if key.fileobj is self.sock:
@@ -99,7 +108,13 @@ class ForkServer:
         try:
             spec = json.loads(msg)["spec"]
             spec["launch"] = "fork-server"
-            pid = os.fork()
+            in_new_namespace = spec.get("level") in confine.CONFINED_LEVELS and self.pid_namespaces.before_fork()
+            pid = -1
+            try:
+                pid = os.fork()
+            finally:
+                if in_new_namespace and pid != 0:
+                    self.pid_namespaces.after_fork()
         except Exception as e:  # bad request or fork refused: tell the requester
             try:
                 _send_json(control, {"error": f"{type(e).__name__}: {e}"})

@@ -40,7 +40,9 @@ import trio
 
 from ocapd.captp import Connection, E, RemoteRef, SessionAborted, open_stream_connection
 
-from .confine import LEVELS, scrubbed_env
+from .cgroups import Cgroups, WorkerCgroup
+from .confine import LEVELS, missing_steps, scrubbed_env
+from .limits import WorkerLimits, format_bytes, limits_for
 
 __all__ = ["WorkerSpec", "Worker", "Launcher", "open_worker", "WorkerStartError"]
 
@@ -54,6 +56,9 @@ FORK_SERVER_START_TIMEOUT = 30.0
 FORK_SERVER_RETRY_INTERVAL = 5.0
 #: How long to wait for the fork server's exit report once the pidfd says the child is gone.
 STATUS_TIMEOUT = 1.0
+#: Set to 1 to let workers start whose required confinement could not be applied
+#: (each still reports exactly what it got). The default refuses them.
+ALLOW_PARTIAL_ENV = "OCAPD_ALLOW_PARTIAL_CONFINEMENT"
 
 
 class WorkerStartError(RuntimeError):
@@ -67,10 +72,15 @@ class WorkerSpec:
     workdir: Path  # private working/scratch folder (created 0700)
     log_path: Path  # the worker's stderr goes here
     bundle_dir: Path | None = None  # read-only view for bundles
+    limits: WorkerLimits | None = None  # None: DEFAULT_LIMITS for the level
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
             raise ValueError(f"unknown power level {self.level!r}; expected one of {', '.join(LEVELS)}")
+
+    @property
+    def effective_limits(self) -> WorkerLimits:
+        return limits_for(self.level, self.limits)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +89,7 @@ class WorkerSpec:
             "workdir": str(Path(self.workdir).resolve()),
             "log_path": str(self.log_path),
             "bundle_dir": str(Path(self.bundle_dir).resolve()) if self.bundle_dir else None,
+            "limits": self.effective_limits.to_json(),
         }
 
 
@@ -183,10 +194,20 @@ class Worker:
     launched_by: str  # "fork-server" or "subprocess"
     facet: RemoteRef
     connection: Connection
+    exit_reason: str | None  # once exited: why, when one of its limits ended it
 
-    def __init__(self, spec: WorkerSpec, process: _ForkedProcess | _Subprocess, launched_by: str, started_at: float) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        process: _ForkedProcess | _Subprocess,
+        launched_by: str,
+        started_at: float,
+        cgroup: WorkerCgroup | None = None,
+    ) -> None:
         self.spec = spec
         self.pid = process.pid
+        self.exit_reason = None
+        self._cgroup = cgroup
         self.started_at = started_at
         self.launched_by = launched_by
         self.confinement = {}
@@ -203,10 +224,21 @@ class Worker:
     def exited(self) -> bool:
         return self._exited.is_set()
 
+    @property
+    def sandbox_pid(self) -> int:
+        """The pid of the worker's code. Usually ``pid``; for a worker that made
+        its own PID namespace (a subprocess), the one child of ``pid``."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                children = f.read().split()
+        except OSError:
+            return self.pid
+        return int(children[0]) if len(children) == 1 else self.pid
+
     def rss_bytes(self) -> int:
         """Resident memory from /proc/<pid>/status (0 once the process is gone)."""
         try:
-            with open(f"/proc/{self.pid}/status") as f:
+            with open(f"/proc/{self.sandbox_pid}/status") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         return int(line.split()[1]) * 1024
@@ -217,7 +249,7 @@ class Worker:
     def pss_bytes(self) -> int | None:
         """Proportional set size (shared pages split among sharers), if the kernel reports it."""
         try:
-            with open(f"/proc/{self.pid}/smaps_rollup") as f:
+            with open(f"/proc/{self.sandbox_pid}/smaps_rollup") as f:
                 for line in f:
                     if line.startswith("Pss:"):
                         return int(line.split()[1]) * 1024
@@ -230,6 +262,11 @@ class Worker:
         async with self._wait_lock:
             if not self._exited.is_set():
                 self._status = await self._process.wait()
+                if self._cgroup is not None:
+                    self.exit_reason = self._cgroup.exit_reason()
+                    if self.exit_reason:
+                        log.warning("worker %r (pid %d) %s", self.spec.name, self.pid, self.exit_reason)
+                    self._cgroup.remove()  # if the kernel still holds it, Launcher.aclose sweeps it
                 self._exited.set()
         return self._status
 
@@ -259,10 +296,24 @@ class Launcher:
     nothing shared). ``fork_server_log`` receives the fork server's stderr.
     """
 
-    def __init__(self, *, use_fork_server: bool = True, fork_server_log: Path | None = None, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        *,
+        use_fork_server: bool = True,
+        fork_server_log: Path | None = None,
+        python: str = sys.executable,
+        use_cgroups: bool = True,
+        allow_partial_confinement: bool | None = None,
+    ) -> None:
         self.use_fork_server = use_fork_server
         self.fork_server_log = fork_server_log
         self.python = python
+        self.use_cgroups = use_cgroups
+        if allow_partial_confinement is None:
+            allow_partial_confinement = os.environ.get(ALLOW_PARTIAL_ENV) == "1"
+        self.allow_partial_confinement = allow_partial_confinement
+        self._cgroups: Cgroups | None = None
+        self._cgroups_reason = "cgroups not used by this launcher"
         self.launches = {"fork-server": 0, "subprocess": 0}
         self._server: _Subprocess | None = None
         self._sock: trio.socket.SocketType | None = None
@@ -288,6 +339,10 @@ class Launcher:
     async def start(self) -> None:
         """Start the fork server. If that fails, workers start as subprocesses (logged, not raised)."""
         self._closed = False
+        if self.use_cgroups and self._cgroups is None:
+            self._cgroups, self._cgroups_reason = Cgroups.discover()
+            if self._cgroups is None:
+                log.warning("no cgroups for workers' memory and task limits: %s", self._cgroups_reason)
         if self.use_fork_server:
             await self.restart_fork_server()
 
@@ -355,6 +410,24 @@ class Launcher:
         """Stop the fork server, and with it (``PR_SET_PDEATHSIG``) any worker it forked that still runs."""
         self._closed = True
         await self._stop_fork_server()
+        if self._cgroups is not None:
+            self._cgroups.close()
+            self._cgroups = None
+
+    def live_cgroups(self) -> list[Path]:
+        """Worker cgroups that still exist (each is removed when its worker has ended)."""
+        return self._cgroups.leftovers() if self._cgroups is not None else []
+
+    def _make_cgroup(self, spec: WorkerSpec, limits: WorkerLimits) -> tuple[WorkerCgroup | None, dict[str, Any]]:
+        if not (limits.memory_bytes or limits.tasks):
+            return None, {"reason": "no memory or task limit for this worker"}
+        if self._cgroups is None:
+            return None, {"reason": self._cgroups_reason}
+        try:
+            group = self._cgroups.create(spec.name, limits)
+        except OSError as e:
+            return None, {"reason": f"creating the worker's cgroup: {e}"}
+        return group, {"procs": group.procs_files}
 
     async def _fork(self, spec: dict[str, Any], fds: tuple[int, int, int]) -> _ForkedProcess:
         sock = self._sock
@@ -403,17 +476,22 @@ class Launcher:
         )
         return process
 
-    async def launch(self, spec: WorkerSpec) -> tuple[_ForkedProcess | _Subprocess, str, int, int]:
-        """Start a worker process; return it, how it was started, and the daemon's pipe ends (to, from)."""
+    async def launch(self, spec: WorkerSpec) -> _Launched:
+        """Start a worker process; return it, how it was started, the daemon's pipe ends and its cgroup."""
         workdir = Path(spec.workdir)
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(workdir, 0o700)
         Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
-        log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        limits = spec.effective_limits
+        _rotate_log(Path(spec.log_path), limits.log_bytes)
+        # The worker writes its output into a pipe; the daemon copies it to the
+        # log file up to the log limit (_LogCopier).
+        log_r, log_w = os.pipe2(os.O_CLOEXEC)
         to_worker_r, to_worker_w = os.pipe2(os.O_CLOEXEC)
         from_worker_r, from_worker_w = os.pipe2(os.O_CLOEXEC)
-        child_fds = (to_worker_r, from_worker_w, log_fd)
+        child_fds = (to_worker_r, from_worker_w, log_w)
         data = spec.to_json()
+        group, data["cgroup"] = self._make_cgroup(spec, limits)
         process: _ForkedProcess | _Subprocess | None = None
         try:
             if self.use_fork_server and not self._closed:
@@ -436,14 +514,67 @@ class Launcher:
                 process = await self._spawn_subprocess(data, child_fds)
                 how = "subprocess"
         except BaseException:
-            for fd in (to_worker_w, from_worker_r):
+            for fd in (to_worker_w, from_worker_r, log_r):
                 os.close(fd)
+            if group is not None:
+                group.remove()
             raise
         finally:
             for fd in child_fds:
                 os.close(fd)
         self.launches[how] += 1
-        return process, how, to_worker_w, from_worker_r
+        return _Launched(process, how, to_worker_w, from_worker_r, log_r, group)
+
+
+@dataclass
+class _Launched:
+    process: _ForkedProcess | _Subprocess
+    how: str
+    to_worker: int
+    from_worker: int
+    log_reader: int
+    cgroup: WorkerCgroup | None
+
+
+def _rotate_log(path: Path, limit: int | None) -> None:
+    """Keep a worker's log (over many incarnations) within about twice its limit: one old file."""
+    try:
+        if limit is not None and path.stat().st_size > limit:
+            path.replace(path.with_name(path.name + ".old"))
+    except FileNotFoundError:
+        pass
+
+
+class _LogCopier:
+    """Copies a worker's output from its pipe into its log file, up to ``limit`` bytes.
+
+    At the limit it writes a note saying so and closes the pipe: the worker's
+    next write fails (BrokenPipeError), so output beyond the limit costs the
+    daemon nothing and the worker learns of it at once.
+    """
+
+    def __init__(self, fd: int, path: Path, limit: int | None) -> None:
+        self._stream = trio.lowlevel.FdStream(fd)
+        self._path = path
+        self._limit = limit
+
+    async def run(self) -> None:
+        out = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        written = 0
+        try:
+            while data := await self._stream.receive_some(65536):
+                if self._limit is not None and written + len(data) > self._limit:
+                    os.write(out, data[: self._limit - written])
+                    note = f"\n[ocapd] log limit of {format_bytes(self._limit)} reached: the rest of this worker's output is refused\n"
+                    os.write(out, note.encode())
+                    break
+                os.write(out, data)
+                written += len(data)
+        except (trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            os.close(out)
+            await self._stream.aclose()
 
 
 class _ConnectionRunner:
@@ -485,12 +616,15 @@ class _ConnectionRunner:
 async def open_worker(spec: WorkerSpec, launcher: Launcher) -> AsyncIterator[Worker]:
     """Start a worker; yield it once its facet answers; terminate it when the block ends."""
     started_at = time.time()
-    process, how, to_worker, from_worker = await launcher.launch(spec)
-    stream = trio.StapledStream(trio.lowlevel.FdStream(to_worker), trio.lowlevel.FdStream(from_worker))
-    worker = Worker(spec, process, how, started_at)
+    launched = await launcher.launch(spec)
+    process = launched.process
+    stream = trio.StapledStream(trio.lowlevel.FdStream(launched.to_worker), trio.lowlevel.FdStream(launched.from_worker))
+    worker = Worker(spec, process, launched.how, started_at, launched.cgroup)
     runner = _ConnectionRunner(stream, spec.name)
+    copier = _LogCopier(launched.log_reader, Path(spec.log_path), spec.effective_limits.log_bytes)
     try:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(copier.run)
             nursery.start_soon(runner.run)
             try:
                 conn = await runner.wait_ready()
@@ -510,6 +644,13 @@ async def open_worker(spec: WorkerSpec, launcher: Launcher) -> AsyncIterator[Wor
                     ) from None
                 worker.info = info
                 worker.confinement = info.get("confinement", {})
+                missing = missing_steps(worker.confinement, spec.effective_limits.to_json())
+                if missing and not launcher.allow_partial_confinement:
+                    reasons = "; ".join(f"{step}: {worker.confinement.get(step, {}).get('reason', 'not reported')}" for step in missing)
+                    raise WorkerStartError(
+                        f"worker {spec.name!r} at level {spec.level}: required confinement was not applied: {reasons} "
+                        f"(set {ALLOW_PARTIAL_ENV}=1 to run such workers anyway; see `ocapd doctor`)"
+                    )
                 yield worker
             finally:
                 with trio.CancelScope(shield=True):

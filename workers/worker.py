@@ -16,6 +16,7 @@ and the plain subprocess ``python -m workers --spec JSON``.
 from __future__ import annotations
 
 import ast
+import errno
 import importlib
 import importlib.util
 import inspect
@@ -34,6 +35,7 @@ from ocapd.captp import Connection, E, Far, Tagged, far, open_stream_connection
 
 from . import confine
 from .bundle import BundleError, bundle_digest, extract_bundle
+from .limits import format_bytes
 
 __all__ = ["WorkerFacet", "serve", "evaluate_source"]
 
@@ -99,7 +101,19 @@ class WorkerFacet:
             if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
                 raise ValueError(f"{name!r} is not a valid name for an endowment")
             namespace[name] = value
-        return await evaluate_source(source, namespace)
+        try:
+            return await evaluate_source(source, namespace)
+        except (RuntimeError, OSError) as e:
+            raise self._explained(e) from None
+
+    def _explained(self, error: BaseException) -> BaseException:
+        """The same error, saying which of this worker's limits it hit, if one did."""
+        limits = self._spec.get("limits") or {}
+        if isinstance(error, RuntimeError) and "can't start new thread" in str(error) and limits.get("tasks"):
+            return RuntimeError(f"can't start new thread: this worker reached its task limit of {limits['tasks']} (threads count as tasks)")
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC and limits.get("scratch_bytes"):
+            return OSError(errno.ENOSPC, f"No space left on device: this worker's scratch limit of {format_bytes(limits['scratch_bytes'])} is reached")
+        return error
 
     async def make_unconfined(self, specifier: str, powers: Any, context: Any) -> Any:
         """Import a module (file path or dotted name) and return ``module.make(powers, context)``."""
@@ -157,7 +171,7 @@ class WorkerFacet:
     def info(self) -> dict[str, Any]:
         """pid, Python version and the confinement actually applied."""
         return {
-            "pid": os.getpid(),
+            "pid": self._confinement.get("pid", os.getpid()),  # as the daemon sees it, not 1
             "name": self._spec.get("name"),
             "python": platform.python_version(),
             "implementation": sys.implementation.name,
@@ -197,7 +211,12 @@ def serve(spec: dict[str, Any]) -> NoReturn:
             force=True,
         )
         confinement = confine.apply(
-            spec["level"], spec["workdir"], spec.get("bundle_dir"), keep_fds=(proto_in, proto_out)
+            spec["level"],
+            spec["workdir"],
+            spec.get("bundle_dir"),
+            keep_fds=(proto_in, proto_out),
+            limits=spec.get("limits"),
+            cgroup=spec.get("cgroup"),
         )
         confinement["launch"] = spec.get("launch", "subprocess")
         log.info("confinement: %s", confinement)
