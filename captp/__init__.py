@@ -21,7 +21,7 @@ from typing import Any
 
 from .codec import CodecError, Desc, decode, encode
 from .eventual import E
-from .passable import Far, RemoteError, Tagged, far, interface_of, is_remotable
+from .passable import Far, RemoteError, Symbol, Tagged, far, interface_of, is_remotable
 from .promise import Promise, Resolver, make_promise_kit
 from .session import (
     PROTOCOL_VERSION,
@@ -72,6 +72,7 @@ __all__ = [
     "Resolver",
     "Session",
     "SessionAborted",
+    "Symbol",
     "Tagged",
     "decode",
     "encode",

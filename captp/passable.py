@@ -1,7 +1,8 @@
 """What may cross a CapTP session: copy data, tagged records, errors and remotables.
 
 Copy data (None, bool, int of any size, float, str, bytes, lists/tuples and
-dicts with str keys) travels by value. A *remotable* travels by reference: the
+dicts with str keys) travels by value; so do ``Tagged`` records and, on the
+``ocapn`` wire profile, ``Symbol`` names. A *remotable* travels by reference: the
 peer receives a proxy, and calls on the proxy become calls on the original.
 An object is remotable when its class is marked with ``@far("Iface")`` or when
 it was made by ``Far("Iface", method=...)``. Only its public methods (names
@@ -19,6 +20,7 @@ __all__ = [
     "far",
     "Far",
     "Tagged",
+    "Symbol",
     "RemoteError",
     "is_remotable",
     "interface_of",
@@ -112,6 +114,29 @@ class Tagged:
     def __post_init__(self) -> None:
         if not isinstance(self.tag, str):
             raise TypeError("Tagged.tag must be a str")
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Symbol:
+    """A symbol (OCapN's *selector*): a name that is not a string.
+
+    ``Symbol("op:deliver")`` is equal only to a Symbol of the same name (never
+    to the str), hashable and immutable. The ``ocapn`` wire profile carries it
+    as a Syrup symbol; the msgpack profile does not carry it (encoding one there
+    fails with the codec's ``TypeError``).
+    """
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"Symbol name must be a str, not {type(self.name).__name__}")
+
+    def __repr__(self) -> str:
+        return f"Symbol({self.name!r})"
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class RemoteError(Exception):
