@@ -248,6 +248,13 @@ class Network:
 SYSTEM_NETWORK = Network()
 
 
+def _shown(ip: IPAddress) -> str:
+    """``ip`` as people write it: IPv4-mapped addresses as ``::ffff:10.0.0.1`` (Python 3.11 says ``::ffff:a00:1``)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"
+    return str(ip)
+
+
 def _literal(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -276,7 +283,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             for ip in addresses:
                 why = address_refusal(ip)
                 if why is not None:
-                    shown = host if _literal(host) == ip else f"{host} resolves to {ip}, which"
+                    shown = _shown(ip) if _literal(host) == ip else f"{host} resolves to {_shown(ip)}, which"
                     raise FetchError(f"refused: {shown} is {why}")
         last: Exception | None = None
         for ip in addresses:
@@ -316,8 +323,18 @@ def _check_peer(stream: httpcore.AsyncNetworkStream, ip: IPAddress) -> None:
 
 
 def _reason(error: BaseException | None) -> str:
-    text = str(error) if error is not None else ""
-    return text.splitlines()[0][:200] if text.strip() else type(error).__name__
+    """One line saying why ``error`` happened, from the first exception in its chain that says anything."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for e in chain:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"the server's certificate is not trusted ({e.verify_message})"
+    for e in chain:
+        if str(e).strip():
+            return str(e).strip().splitlines()[0][:200]
+    return type(chain[0]).__name__ if chain else "unknown error"
 
 
 class _GuardedTransport(httpx.AsyncHTTPTransport):
@@ -368,7 +385,7 @@ def _check_url(url: httpx.URL | str, policy: FetchPolicy) -> httpx.URL:
     if literal is not None and host not in policy.allowed_hosts:
         why = address_refusal(literal)
         if why is not None:
-            raise FetchError(f"refused: {literal} is {why}")
+            raise FetchError(f"refused: {_shown(literal)} is {why}")
     return parsed.copy_with(fragment=None)
 
 
@@ -456,7 +473,8 @@ class _Fetcher:
                 reported = size
                 self._progress(size, announced)
 
-        check(announced)
+        if decided is not None:  # else checked once the first bytes say which cap applies
+            check(announced)
         report(0)
         data = bytearray()
         try:
@@ -466,6 +484,7 @@ class _Fetcher:
                     decided = "bundle" if _is_zip(bytes(data)) else "document"
                     what = "the bundle" if decided == "bundle" else what
                     check(announced)
+                    report(0)  # the bundle's download starts here, as far as progress goes
                 check(len(data))
                 report(len(data))
         except httpx.TimeoutException:
@@ -579,7 +598,7 @@ def _looks_like(body: _Body) -> Literal["zip", "json", "html", "other"]:
 
 async def _discover(fetcher: _Fetcher, url: httpx.URL, policy: FetchPolicy) -> tuple[FoundBy, _Body | None, _Published | None]:
     """How the weblet at ``url`` was found, and either its bundle's body or its published manifest."""
-    first = await fetcher.get(url, "any", f"the page at {_show(url)}")
+    first = await fetcher.get(url, "any", f"the document at {_show(url)}")
     if 200 <= first.status < 300:
         shape = _looks_like(first)
         if shape == "zip":
@@ -626,13 +645,13 @@ async def fetch_weblet(url: str, *, policy: FetchPolicy, progress: Progress | No
     context = policy.ssl_context if policy.ssl_context is not None else httpx.create_ssl_context(trust_env=False)
     transport = _GuardedTransport(policy, network, context)
     timeout = httpx.Timeout(policy.total_timeout, connect=policy.connect_timeout)
-    # A cookie jar that keeps nothing: no Set-Cookie ever comes back on a later hop.
+    # A cookie jar that keeps nothing: no Set-Cookie ever comes back on a later
+    # hop. Handed over as the jar itself: httpx copies an httpx.Cookies into a
+    # fresh jar with the default (accept-all) policy.
     jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity", "Accept": "*/*"}
     with trio.move_on_after(policy.total_timeout) as scope:
-        async with httpx.AsyncClient(
-            transport=transport, trust_env=False, timeout=timeout, cookies=httpx.Cookies(jar), headers=headers, follow_redirects=False
-        ) as client:
+        async with httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout, cookies=jar, headers=headers, follow_redirects=False) as client:
             fetcher = _Fetcher(client, policy, progress)
             found_by, body, published = await _discover(fetcher, start, policy)
             manifest_url: str | None = None
