@@ -448,6 +448,9 @@ class _Fetcher:
                 data = await self._read(response, url, kind, what)
                 return _Body(url, response.status_code, response.headers.get("content-type", "").lower(), data)
             finally:
+                # Closes the connection, also when a cap stopped the body midway. (httpx's
+                # own chain of body generators is then left unfinished for the garbage
+                # collector, which Python reports as a ResourceWarning, ignored by default.)
                 await response.aclose()
         raise FetchError(f"refused: more than {MAX_REDIRECTS} redirects fetching {what}")
 
