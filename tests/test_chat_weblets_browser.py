@@ -287,7 +287,7 @@ def test_cancel_stops_the_worker_and_remove_forgets_the_name(chat: Page, daemon:
     assert "ticker" not in names(daemon)
 
 
-def test_with_a_weblet_open_at_1280_px_the_chat_keeps_room_for_its_input(browser: Any, daemon: DaemonProcess) -> None:
+def test_with_a_weblet_open_at_1280_px_the_chat_keeps_room_for_its_input(browser: Any, daemon: DaemonProcess) -> None:  # noqa: F811
     """A new user saw the chat column shrink to ~350 px and its placeholder cut."""
     daemon.cli("install", "counter-bundle", "-n", "wide-counter")
     chat = Page(browser)
