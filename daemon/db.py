@@ -492,12 +492,12 @@ class Database:
             stats = self._stats
             stats["thread_hops"] += 1
             stats["transactions"] += transactions
-            failed = sum(error is not None for error in errors)
+            failed = sum(failure is not None for failure in errors)
             stats["batches"] += len(group) - failed
             stats["failed_batches"] += failed
             stats["largest_group"] = max(stats["largest_group"], len(group))
-            for pending, error in zip(group, errors, strict=True):
-                pending.error = error
+            for pending, failure in zip(group, errors, strict=True):
+                pending.error = failure
                 pending.done.set()
                 pending.wakeup.set()
 

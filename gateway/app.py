@@ -309,7 +309,7 @@ class GatewayService:
     # -- the app --
     def _build_app(self) -> QuartTrio:
         app = QuartTrio("gateway")
-        app.asgi_websocket_class = WebsocketConnection  # type: ignore[assignment]
+        app.asgi_websocket_class = WebsocketConnection
         app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BODY
         app.url_map.merge_slashes = False
         app.url_map.strict_slashes = False
@@ -357,7 +357,8 @@ class GatewayService:
         site, refusal = self._refusal("/" + path)
         if site is None:
             return refusal
-        ws = websocket._get_current_object()  # the real object: our tasks outlive the proxy's context
+        # The real object, not quart's proxy: our tasks outlive the proxy's context.
+        ws = websocket._get_current_object()  # type: ignore[attr-defined]
         await ws.accept()
         if path == ECHO_PATH[1:]:
             await _echo(ws)

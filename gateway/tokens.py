@@ -213,7 +213,7 @@ class FailureThrottle:
     def penalty_for(failures: int) -> float:
         if failures <= 0:
             return 0.0
-        return min(FIRST_PENALTY * 2 ** min(failures - 1, 32), MAX_PENALTY)
+        return float(min(FIRST_PENALTY * 2 ** min(failures - 1, 32), MAX_PENALTY))
 
     async def guard(self, client: str, check: Callable[[], _T]) -> _T:
         """Run ``check()``; if it raises ``InvalidToken``, charge ``client`` for it first."""

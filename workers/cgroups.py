@@ -118,7 +118,7 @@ class Cgroups:
 
     version: int
     bases: dict[str, Path]  # controller -> the daemon's folder for worker groups
-    _names: itertools.count = field(default_factory=itertools.count)
+    _names: itertools.count[int] = field(default_factory=itertools.count)
 
     @classmethod
     def discover(cls) -> tuple[Cgroups | None, str]:
@@ -158,11 +158,11 @@ class Cgroups:
                 if fstype == "cgroup" and controller in opts and controller in own:
                     _sweep_stale(Path(point) / own[controller].lstrip("/"))
         for controller in CONTROLLERS:
-            point = next((p for p, fstype, opts in mounts if fstype == "cgroup" and controller in opts), None)
-            if point is None or controller not in own:
+            hierarchy = next((p for p, fstype, opts in mounts if fstype == "cgroup" and controller in opts), None)
+            if hierarchy is None or controller not in own:
                 reasons.append(f"cgroup v1: no {controller} hierarchy")
                 continue
-            base = Path(point) / own[controller].lstrip("/") / tag
+            base = Path(hierarchy) / own[controller].lstrip("/") / tag
             try:
                 base.mkdir(exist_ok=True)
             except OSError as e:

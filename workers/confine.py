@@ -167,7 +167,7 @@ def worker_packages() -> list[str]:
     """
     import importlib.util
 
-    folders = []
+    folders: list[str] = []
     for name in ("ocapd", "ocapd.captp", "ocapd.workers"):
         # Where the package lies, found without importing it (the root package
         # is the composition root, which workers do not import).
@@ -732,6 +732,7 @@ def probe() -> dict[str, Any]:
         os.close(r)
         os.waitpid(pid, 0)
     try:
-        return json.loads(b"".join(chunks) or b'{"error": "probe child died"}')
+        report: dict[str, Any] = json.loads(b"".join(chunks) or b'{"error": "probe child died"}')
+        return report
     except ValueError:
         return {"error": "probe child sent garbage"}

@@ -189,8 +189,8 @@ def load() -> dict[str, Any]:
 
     fprog = _Fprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
-        e = ctypes.get_errno()
-        return {"applied": False, "reason": f"installing the filter: {os.strerror(e)} (errno {e})"}
+        err = ctypes.get_errno()
+        return {"applied": False, "reason": f"installing the filter: {os.strerror(err)} (errno {err})"}
     return {"applied": True, "by": "libseccomp", "denied": sorted({r.syscall for r in POLICY})}
 
 
