@@ -154,7 +154,10 @@ class HostPage:
 
     def alive(self) -> bool:
         """The Chat page itself still runs script and is still where it was."""
-        return self.page.evaluate("() => [1 + 1, location.href]") == [2, self.url]
+        try:
+            return bool(self.page.evaluate("() => [1 + 1, location.href]") == [2, self.url])
+        except Exception:  # noqa: BLE001 - its renderer ended
+            return False
 
     def close(self) -> None:
         self.context.close()
@@ -221,8 +224,15 @@ def test_a_none_weblet_cannot_send_udp_through_webrtc_from_its_own_page(host: Ho
     # Chromium 152+ lets the page construct the connection, and gathering ends at once with no candidate.
     assert outcome in ("gathering complete", "constructor threw NotAllowedError"), outcome
     assert udp.count() == 0, udp.datagrams[:3]
-    # The weblet goes on working otherwise: same-origin fetches are untouched.
-    assert frame.evaluate("() => fetch('/').then((r) => r.status)") == 200
+    # The header changes nothing else: the page still reaches its own CapTP endpoint.
+    opened = frame.evaluate(
+        """() => new Promise((resolve) => {
+            const ws = new WebSocket(`ws://${location.host}/_ocapd/ws`);
+            ws.onopen = () => { ws.close(); resolve("open"); };
+            ws.onerror = () => resolve("error");
+        })"""
+    )
+    assert opened == "open"
 
 
 @pytest.mark.parametrize("route", ["about:blank", "srcdoc"])
@@ -231,11 +241,24 @@ def test_a_none_weblets_child_frames_cannot_send_udp_through_webrtc(
 ) -> None:
     frame = host.open_frame("quiet")
     outcome = _attack(frame, udp, route)
-    # A local child frame inherits the block. In Chromium 156 its renderer does
-    # not check and asks for sockets anyway; the browser process refuses and
-    # ends that renderer (only the weblet's: the Chat page runs on).
+    # A local child frame inherits the block. Chromium 156's renderer does not
+    # check it there and asks for sockets anyway; the browser process refuses
+    # ("No binder found for interface network.mojom.MdnsResponder") and ends
+    # the renderer. Either way, not one datagram.
     assert outcome == "gathering complete" or outcome.startswith("frame ended"), outcome
     assert udp.count() == 0, udp.datagrams[:3]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (docs/security.md): Chromium 156 ends the Chat tab's renderer, not only the weblet's, "
+    "when a framed weblet's about:blank child asks for WebRTC sockets; no data leaves, but the tab must be "
+    "reloaded. When this passes, Chromium fixed it: update docs/security.md and drop the mark.",
+)
+def test_known_gap_a_refused_webrtc_attempt_does_not_end_the_chat_page(host: HostPage, udp: UdpListener) -> None:
+    frame = host.open_frame("quiet")
+    _attack(frame, udp, "about:blank")
+    assert udp.count() == 0
     assert host.alive()
 
 
