@@ -297,6 +297,24 @@ class Host(Agent):
         self._store.stage_write(txn, name, weblet_id)
         return await self._kernel.provide_then_commit(txn, weblet_id, "install failed")
 
+    async def inspect_weblet(self, bundle: bytes | str | list[str]) -> dict[str, Any]:
+        """A weblet bundle's validated manifest, as install would store it; nothing is installed.
+
+        For the install dialog, which shows what a weblet declares (WebRTC
+        above all) before the user installs it. ``bundle`` as for install_weblet.
+        """
+        import trio
+
+        from .weblet import read_bundle
+
+        if not isinstance(bundle, bytes):
+            blob = await self.lookup(bundle)
+            if not isinstance(blob, ReadableBlob):
+                raise TypeError(f"{bundle!r} is not a stored bundle (store it with `ocapd store --path`)")
+            bundle = await blob.bytes()
+        parsed = await trio.to_thread.run_sync(read_bundle, bundle)  # BundleError: one clear line
+        return parsed.manifest.model_dump(mode="json")
+
     async def cancel(self, path: str | list[str], reason: str = "cancelled") -> list[str]:
         """Cancel a value and everything that depends on it; the next use reincarnates."""
         fid = await self._require_id(path)

@@ -70,6 +70,8 @@ class Weblet:
             "guest_handle": guest_formula.handle,  # type: ignore[union-attr]
             "size": self._formula.manifest.get("size"),
             "permissions": self._formula.manifest.get("permissions", []),
+            # Declared WebRTC: its page may send UDP to any address (docs/security.md).
+            "webrtc": self._formula.manifest.get("webrtc") is True,
             "live": self._kernel.is_live(self._id),
         }
 

@@ -21,8 +21,10 @@ What an instance's site serves:
   (``csp_for``: ``default-src 'none'``, connections only to this instance's
   own ``/_ocapd/ws`` plus the manifest's declared origins, ``frame-ancestors``
   the Chat UI's origin only), ``X-Content-Type-Options: nosniff``,
-  ``Referrer-Policy: no-referrer`` and ``Cross-Origin-Resource-Policy:
-  same-origin``.
+  ``Referrer-Policy: no-referrer``, ``Cross-Origin-Resource-Policy:
+  same-origin``, and ``Connection-Allowlist`` with ``webrtc=block`` unless
+  the manifest declares ``"webrtc": true`` (``connection_allowlist``: CSP
+  does not govern WebRTC; Chromium 152+ enforces this).
 - ``WS /_ocapd/ws``: CapTP, accepted only with ``Origin:
   http://<label>.localhost:PORT`` exactly. Other weblets, the Chat UI, any
   other page and clients sending no ``Origin`` at all get 403: only a page
@@ -62,7 +64,7 @@ import trio
 
 from ocapd.captp import E, RemotePromise, RemoteRef, encode, far, is_remotable
 from ocapd.daemon.formulas import WebletFormula
-from ocapd.daemon.weblet import WebletManifest, csp_for, parse_manifest, read_bundle
+from ocapd.daemon.weblet import WebletManifest, connection_allowlist, csp_for, parse_manifest, read_bundle
 
 from .site import LiveSession, Site
 from .static import StaticFile
@@ -252,6 +254,8 @@ class WebletHosting:
                 manifest, self_origin=origin, ws_url=f"ws://{label}.localhost:{port}{WS_PATH}",
                 frame_ancestor=f"http://localhost:{port}",
             ),
+            # CSP does not govern WebRTC; this does (Chromium 152+), unless the manifest declares it.
+            "Connection-Allowlist": connection_allowlist(manifest),
         }  # fmt: skip
         instance: _Instance
         site = Site(

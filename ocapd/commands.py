@@ -158,6 +158,8 @@ def cmd_install(conv: Conversation, args: argparse.Namespace) -> None:
         print_json(manifest)
     else:
         print(f"installed {manifest['title']} {manifest['version']} as {args.name} (powers {args.powers})")
+        if manifest.get("webrtc") is True:
+            print(f"warning: {args.name} declares WebRTC: its page may send data to any address", file=sys.stderr)
 
 
 @agent_command

@@ -202,14 +202,21 @@ def cmd_log(args: argparse.Namespace) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
+    from ocapd.daemon.weblet.browser import browser_report
     from ocapd.workers import probe
 
     report = probe()
+    browser = browser_report()
     if args.json:
-        print_json(report)
+        print_json({**report, "browser": browser})
         return
     for key, value in report.items():
         print(f"{key:24} {value}")
+    print("browser")
+    here = {True: "new enough to enforce the WebRTC block (if it is the browser you use)", False: "too old: does NOT enforce the WebRTC block", None: "unknown"}
+    found = f"{browser['version']} at {browser['chromium']}: " if browser["version"] else "none found: "
+    print(f"  {'chromium':22} {found}{here[browser['webrtc_blocked_here']]}")
+    print(f"  {'WebRTC':22} {browser['webrtc']}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:

@@ -121,6 +121,7 @@ const panel = new WebletPanel({
 
 const installDialog = new InstallDialog({
   entries: () => inventory.list(),
+  inspect: (bundle) => connection.call("inspect_weblet", bundle),
   install: async (bundle, name, powers, from) => {
     const out = transcript.command(`/install ${typeof bundle === "string" ? bundle : `<${from}>`} --as ${name} --powers ${
       Array.isArray(powers) ? powers.join(",") : powers}`);
@@ -191,6 +192,7 @@ async function installWeblet(bundle, name, powers, out) {
   const info = await connection.callOn(weblet, "info");
   weblets.remember(info);
   out.ok(`Installed ${info.title || name} as ${name} with ${powersText(powers)}.`);
+  if (info.webrtc === true) out.warn(`${name} declares WebRTC: its page may send data to any address.`);
 }
 
 /** Weblets being opened (a double click opens one frame, not two). */

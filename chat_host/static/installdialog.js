@@ -4,6 +4,9 @@
 // it will have, and the powers its guest is given. HOST is marked dangerous
 // and needs an extra confirmation. Everything is one install_weblet() call:
 // the daemon checks the bundle, and nothing is left behind if it refuses.
+// Before that, the chosen bundle's manifest is read by the daemon
+// (inspect_weblet) so the dialog can say what it declares beyond its powers:
+// a weblet that declares WebRTC may send data to any address.
 
 import { byId, h, replaceChildren } from "./dom.js";
 import { PET_NAME, suggestWebletName } from "./parse.js";
@@ -22,9 +25,14 @@ export const POWER_CHOICES = [
   { level: "CUSTOM", title: "Custom", text: "only the names you pick below, nothing else" },
 ];
 
+/** The warning line for a manifest that declares WebRTC (docs/security.md). */
+export const WEBRTC_WARNING = "Declares WebRTC: its page may open peer-to-peer connections and send data " +
+  "to any address, not only to the sites it lists. Install it only if it needs that.";
+
 export class InstallDialog {
   /**
    * @param {{install: (bundle: Uint8Array|string, name: string, powers: string|string[], from: string) => Promise<void>,
+   *          inspect: (bundle: Uint8Array|string) => Promise<{webrtc?: boolean}>,
    *          entries: () => Array<{name: string, type: string}>,
    *          onClose: () => void}} hooks  `install` rejects (with a readable message) to keep the dialog open
    */
@@ -47,6 +55,9 @@ export class InstallDialog {
     /** @type {HTMLInputElement} */
     this.confirmBox = byId("install-host-ok");
     this.error = byId("install-error");
+    this.webrtcEl = byId("install-webrtc");
+    /** Bumped per bundle choice: an answer about an earlier choice is dropped. */
+    this.inspected = 0;
     /** @type {HTMLButtonElement} */
     this.submitButton = byId("install-submit");
     /** The name was typed by the user (then choosing a bundle leaves it alone). */
@@ -64,8 +75,14 @@ export class InstallDialog {
       radio.addEventListener("change", () => this.showSource());
     }
     this.powersEl.addEventListener("change", () => this.showPowers());
-    this.blobSelect.addEventListener("change", () => this.suggestName(this.blobSelect.value));
-    this.fileInput.addEventListener("change", () => this.suggestName(this.fileInput.files?.[0]?.name ?? ""));
+    this.blobSelect.addEventListener("change", () => {
+      this.suggestName(this.blobSelect.value);
+      this.inspect();
+    });
+    this.fileInput.addEventListener("change", () => {
+      this.suggestName(this.fileInput.files?.[0]?.name ?? "");
+      this.inspect();
+    });
     this.nameInput.addEventListener("input", () => {
       this.nameTyped = this.nameInput.value.trim() !== "";
     });
@@ -93,6 +110,7 @@ export class InstallDialog {
     this.nameInput.value = prefill.name ?? "";
     this.nameTyped = Boolean(prefill.name);
     if (!prefill.name && this.blobSelect.value) this.suggestName(this.blobSelect.value);
+    this.inspect();
 
     const powers = prefill.powers ?? "NONE";
     const level = Array.isArray(powers) ? "CUSTOM" : powers;
@@ -114,10 +132,39 @@ export class InstallDialog {
   }
 
   showSource() {
+    this.inspect();
     const fromFile = this.source() === "file";
     this.blobSelect.hidden = fromFile;
     this.noBlobs.hidden = fromFile || this.blobSelect.options.length > 1;
     this.fileInput.hidden = !fromFile;
+  }
+
+  /** The chosen bundle, unread: a stored blob's name, a File, or null. */
+  chosen() {
+    if (this.source() === "file") return this.fileInput.files?.[0] ?? null;
+    return this.blobSelect.value || null;
+  }
+
+  /**
+   * Ask the daemon what the chosen bundle declares, and show a warning line
+   * if it declares WebRTC. A bundle it cannot read shows nothing here:
+   * Install then says why.
+   */
+  async inspect() {
+    const turn = ++this.inspected;
+    this.webrtcEl.hidden = true;
+    const chosen = this.chosen();
+    if (!chosen || (typeof chosen !== "string" && chosen.size > MAX_UPLOAD_BYTES)) return;
+    let manifest;
+    try {
+      const bundle = typeof chosen === "string" ? chosen : new Uint8Array(await chosen.arrayBuffer());
+      manifest = await this.hooks.inspect(bundle);
+    } catch {
+      return;
+    }
+    if (turn !== this.inspected || manifest?.webrtc !== true) return;
+    this.webrtcEl.textContent = WEBRTC_WARNING;
+    this.webrtcEl.hidden = false;
   }
 
   level() {

@@ -67,7 +67,8 @@ function side(value, fallback) {
 
 /**
  * @typedef {{id: string, title: string, level: string, guest_handle: string,
- *            size: {width: number, height: number}|null, permissions: string[], live: boolean}} WebletInfo
+ *            size: {width: number, height: number}|null, permissions: string[], webrtc?: boolean,
+ *            live: boolean}} WebletInfo
  * @typedef {{name: string, info: WebletInfo, label: string, url: string, frame: HTMLIFrameElement, live: boolean,
  *            release: (() => Promise<unknown>) | null}} Tab
  */
@@ -222,7 +223,13 @@ export class WebletPanel {
         h("span", {
           class: `level-badge level-${level.toLowerCase()}`, dataset: { level },
           title: `installed with ${level} powers: ${LEVEL_WORDS[level] ?? level}`,
-        }, level)),
+        }, level),
+        tab.info.webrtc === true
+          ? h("span", {
+            class: "level-badge level-host", dataset: { declares: "webrtc" },
+            title: "declares WebRTC: its page may send data to any address, not only to the sites it lists",
+          }, "WebRTC")
+          : null),
       h("div", { class: "weblet-actions" },
         stopped
           ? h("button", {

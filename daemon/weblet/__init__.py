@@ -20,11 +20,11 @@ registry of installed weblets is elsewhere (``ocapd.daemon.weblets``).
 from ocapd.workers.archive import BundleError
 
 from .bundle import MAX_BACKEND_FILES, MAX_BACKEND_SIZE, Bundle, read_bundle
-from .csp import csp_for, permissions_allow
+from .csp import connection_allowlist, csp_for, permissions_allow
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, PERMISSIONS, Command, Csp, Event, Interface, Size, WebletManifest, parse_manifest
 
 __all__ = [
     "BundleError", "Bundle", "WebletManifest", "Size", "Csp", "Interface", "Command", "Event",
-    "read_bundle", "parse_manifest", "csp_for", "permissions_allow",
+    "read_bundle", "parse_manifest", "csp_for", "connection_allowlist", "permissions_allow",
     "MANIFEST_NAME", "PERMISSIONS", "MAX_MANIFEST_SIZE", "MAX_BACKEND_FILES", "MAX_BACKEND_SIZE",
 ]  # fmt: skip

@@ -1,8 +1,9 @@
-"""A weblet's Content-Security-Policy header and iframe ``allow=`` attribute, derived from its manifest.
+"""A weblet's Content-Security-Policy and Connection-Allowlist headers and iframe ``allow=`` attribute.
 
-:func:`csp_for` builds the header the gateway sends with every file of a
-weblet; :func:`permissions_allow` the ``allow=`` attribute of the iframe the
-Chat page frames it in. Both are derived from a stored
+:func:`csp_for` builds the CSP header the gateway sends with every file of a
+weblet; :func:`connection_allowlist` the header that switches WebRTC off
+unless the manifest declares it; :func:`permissions_allow` the ``allow=``
+attribute of the iframe the Chat page frames it in. Both are derived from a stored
 :class:`~.manifest.WebletManifest`, and the manifest's origins are checked
 again here, so nothing a bundle says reaches a header unchecked.
 """
@@ -15,7 +16,11 @@ from ocapd.workers.archive import echo
 
 from .manifest import PERMISSIONS, WebletManifest, normalize_origin
 
-__all__ = ["csp_for", "permissions_allow"]
+__all__ = ["csp_for", "connection_allowlist", "permissions_allow", "CONNECTION_ALLOWLIST_SINCE_CHROMIUM"]
+
+#: The Chromium release that shipped ``Connection-Allowlist`` (and with it the
+#: ``webrtc`` switch); ``ocapd doctor`` compares this machine's Chromium with it.
+CONNECTION_ALLOWLIST_SINCE_CHROMIUM = 152
 
 _HEADER_URL = re.compile(r"(https?|wss?)://([a-z0-9.-]+(?::[0-9]{1,5})?)(/[A-Za-z0-9._~/-]*)?")
 
@@ -65,6 +70,27 @@ def csp_for(manifest: WebletManifest, *, self_origin: str, ws_url: str, frame_an
             "form-action 'self'",
         ]
     )
+
+
+def connection_allowlist(manifest: WebletManifest) -> str:
+    """The ``Connection-Allowlist`` header: WebRTC off unless the manifest declares ``"webrtc": true``.
+
+    CSP does not govern WebRTC: ``connect-src`` leaves ``RTCPeerConnection``
+    free to send STUN/TURN datagrams to any address the page names, and CSP's
+    own ``webrtc 'block'`` is not implemented by Chromium (156 reports
+    "Unrecognized Content-Security-Policy directive 'webrtc'"). The WICG
+    Connection-Allowlist header is: with ``webrtc=block`` Chromium (152+)
+    gathers no ICE candidate and opens no socket, and its browser process
+    refuses sockets to the document's local child frames (``about:blank``,
+    ``srcdoc``) too, ending a renderer that asks anyway.
+
+    Here it is *only* that switch: the list matches every URL (``*://*:*``)
+    and redirects are allowed, so what a weblet may fetch, frame or connect to
+    is still exactly what its CSP says, and nothing else changes. Browsers
+    without Connection-Allowlist (Firefox, Safari, Chromium before 152)
+    ignore it: there a weblet's page can still use WebRTC (docs/security.md).
+    """
+    return f'("*://*:*");redirects=allow;webrtc={"allow" if manifest.webrtc is True else "block"}'
 
 
 def permissions_allow(manifest: WebletManifest) -> str:

@@ -27,8 +27,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 
@@ -246,6 +248,21 @@ class WebletManifest(_Strict):
     powers: Annotated[list[PetName], Field(max_length=64), AfterValidator(_unique)] = []
     # A .py module in the bundle exposing make(powers, context).
     backend: Annotated[str, StringConstraints(max_length=MAX_PATH_LENGTH)] | None = None
+    # WebRTC peer connections (RTCPeerConnection). connect-src does not govern
+    # them: a page that may use them can send UDP to any address (STUN/TURN
+    # servers it names), so only a weblet that declares this may; the gateway
+    # blocks them for every other one (csp.connection_allowlist), and the
+    # install dialog and the weblet's header say so.
+    webrtc: bool = False
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Written only when declared: a manifest from before the field dumps
+        # (and so hashes, bundle digest included) exactly as it did.
+        data: dict[str, Any] = handler(self)
+        if not self.webrtc:
+            data.pop("webrtc", None)
+        return data
 
     @model_validator(mode="after")
     def _entry_and_backend(self) -> WebletManifest:

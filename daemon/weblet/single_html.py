@@ -53,6 +53,13 @@ def _meta_size(text: str, where: str) -> dict[str, int]:
     return {"width": int(match.group(1)), "height": int(match.group(2))}
 
 
+def _meta_bool(text: str, where: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise BundleError(f"{where}: {echo(text)} is not 'true' or 'false'")
+    return value == "true"
+
+
 def _meta_names(text: str, where: str) -> Any:
     # Either the manifest's JSON object ({"next": {"description": ...}}) or a
     # plain list of names ("next, prev").
@@ -73,6 +80,7 @@ _META_FIELDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "csp.connect-src": (("csp", "connectSrc"), lambda text, where: _split_list(text)),
     "commands": (("interface", "commands"), _meta_names),
     "events": (("interface", "events"), _meta_names),
+    "webrtc": (("webrtc",), _meta_bool),
 }
 
 
