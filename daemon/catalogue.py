@@ -39,6 +39,7 @@ MAKERS: Mapping[type[F.FormulaModel], Maker[Any]] = dict([
     # stored values, and requests' answers
     _row(F.MarshalFormula,         makers.make_marshal),          # a stored copy of a value
     _row(F.ReadableBlobFormula,    makers.make_readable_blob),    # stored bytes
+    _row(F.TextStoreFormula,       makers.make_text_store),       # text its holders read and replace
     _row(F.LookupFormula,          makers.make_lookup),           # the value at a path
     _row(F.PromiseFormula,         makers.make_promise),          # a request's answer
     _row(F.ResolverFormula,        makers.make_resolver),         # the right to answer it

@@ -43,7 +43,7 @@ __all__ = [
     "dependencies", "formula_to_dict", "is_formula_id", "new_formula_id", "parse_formula",
     "HostFormula", "GuestFormula", "HandleFormula", "PetStoreFormula", "DirectoryFormula",
     "MailboxStoreFormula", "WorkerFormula", "EvalFormula", "MakeUnconfinedFormula",
-    "MakeBundleFormula", "MarshalFormula", "ReadableBlobFormula", "LookupFormula",
+    "MakeBundleFormula", "MarshalFormula", "ReadableBlobFormula", "TextStoreFormula", "LookupFormula",
     "LeastAuthorityFormula", "EndoFormula", "PromiseFormula", "ResolverFormula",
     "WebletFormula", "FormulaModel", "WorkerLevel",
 ]  # fmt: skip
@@ -138,6 +138,9 @@ class ReadableBlobFormula(FormulaModel):
     type: Literal["readable-blob"] = "readable-blob"
     content: ContentHash
 
+class TextStoreFormula(FormulaModel):
+    type: Literal["text-store"] = "text-store"  # a piece of text its holders read and replace; kept in the database
+
 class LookupFormula(FormulaModel):
     type: Literal["lookup"] = "lookup"
     hub: FormulaId; path: Annotated[list[PathPart], Field(min_length=1)]
@@ -172,8 +175,8 @@ class WebletFormula(FormulaModel):
 Formula = Annotated[
     HostFormula | GuestFormula | HandleFormula | PetStoreFormula | DirectoryFormula |
     MailboxStoreFormula | WorkerFormula | EvalFormula | MakeUnconfinedFormula | MakeBundleFormula |
-    MarshalFormula | ReadableBlobFormula | LookupFormula | LeastAuthorityFormula | EndoFormula |
-    PromiseFormula | ResolverFormula | WebletFormula,
+    MarshalFormula | ReadableBlobFormula | TextStoreFormula | LookupFormula | LeastAuthorityFormula |
+    EndoFormula | PromiseFormula | ResolverFormula | WebletFormula,
     Field(discriminator="type"),
 ]  # fmt: skip
 # ---- end of the catalogue --------------------------------------------------------------------

@@ -69,6 +69,16 @@ class Host(Agent):
         body = codec.encode(value, on_ref)
         return await self._formulate_named(F.MarshalFormula(body=body, slots=slots), name)
 
+    async def make_text_store(self, name: str, text: str = "") -> Any:
+        """A new text store (text that outlives restarts: ``get``, ``set``, ``append``) named ``name``."""
+        validate_pet_name(name)
+        if not isinstance(text, str):
+            raise TypeError("make_text_store: the text must be a string")
+        store = await self._formulate_named(F.TextStoreFormula(), name)
+        if text:
+            await store.set(text)
+        return store
+
     async def _formulate_named(self, formula: F.Formula, name: str | None, txn: Txn | None = None) -> Any:
         txn = txn or self._kernel.txn()
         fid = txn.formula(formula)

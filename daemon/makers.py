@@ -20,7 +20,7 @@ from .handles import Handle
 from .hosts import Host
 from .mail import Mailbox
 from .petstore import PetStore
-from .values import EndoPowers, LeastAuthority, ReadableBlob, RequestResolver
+from .values import EndoPowers, LeastAuthority, ReadableBlob, RequestResolver, TextStore
 
 if TYPE_CHECKING:
     from .kernel import Incarnation, Kernel
@@ -91,6 +91,10 @@ async def make_readable_blob(
     kernel: Kernel, fid: str, formula: F.ReadableBlobFormula, inc: Incarnation
 ) -> ReadableBlob:
     return ReadableBlob(kernel, formula.content)
+
+
+async def make_text_store(kernel: Kernel, fid: str, formula: F.TextStoreFormula, inc: Incarnation) -> TextStore:
+    return await TextStore.open(kernel, fid)
 
 
 async def make_marshal(kernel: Kernel, fid: str, formula: F.MarshalFormula, inc: Incarnation) -> Any:

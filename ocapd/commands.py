@@ -118,6 +118,11 @@ def cmd_store(conv: Conversation, args: argparse.Namespace) -> None:
 
 
 @agent_command
+def cmd_mktext(conv: Conversation, args: argparse.Namespace) -> None:
+    conv.on_agent("make_text_store", args.name, args.text or "")
+
+
+@agent_command
 def cmd_eval(conv: Conversation, args: argparse.Namespace) -> None:
     names, paths = parse_pairs(args.endowments, "eval")
     value = conv.on_agent("evaluate", args.worker, args.source, names, paths, args.name)

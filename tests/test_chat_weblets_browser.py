@@ -336,3 +336,24 @@ def test_help_lists_show_store_and_mkhost_and_they_work(chat: Page, daemon: Daem
     chat.run("/mkhost second-host")
     expect(page.locator("#transcript .line.ok", has_text="Host ready: handle second-host, powers second-host-agent.")).to_be_visible()
     assert {"second-host", "second-host-agent"} <= set(names(daemon))
+
+
+def test_the_notes_flow_of_the_docs_keeps_notes_across_a_restart(chat: Page, daemon: DaemonProcess) -> None:
+    """docs/weblets.md, step by step: make a text store, install notes, allow with it, write, restart."""
+    open_chat(chat, daemon)
+    page = chat.page
+    chat.run("/mktext kept-notes")
+    expect(page.locator("#transcript .line.ok", has_text="Made the text store kept-notes.")).to_be_visible()
+    chat.run("/install notes-bundle --as diary")
+    answer_prompt(chat, allow_with="kept-notes")
+    diary = page.frame_locator('#weblet-frames iframe[data-name="diary"]')
+    expect(diary.locator("#text")).to_be_enabled()
+    diary.locator("#text").fill("outlives the daemon")
+    expect(diary.locator("#saved")).to_have_text("Saved")
+
+    daemon.cli("restart", "--port", str(daemon.port))
+    assert daemon.out("eval", "E(s).get()", "s:kept-notes") == "outlives the daemon"
+    open_chat(chat, daemon)
+    chat.run("/open diary")  # the answer is named in the weblet's store: no second prompt
+    expect(diary.locator("#text")).to_have_value("outlives the daemon")
+    expect(page.locator("#permission-dialog")).to_be_hidden()

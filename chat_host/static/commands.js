@@ -93,6 +93,18 @@ export const COMMANDS = [
     },
   },
   {
+    name: "mktext",
+    usage: "/mktext <name> [text]",
+    summary: "make a text store: text that outlives restarts (e.g. to answer a weblet asking for a place to keep notes)",
+    async run(ctx, args) {
+      const [name, text] = firstWord(args);
+      need(name, this.usage);
+      needName(name, "mktext");
+      await ctx.call("make_text_store", name, text.trim());
+      ctx.ok(`Made the text store ${name}.`);
+    },
+  },
+  {
     name: "send",
     usage: "/send <to> <text with @edge:pet>",
     summary: "send a message; each @edge:pet (or @name) attaches that value",
