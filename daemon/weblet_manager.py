@@ -74,16 +74,24 @@ class WebletJob:
         self._result: Any = None
         self._error: BaseException | None = None
         self._last = -1
+        self._unsent: dict[str, Any] | None = None  # the latest progress not pushed yet
 
     def progress(self, received: int, total: int | None) -> None:
         step = received * _PROGRESS_STEPS // total if total else received // (256 * 1024)
+        event = {"progress": {"received": received, "total": total}}
         if step != self._last or (total is not None and received >= total):
-            self._last = step
-            self._events.push({"progress": {"received": received, "total": total}})
+            self._last, self._unsent = step, None
+            self._events.push(event)
+        else:
+            self._unsent = event
 
     async def run(self, work: Callable[[], Awaitable[Any]]) -> None:
         try:
-            self._result = await work()
+            try:
+                self._result = await work()
+            finally:
+                if self._unsent is not None:  # the last bytes' count, when the size was not announced
+                    self._events.push(self._unsent)
         except Exception as e:
             self._error = e
             self._events.push({"done": False, "error": type(e).__name__, "detail": str(e).splitlines()[0] if str(e) else ""})
