@@ -491,3 +491,31 @@ async def test_a_local_catalogue_cannot_point_outside_its_folder(tmp_path: Path)
         await fetch_store_bundle(loaded, "escape", None, policy=settings.fetch_policy())
     with pytest.raises(StoreError, match="only a \"digest\" can pin"):
         await fetch_store_bundle(loaded, "folder", None, policy=settings.fetch_policy())
+
+
+# ---- the command line ------------------------------------------------------------------------------------
+def test_the_cli_manages_weblets(daemon: DaemonProcess, tmp_path: Path) -> None:
+    assert "counter" in daemon.out("weblets", "store")
+    out = daemon.out("weblets", "install", "plain", "--store", "test", "--version", "1.0.0", "-n", "cli-plain")
+    assert out == "installed Plain 1.0.0 as cli-plain (from store, powers NONE)"
+    listed = {w["name"]: w for w in json.loads(daemon.out("weblets", "list", "--json"))}
+    assert listed["cli-plain"]["update"]["version"] == "1.1.0" and listed["inventory"]["builtin"]
+    assert "update: 1.1.0" in next(line for line in daemon.out("weblets", "list").splitlines() if line.startswith("cli-plain"))
+    assert daemon.out("weblets", "disable", "cli-plain") == "cli-plain is disabled"
+    assert daemon.out("weblets", "enable", listed["cli-plain"]["id"][:12]) == "cli-plain is enabled"
+    assert daemon.out("weblets", "update", "cli-plain") == "updated cli-plain from 1.0.0 to 1.1.0"
+    assert daemon.out("weblets", "update", "cli-plain") == "cli-plain is up to date (1.1.0)"
+    assert daemon.out("weblets", "remove", "cli-plain") == "removed cli-plain"
+    # A new power is never accepted silently.
+    daemon.out("weblets", "install", "versioned", "--store", "test", "--version", "1.0.0", "-n", "cli-versioned")
+    refused = daemon.cli("weblets", "update", "cli-versioned", check=False)
+    assert refused.returncode == 1 and "asks for more powers: notes" in refused.stderr
+    assert daemon.out("weblets", "update", "cli-versioned", "--accept-powers", "notes") == "updated cli-versioned from 1.0.0 to 2.0.0"
+    # From a folder, and the digest a catalogue would pin for it.
+    folder = tmp_path / "counter"
+    shutil.copytree(EXAMPLES / "weblets" / "counter", folder)
+    assert daemon.out("weblets", "install", str(folder), "-n", "cli-counter").startswith("installed Counter 1.1.0 as cli-counter")
+    digest = json.loads(daemon.out("weblets", "digest", str(folder), "--json"))
+    assert digest["digest"] == read_bundle(folder).digest and "sha256" not in digest
+    unknown = daemon.cli("weblets", "enable", "no-such-weblet", check=False)
+    assert unknown.returncode == 1 and "no installed weblet 'no-such-weblet'" in unknown.stderr
