@@ -76,7 +76,7 @@ def _need_target(args: argparse.Namespace, what: str) -> str:
 
 
 def _find(conv: Conversation, manager: Any, key: str) -> dict[str, Any]:
-    weblets = conv.call(conv.E(manager).list())
+    weblets: list[dict[str, Any]] = conv.call(conv.E(manager).list())
     exact = [w for w in weblets if w["name"] == key or w["id"] == key]
     if exact:
         return exact[0]
