@@ -43,15 +43,14 @@ from quart import Response, request
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ocapd import __version__
 from ocapd.daemon.names import InvalidName
 from ocapd.daemon.registry import ManagerError, PowersNeedConsent
 from ocapd.daemon.weblet import BundleError
+from ocapd.daemon.weblet_fetch import DEFAULT_MAX_BUNDLE_BYTES as MAX_ARCHIVE_SIZE
 from ocapd.daemon.weblet_fetch import FetchError
 from ocapd.daemon.weblet_manager import WebletManager
 from ocapd.daemon.weblet_settings import SettingsError
 from ocapd.daemon.weblet_store import HashMismatch, StoreError
-from ocapd.workers.archive import MAX_ARCHIVE_SIZE
 
 from .tokens import INVALID_TOKEN_MESSAGE, InvalidToken
 
@@ -63,6 +62,8 @@ __all__ = ["API_PREFIX", "ROUTES", "Api", "LimitedHTTPConnection", "openapi_docu
 log = logging.getLogger("ocapd.gateway.api")
 
 API_PREFIX = "/api/"
+#: The API's own version (OpenAPI ``info.version``): bumped when a route or a shape changes.
+API_VERSION = "1.0"
 #: A JSON body: a URL, a store item, a config object. Same cap as every other gateway request.
 MAX_JSON_BODY = 64 * 1024
 #: An upload: the largest bundle a file install accepts, plus room for the form's other fields.
@@ -204,7 +205,7 @@ def openapi_document() -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
-        "info": {"title": "ocapd widget manager", "version": __version__,
+        "info": {"title": "ocapd widget manager", "version": API_VERSION,
                  "description": "Installed weblets, their panels and stores, per host. See docs/widget-manager.md."},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
