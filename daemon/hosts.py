@@ -287,8 +287,10 @@ class Host(Agent):
 
         ``bundle`` is the bundle's bytes (zip or single HTML file) or the name
         of a stored blob. Atomic: if any step fails nothing is left behind.
+        The weblet is recorded in the registry (source ``file``) in the same
+        transaction; ``weblets()`` installs from URLs and stores too.
         """
-        from .weblets import store_weblet_bundle
+        from .registry import Source, registry_of
 
         validate_pet_name(name)
         if self._store.has(name):
@@ -298,14 +300,16 @@ class Host(Agent):
             if not isinstance(blob, ReadableBlob):
                 raise TypeError(f"{bundle!r} is not a stored bundle (store it with `ocapd store --path`)")
             bundle = await blob.bytes()
-        stored = await store_weblet_bundle(self._kernel.db, bundle)  # BundleError: one clear line
-        # Everything is staged, then the backend started from the staged
-        # formulas; only if that succeeds is it all committed with the name.
-        txn = self._kernel.txn()
-        guest_id, level = await self._powers_for(txn, powers, None, introduce_host_as="host-agent")
-        weblet_id = stored.stage(txn, guest_id, level)
-        self._store.stage_write(txn, name, weblet_id)
-        return await self._kernel.provide_then_commit(txn, weblet_id, "install failed")
+        registry = await registry_of(self._kernel)
+        record = await registry.install(self, bundle, name, powers, Source("file", ""))
+        return await self._kernel.provide(record.formula)
+
+    async def weblets(self) -> Any:
+        """The widget manager for this host: installed weblets, their panels, stores (``WebletManager``)."""
+        from .registry import registry_of
+        from .weblet_manager import WebletManager
+
+        return WebletManager(self, await registry_of(self._kernel))
 
     async def inspect_weblet(self, bundle: bytes | str | list[str]) -> dict[str, Any]:
         """A weblet bundle's validated manifest, as install would store it; nothing is installed.

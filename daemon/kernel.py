@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from .db import Database
     from .paths import Paths
+    from .registry import WebletRegistry
     from .work import RunningWorker
 
 __all__ = ["Kernel", "Incarnation", "Txn", "Cancelled", "Maker", "Services", "GatewayControls"]
@@ -80,6 +81,8 @@ class Services:
     gateway_ready: trio.Event | None = None
     #: ``async () -> None`` callables awaited first when the daemon stops (the gateway's shutdown).
     before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: Installed weblets and their panels (``registry.registry_of``, on first use).
+    weblet_registry: WebletRegistry | None = None
 
 
 class Cancelled(Exception):

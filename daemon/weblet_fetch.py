@@ -59,7 +59,7 @@ from ocapd.workers.archive import MAX_ARCHIVE_SIZE
 from .weblet import MAX_MANIFEST_SIZE, BundleError, WebletManifest, parse_manifest, read_bundle
 
 __all__ = [
-    "FetchError", "FetchPolicy", "FetchedWeblet", "FoundBy", "Network", "Progress", "fetch_weblet", "address_refusal",
+    "FetchError", "FetchPolicy", "FetchedWeblet", "FoundBy", "Network", "Progress", "fetch_weblet", "fetch_document", "address_refusal",
     "system_resolve", "system_connect", "SYSTEM_NETWORK",
     "MAX_REDIRECTS", "MAX_URL_LENGTH", "WELL_KNOWN_PATH", "LINK_REL", "BUNDLE_FIELD", "BUNDLE_SHA256_FIELD",
 ]  # fmt: skip
@@ -688,3 +688,29 @@ async def fetch_weblet(url: str, *, policy: FetchPolicy, progress: Progress | No
         manifest_url=manifest_url,
         found_by=found_by,
     )
+
+
+async def fetch_document(url: str, *, policy: FetchPolicy, what: str = "the document", network: Network = SYSTEM_NETWORK) -> tuple[str, bytes]:
+    """GET a small document (a store's catalogue, say) through the same guard: ``(final URL, body)``.
+
+    The same checks as :func:`fetch_weblet` (https only unless the policy
+    says otherwise, every address and redirect checked, no cookies or
+    credentials, the time cap) and the document cap
+    (``policy.max_document_bytes``). Raises :class:`FetchError` for a refusal,
+    a failure, or a status other than 2xx.
+    """
+    start = _check_url(url, policy)
+    context = policy.ssl_context if policy.ssl_context is not None else httpx.create_ssl_context(trust_env=False)
+    transport = _GuardedTransport(policy, network, context)
+    timeout = httpx.Timeout(policy.total_timeout, connect=policy.connect_timeout)
+    jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity", "Accept": "application/json, */*"}
+    body: _Body | None = None
+    with trio.move_on_after(policy.total_timeout) as scope:
+        async with httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout, cookies=jar, headers=headers, follow_redirects=False) as client:
+            body = await _Fetcher(client, policy, None).get(start, "document", f"{what} at {_show(start)}")
+    if scope.cancelled_caught or body is None:
+        raise FetchError(f"timed out: fetching {_show(start)} took longer than {policy.total_timeout:g} s")
+    if not 200 <= body.status < 300:
+        raise FetchError(f"{what} at {_show(body.url)} gave HTTP {body.status}")
+    return str(body.url), body.data

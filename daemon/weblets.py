@@ -77,6 +77,10 @@ class Weblet:
 
     async def open(self) -> dict[str, Any]:
         """A new instance on its own origin: ``{"label", "url"}``."""
+        registry = self._kernel.services.weblet_registry
+        record = registry.by_formula(self._id) if registry is not None else None
+        if record is not None and not record.enabled:
+            raise RuntimeError(f"{record.name} is disabled; enable it first (ocapd weblets enable {record.name})")
         gateway = await self._kernel.gateway()
         if gateway is None:
             raise RuntimeError("no gateway is running: start the daemon with its gateway to open weblets")

@@ -47,7 +47,9 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from ocapd.captp import Limits, Promise, far, open_connection
+from ocapd.daemon.registry import registry_of
 
+from .api import Api, LimitedHTTPConnection
 from .hook import DEFAULT_HOST, DEFAULT_PORT
 from .site import LiveSession, Site, plain_response
 from .static import DEFAULT_STATIC_DIR, build_table, split_runtime
@@ -261,6 +263,7 @@ class GatewayService:
         #: weblet instance label -> site, served at <label>.localhost:PORT (kept by ``weblets``).
         self.weblet_sites: dict[str, Site] = {}
         self.weblets = WebletHosting(self)
+        self.api = Api(self)
         self._counter = 0
         self._drained = trio.Event()
         self._shutdown = trio.Event()
@@ -295,6 +298,15 @@ class GatewayService:
             return self.weblets.site(host[: -len(suffix)])  # None if closed or its weblet was cancelled
         return None
 
+    async def revive_for(self, host: str | None) -> None:
+        """If ``host`` names a persisted panel's origin that is not served now, serve it again (``WebletHosting.revive``)."""
+        if not host or self.port is None:
+            return
+        suffix = f".localhost:{self.port}"
+        host = host.strip().lower()
+        if host.endswith(suffix):
+            await self.weblets.revive(host[: -len(suffix)])
+
     def _make_sites(self, port: int) -> None:
         headers = {**_BASE_HEADERS, "Content-Security-Policy": chat_csp(port)}
         chat = Site(
@@ -310,15 +322,19 @@ class GatewayService:
     def _build_app(self) -> QuartTrio:
         app = QuartTrio("gateway")
         app.asgi_websocket_class = WebsocketConnection
+        app.asgi_http_class = LimitedHTTPConnection  # the REST API's uploads may be larger (api.py)
         app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BODY
         app.url_map.merge_slashes = False
         app.url_map.strict_slashes = False
         methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
         async def serve_http(path: str = "") -> Response:
+            await self.revive_for(request.headers.get("Host"))
             site = self.site_for(request.headers.get("Host"))
             if site is None:
                 return plain_response(404, "unknown host", _BASE_HEADERS)
+            if site.name == "chat" and self.api.is_api(request.path):
+                return await self.api.dispatch(request.path)
             if request.method not in ("GET", "HEAD"):
                 response = plain_response(405, "method not allowed", site.headers)
                 response.headers["Allow"] = "GET, HEAD"
@@ -354,6 +370,7 @@ class GatewayService:
         return site, None
 
     async def _websocket(self, path: str) -> Response | None:
+        await self.revive_for(websocket.headers.get("Host"))
         site, refusal = self._refusal("/" + path)
         if site is None:
             return refusal
@@ -502,6 +519,7 @@ async def start_gateway(
     reported by ``ocapd chat``.
     """
     config = GatewayConfig(host=host, port=port, static_dir=static_dir or DEFAULT_STATIC_DIR, enable_echo=enable_echo)
+    await registry_of(kernel)  # persisted panels are served from the first request on
     service = GatewayService(kernel, await TokenStore.open(kernel.db), config)
     kernel.services.gateway = service.control
     kernel.services.before_stop.append(service.aclose)

@@ -31,9 +31,13 @@ What an instance's site serves:
   of this instance talks to its endpoint. The session's bootstrap is a
   ``WebletBootstrap`` whose ``fetch()`` returns ``{powers, app, instance}``.
 
-Lifetime. Instances live in memory only: they end with the daemon (a restart
-forgets every label; opening the weblet again gives a new one).
-``close_instance(label)`` ends one. Cancelling the weblet (directly, or by
+Lifetime. An instance opened with ``Weblet.open()`` lives in memory only: it
+ends with the daemon (a restart forgets its label). A **panel** made through
+the widget manager (``daemon/registry.py``) is a row: its label is served
+again, on first request after a restart, an update or a re-enable, by
+:meth:`WebletHosting.revive` — the same origin, now backed by the weblet's
+current formula. ``close_instance(label)`` ends one (a panel's row stays
+until the manager removes it). Cancelling the weblet (directly, or by
 cancelling something it stands on: its guest, its backend, the backend's
 worker) ends all of its instances. Two mechanisms, on purpose:
 
@@ -177,6 +181,16 @@ class WebletInstance:
             raise TypeError("register_commands: give the object holding the handlers (weblet.js does)")
         instance.commands = commands
 
+    def panel(self) -> str | None:
+        """The widget manager's panel id of this instance, or None if it was opened without one."""
+        return self._instance.panel
+
+    def config(self) -> dict[str, Any]:
+        """The panel's settings (the widget manager's instance config); ``{}`` if it has none."""
+        registry = self._hosting.kernel.services.weblet_registry
+        found = registry.instance_by_label(self._instance.label) if registry is not None else None
+        return dict(found[0].config) if found is not None else {}
+
     def close(self) -> None:
         """Close this instance: its origin stops serving and its sessions end (this one too)."""
         # After this call has answered: closing aborts the session carrying it.
@@ -213,6 +227,7 @@ class _Instance:
     commands: Any = None
     opened: float = field(default_factory=time.time)
     closed: bool = False
+    panel: str | None = None  # the widget manager's panel id, if it is a persisted panel
 
 
 class WebletHosting:
@@ -223,10 +238,42 @@ class WebletHosting:
         self.kernel: Kernel = service.kernel
         self._instances: dict[str, _Instance] = {}
         self._tables: collections.OrderedDict[str, dict[str, StaticFile]] = collections.OrderedDict()
+        self._reviving: dict[str, trio.Event] = {}
 
     # -- opening -----------------------------------------------------------------------------
-    async def open(self, weblet_id: str) -> dict[str, str]:
-        """Register a new instance of the weblet ``weblet_id``: ``{"label", "url"}``."""
+    async def revive(self, label: str) -> None:
+        """Serve a persisted panel's label again, if it is one and is not being served.
+
+        Panels are rows of the registry: after a restart (or after their
+        weblet was updated or re-enabled) the first request for their origin
+        opens them again with the same label, backed by the weblet's current
+        formula. Labels that are no panel, or whose weblet is disabled, stay 404.
+        """
+        if label in self._instances:
+            return
+        registry = self.kernel.services.weblet_registry
+        found = registry.instance_by_label(label) if registry is not None else None
+        if found is None or not found[1].enabled:
+            return
+        busy = self._reviving.get(label)
+        if busy is not None:
+            await busy.wait()
+            return
+        done = self._reviving[label] = trio.Event()
+        try:
+            instance, record = found
+            await self.open(record.formula, label=label, panel=instance.panel)
+        except Exception as e:  # the site stays 404; say why in the log
+            log.warning("panel %s (%s) could not be served again: %s", found[0].panel, label, e)
+        finally:
+            del self._reviving[label]
+            done.set()
+
+    async def open(self, weblet_id: str, *, label: str | None = None, panel: str | None = None) -> dict[str, str]:
+        """Register a new instance of the weblet ``weblet_id``: ``{"label", "url"}``.
+
+        ``label`` and ``panel``: a persisted panel's (``revive``); otherwise a fresh random label.
+        """
         service = self._service
         service.require_listening()
         kernel = self.kernel
@@ -244,7 +291,10 @@ class WebletHosting:
         port = service.port
         if port is None:  # stopped while we read the bundle
             service.require_listening()
-        label = secrets.token_hex(LABEL_HEX_CHARS // 2)
+        if label is None:
+            label = secrets.token_hex(LABEL_HEX_CHARS // 2)
+        elif label in self._instances:
+            raise RuntimeError("open: that label is being served already")
         origin = f"http://{label}.localhost:{port}"
         headers = {
             "X-Content-Type-Options": "nosniff",
@@ -268,7 +318,7 @@ class WebletHosting:
         )
         instance = _Instance(
             label=label, weblet_id=weblet_id, weblet=weblet, formula=formula, manifest=manifest,
-            origin=origin, url=origin + "/", site=site,
+            origin=origin, url=origin + "/", site=site, panel=panel,
         )  # fmt: skip
         instance.facet = WebletInstance(self, instance)
         self._instances[label] = instance
@@ -373,6 +423,7 @@ class WebletHosting:
             out.append(
                 {
                     "label": instance.label,
+                    "panel": instance.panel,
                     "url": instance.url,
                     "weblet": instance.weblet_id,
                     "title": instance.manifest.title,

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from . import __version__, commands, lifecycle, run
+from . import __version__, commands, lifecycle, run, weblets_cli
 from .conversation import CliError
 from .render import describe_error
 
@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-p", "--powers", default="NONE", help="NONE (default), ENDO, HOST (trusted code only) or pet names")
     sp = add("open", commands.cmd_open, "open a weblet instance; prints its URL")
     sp.add_argument("name")
+    weblets_cli.add_parser(sub, common, base)
     sp = add("cancel", commands.cmd_cancel, "cancel a value and everything depending on it")
     sp.add_argument("path")
     sp.add_argument("reason", nargs="?", default="cancelled")

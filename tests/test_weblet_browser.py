@@ -200,7 +200,7 @@ def test_the_sdk_hands_commands_to_the_host_and_records_events(host: HostPage) -
     frame.evaluate(
         """async () => {
             const sdk = await import("/_ocapd/weblet.js");
-            await sdk.commands.handle("get", (args) => ({ handled: "get", args }));
+            await sdk.commands.handle("value", (args) => ({ handled: "value", args }));
             await sdk.events.emit("counted", { n: 1 });
         }"""
     )
@@ -208,9 +208,9 @@ def test_the_sdk_hands_commands_to_the_host_and_records_events(host: HostPage) -
     async def as_host() -> tuple[Any, list[dict[str, Any]]]:
         async with host.daemon.connect() as (_, facet, _):
             gateway = await E(facet).gateway()
-            answer = await E(gateway).invoke_command(label, "get", {"x": 1})
+            answer = await E(gateway).invoke_command(label, "value", {"x": 1})
             return answer, await E(gateway).instance_events(label)
 
     answer, events = trio.run(as_host)
-    assert answer == {"handled": "get", "args": {"x": 1}}
+    assert answer == {"handled": "value", "args": {"x": 1}}
     assert [(e["event"], e["payload"]) for e in events] == [("counted", {"n": 1})]

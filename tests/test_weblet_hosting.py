@@ -247,10 +247,10 @@ async def test_a_page_may_register_commands_the_host_invokes(installed: DaemonPr
         await E(fetched["instance"]).register_commands(Far("WebletCommands", invoke=invoke))
         async with installed.connect() as (_, facet, _):
             gateway = await E(facet).gateway()
-            assert await E(gateway).invoke_command(label, "incr", {}) == "ran incr"
+            assert await E(gateway).invoke_command(label, "increment", {}) == "ran increment"
             with pytest.raises(RemoteError, match="declares no command"):
                 await E(gateway).invoke_command(label, "format_disk", {})
-    assert calls == [("incr", {})]
+    assert calls == [("increment", {})]
 
 
 async def test_only_the_instances_own_origin_may_open_its_endpoint(installed: DaemonProcess) -> None:

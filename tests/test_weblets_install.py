@@ -122,7 +122,7 @@ def test_cli_install_from_a_folder_and_refuses_a_name_in_use(daemon: DaemonProce
     folder = tmp_path / "counter"
     shutil.copytree(EXAMPLES / "counter", folder)
     out = daemon.out("install", str(folder), "-n", "counter")
-    assert "installed Counter 1.0.0 as counter" in out
+    assert "installed Counter 1.1.0 as counter" in out
     again = daemon.cli("install", str(folder), "-n", "counter", check=False)
     assert again.returncode == 1 and "already names something" in again.stderr
     slip = tmp_path / "slip.zip"

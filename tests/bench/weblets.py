@@ -19,6 +19,22 @@ weblet with a Python backend):
   holding its session, until ``cap`` (256; 8 with --quick) or until the backends' PSS plus the
   daemon's growth reaches ``budget_mib``: how many, and the cost of each.
 
+The widget manager (``manager``), in a second daemon with a store of its own:
+
+- ``install_from_store_ms``: ``weblets().install({store, id})`` of the
+  counter example from the shipped catalogue (load the catalogue, read the
+  folder, check its digest, install, start the backend), median and samples;
+- ``install_page_only_from_store_ms``: the same for a page-only weblet (no
+  backend): mostly the registry's own cost, and how the 50 below get there;
+- ``list_ms``: ``GET /api/weblets/list`` (REST, JSON of every manifest) and
+  ``weblets().list()`` (CapTP) with ``installed`` weblets, each with a panel;
+- ``read_api``: ``manifests_for`` with ``installed`` weblets and ``visible``
+  panels, measured in process on the daemon's own state (what the chat's
+  server side calls): ``cached_ms`` (the per-host table reused) and
+  ``after_invalidation_ms`` (the table rebuilt, as after an install, enable,
+  disable, update or uninstall), against the budgets (2 ms, 20 ms); and the
+  same call over CapTP from a client (``captp_ms``) beside a ping's round trip.
+
 Only the JSON goes to stdout; progress goes to stderr.
 """
 
@@ -50,9 +66,12 @@ from ocapd.captp import E, open_websocket_connection  # noqa: E402
 EXAMPLE = ROOT / "examples" / "weblets" / "counter"
 MIB = 1024 * 1024
 PROFILES = {
-    "quick": {"installs": 3, "opens": 5, "cap": 8, "budget_mib": 2048},
-    "full": {"installs": 7, "opens": 20, "cap": 256, "budget_mib": 2048},
+    "quick": {"installs": 3, "opens": 5, "cap": 8, "budget_mib": 2048, "store_installs": 3, "installed": 50, "visible": 10, "reads": 200},
+    "full": {"installs": 7, "opens": 20, "cap": 256, "budget_mib": 2048, "store_installs": 7, "installed": 50, "visible": 10, "reads": 2000},
 }
+#: The read API's budgets (issue 12): the chat asks it on every message.
+READ_API_CACHED_BUDGET_MS = 2.0
+READ_API_INVALIDATED_BUDGET_MS = 20.0
 
 
 def log(*args: Any) -> None:
@@ -215,6 +234,136 @@ async def run(profile: dict[str, int], d: DaemonProcess) -> dict[str, Any]:
     return out
 
 
+def page_zip(n: int) -> bytes:
+    manifest = {
+        "title": f"Page {n}", "version": "1.0.0",
+        "interface": {"description": "A page with commands.", "commands": {
+            "show": {"description": "Show something.", "readOnly": True},
+            "change": {"description": "Change something.", "args": {"what": "string"}}}},
+    }  # fmt: skip
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("weblet.json", json.dumps(manifest))
+        z.writestr("index.html", f"<!doctype html><title>page {n}</title>")
+    return out.getvalue()
+
+
+def median_ms(samples: list[float]) -> dict[str, Any]:
+    return {"median": ms(statistics.median(samples)), "min": ms(min(samples)), "max": ms(max(samples)), "n": len(samples)}
+
+
+async def run_manager(profile: dict[str, int], d: DaemonProcess) -> dict[str, Any]:
+    import httpx
+
+    out: dict[str, Any] = {"installed": profile["installed"], "visible": profile["visible"]}
+    token = d.chat_url().split("#token=", 1)[1]
+    async with d.connect() as (host, facet, _):
+        manager = await E(host).weblets()
+        log("manager: install from the store ...")
+        samples = []
+        for i in range(profile["store_installs"]):
+            t0 = time.perf_counter()
+            await E(manager).install({"store": "examples", "id": "counter", "name": f"store-counter-{i}"})
+            samples.append(time.perf_counter() - t0)
+        out["install_from_store_ms"] = {"median": ms(statistics.median(samples)), "samples": [ms(s) for s in samples]}
+        samples, panels = [], []
+        for i in range(profile["installed"] - profile["store_installs"]):
+            t0 = time.perf_counter()
+            weblet = await E(manager).install({"store": "bench", "id": f"page-{i}"})
+            samples.append(time.perf_counter() - t0)
+            panels.append((await E(manager).create_instance(weblet["id"]))["panel"])
+        out["install_page_only_from_store_ms"] = median_ms(samples)
+        for w in await E(manager).list():
+            if w["name"].startswith("store-counter-"):
+                panels.append((await E(manager).create_instance(w["id"]))["panel"])
+        visible = panels[:: max(1, len(panels) // profile["visible"])][: profile["visible"]]
+
+        log("manager: list ...")
+        rest, captp = [], []
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.gateway_port}", trust_env=False) as client:
+            for _ in range(20):
+                t0 = time.perf_counter()
+                r = await client.get("/api/weblets/list", headers={"Authorization": f"Bearer {token}"})
+                rest.append(time.perf_counter() - t0)
+                assert r.status_code == 200 and len(r.json()["weblets"]) == profile["installed"] + 2
+        for _ in range(20):
+            t0 = time.perf_counter()
+            await E(manager).list()
+            captp.append(time.perf_counter() - t0)
+        out["list_ms"] = {"rest": median_ms(rest), "captp": median_ms(captp), "bytes": len(r.content)}
+
+        log("manager: read API over CapTP ...")
+        calls, pings = [], []
+        for _ in range(100):
+            t0 = time.perf_counter()
+            seen = await E(manager).manifests_for(visible)
+            calls.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await E(facet).ping()
+            pings.append(time.perf_counter() - t0)
+        assert len(seen) == profile["visible"], seen
+    d.stop()
+
+    log("manager: read API in process ...")
+    from ocapd.daemon.catalogue import MAKERS
+    from ocapd.daemon.db import Database
+    from ocapd.daemon.kernel import Kernel
+    from ocapd.daemon.registry import registry_of
+
+    db = await Database.open(d.db_path)
+    try:
+        async with trio.open_nursery() as nursery:
+            kernel = Kernel(db, nursery, MAKERS)
+            kernel.load()
+            registry = await registry_of(kernel)
+            (host_id,) = {r.host for r in registry._weblets.values()}
+            assert len(registry.manifests_for(host_id, visible)) == profile["visible"]
+            cached, invalidated = [], []
+            for _ in range(profile["reads"]):
+                t0 = time.perf_counter()
+                registry.manifests_for(host_id, visible)
+                cached.append(time.perf_counter() - t0)
+            for _ in range(max(20, profile["reads"] // 10)):
+                registry.invalidate(host_id)
+                t0 = time.perf_counter()
+                registry.manifests_for(host_id, visible)
+                invalidated.append(time.perf_counter() - t0)
+            nursery.cancel_scope.cancel()
+    finally:
+        await db.aclose()
+    c, i = statistics.median(cached), statistics.median(invalidated)
+    out["read_api"] = {
+        "cached_ms": {"median": round(c * 1000, 4), "p99": round(sorted(cached)[int(len(cached) * 0.99)] * 1000, 4), "n": len(cached)},
+        "after_invalidation_ms": {"median": round(i * 1000, 4), "max": round(max(invalidated) * 1000, 4), "n": len(invalidated)},
+        "budget_cached_ms": READ_API_CACHED_BUDGET_MS,
+        "budget_after_invalidation_ms": READ_API_INVALIDATED_BUDGET_MS,
+        "meets_cached": c * 1000 <= READ_API_CACHED_BUDGET_MS,
+        "meets_after_invalidation": i * 1000 <= READ_API_INVALIDATED_BUDGET_MS,
+        "captp_ms": median_ms(calls),
+        "captp_ping_ms": median_ms(pings),
+    }
+    return out
+
+
+def manager_daemon(tmp: Path, profile: dict[str, int]) -> DaemonProcess:
+    """A daemon whose weblets.json adds a store of page-only weblets (one per install)."""
+    import hashlib
+
+    store = tmp / "store"
+    store.mkdir()
+    entries = []
+    for i in range(profile["installed"]):
+        data = page_zip(i)
+        (store / f"page-{i}.zip").write_bytes(data)
+        entries.append({"id": f"page-{i}", "title": f"Page {i}", "versions": [
+            {"version": "1.0.0", "bundle": f"page-{i}.zip", "sha256": hashlib.sha256(data).hexdigest()}]})  # fmt: skip
+    (store / "catalogue.json").write_text(json.dumps({"ocapdStore": 1, "title": "bench", "weblets": entries}))
+    d = DaemonProcess(tmp / "home", port=0)
+    (d.home / "state").mkdir(parents=True)
+    (d.home / "state" / "weblets.json").write_text(json.dumps({"stores": {"bench": str(store / "catalogue.json")}}))
+    return d
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, a cap of 8 (smoke runs)")
@@ -229,6 +378,13 @@ def main() -> None:
         log(f"daemon up in {time.perf_counter() - t0:.2f} s")
         try:
             result = trio.run(run, PROFILES[profile_name], d)
+        finally:
+            d.stop()
+    with tempfile.TemporaryDirectory(prefix="ocapd-bench-manager-") as tmp:
+        d = manager_daemon(Path(tmp), PROFILES[profile_name])
+        d.start()
+        try:
+            result["manager"] = trio.run(run_manager, PROFILES[profile_name], d)
         finally:
             d.stop()
     print(json.dumps({"bench": "weblets", "profile": profile_name, **result}))

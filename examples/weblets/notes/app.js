@@ -6,7 +6,10 @@
 // The place is any object with two methods:
 //   get()      -> the saved text (a string; "" when empty)
 //   set(text)  -> saves the text
-import { connect, E } from "/_ocapd/weblet.js";
+//
+// Its commands (weblet.json's interface) are handled here, by the page, since
+// it has no backend: `read` answers the text, `append` adds a line and saves.
+import { connect, E, commands } from "/_ocapd/weblet.js";
 
 const SAVE_DELAY_MS = 600; // save once typing pauses, not on every key
 
@@ -60,8 +63,24 @@ copyButton.addEventListener("click", async () => {
   }
 });
 
+/** @type {() => void} */
+let saveNow = () => {};
+
+async function offerCommands() {
+  await commands.handle("read", async () => ({ text: textEl.value }));
+  await commands.handle("append", async (args) => {
+    const line = typeof args?.text === "string" ? args.text : "";
+    if (!line) throw new Error("append: give the text to add");
+    const sep = textEl.value === "" || textEl.value.endsWith("\n") ? "" : "\n";
+    textEl.value += sep + line;
+    saveNow();
+    return { length: textEl.value.length };
+  });
+}
+
 async function main() {
   const { powers } = await connect();
+  await offerCommands();
   let place;
   try {
     place = await askForPlace(powers);
@@ -77,6 +96,7 @@ async function main() {
   textEl.disabled = false;
   say("");
   autosave(place);
+  saveNow = () => textEl.dispatchEvent(new Event("input"));
 }
 
 main().catch((error) => say(`Error: ${describe(error)}`));
