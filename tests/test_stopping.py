@@ -313,9 +313,12 @@ def test_start_on_a_busy_port_fails_and_leaves_no_daemon(tmp_path: Path) -> None
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        started = subprocess.run(
-            [PYTHON, "-m", "ocapd", "start", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60
-        )
+        try:
+            started = subprocess.run(
+                [PYTHON, "-m", "ocapd", "start", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60
+            )
+        finally:  # a daemon that did start must not outlive the test
+            subprocess.run([PYTHON, "-m", "ocapd", "stop", "-q"], env=env, capture_output=True, timeout=60)
     assert started.returncode == 1
     assert started.stderr.strip() == (
         f"ocapd: the daemon failed to start: the gateway cannot listen on 127.0.0.1:{port}: address already in use"
