@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ocapd.captp import RemoteRef, encode, far, is_remotable
+from ocapd.captp import Promise, RemoteRef, encode, far, is_remotable
 
 from . import formulas as F
 from .directories import as_path
 from .formulas import new_formula_id
 from .guests import Agent
+from .kernel import Cancelled
 from .names import InvalidName, validate_pet_name
 from .petstore import PetStore
 from .values import ReadableBlob
@@ -45,7 +46,9 @@ def _options(options: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
     evaluate only): cancel the work, and stop its worker if it is still
     running, when it takes longer. ``output`` (evaluate only): a remotable
     with ``write(stream, text)`` that receives what the code prints
-    (``stream`` is ``"stdout"`` or ``"stderr"``) while it runs.
+    (``stream`` is ``"stdout"`` or ``"stderr"``) while it runs. ``cancel``
+    (evaluate and make): a promise; when it settles, either way, the work is
+    cancelled as if its caller had gone away (a chat's Cancel button).
     """
     if options is None:
         return {}
@@ -64,6 +67,9 @@ def _options(options: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
     output = options.get("output")
     if output is not None and not (isinstance(output, RemoteRef) or is_remotable(output)):
         raise TypeError("the output option is an object with write(stream, text)")
+    cancel = options.get("cancel")
+    if cancel is not None and not isinstance(cancel, Promise):
+        raise TypeError("the cancel option is a promise (settle it to cancel the work)")
     return dict(options)
 
 
@@ -186,9 +192,13 @@ class Host(Agent):
             sinks.setdefault(fid, []).append(output)
         timeout = opts.get("timeout")
         try:
-            with trio.move_on_after(math.inf if timeout is None else timeout):
-                return fid, await self._kernel.provide(fid)
-            raise TimeoutError(f"{what} did not finish within {timeout:g} s and was cancelled")
+            with trio.CancelScope() as cancelled:
+                if opts.get("cancel") is not None:
+                    opts["cancel"].when_settled(lambda _settled: cancelled.cancel())
+                with trio.move_on_after(math.inf if timeout is None else timeout):
+                    return fid, await self._kernel.provide(fid)
+                raise TimeoutError(f"{what} did not finish within {timeout:g} s and was cancelled")
+            raise Cancelled(f"{what} was cancelled")
         except BaseException as e:
             if self._kernel.services.stopping:
                 raise  # not a failure: the recipe and its names stay, and resume on next start
@@ -243,11 +253,11 @@ class Host(Agent):
         worker; a new name makes a worker under that name. ``result_name``
         (a pet name or dotted path) names the result. Nothing is named unless
         the evaluation succeeds. ``options`` (a record, optional):
-        ``replace``, ``timeout`` (seconds) and ``output`` (an object with
-        ``write(stream, text)`` receiving what the code prints) — see
-        ``_options``.
+        ``replace``, ``timeout`` (seconds), ``output`` (an object with
+        ``write(stream, text)`` receiving what the code prints) and
+        ``cancel`` (a promise: settle it to cancel) — see ``_options``.
         """
-        opts = _options(options, ("replace", "timeout", "output"))
+        opts = _options(options, ("replace", "timeout", "output", "cancel"))
         if not isinstance(source, str):
             raise TypeError("evaluate: source must be a string")
         if len(code_names) != len(pet_paths):
@@ -373,9 +383,9 @@ class Host(Agent):
     ) -> Any:
         """Import ``specifier`` (a module file or name) in a worker and call its ``make(powers, context)``.
 
-        Nothing is named unless it succeeds; ``options`` as for ``evaluate`` (``replace``, ``timeout``).
+        Nothing is named unless it succeeds; ``options`` as for ``evaluate`` (``replace``, ``timeout``, ``cancel``).
         """
-        opts = _options(options, ("replace", "timeout"))
+        opts = _options(options, ("replace", "timeout", "cancel"))
         if not isinstance(specifier, str) or not specifier:
             raise ValueError("make: give a module file or module name")
         await self._check_result_name(result_name, opts.get("replace", False))
@@ -400,7 +410,7 @@ class Host(Agent):
 
         Nothing is named unless it succeeds; ``options`` as for ``make_unconfined``.
         """
-        opts = _options(options, ("replace", "timeout"))
+        opts = _options(options, ("replace", "timeout", "cancel"))
         bundle_id = await self._require_id(bundle)
         if self._kernel.type_of(bundle_id) != "readable-blob":
             raise TypeError(f"{bundle!r} is not a stored blob (use store --path first)")

@@ -28,7 +28,7 @@ DEADLINE = 30.0
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = DaemonProcess(tmp_path_factory.mktemp("stop") / "home", port=None)
+    d = DaemonProcess(tmp_path_factory.mktemp("stop") / "home")  # port 0: any free one
     d.home.mkdir()
     d.start()
     try:
@@ -64,21 +64,34 @@ def _cmdline(pid: int) -> str:
 
 
 def worker_pids(d: DaemonProcess) -> set[int]:
-    """The daemon's live worker processes: its descendants, except the fork server itself."""
+    """The daemon's live worker processes: what its fork server forked, and workers it started itself.
+
+    A direct child is counted by what it runs (a process just forked, before
+    it has exec'd the fork server, is neither); the fork server itself is not a worker.
+    """
     assert d.proc is not None
-    table = _processes()
     children: dict[int, list[int]] = {}
-    for pid, (ppid, state) in table.items():
+    for pid, (ppid, state) in _processes().items():
         if state != "Z":
             children.setdefault(ppid, []).append(pid)
-    found: set[int] = set()
-    stack = [d.proc.pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.add(child)
-            stack.append(child)
-    fork_servers = {p for p in children.get(d.proc.pid, []) if "ocapd.workers.forkserver" in _cmdline(p)}
-    return found - fork_servers
+
+    def descendants(pid: int) -> set[int]:
+        found: set[int] = set()
+        stack = [pid]
+        while stack:
+            for child in children.get(stack.pop(), []):
+                found.add(child)
+                stack.append(child)
+        return found
+
+    workers: set[int] = set()
+    for child in children.get(d.proc.pid, []):
+        command = _cmdline(child)
+        if "ocapd.workers.forkserver" in command:
+            workers |= descendants(child)
+        elif "ocapd.workers" in command and "--spec" in command:  # started without the fork server
+            workers |= {child} | descendants(child)
+    return workers
 
 
 def wait_until(what: str, condition: Callable[[], bool]) -> None:
@@ -231,6 +244,44 @@ def test_show_of_a_value_still_being_computed_answers_and_cancel_stops_it(daemon
     wait_until("the spinning worker is gone", lambda: not alive(pid))
     flag.unlink()
     assert daemon.out("show", "slow") == "done"
+
+
+async def test_the_host_api_cancels_an_evaluation_when_its_cancel_promise_settles(daemon: DaemonProcess) -> None:
+    """What the chat's Cancel button calls: evaluate(..., {"cancel": promise}), then settle the promise."""
+    import trio
+
+    from ocapd.captp import E, RemoteError, make_promise_kit
+
+    before = worker_pids(daemon)
+    async with daemon.connect() as (host, _, _):
+        cancel, settle = make_promise_kit()
+        failure: list[BaseException] = []
+
+        async def evaluate() -> None:
+            try:
+                await E(host).evaluate(None, "while True: pass", [], [], None, {"cancel": cancel})
+            except RemoteError as e:
+                failure.append(e)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(evaluate)
+            pid = await trio.to_thread.run_sync(new_worker, daemon, before)
+            settle.resolve(None)
+        assert [(e.name, e.message) for e in failure] == [("Cancelled", "the evaluation was cancelled")]
+    await trio.to_thread.run_sync(wait_until, "the worker is gone", lambda: not alive(pid))
+
+
+async def test_the_host_api_hands_printed_output_to_an_output_object(daemon: DaemonProcess) -> None:
+    """What the chat calls to show output: evaluate(..., {"output": Far("Output", write=...)})."""
+    from ocapd.captp import E, Far
+
+    written: list[tuple[str, str]] = []
+    output = Far("Output", write=lambda stream, text: written.append((stream, text)))
+    async with daemon.connect() as (host, _, _):
+        source = "import sys\nprint('to out')\nprint('to err', file=sys.stderr)\n7"
+        assert await E(host).evaluate(None, source, [], [], None, {"output": output}) == 7
+        assert await E(host).evaluate(None, "8", [], [], None) == 8  # the option is optional
+    assert written == [("stdout", "to out\n"), ("stderr", "to err\n")]
 
 
 # -- 6. output of evaluated code ------------------------------------------------------------------
