@@ -43,7 +43,7 @@ def _options(options: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
 
     ``replace`` (bool): the result's name may already be in use, and then names
     the new value (default: refuse, ``NameTaken``). ``timeout`` (seconds,
-    evaluate only): cancel the work, and stop its worker if it is still
+    evaluate and make): cancel the work, and stop its worker if it is still
     running, when it takes longer. ``output`` (evaluate only): a remotable
     with ``write(stream, text)`` that receives what the code prints
     (``stream`` is ``"stdout"`` or ``"stderr"``) while it runs. ``cancel``
@@ -251,8 +251,8 @@ class Host(Agent):
 
         ``worker`` None means a fresh anonymous worker; ``MAIN`` the main
         worker; a new name makes a worker under that name. ``result_name``
-        (a pet name or dotted path) names the result. Nothing is named unless
-        the evaluation succeeds. ``options`` (a record, optional):
+        (a pet name or dotted path) names the result; if the evaluation fails
+        the names it took are given back. ``options`` (a record, optional):
         ``replace``, ``timeout`` (seconds), ``output`` (an object with
         ``write(stream, text)`` receiving what the code prints) and
         ``cancel`` (a promise: settle it to cancel) — see ``_options``.
@@ -383,7 +383,7 @@ class Host(Agent):
     ) -> Any:
         """Import ``specifier`` (a module file or name) in a worker and call its ``make(powers, context)``.
 
-        Nothing is named unless it succeeds; ``options`` as for ``evaluate`` (``replace``, ``timeout``, ``cancel``).
+        A failure names nothing; ``options`` as for ``evaluate`` (``replace``, ``timeout``, ``cancel``).
         """
         opts = _options(options, ("replace", "timeout", "cancel"))
         if not isinstance(specifier, str) or not specifier:
@@ -408,7 +408,7 @@ class Host(Agent):
     ) -> Any:
         """Run a stored bundle (a zip blob) in a worker: its entry module's ``make(powers, context)``.
 
-        Nothing is named unless it succeeds; ``options`` as for ``make_unconfined``.
+        A failure names nothing; ``options`` as for ``make_unconfined``.
         """
         opts = _options(options, ("replace", "timeout", "cancel"))
         bundle_id = await self._require_id(bundle)

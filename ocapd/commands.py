@@ -106,10 +106,10 @@ def cmd_store(conv: Conversation, args: argparse.Namespace) -> None:
             data = open(args.path, "rb").read()
         except OSError as e:
             raise CliError(f"cannot read {args.path}: {e.strerror}") from None
-        _naming(conv, args, "store_blob", data, args.name, _replace(args))
+        _naming(conv, "store_blob", data, args.name, _replace(args))
         return
     if args.stdin:
-        _naming(conv, args, "store_blob", sys.stdin.buffer.read(), args.name, _replace(args))
+        _naming(conv, "store_blob", sys.stdin.buffer.read(), args.name, _replace(args))
         return
     if args.json_value is not None:
         import json
@@ -125,7 +125,7 @@ def cmd_store(conv: Conversation, args: argparse.Namespace) -> None:
             raise CliError(f"--bigint: not an integer: {args.bigint!r}") from None
     else:
         value = args.text
-    _naming(conv, args, "store_value", value, args.name, _replace(args))
+    _naming(conv, "store_value", value, args.name, _replace(args))
 
 
 @agent_command
@@ -145,7 +145,7 @@ def cmd_eval(conv: Conversation, args: argparse.Namespace) -> None:
     options = {**_replace(args), "output": Far("Output", write=write)}
     if args.timeout is not None:
         options["timeout"] = _positive(args.timeout, "--timeout")
-    value = _naming(conv, args, "evaluate", args.worker, args.source, names, paths, args.name, options)
+    value = _naming(conv, "evaluate", args.worker, args.source, names, paths, args.name, options)
     if args.json:
         print_json(value)
     else:
@@ -165,12 +165,12 @@ def cmd_make(conv: Conversation, args: argparse.Namespace) -> None:
     if args.timeout is not None:
         options["timeout"] = _positive(args.timeout, "--timeout")
     if args.bundle is not None:
-        value = _naming(conv, args, "make_bundle", args.worker, args.bundle, powers, args.name, options)
+        value = _naming(conv, "make_bundle", args.worker, args.bundle, powers, args.name, options)
     elif args.specifier is not None:
         spec = args.specifier
         if os.path.exists(spec):
             spec = os.path.abspath(spec)
-        value = _naming(conv, args, "make_unconfined", args.worker, spec, powers, args.name, options)
+        value = _naming(conv, "make_unconfined", args.worker, spec, powers, args.name, options)
     else:
         raise CliError("make: give a module file or name, or --bundle NAME")
     _print_result(value, args.name)
@@ -180,7 +180,7 @@ def cmd_make(conv: Conversation, args: argparse.Namespace) -> None:
 def cmd_install(conv: Conversation, args: argparse.Namespace) -> None:
     # A file or folder is read here; anything else names a stored bundle.
     bundle: Any = bundle_bytes(args.bundle) if os.path.exists(args.bundle) or looks_like_a_path(args.bundle) else args.bundle
-    weblet = _naming(conv, args, "install_weblet", bundle, args.name, parse_powers(args.powers), _replace(args))
+    weblet = _naming(conv, "install_weblet", bundle, args.name, parse_powers(args.powers), _replace(args))
     manifest = conv.call(conv.E(weblet).manifest())
     if args.json:
         print_json(manifest)
@@ -338,7 +338,7 @@ def _positive(value: float, option: str) -> float:
     return value
 
 
-def _naming(conv: Conversation, args: argparse.Namespace, method: str, *call_args: Any) -> Any:
+def _naming(conv: Conversation, method: str, *call_args: Any) -> Any:
     """Call a method that names its result: a name in use is refused unless --replace (one rule for all)."""
     from ocapd.captp import RemoteError
 
