@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from typing import Any
 
 from ocapd.captp import Promise, RemoteRef, Session
@@ -54,6 +55,8 @@ class Client:
         self._flush()
         try:
             chunk = self._sock.recv(65536)
+        except TimeoutError:
+            raise  # a deadline of wait(): the session stays up
         except OSError as e:
             chunk = b""
             detail = str(e)
@@ -71,16 +74,34 @@ class Client:
             del self._buf[: 4 + n]
             self.session.receive_frame(frame)
 
-    def wait(self, value: Any) -> Any:
-        """Block until ``value`` (a promise) settles; return its value or raise its error."""
+    def wait(self, value: Any, timeout: float | None = None) -> Any:
+        """Block until ``value`` (a promise) settles; return its value or raise its error.
+
+        With ``timeout`` (seconds), raise ``TimeoutError`` if it has not settled by then.
+        """
         if not isinstance(value, Promise):
             return value
+        deadline = None if timeout is None else time.monotonic() + timeout
+        default_timeout = self._sock.gettimeout()
         while not value.settled:
             if self.session.aborted is not None:
                 if self.session.aborted.code == R_DISCONNECTED:
                     raise DaemonNotRunning(self.session.aborted.detail)
                 raise self.session.aborted
-            self._pump()
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("no answer in time")
+                self._sock.settimeout(left if default_timeout is None else min(left, default_timeout))
+            try:
+                self._pump()
+            except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                self.session.connection_lost("the daemon did not answer in time")
+            finally:
+                if deadline is not None:
+                    self._sock.settimeout(default_timeout)
         self._flush()  # gc frames, so the daemon frees what we dropped
         return value.result()
 

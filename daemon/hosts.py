@@ -9,24 +9,68 @@ stages its formulas and names in one ``Txn`` and commits them together.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
-from ocapd.captp import encode, far
+import trio
+
+from ocapd.captp import Promise, RemoteRef, encode, far, is_remotable
 
 from . import formulas as F
 from .directories import as_path
 from .formulas import new_formula_id
 from .guests import Agent
+from .kernel import Cancelled
 from .names import InvalidName, validate_pet_name
+from .petstore import PetStore
 from .values import ReadableBlob
 
 if TYPE_CHECKING:
     from .kernel import Txn
 
-__all__ = ["Host", "POWER_LEVELS", "stage_host"]
+__all__ = ["Host", "NameTaken", "POWER_LEVELS", "stage_host"]
 
 #: Power levels for make_unconfined / make_bundle / weblet install (DESIGN §4).
 POWER_LEVELS = ("NONE", "ENDO", "HOST")
+
+
+class NameTaken(ValueError):
+    """A command would name its result with a name already in use, and was not asked to replace it."""
+
+
+def _options(options: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The optional last argument of the making methods: a record of options, checked.
+
+    ``replace`` (bool): the result's name may already be in use, and then names
+    the new value (default: refuse, ``NameTaken``). ``timeout`` (seconds,
+    evaluate and make): cancel the work, and stop its worker if it is still
+    running, when it takes longer. ``output`` (evaluate only): a remotable
+    with ``write(stream, text)`` that receives what the code prints
+    (``stream`` is ``"stdout"`` or ``"stderr"``) while it runs. ``cancel``
+    (evaluate and make): a promise; when it settles, either way, the work is
+    cancelled as if its caller had gone away (a chat's Cancel button).
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError("options must be a record (or null)")
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}; expected {', '.join(allowed)}")
+    if not isinstance(options.get("replace", False), bool):
+        raise TypeError("the replace option is true or false")
+    timeout = options.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0
+    ):
+        raise ValueError("the timeout option is a positive number of seconds")
+    output = options.get("output")
+    if output is not None and not (isinstance(output, RemoteRef) or is_remotable(output)):
+        raise TypeError("the output option is an object with write(stream, text)")
+    cancel = options.get("cancel")
+    if cancel is not None and not isinstance(cancel, Promise):
+        raise TypeError("the cancel option is a promise (settle it to cancel the work)")
+    return dict(options)
 
 
 @far("Host")
@@ -41,18 +85,23 @@ class Host(Agent):
         return specials
 
     # -- storage ----------------------------------------------------------------------
-    async def store_blob(self, data: bytes, name: str | None = None) -> Any:
+    async def store_blob(self, data: bytes, name: str | list[str] | None = None, options: Any = None) -> Any:
+        """Store bytes (content-addressed) and name them ``name`` (a pet name or dotted path)."""
+        replace = _options(options, ("replace",)).get("replace", False)
         if not isinstance(data, bytes):
             raise TypeError("store_blob takes bytes")
-        if name is not None:
-            validate_pet_name(name)
+        await self._check_result_name(name, replace)
         sha = await self._kernel.db.put_blob(data)
-        return await self._formulate_named(F.ReadableBlobFormula(content=sha), name)
+        return await self._formulate_named(F.ReadableBlobFormula(content=sha), name, replace=replace)
 
-    async def store_value(self, value: Any, name: str | None = None) -> Any:
-        """Persist a copy of ``value`` (capabilities inside must have come from the daemon)."""
-        if name is not None:
-            validate_pet_name(name)
+    async def store_value(self, value: Any, name: str | list[str] | None = None, options: Any = None) -> Any:
+        """Persist a copy of ``value`` (capabilities inside must have come from the daemon).
+
+        ``name``: a pet name or a dotted path; an existing name is refused
+        unless ``options`` says ``{"replace": true}``.
+        """
+        replace = _options(options, ("replace",)).get("replace", False)
+        await self._check_result_name(name, replace)
         slots: list[str] = []
 
         def on_ref(obj: Any) -> Any:
@@ -67,7 +116,7 @@ class Host(Agent):
         from ocapd.captp import codec
 
         body = codec.encode(value, on_ref)
-        return await self._formulate_named(F.MarshalFormula(body=body, slots=slots), name)
+        return await self._formulate_named(F.MarshalFormula(body=body, slots=slots), name, replace=replace)
 
     async def make_text_store(self, name: str, text: str = "") -> Any:
         """A new text store (text that outlives restarts: ``get``, ``set``, ``append``) named ``name``."""
@@ -79,13 +128,99 @@ class Host(Agent):
             await store.set(text)
         return store
 
-    async def _formulate_named(self, formula: F.Formula, name: str | None, txn: Txn | None = None) -> Any:
+    async def _check_result_name(self, name: str | list[str] | None, replace: bool) -> None:
+        """Refuse a result name that is invalid, or in use (unless ``replace``), before any work starts."""
+        if name is None:
+            return
+        if isinstance(name, str) and "." not in name:
+            validate_pet_name(name)  # a single name: the pet-name rule, said as such
+        hub, last = await self._writable(name)
+        if not replace and hub._store.has(last):
+            raise NameTaken(f"{'.'.join(as_path(name))!r} already names something")
+
+    async def _stage_result_name(
+        self, txn: Txn, name: str | list[str] | None, fid: str, replace: bool
+    ) -> list[tuple[PetStore, str, str | None, str]]:
+        """Stage naming ``fid``; return how to undo it: (store, name, what it named before, fid)."""
+        if name is None:
+            return []
+        await self._check_result_name(name, replace)
+        hub, last = await self._writable(name)
+        previous = hub._store.get(last)
+        hub._store.stage_write(txn, last, fid)
+        return [(hub._store, last, previous, fid)]
+
+    async def _unname(self, undo: list[tuple[PetStore, str, str | None, str]]) -> None:
+        """Give back what ``_stage_result_name`` (or a new worker's name) took, where it still holds."""
+        txn = self._kernel.txn()
+        for store, name, previous, fid in undo:
+            if store.get(name) == fid:
+                if previous is None:
+                    store.stage_remove(txn, name)
+                else:
+                    store.stage_write(txn, name, previous)
+        await self._kernel.commit(txn)
+
+    async def _formulate_named(
+        self, formula: F.Formula, name: str | list[str] | None, txn: Txn | None = None, *, replace: bool = False
+    ) -> Any:
+        """Commit ``formula`` (and what ``txn`` staged) with its name, then provide it."""
         txn = txn or self._kernel.txn()
         fid = txn.formula(formula)
-        if name is not None:
-            self._store.stage_write(txn, name, fid)
+        await self._stage_result_name(txn, name, fid, replace)
         await self._kernel.commit(txn)
         return await self._kernel.provide(fid)
+
+    async def _make_named(
+        self,
+        formula: F.Formula,
+        name: str | list[str] | None,
+        txn: Txn,
+        opts: dict[str, Any],
+        what: str,
+        worker: str | None,
+    ) -> tuple[str, Any]:
+        """Commit the work ``formula`` describes with its names, run it, and take the names back if it fails.
+
+        The names are written first, so work in progress can be seen, cancelled
+        by name and survives a restart (a ``make`` waiting for a request asks
+        again). If it fails, times out or its caller goes away (Ctrl-C closes
+        the CLI's session, which cancels this call), everything it made is
+        cancelled — a fresh worker is terminated, work still running stops
+        with its worker — and the names it took are given back: a failed
+        command names nothing.
+        """
+        fid = txn.formula(formula)
+        undo = await self._stage_result_name(txn, name, fid, opts.get("replace", False))
+        worker_id = formula.worker  # type: ignore[union-attr]
+        if worker not in (None, "MAIN") and worker_id in txn.formulas:  # a new named worker
+            undo.append((self._store, ".".join(as_path(worker)), None, worker_id))
+        await self._kernel.commit(txn)
+        sinks = self._kernel.services.output_sinks
+        output = opts.get("output")
+        if output is not None:
+            sinks.setdefault(fid, []).append(output)
+        timeout = opts.get("timeout")
+        try:
+            with trio.CancelScope() as cancelled:
+                if opts.get("cancel") is not None:
+                    opts["cancel"].when_settled(lambda _settled: cancelled.cancel())
+                with trio.move_on_after(math.inf if timeout is None else timeout):
+                    return fid, await self._kernel.provide(fid)
+                raise TimeoutError(f"{what} did not finish within {timeout:g} s and was cancelled")
+            raise Cancelled(f"{what} was cancelled")
+        except BaseException as e:
+            if self._kernel.services.stopping:
+                raise  # not a failure: the recipe and its names stay, and resume on next start
+            why = "failed" if isinstance(e, Exception) else "its caller went away"
+            with trio.CancelScope(shield=True):
+                for staged in txn.formulas:
+                    await self._kernel.cancel(staged, why)
+                await self._unname(undo)
+            raise
+        finally:
+            if output is not None:
+                sinks.pop(fid, None)
 
     # -- workers and evaluation ---------------------------------------------------------
     def _stage_worker(self, txn: Txn, worker: str | None, level: F.WorkerLevel = "HOST") -> str:
@@ -119,13 +254,20 @@ class Host(Agent):
         source: str,
         code_names: list[str],
         pet_paths: list[str | list[str]],
-        result_name: str | None = None,
+        result_name: str | list[str] | None = None,
+        options: Any = None,
     ) -> Any:
         """Evaluate Python ``source`` in a worker with named endowments.
 
         ``worker`` None means a fresh anonymous worker; ``MAIN`` the main
-        worker; a new name makes a worker under that name.
+        worker; a new name makes a worker under that name. ``result_name``
+        (a pet name or dotted path) names the result; if the evaluation fails
+        the names it took are given back. ``options`` (a record, optional):
+        ``replace``, ``timeout`` (seconds), ``output`` (an object with
+        ``write(stream, text)`` receiving what the code prints) and
+        ``cancel`` (a promise: settle it to cancel) — see ``_options``.
         """
+        opts = _options(options, ("replace", "timeout", "output", "cancel"))
         if not isinstance(source, str):
             raise TypeError("evaluate: source must be a string")
         if len(code_names) != len(pet_paths):
@@ -133,13 +275,12 @@ class Host(Agent):
         for n in code_names:
             if not isinstance(n, str) or not n.isidentifier():
                 raise InvalidName(f"evaluate: {n!r} is not a valid Python name")
-        if result_name is not None:
-            validate_pet_name(result_name)
+        await self._check_result_name(result_name, opts.get("replace", False))
         values = [await self._require_id(p) for p in pet_paths]
         txn = self._kernel.txn()
         worker_id = self._stage_worker(txn, worker)
         formula = F.EvalFormula(worker=worker_id, source=source, names=list(code_names), values=values)
-        value = await self._formulate_named(formula, result_name, txn)
+        _fid, value = await self._make_named(formula, result_name, txn, opts, "the evaluation", worker)
         if worker is None and result_name is None and not _holds_references(value):
             # Nothing can reach this fresh worker any more: let it go now
             # rather than keep one idle process per `ocapd eval`.
@@ -247,13 +388,17 @@ class Host(Agent):
         worker: str | None,
         specifier: str,
         powers: str | list[str] = "NONE",
-        result_name: str | None = None,
+        result_name: str | list[str] | None = None,
+        options: Any = None,
     ) -> Any:
-        """Import ``specifier`` (a module file or name) in a worker and call its ``make(powers, context)``."""
+        """Import ``specifier`` (a module file or name) in a worker and call its ``make(powers, context)``.
+
+        A failure names nothing; ``options`` as for ``evaluate`` (``replace``, ``timeout``, ``cancel``).
+        """
+        opts = _options(options, ("replace", "timeout", "cancel"))
         if not isinstance(specifier, str) or not specifier:
             raise ValueError("make: give a module file or module name")
-        if result_name is not None:
-            validate_pet_name(result_name)
+        await self._check_result_name(result_name, opts.get("replace", False))
         txn = self._kernel.txn()
         powers_id, _level = await self._powers_for(txn, powers, None)
         # Unconfined: the module runs with the worker's ambient OS authority
@@ -261,40 +406,48 @@ class Host(Agent):
         # only ``powers``. Use make_bundle for code the OS should confine.
         worker_id = self._stage_worker(txn, worker, "HOST")
         formula = F.MakeUnconfinedFormula(worker=worker_id, powers=powers_id, specifier=specifier)
-        return await self._formulate_named(formula, result_name, txn)
+        return (await self._make_named(formula, result_name, txn, opts, "make()", worker))[1]
 
     async def make_bundle(
         self,
         worker: str | None,
         bundle: str | list[str],
         powers: str | list[str] = "NONE",
-        result_name: str | None = None,
+        result_name: str | list[str] | None = None,
+        options: Any = None,
     ) -> Any:
-        """Run a stored bundle (a zip blob) in a worker: its entry module's ``make(powers, context)``."""
+        """Run a stored bundle (a zip blob) in a worker: its entry module's ``make(powers, context)``.
+
+        A failure names nothing; ``options`` as for ``make_unconfined``.
+        """
+        opts = _options(options, ("replace", "timeout", "cancel"))
         bundle_id = await self._require_id(bundle)
         if self._kernel.type_of(bundle_id) != "readable-blob":
             raise TypeError(f"{bundle!r} is not a stored blob (use store --path first)")
-        if result_name is not None:
-            validate_pet_name(result_name)
+        await self._check_result_name(result_name, opts.get("replace", False))
         txn = self._kernel.txn()
         powers_id, level = await self._powers_for(txn, powers, None)
         worker_id = self._stage_worker(txn, worker, level)
         formula = F.MakeBundleFormula(worker=worker_id, powers=powers_id, bundle=bundle_id)
-        return await self._formulate_named(formula, result_name, txn)
+        return (await self._make_named(formula, result_name, txn, opts, "make()", worker))[1]
 
-    async def install_weblet(self, bundle: bytes | str | list[str], name: str, powers: str | list[str] = "NONE") -> Any:
+    async def install_weblet(
+        self, bundle: bytes | str | list[str], name: str, powers: str | list[str] = "NONE", options: Any = None
+    ) -> Any:
         """Install a weblet: its own guest endowed by ``powers``, its bundle, its backend.
 
         ``bundle`` is the bundle's bytes (zip or single HTML file) or the name
         of a stored blob. Atomic: if any step fails nothing is left behind.
         The weblet is recorded in the registry (source ``file``) in the same
-        transaction; ``weblets()`` installs from URLs and stores too.
+        transaction; ``weblets()`` installs from URLs and stores too. An
+        existing ``name`` is refused unless ``options`` says ``{"replace": true}``.
         """
         from .registry import Source, registry_of
 
+        replace = _options(options, ("replace",)).get("replace", False)
         validate_pet_name(name)
-        if self._store.has(name):
-            raise ValueError(f"{name!r} already names something; remove it first or pick another name")
+        if self._store.has(name) and not replace:
+            raise NameTaken(f"{name!r} already names something")
         if not isinstance(bundle, bytes):
             blob = await self.lookup(bundle)
             if not isinstance(blob, ReadableBlob):
@@ -330,9 +483,20 @@ class Host(Agent):
         return parsed.manifest.model_dump(mode="json")
 
     async def cancel(self, path: str | list[str], reason: str = "cancelled") -> list[str]:
-        """Cancel a value and everything that depends on it; the next use reincarnates."""
+        """Cancel a value and everything that depends on it; the next use reincarnates.
+
+        Work still running (an evaluation, a ``make``) is stopped by
+        terminating its worker. Whoever waits for a cancelled value fails
+        with ``Cancelled("<path> was cancelled")`` (plus the reason, if one was given).
+        """
         fid = await self._require_id(path)
-        return await self._kernel.cancel(fid, str(reason))
+        return await self._kernel.cancel(fid, cancel_reason(".".join(as_path(path)), reason))
+
+
+def cancel_reason(what: str, reason: str = "cancelled") -> str:
+    """How a cancelled value's waiters are told: ``spin was cancelled`` (``: reason`` if one was given)."""
+    reason = str(reason)
+    return f"{what} was cancelled" if reason in ("", "cancelled") else f"{what} was cancelled: {reason}"
 
 
 def stage_host(txn: Txn, endo: str) -> str:

@@ -79,6 +79,11 @@ class Services:
     gateway: GatewayControls | None = None
     #: Set once the gateway listens or failed to (the gateway hook; None: no gateway).
     gateway_ready: trio.Event | None = None
+    #: Who wants the output (print) of an evaluation while it runs: eval formula id ->
+    #: remotables with ``write(stream, text)`` (``Host.evaluate`` with an ``output`` option).
+    output_sinks: dict[str, list[Any]] = field(default_factory=dict)
+    #: The daemon is stopping (``run_daemon``): work cut short now resumes from its recipe on next start.
+    stopping: bool = False
     #: ``async () -> None`` callables awaited first when the daemon stops (the gateway's shutdown).
     before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: Installed weblets and their panels (``registry.registry_of``, on first use).
@@ -194,9 +199,13 @@ class Kernel:
         try:
             value = await self.provide(fid)
             await self.commit(txn)
-        except BaseException:
-            for staged in txn.formulas:
-                await self.cancel(staged, reason)
+        except BaseException as e:
+            # Also when the caller was cancelled (its client went away, a
+            # deadline passed): what it started is stopped, not left running.
+            why = reason if isinstance(e, Exception) else f"{reason}: the caller went away"
+            with trio.CancelScope(shield=True):
+                for staged in txn.formulas:
+                    await self.cancel(staged, why)
             for staged in txn.formulas:
                 self.formulas.pop(staged, None)
             raise
@@ -208,6 +217,11 @@ class Kernel:
             return self.formulas[fid]
         except KeyError:
             raise LookupError(f"no formula {fid[:16]}…") from None
+
+    def ids_starting_with(self, prefix: str) -> list[str]:
+        """Formula ids that start with ``prefix`` (``ocapd inspect`` prints 16 hex characters),
+        including the ones staged by a command still running."""
+        return [fid for fid in self.formulas if fid.startswith(prefix)]
 
     def type_of(self, fid: str) -> str:
         return self.formula(fid).type
@@ -226,6 +240,10 @@ class Kernel:
         if ready is not None:
             await ready.wait()
         return self.services.gateway
+
+    def current(self, fid: str) -> Incarnation | None:
+        """The live incarnation of ``fid`` (ready or still being made), if any."""
+        return self._live.get(fid)
 
     def is_live(self, fid: str) -> bool:
         inc = self._live.get(fid)

@@ -36,7 +36,7 @@ from .kernel import Kernel, Services
 from .paths import Paths, ensure_dirs
 from .petstore import ChangeStream
 
-__all__ = ["run_daemon", "AlreadyRunning", "DaemonFacet", "GatewayHook"]
+__all__ = ["run_daemon", "AlreadyRunning", "StartError", "DaemonFacet", "GatewayHook"]
 
 log = logging.getLogger("ocapd")
 
@@ -51,6 +51,13 @@ GatewayHook = Callable[[Kernel, Any, trio.Nursery], Awaitable[None]]
 
 class AlreadyRunning(RuntimeError):
     """Another daemon holds this state folder."""
+
+
+class StartError(RuntimeError):
+    """A part of the daemon could not come up (the gateway's port is taken): it does not start.
+
+    The message is one line for the user; ``run_daemon`` raises it as itself.
+    """
 
 
 @contextmanager
@@ -101,6 +108,19 @@ class DaemonFacet:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def cancel(self, id_prefix: str, reason: str = "cancelled") -> list[str]:
+        """Cancel the value whose formula id starts with ``id_prefix`` (``ocapd inspect``'s ids), as ``Host.cancel``.
+
+        Reaches what no name does yet, such as the fresh worker of an ``eval`` still running.
+        """
+        from .hosts import cancel_reason
+
+        prefix = str(id_prefix).lower()
+        matches = self._kernel.ids_starting_with(prefix) if len(prefix) >= 8 else []
+        if len(matches) != 1:
+            raise LookupError(f"no name or id {id_prefix!r}" if not matches else f"{id_prefix!r} is the start of several ids")
+        return await self._kernel.cancel(matches[0], cancel_reason(prefix[:16], reason))
 
     def where(self) -> dict[str, str]:
         p = self._kernel.services.paths
@@ -237,6 +257,10 @@ async def _run(
             root = await _ensure_root(kernel)
             facet = DaemonFacet(kernel, root, stop)
 
+            if gateway is not None:
+                # First: a gateway that cannot listen (a taken port) fails the
+                # start before anything answers (the hook raises StartError).
+                await gateway(kernel, facet, nursery)
             sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 os.unlink(paths.sock)  # stale socket of a daemon that died; we hold the lock
@@ -247,8 +271,6 @@ async def _run(
             sock.listen(128)
             listener = trio.SocketListener(sock)
             nursery.start_soon(_serve_cli, kernel, facet, listener)
-            if gateway is not None:
-                await gateway(kernel, facet, nursery)
             nursery.start_soon(_watch_signals, stop)
             with open(paths.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
@@ -257,6 +279,7 @@ async def _run(
                 on_ready()
             await stop.wait()
             log.info("ocapd stopping")
+            kernel.services.stopping = True
             for before_stop in kernel.services.before_stop:
                 await before_stop()
             for sess in list(kernel.services.sessions.values()):
@@ -264,6 +287,10 @@ async def _run(
             for fid in list(kernel.services.workers):
                 await kernel.cancel(fid, "daemon stopping")
             nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], StartError):
+            raise group.exceptions[0] from None
+        raise
     finally:
         with trio.CancelScope(shield=True):
             await launcher.aclose()

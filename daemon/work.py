@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from .kernel import Incarnation, Kernel
 
-__all__ = ["MakeContext", "RunningWorker", "WorkerControl", "make_bundle", "make_eval", "make_unconfined", "make_worker"]
+__all__ = ["MakeContext", "OutputRelay", "RunningWorker", "WorkerControl", "make_bundle", "make_eval", "make_unconfined", "make_worker"]
 
 
 @far("Worker")
@@ -122,16 +122,60 @@ def _facet(control: WorkerControl) -> Any:
     return control._worker.facet
 
 
+@far("Output")
+class OutputRelay:
+    """Handed to the worker with an evaluation: passes what its code prints to whoever asked for it.
+
+    The worker writes the same text to its own log; this only forwards it,
+    to the remotables registered in ``kernel.services.output_sinks`` for the
+    evaluation (the callers waiting for it). A caller that went away is skipped.
+    """
+
+    def __init__(self, kernel: Kernel, fid: str) -> None:
+        self._kernel = kernel
+        self._id = fid
+
+    def write(self, stream: str, text: str) -> None:
+        if stream not in ("stdout", "stderr") or not isinstance(text, str):
+            return
+        for sink in list(self._kernel.services.output_sinks.get(self._id, ())):
+            try:
+                E.send_only(sink).write(stream, text)
+            except Exception:  # that caller's session has ended
+                pass
+
+
+async def _run_in_worker(kernel: Kernel, inc: Incarnation, worker_id: str, call: Any) -> Any:
+    """Await a call into a worker; if this value is cancelled while the call runs, terminate the worker.
+
+    Python cannot interrupt code that is running (``while True: pass`` never
+    yields), so stopping a computation means stopping its process. Other
+    values in that worker are cancelled with it and come back on next use.
+    """
+    promise = call
+    worker = kernel.current(worker_id)
+
+    async def stop_running_work(reason: str) -> None:
+        # Only the worker this call runs in, not one made since from the same recipe.
+        if not promise.settled and worker is not None and kernel.current(worker_id) is worker:
+            await kernel.cancel(worker_id, reason)
+
+    inc.on_cancel(stop_running_work)
+    return await promise
+
+
 async def make_eval(kernel: Kernel, fid: str, formula: F.EvalFormula, inc: Incarnation) -> Any:
     control = await inc.provide(formula.worker)
     values = [await inc.provide(v) for v in formula.values]
-    return await E(_facet(control)).evaluate(formula.source, formula.names, values)
+    call = E(_facet(control)).evaluate(formula.source, formula.names, values, OutputRelay(kernel, fid))
+    return await _run_in_worker(kernel, inc, formula.worker, call)
 
 
 async def make_unconfined(kernel: Kernel, fid: str, formula: F.MakeUnconfinedFormula, inc: Incarnation) -> Any:
     control = await inc.provide(formula.worker)
     powers = await inc.provide(formula.powers)
-    return await E(_facet(control)).make_unconfined(formula.specifier, powers, MakeContext(kernel, fid))
+    call = E(_facet(control)).make_unconfined(formula.specifier, powers, MakeContext(kernel, fid))
+    return await _run_in_worker(kernel, inc, formula.worker, call)
 
 
 async def make_bundle(kernel: Kernel, fid: str, formula: F.MakeBundleFormula, inc: Incarnation) -> Any:
@@ -139,4 +183,5 @@ async def make_bundle(kernel: Kernel, fid: str, formula: F.MakeBundleFormula, in
     powers = await inc.provide(formula.powers)
     blob = await inc.provide(formula.bundle)
     data = await blob.bytes()
-    return await E(_facet(control)).make_bundle(data, powers, MakeContext(kernel, fid))
+    call = E(_facet(control)).make_bundle(data, powers, MakeContext(kernel, fid))
+    return await _run_in_worker(kernel, inc, formula.worker, call)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .hook import DEFAULT_HOST, DEFAULT_PORT, GatewayHook, gateway_hook
+from .hook import DEFAULT_HOST, DEFAULT_PORT, GatewayBindError, GatewayHook, gateway_hook
 
 _LAZY = {
     "Gateway": "app",
@@ -45,4 +45,4 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "GatewayHook", "gateway_hook", *_LAZY]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "GatewayBindError", "GatewayHook", "gateway_hook", *_LAZY]

@@ -50,7 +50,7 @@ from ocapd.captp import Limits, Promise, far, open_connection
 from ocapd.daemon.registry import registry_of
 
 from .api import Api, LimitedHTTPConnection
-from .hook import DEFAULT_HOST, DEFAULT_PORT
+from .hook import DEFAULT_HOST, DEFAULT_PORT, LISTEN_BACKLOG, GatewayBindError, bind_listener
 from .site import LiveSession, Site, plain_response
 from .static import DEFAULT_STATIC_DIR, build_table, split_runtime
 from .tokens import FailureThrottle, TokenStore
@@ -82,8 +82,6 @@ MAX_REQUEST_BODY = 64 * 1024
 #: held session costs some tens of KiB and two file descriptors' worth of
 #: kernel state; this keeps a runaway client from exhausting either.
 MAX_SESSIONS = 8192
-#: Listen backlog: a page reconnecting many sockets at once should not see resets.
-LISTEN_BACKLOG = 1024
 #: How long stopping waits for sessions to close, then for hypercorn to finish.
 SHUTDOWN_TIMEOUT = 3.0
 CLOSE_NORMAL = 1000
@@ -403,24 +401,8 @@ class GatewayService:
 
     # -- running --
     def bind(self) -> socket.socket:
-        """Bind the listening socket (raises OSError, e.g. the port is taken)."""
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            # CapTP sends small frames, often two in a row (a result, then a gc
-            # message): without TCP_NODELAY the second waits for the peer's
-            # delayed ACK, tens of milliseconds per call. Accepted sockets
-            # inherit the option from the listener on Linux.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((self.config.host, self.config.port))
-            sock.listen(LISTEN_BACKLOG)
-            sock.setblocking(False)
-            sock.set_inheritable(False)  # workers must not inherit it
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        """Bind the listening socket (raises ``GatewayBindError``, e.g. the port is taken)."""
+        return bind_listener(self.config.host, self.config.port)
 
     def _hypercorn_config(self) -> HypercornConfig:
         config = HypercornConfig()
@@ -509,8 +491,12 @@ async def start_gateway(
     host: str = DEFAULT_HOST,
     static_dir: Path | None = None,
     enable_echo: bool = False,
+    sock: socket.socket | None = None,
 ) -> None:
     """Start the gateway in ``nursery`` (called by ``gateway.hook``, once this module is imported).
+
+    ``sock``: the listening socket, already bound by the hook (so a taken port
+    fails the daemon's start); without it, the port is bound here.
 
     It opens the gateway's tables (its own migrations), sets the control
     object as ``kernel.services.gateway`` and adds its shutdown to
@@ -524,9 +510,10 @@ async def start_gateway(
     kernel.services.gateway = service.control
     kernel.services.before_stop.append(service.aclose)
     try:
-        sock = service.bind()
-    except OSError as e:
-        service.error = f"cannot listen on {host}:{port}: {e.strerror or e}"
+        if sock is None:
+            sock = service.bind()
+    except GatewayBindError as e:
+        service.error = str(e)
         log.error("gateway: %s; the daemon runs without it (choose another with --port)", service.error)
         return
     await nursery.start(service.run, sock)

@@ -21,6 +21,9 @@ from .render import describe_error
 
 __all__ = ["build_parser", "main"]
 
+REPLACE_HELP = "if the name is in use, give it to the new value (without --replace an existing name is refused)"
+TIMEOUT_HELP = "cancel the work, and terminate its worker, if it has not finished after S seconds"
+
 
 def build_parser() -> argparse.ArgumentParser:
     base = argparse.ArgumentParser(add_help=False)
@@ -82,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-l", "--long", action="store_true", help="show types and ids")
     sp = add("show", commands.cmd_show, "show the value a name refers to")
     sp.add_argument("path")
+    sp.add_argument(
+        "--timeout",
+        type=float,
+        default=commands.SHOW_TIMEOUT,
+        metavar="S",
+        help=f"give up after S seconds if the value is still being computed (default {commands.SHOW_TIMEOUT:g}; 0: wait)",
+    )
     sp = add("remove", commands.cmd_remove, "forget names")
     sp.add_argument("paths", nargs="+")
     sp = add("move", commands.cmd_move, "rename, within or across directories")
@@ -99,15 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--bigint", help="an integer of any size")
     group.add_argument("--path", help="a file (stored as a blob)")
     group.add_argument("--stdin", action="store_true", help="standard input (stored as a blob)")
-    sp.add_argument("-n", "--name", required=True, help="the pet name")
+    sp.add_argument("-n", "--name", required=True, help="the pet name or dotted path (docs.cfg)")
+    sp.add_argument("--replace", action="store_true", help=REPLACE_HELP)
     sp = add("mktext", commands.cmd_mktext, "make a text store: text that outlives restarts (get, set, append), e.g. for a weblet's notes")
     sp.add_argument("name")
     sp.add_argument("text", nargs="?", help="the text it starts with (default: empty)")
-    sp = add("eval", commands.cmd_eval, "evaluate Python in a worker: eval SOURCE [name:petname ...]")
+    sp = add(
+        "eval",
+        commands.cmd_eval,
+        "evaluate Python in a worker: eval SOURCE [name:petname ...]; what it prints is printed before the result",
+    )
     sp.add_argument("source")
     sp.add_argument("endowments", nargs="*", metavar="name:petname")
     sp.add_argument("-w", "--worker", help="worker name (MAIN, an existing or a new name; default: a fresh worker)")
     sp.add_argument("-n", "--name", help="name the result (it is recomputed from its recipe after a restart)")
+    sp.add_argument("--replace", action="store_true", help=REPLACE_HELP)
+    sp.add_argument("--timeout", type=float, metavar="S", help=TIMEOUT_HELP)
     sp = add("spawn", commands.cmd_spawn, "make named workers")
     sp.add_argument("names", nargs="+")
     sp = add("make", commands.cmd_make, "run a module's make(powers, context) in a worker")
@@ -116,15 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-p", "--powers", default="NONE", help="NONE, ENDO, HOST or comma-separated pet names (default NONE)")
     sp.add_argument("-w", "--worker")
     sp.add_argument("-n", "--name")
+    sp.add_argument("--replace", action="store_true", help=REPLACE_HELP)
+    sp.add_argument("--timeout", type=float, metavar="S", help=TIMEOUT_HELP)
     sp = add("install", commands.cmd_install, "install a weblet: its own guest, endowed by the power level")
     sp.add_argument("bundle", help="a zip, a single HTML file, a folder, or the name of a stored bundle")
     sp.add_argument("-n", "--name", required=True)
     sp.add_argument("-p", "--powers", default="NONE", help="NONE (default), ENDO, HOST (trusted code only) or pet names")
+    sp.add_argument("--replace", action="store_true", help=REPLACE_HELP)
     sp = add("open", commands.cmd_open, "open a weblet instance; prints its URL")
     sp.add_argument("name")
     weblets_cli.add_parser(sub, common, base)
-    sp = add("cancel", commands.cmd_cancel, "cancel a value and everything depending on it")
-    sp.add_argument("path")
+    sp = add(
+        "cancel",
+        commands.cmd_cancel,
+        "cancel a value and everything depending on it; work still running is stopped by terminating its worker",
+    )
+    sp.add_argument("path", help="a name, or an id as `ocapd inspect` prints it (a unique prefix of 8 or more hex digits)")
     sp.add_argument("reason", nargs="?", default="cancelled")
     sp = add("mkhost", commands.cmd_mkhost, "make another host agent")
     sp.add_argument("handle_name")

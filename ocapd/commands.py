@@ -24,6 +24,9 @@ from .conversation import (
 )
 from .render import format_message, is_reference, print_json, print_name_event, show_value
 
+#: How long ``ocapd show`` waits for a value still being computed (``--timeout``).
+SHOW_TIMEOUT = 10.0
+
 
 @agent_command
 def cmd_list(conv: Conversation, args: argparse.Namespace) -> None:
@@ -47,10 +50,18 @@ def cmd_list(conv: Conversation, args: argparse.Namespace) -> None:
 @agent_command
 def cmd_show(conv: Conversation, args: argparse.Namespace) -> None:
     info = conv.on_agent("describe", args.path)
-    value = conv.on_agent("lookup", args.path)
+    try:
+        # A value is computed on first use; never wait for ever. The work goes
+        # on without us (it is shared): `cancel` is what stops it.
+        value = conv.call(conv.E(conv.agent).lookup(args.path), timeout=args.timeout or None)
+    except TimeoutError:
+        raise CliError(
+            f"{args.path} is still being computed; `ocapd show {args.path}` again waits for it, "
+            f"`ocapd cancel {args.path}` stops it"
+        ) from None
     if args.json:
         print_json({**info, "value": value})
-    elif info["type"] in ("marshal", "eval", "lookup"):
+    elif not is_reference(value):  # copy data: a stored value, or what a computation returned
         print(show_value(value))
     else:
         print(f"<{info['type']} {info['id'][:16]}>")
@@ -95,10 +106,10 @@ def cmd_store(conv: Conversation, args: argparse.Namespace) -> None:
             data = open(args.path, "rb").read()
         except OSError as e:
             raise CliError(f"cannot read {args.path}: {e.strerror}") from None
-        conv.on_agent("store_blob", data, args.name)
+        _naming(conv, "store_blob", data, args.name, _replace(args))
         return
     if args.stdin:
-        conv.on_agent("store_blob", sys.stdin.buffer.read(), args.name)
+        _naming(conv, "store_blob", sys.stdin.buffer.read(), args.name, _replace(args))
         return
     if args.json_value is not None:
         import json
@@ -114,7 +125,7 @@ def cmd_store(conv: Conversation, args: argparse.Namespace) -> None:
             raise CliError(f"--bigint: not an integer: {args.bigint!r}") from None
     else:
         value = args.text
-    conv.on_agent("store_value", value, args.name)
+    _naming(conv, "store_value", value, args.name, _replace(args))
 
 
 @agent_command
@@ -124,8 +135,22 @@ def cmd_mktext(conv: Conversation, args: argparse.Namespace) -> None:
 
 @agent_command
 def cmd_eval(conv: Conversation, args: argparse.Namespace) -> None:
+    from ocapd.captp import Far
+
     names, paths = parse_pairs(args.endowments, "eval")
-    value = conv.on_agent("evaluate", args.worker, args.source, names, paths, args.name)
+    # What the code prints comes back while it runs: its stdout to ours
+    # (stderr with --json, which keeps stdout for the result), its stderr to ours.
+    out = sys.stderr if args.json else sys.stdout
+
+    def write(stream: str, text: str) -> None:
+        target = sys.stderr if stream == "stderr" else out
+        target.write(text)
+        target.flush()
+
+    options = {**_replace(args), "output": Far("Output", write=write)}
+    if args.timeout is not None:
+        options["timeout"] = _positive(args.timeout, "--timeout")
+    value = _naming(conv, "evaluate", args.worker, args.source, names, paths, args.name, options)
     if args.json:
         print_json(value)
     else:
@@ -141,13 +166,16 @@ def cmd_spawn(conv: Conversation, args: argparse.Namespace) -> None:
 @agent_command
 def cmd_make(conv: Conversation, args: argparse.Namespace) -> None:
     powers = parse_powers(args.powers)
+    options = _replace(args)
+    if args.timeout is not None:
+        options["timeout"] = _positive(args.timeout, "--timeout")
     if args.bundle is not None:
-        value = conv.on_agent("make_bundle", args.worker, args.bundle, powers, args.name)
+        value = _naming(conv, "make_bundle", args.worker, args.bundle, powers, args.name, options)
     elif args.specifier is not None:
         spec = args.specifier
         if os.path.exists(spec):
             spec = os.path.abspath(spec)
-        value = conv.on_agent("make_unconfined", args.worker, spec, powers, args.name)
+        value = _naming(conv, "make_unconfined", args.worker, spec, powers, args.name, options)
     else:
         raise CliError("make: give a module file or name, or --bundle NAME")
     _print_result(value, args.name)
@@ -157,7 +185,7 @@ def cmd_make(conv: Conversation, args: argparse.Namespace) -> None:
 def cmd_install(conv: Conversation, args: argparse.Namespace) -> None:
     # A file or folder is read here; anything else names a stored bundle.
     bundle: Any = bundle_bytes(args.bundle) if os.path.exists(args.bundle) or looks_like_a_path(args.bundle) else args.bundle
-    weblet = conv.on_agent("install_weblet", bundle, args.name, parse_powers(args.powers))
+    weblet = _naming(conv, "install_weblet", bundle, args.name, parse_powers(args.powers), _replace(args))
     manifest = conv.call(conv.E(weblet).manifest())
     if args.json:
         print_json(manifest)
@@ -181,7 +209,15 @@ def cmd_open(conv: Conversation, args: argparse.Namespace) -> None:
 
 @agent_command
 def cmd_cancel(conv: Conversation, args: argparse.Namespace) -> None:
-    cancelled = conv.on_agent("cancel", args.path, args.reason)
+    import re
+
+    if re.fullmatch(r"[0-9a-f]{8,64}", args.path) and not conv.on_agent("has", args.path):
+        # An id as `ocapd inspect` prints it: also what no name reaches yet
+        # (the fresh worker of an eval still running). The CLI's socket is
+        # the daemon's whole authority, as for inspect.
+        cancelled = conv.call(conv.E(conv.facet).cancel(args.path, args.reason))
+    else:
+        cancelled = conv.on_agent("cancel", args.path, args.reason)
     if args.json:
         print_json(cancelled)
 
@@ -297,6 +333,28 @@ def cmd_chat(conv: Conversation, args: argparse.Namespace) -> None:
         import webbrowser
 
         webbrowser.open(url)
+
+
+def _replace(args: argparse.Namespace) -> dict[str, Any]:
+    return {"replace": True} if getattr(args, "replace", False) else {}
+
+
+def _positive(value: float, option: str) -> float:
+    if not value > 0:
+        raise CliError(f"{option}: give a positive number of seconds")
+    return value
+
+
+def _naming(conv: Conversation, method: str, *call_args: Any) -> Any:
+    """Call a method that names its result: a name in use is refused unless --replace (one rule for all)."""
+    from ocapd.captp import RemoteError
+
+    try:
+        return conv.on_agent(method, *call_args)
+    except RemoteError as e:
+        if e.name == "NameTaken":
+            raise CliError(f"{e.message}; pass --replace to replace it") from None
+        raise
 
 
 def _print_result(value: Any, name: str | None) -> None:

@@ -69,8 +69,8 @@ class Conversation:
                 self._agent = self.call(self.E(self.facet).host())
         return self._agent
 
-    def call(self, promise: Any) -> Any:
-        return self.client.wait(promise)
+    def call(self, promise: Any, timeout: float | None = None) -> Any:
+        return self.client.wait(promise, timeout)
 
     def on_agent(self, method: str, *args: Any) -> Any:
         return self.call(getattr(self.E(self.agent), method)(*args))

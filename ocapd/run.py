@@ -18,7 +18,7 @@ from .render import describe_error
 def cmd_run_daemon(args: argparse.Namespace) -> None:
     import trio
 
-    from ocapd.daemon.service import AlreadyRunning, configure_logging, run_daemon
+    from ocapd.daemon.service import AlreadyRunning, StartError, configure_logging, run_daemon
 
     paths = state_paths()
     from ocapd.daemon.paths import ensure_dirs
@@ -51,7 +51,8 @@ def cmd_run_daemon(args: argparse.Namespace) -> None:
     hook = gateway_hook(DEFAULT_PORT if args.port is None else args.port, static_dir=STATIC_DIR)
     try:
         trio.run(lambda: run_daemon(paths, on_ready=on_ready, gateway=hook))
-    except AlreadyRunning as e:
+    except (AlreadyRunning, StartError) as e:
+        # One line; `ocapd start` (whose daemon's stderr is the log) reports it as the reason.
         print(f"ocapd: {e}", file=sys.stderr)
         raise SystemExit(1) from None
 

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = DaemonProcess(tmp_path_factory.mktemp("cli") / "home", port=None)
+    d = DaemonProcess(tmp_path_factory.mktemp("cli") / "home")
     d.home.mkdir()
     d.start()
     try:

@@ -292,7 +292,7 @@ async def test_closing_or_cancelling_ends_instances(installed: DaemonProcess) ->
         async with weblet_session(port, second) as fetched:
             assert await E(fetched["app"]).incr() >= 1
             await E(host).cancel("prober")
-            with pytest.raises(SessionAborted, match="closed: cancelled"):  # the session ended with its instance
+            with pytest.raises(SessionAborted, match="closed: prober was cancelled"):  # the session ended with its instance
                 with trio.fail_after(10):
                     await E(fetched["instance"]).label()
         assert (await http(port, "/", vhost(second, port)))[0] == 404

@@ -9,6 +9,13 @@ frame stream; then confines the process for its power level
 (``workers.confine``), and serves a ``WorkerFacet`` as the CapTP bootstrap
 until the daemon closes the connection or calls ``terminate()``.
 
+What evaluated code prints (``sys.stdout`` and ``sys.stderr``, replaced by
+``_RoutedOutput``) always goes to the log; when the evaluation was handed an
+``output`` remotable it is also sent there, as ``write(stream, text)`` calls.
+Which evaluation a ``print()`` belongs to is a context variable, so
+concurrent evaluations in one worker keep their output apart (tasks an
+evaluation starts inherit it; other threads only reach the log).
+
 Two ways in, same function: the fork server's child (``workers.forkserver``)
 and the plain subprocess ``python -m workers --spec JSON``.
 """
@@ -20,18 +27,21 @@ import errno
 import importlib
 import importlib.util
 import inspect
+import io
 import keyword
 import logging
 import os
 import platform
 import sys
+import threading
 import types
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn
 
 import trio
 
-from ocapd.captp import Connection, E, Far, Tagged, far, open_stream_connection
+from ocapd.captp import Connection, E, Far, RemoteError, Tagged, far, open_stream_connection
 
 from . import confine
 from .bundle import BundleError, bundle_digest, extract_bundle
@@ -40,6 +50,11 @@ from .limits import format_bytes
 __all__ = ["WorkerFacet", "serve", "evaluate_source"]
 
 log = logging.getLogger("ocapd.worker")
+
+#: Output of one evaluation sent to its caller, at most; the rest goes only to the log.
+MAX_RELAYED_OUTPUT = 1024 * 1024
+#: Output is sent in chunks of about this size (or at each newline, or when the evaluation ends).
+OUTPUT_CHUNK = 4096
 
 _COMPILE_FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 #: Names every evaluation sees besides its endowments.
@@ -68,6 +83,100 @@ async def evaluate_source(source: str, namespace: dict[str, Any]) -> Any:
     return result
 
 
+class _EvaluationOutput:
+    """What one evaluation prints, on its way to the caller's ``output`` remotable."""
+
+    def __init__(self, sink: Any) -> None:
+        self._sink = sink
+        self._pending: list[tuple[str, str]] = []
+        self._pending_size = 0
+        self._sent = 0
+        self._truncated = False
+
+    def add(self, stream: str, text: str) -> None:
+        if self._truncated or not text:
+            return
+        if self._sent + self._pending_size + len(text) > MAX_RELAYED_OUTPUT:
+            text = text[: max(0, MAX_RELAYED_OUTPUT - self._sent - self._pending_size)]
+            self._truncated = True
+        if self._pending and self._pending[-1][0] == stream:
+            self._pending[-1] = (stream, self._pending[-1][1] + text)
+        else:
+            self._pending.append((stream, text))
+        self._pending_size += len(text)
+        if self._truncated:
+            self._pending.append(("stderr", "\n[ocapd: output truncated; the rest is in the worker's log]\n"))
+            self.flush()
+        elif "\n" in text or self._pending_size >= OUTPUT_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self._sent += self._pending_size
+        self._pending_size = 0
+        for stream, text in pending:
+            try:
+                E.send_only(self._sink).write(stream, text)
+            except Exception:  # the daemon is gone: the log still has it
+                return
+
+
+#: The evaluation the running code belongs to (None: not an evaluation with a caller listening).
+_CURRENT_OUTPUT: ContextVar[_EvaluationOutput | None] = ContextVar("ocapd_output", default=None)
+#: The thread running trio: only it may send on the connection.
+_TRIO_THREAD: list[int] = []
+
+
+class _RoutedOutput(io.TextIOBase):
+    """``sys.stdout`` / ``sys.stderr`` of a worker: the log, plus the current evaluation's caller."""
+
+    def __init__(self, stream: str, log_stream: Any) -> None:
+        self._stream = stream
+        self._log = log_stream
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return int(self._log.fileno())
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._log.write(text)
+        output = _CURRENT_OUTPUT.get()
+        if output is not None and _TRIO_THREAD and threading.get_ident() == _TRIO_THREAD[0]:
+            output.add(self._stream, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+
+def _exit_error(e: SystemExit, who: str) -> RemoteError:
+    code = "" if e.code is None else repr(e.code)
+    return RemoteError("SystemExit", f"{who} called sys.exit({code})")
+
+
+async def _guarded(work: Any, output: Any = None, who: str = "the evaluated code") -> Any:
+    """Run handed-in code: its ``sys.exit()`` becomes an error for the caller (the worker
+    lives on), and what it prints goes to ``output`` (if given) as well as the log."""
+    relay = _EvaluationOutput(output) if output is not None else None
+    token = _CURRENT_OUTPUT.set(relay)
+    try:
+        return await work
+    except SystemExit as e:
+        raise _exit_error(e, who) from None
+    finally:
+        _CURRENT_OUTPUT.reset(token)
+        if relay is not None:
+            relay.flush()  # before the answer, so the caller prints it first
+
+
 async def _call_make(module: types.ModuleType, where: str, powers: Any, context: Any) -> Any:
     make = getattr(module, "make", None)
     if not callable(make):
@@ -88,8 +197,12 @@ class WorkerFacet:
         self._connection: Connection | None = None
         self._unconfined_count = 0
 
-    async def evaluate(self, source: str, names: list[str], values: list[Any]) -> Any:
-        """Evaluate ``source`` with ``values`` bound to ``names``; return its value."""
+    async def evaluate(self, source: str, names: list[str], values: list[Any], output: Any = None) -> Any:
+        """Evaluate ``source`` with ``values`` bound to ``names``; return its value.
+
+        ``output``, if given, is a remotable with ``write(stream, text)``: what
+        the code prints to ``stdout``/``stderr`` is sent there (and to the log).
+        """
         if not isinstance(source, str):
             raise TypeError("source must be a str")
         if not isinstance(names, (list, tuple)) or not isinstance(values, (list, tuple)):
@@ -102,7 +215,7 @@ class WorkerFacet:
                 raise ValueError(f"{name!r} is not a valid name for an endowment")
             namespace[name] = value
         try:
-            return await evaluate_source(source, namespace)
+            return await _guarded(evaluate_source(source, namespace), output)
         except (RuntimeError, OSError) as e:
             raise self._explained(e) from None
 
@@ -124,20 +237,26 @@ class WorkerFacet:
             file = Path(path)
             if not file.is_absolute():
                 file = Path(self._spec["workdir"]) / file
-            self._unconfined_count += 1
-            name = f"_ocapd_unconfined_{self._unconfined_count}"
-            spec = importlib.util.spec_from_file_location(name, file)
-            if spec is None or spec.loader is None:
-                raise ImportError(f"cannot load a module from {str(file)!r}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[name]
-                raise
-        else:
-            module = importlib.import_module(specifier)
+            return await _guarded(self._load_and_make(file, specifier, powers, context), who="the module")
+        return await _guarded(self._import_and_make(specifier, powers, context), who="the module")
+
+    async def _load_and_make(self, file: Path, specifier: str, powers: Any, context: Any) -> Any:
+        self._unconfined_count += 1
+        name = f"_ocapd_unconfined_{self._unconfined_count}"
+        spec = importlib.util.spec_from_file_location(name, file)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load a module from {str(file)!r}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return await _call_make(module, specifier, powers, context)
+
+    async def _import_and_make(self, specifier: str, powers: Any, context: Any) -> Any:
+        module = importlib.import_module(specifier)
         return await _call_make(module, specifier, powers, context)
 
     async def make_bundle(self, bundle: bytes, powers: Any, context: Any) -> Any:
@@ -159,8 +278,11 @@ class WorkerFacet:
             pkg.__path__ = [str(folder)]
             pkg.__package__ = package
             sys.modules[package] = pkg
-        module = importlib.import_module(f"{package}.{entry}")
-        return await _call_make(module, f"bundle entry {entry!r}", powers, context)
+        return await _guarded(self._import_bundle_entry(f"{package}.{entry}", f"bundle entry {entry!r}", powers, context), who="the bundle")
+
+    async def _import_bundle_entry(self, module_name: str, where: str, powers: Any, context: Any) -> Any:
+        module = importlib.import_module(module_name)
+        return await _call_make(module, where, powers, context)
 
     def terminate(self) -> None:
         """End this worker promptly: the connection closes and the process exits 0."""
@@ -203,9 +325,13 @@ def serve(spec: dict[str, Any]) -> NoReturn:
     code = 1
     try:
         proto_in, proto_out = _take_protocol_fds()
-        sys.stdout = sys.stderr  # print() goes to the log, never onto the frame stream
+        log_stream = sys.stderr
+        # print() goes to the log (and to an evaluation's caller), never onto the frame stream.
+        sys.stdout = _RoutedOutput("stdout", log_stream)
+        sys.stderr = _RoutedOutput("stderr", log_stream)
+        _TRIO_THREAD[:] = [threading.get_ident()]
         logging.basicConfig(
-            stream=sys.stderr,
+            stream=log_stream,
             level=logging.INFO,
             format=f"%(asctime)s worker[{spec.get('name')}:{os.getpid()}] %(levelname)s %(message)s",
             force=True,
