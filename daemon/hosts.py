@@ -28,7 +28,7 @@ from .values import ReadableBlob
 if TYPE_CHECKING:
     from .kernel import Txn
 
-__all__ = ["Host", "NameTaken", "POWER_LEVELS", "stage_host"]
+__all__ = ["Host", "HostControl", "NameTaken", "POWER_LEVELS", "control", "stage_host"]
 
 #: Power levels for make_unconfined / make_bundle / weblet install (DESIGN §4).
 POWER_LEVELS = ("NONE", "ENDO", "HOST")
@@ -519,3 +519,50 @@ def _holds_references(value: Any) -> bool:
     except TypeError:
         return True
     return False
+
+
+class HostControl:
+    """What the daemon's own modules may do with a host that the host's holders may not.
+
+    ``Host`` is a far object: every public method on it is callable by whoever
+    holds the host. The weblet registry needs a few more things — staging
+    names and powers inside its own transactions — which must not become
+    remote methods. It gets them here, through ``control(host)``, instead of
+    reaching into ``Host``'s private attributes.
+    """
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    @property
+    def id(self) -> str:
+        """The host's formula id."""
+        return self._host._id
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` (a single pet name) is in use in the host's own names."""
+        return self._host._store.has(name)
+
+    def names_of(self, fid: str) -> list[str]:
+        """The host's own names for formula ``fid``."""
+        return self._host._store.reverse(fid)
+
+    def stage_name(self, txn: Txn, name: str, fid: str) -> None:
+        """Name ``fid`` when ``txn`` commits."""
+        self._host._store.stage_write(txn, name, fid)
+
+    def stage_unname(self, txn: Txn, name: str) -> None:
+        """Forget ``name`` when ``txn`` commits."""
+        self._host._store.stage_remove(txn, name)
+
+    async def stage_powers(
+        self, txn: Txn, powers: str | list[str], introduce_host_as: str | None = None
+    ) -> tuple[str, F.WorkerLevel]:
+        """Stage the guest a power level implies (see ``Host._powers_for``); its id and the worker level."""
+        return await self._host._powers_for(txn, powers, None, introduce_host_as=introduce_host_as)
+
+
+def control(host: Host) -> HostControl:
+    """The daemon-internal handle on ``host`` (see :class:`HostControl`)."""
+    return HostControl(host)
+

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import trio
 
 from . import formulas as F
+from .hosts import control
 from .names import validate_pet_name
 from .weblet import WebletManifest, parse_manifest
 from .weblet_fetch import SYSTEM_NETWORK, FetchPolicy, Network, fetch_weblet
@@ -534,17 +535,18 @@ class WebletRegistry:
         if not isinstance(bundle, (bytes, bytearray)):
             raise InvalidRequest("the bundle must be bytes")
         stored = await store_weblet_bundle(self.db, bytes(bundle))  # BundleError: one clear line
-        host_id = host._id
+        ctl = control(host)
+        host_id = ctl.id
         if name is None:
             name = self._free_name(host, source.item or stored.manifest.get("title", "weblet"))
         validate_pet_name(name)
-        if host._store.has(name):
+        if ctl.has(name):
             raise Conflict(f"{name!r} already names something; remove it first or pick another name")
         kernel = self.kernel
         txn = kernel.txn()
-        guest_id, level = await host._powers_for(txn, powers, None, introduce_host_as="host-agent")
+        guest_id, level = await ctl.stage_powers(txn, powers, introduce_host_as="host-agent")
         weblet_id = stored.stage(txn, guest_id, level)
-        host._store.stage_write(txn, name, weblet_id)
+        ctl.stage_name(txn, name, weblet_id)
         now = time.time()
         record = InstalledWeblet(
             id=secrets.token_hex(16), host=host_id, formula=weblet_id, name=name, slug=self._free_slug(host_id, name),
@@ -559,7 +561,7 @@ class WebletRegistry:
     def _free_name(self, host: Host, wanted: str) -> str:
         base = _slugify(wanted)
         name, n = base, 2
-        while host._store.has(name):
+        while control(host).has(name):
             name, n = f"{base}-{n}", n + 1
         return name
 
@@ -668,7 +670,7 @@ class WebletRegistry:
         (:class:`PowersNeedConsent` otherwise): refusing keeps the old version
         running. A failed update leaves the old version as it was.
         """
-        record = self.get(host._id, weblet_id)
+        record = self.get(control(host).id, weblet_id)
         async with record.lock:
             source = record.source
             if bundle is not None:
@@ -713,8 +715,8 @@ class WebletRegistry:
         assert isinstance(old, F.WebletFormula)
         txn = kernel.txn()
         new_id = stored.stage(txn, old.guest, old.level)
-        for name in host._store.reverse(old_id):
-            host._store.stage_write(txn, name, new_id)
+        for name in control(host).names_of(old_id):
+            control(host).stage_name(txn, name, new_id)
         updated = InstalledWeblet(
             id=record.id, host=record.host, formula=new_id, name=record.name, slug=record.slug, source=source,
             version=str(stored.manifest.get("version", "0.0.0")), manifest=stored.manifest,
@@ -758,13 +760,13 @@ class WebletRegistry:
 
     async def remove(self, host: Host, weblet_id: str) -> InstalledWeblet:
         """Uninstall: the row, its panels and the host's names for it go; the weblet is cancelled."""
-        record = self.get(host._id, weblet_id)
+        record = self.get(control(host).id, weblet_id)
         async with record.lock:
             txn = self.kernel.txn()
             txn.batch.execute(_DELETE_INSTANCES_OF, (record.id,))
             txn.batch.execute(_DELETE_WEBLET, (record.id,))
-            for name in host._store.reverse(record.formula):
-                host._store.stage_remove(txn, name)
+            for name in control(host).names_of(record.formula):
+                control(host).stage_unname(txn, name)
             txn.then(lambda: self._forget(record))
             await self.kernel.commit(txn)
         await self.kernel.cancel(record.formula, "uninstalled")

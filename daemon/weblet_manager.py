@@ -29,6 +29,7 @@ import trio
 
 from ocapd.captp import far
 
+from .hosts import control
 from .petstore import ChangeStream
 from .registry import BUILTINS, InvalidRequest, Source, WebletRegistry
 from .weblet_settings import EXAMPLES_STORE
@@ -125,7 +126,7 @@ class WebletManager:
 
     @property
     def _host_id(self) -> str:
-        return self._host._id
+        return control(self._host).id
 
     # -- reading --------------------------------------------------------------------------------------
     async def list(self) -> builtins.list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from ocapd.daemon.values import MAX_TEXT_BYTES
 
 @pytest.fixture
 def daemon(tmp_path: Path):
-    d = DaemonProcess(tmp_path / "home", port=None)
+    d = DaemonProcess(tmp_path / "home")
     d.home.mkdir()
     d.start()
     try:
