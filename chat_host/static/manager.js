@@ -125,7 +125,10 @@ export class WebletManagerView {
   }
 
   async open() {
-    if (!this.dialog.open) this.dialog.showModal();
+    if (!this.dialog.open) {
+      this.dialog.showModal();
+      byId("manager-body").focus(); // not the ✕ (showModal's first focusable): Esc closes, arrows scroll
+    }
     this.errorEl.hidden = true;
     if (!this.busy) this.progressEl.hidden = true;
     this.showSource();
@@ -193,7 +196,7 @@ export class WebletManagerView {
           onclick: () => this.toggle(entry, "update"),
         }, `Update to ${entry.update.version}`) : null),
       h("p", { class: "mw-meta" },
-        entry.builtin ? "ocapd" : h("code", { class: "mw-name", title: "its name in your inventory" }, name),
+        entry.builtin ? "part of ocapd's chat page" : h("code", { class: "mw-name", title: "its name in your inventory" }, name),
         entry.builtin ? null : ` · ${sourceText(entry)}`,
         entry.kind && entry.kind !== "iframe" && !entry.builtin ? ` · ${entry.kind}` : null,
         level ? " · " : null,
@@ -519,7 +522,8 @@ export class WebletManagerView {
       h("div", { class: "store-actions" },
         select,
         h("button", {
-          class: "button small primary", type: "button", dataset: { action: "install" }, disabled: Boolean(installed),
+          class: `button small ${installed ? "secondary" : "primary"}`, type: "button", dataset: { action: "install" },
+          disabled: Boolean(installed),
           title: installed ? "Installed: update it from its row in the list" : `Install ${item.title} with no powers`,
           onclick: () => this.install({ store, id: item.id, version: select.value }, null, String(item.title)),
         }, installed ? "Installed" : "Install")));
