@@ -51,7 +51,7 @@ HOSTILE_MANIFEST = {
 HOSTILE_PROJECTION_BACKEND = '''
 from ocapd.sdk import Far
 
-H = %r
+H = HOSTILE_REPR
 
 def make(powers, context):
     state = {"n": 0}
@@ -68,7 +68,7 @@ def make(powers, context):
         ]}
 
     return Far("Card", projection=projection)
-''' % HOSTILE
+'''.replace("HOSTILE_REPR", repr(HOSTILE))
 
 
 def _zip(files: dict[str, str | bytes]) -> bytes:
