@@ -268,11 +268,41 @@ function infoOfEntry(entry) {
   };
 }
 
+/**
+ * The manager's panels this tab shows — and those it would, once their weblet
+ * is enabled again — kept for this tab like its token, so a reload brings the
+ * same panels back on the same origins. Which panels a tab shows is the tab's
+ * view (a new tab starts empty; opening a weblet there shows its existing
+ * panel); the panels themselves (id, origin, config) are the daemon's rows.
+ */
+const PANELS_KEY = "ocapd-chat-panels";
+const tabPanels = new Set(loadTabPanels());
+
+function loadTabPanels() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(PANELS_KEY) ?? "[]");
+    return Array.isArray(saved) ? saved.filter((x) => typeof x === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+function keepTabPanel(panelId, shown) {
+  if (shown) tabPanels.add(panelId);
+  else tabPanels.delete(panelId);
+  sessionStorage.setItem(PANELS_KEY, JSON.stringify([...tabPanels]));
+}
+
 /** Show a registry panel of `entry` as `name`. */
 function showPanel(m, name, entry, instance, info) {
   const panelId = instance.panel;
   const currentName = () => panel.tabs.find((t) => t.panel === panelId)?.name ?? name;
-  panel.add(name, info, instance, () => connection.callOn(m, "remove_instance", entry.id, panelId), {
+  keepTabPanel(panelId, true);
+  const release = () => {
+    keepTabPanel(panelId, false); // closed for good: Close, Cancel, or its name went
+    return connection.callOn(m, "remove_instance", entry.id, panelId);
+  };
+  panel.add(name, info, instance, release, {
     panel: panelId,
     kind: entry.kind,
     projection: {
@@ -316,11 +346,10 @@ async function openWeblet(name, out) {
 }
 
 /**
- * Bring back the manager's panels (after a reload or a reconnect; `only`: one
- * weblet's, after it was enabled or updated). One tab per weblet name: a
- * weblet's first panel not shown yet.
+ * Bring back this tab's panels (after a reload or a reconnect; `only`: one
+ * weblet's, after it was enabled or updated). One tab per weblet name.
+ * @param {string|null} [only]
  */
-/** @param {string|null} [only] */
 async function restorePanels(only = null) {
   const listed = await managerList();
   if (!listed) return;
@@ -328,7 +357,7 @@ async function restorePanels(only = null) {
     if (entry.builtin || !entry.enabled || !entry.formula || (only && entry.id !== only)) continue;
     const name = nameOfEntry(entry);
     const shown = new Set(panel.tabs.map((t) => t.panel));
-    const instance = entry.instances.find((i) => !shown.has(i.panel));
+    const instance = entry.instances.find((i) => tabPanels.has(i.panel) && !shown.has(i.panel));
     if (!instance || panel.has(name) || panel.tabs.length >= MAX_OPEN) continue;
     showPanel(listed.m, name, entry, instance, infoOfEntry(entry));
   }
