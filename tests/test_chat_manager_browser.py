@@ -167,6 +167,7 @@ def test_manifest_markup_renders_as_text_in_the_manager(chat: Page, daemon: Daem
     assert chat.page.evaluate("() => document.querySelectorAll('img[src=x], b, svg').length") == 0
     hostile.locator('[data-action="settings"]').click()
     expect(hostile.locator(".mw-detail")).to_contain_text("No panels yet")
+    screenshot(chat, "manager-hostile.png")
     assert chat.dialogs == []
 
 
@@ -286,6 +287,7 @@ def test_a_projection_only_weblet_is_drawn_from_its_backend_as_text(chat: Page, 
 
     # the backend's projection changes (it counts the times it was asked); the open panel follows
     expect(card.locator("h4.pj-text")).to_have_text(re.compile(r"^count ([2-9]|[1-9][0-9]+)$"))
+    screenshot(chat, "projection.png")
 
     # a reload brings it back (its panel is a row)
     page.reload()
