@@ -79,6 +79,10 @@ SCHEMA_NAMESPACE = "weblets"
 MAX_CONFIG_BYTES = 16 * 1024
 #: Panels per weblet: a page shows a few; this bounds a runaway client.
 MAX_INSTANCES_PER_WEBLET = 64
+#: Kinds whose weblets have panels: the gateway serves ``iframe`` and
+#: ``iframe-external`` ones on their origin; a ``projection-only`` panel is drawn
+#: by the Chat page from its backend's projection (its row keeps it across reloads).
+PANEL_KINDS = ("iframe", "iframe-external", "projection-only")
 #: How long a store's catalogue is reused for the list's update badges.
 CATALOGUE_MAX_AGE = 300.0
 SourceType = Literal["file", "url", "store"]
@@ -444,6 +448,7 @@ class WebletRegistry:
         manifest = record.manifest
         return {
             "id": record.id, "name": record.name, "slug": record.slug, "builtin": False,
+            "formula": record.formula,
             "title": manifest.get("title", ""), "description": manifest.get("description", ""),
             "kind": manifest.get("kind", "iframe"), "version": record.version,
             "source": record.source.type, "source_ref": record.source.ref,
@@ -458,7 +463,7 @@ class WebletRegistry:
     def describe_builtin(builtin: Builtin) -> dict[str, Any]:
         manifest = builtin.manifest
         return {
-            "id": builtin.id, "name": builtin.id, "slug": builtin.id, "builtin": True,
+            "id": builtin.id, "name": builtin.id, "slug": builtin.id, "builtin": True, "formula": None,
             "title": manifest["title"], "description": manifest["description"], "kind": manifest["kind"],
             "version": manifest["version"], "source": "builtin", "source_ref": "", "store": None, "store_id": None,
             "enabled": True, "level": None, "live": True, "manifest": manifest, "manifest_hash": builtin.manifest_hash,
@@ -795,8 +800,8 @@ class WebletRegistry:
         if not record.enabled:
             raise Conflict(f"{record.name} is disabled; enable it first")
         kind = record.manifest.get("kind", "iframe")
-        if kind != "iframe":
-            raise Conflict(f"a {kind!r} weblet has no panels the gateway can serve yet")
+        if kind not in PANEL_KINDS:
+            raise Conflict(f"a {kind!r} weblet has no panels")
         if len(self.instances_of(record.id)) >= MAX_INSTANCES_PER_WEBLET:
             raise Conflict(f"{record.name} has {MAX_INSTANCES_PER_WEBLET} panels already; close some first")
         panel = f"{record.slug}-{secrets.token_hex(6)}"

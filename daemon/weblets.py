@@ -23,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ocapd.captp import far
+import trio
+
+from ocapd.captp import E, far
 
 from . import formulas as F
 
@@ -31,7 +33,10 @@ if TYPE_CHECKING:
     from .db import Database
     from .kernel import Incarnation, Kernel, Txn
 
-__all__ = ["StoredWeblet", "Weblet", "make_weblet", "store_weblet_bundle"]
+__all__ = ["StoredWeblet", "Weblet", "make_weblet", "store_weblet_bundle", "PROJECTION_TIMEOUT"]
+
+#: How long a projection-only weblet's backend has to answer ``projection()``.
+PROJECTION_TIMEOUT = 10.0
 
 
 @far("Weblet")
@@ -42,6 +47,7 @@ class Weblet:
         self._formula = formula
         self._guest = guest
         self._backend = backend
+        self._files: dict[str, bytes] | None = None  # the bundle's files, read once (projection images)
 
     def manifest(self) -> dict[str, Any]:
         return dict(self._formula.manifest)
@@ -74,6 +80,53 @@ class Weblet:
             "webrtc": self._formula.manifest.get("webrtc") is True,
             "live": self._kernel.is_live(self._id),
         }
+
+    async def _bundle_files(self) -> dict[str, bytes]:
+        if self._files is None:
+            from .weblet import read_bundle
+
+            blob = await self._kernel.provide(self._formula.bundle)
+            bundle = await trio.to_thread.run_sync(read_bundle, await blob.bytes())
+            self._files = dict(bundle.files)
+        return self._files
+
+    def _require_projection_kind(self) -> None:
+        kind = self._formula.manifest.get("kind", "iframe")
+        if kind != "projection-only":
+            raise ValueError(f"a {kind!r} weblet has a page, not a projection")
+        registry = self._kernel.services.weblet_registry
+        record = registry.by_formula(self._id) if registry is not None else None
+        if record is not None and not record.enabled:
+            raise RuntimeError(f"{record.name} is disabled; enable it first (ocapd weblets enable {record.name})")
+
+    async def projection(self) -> dict[str, Any]:
+        """A projection-only weblet's view, from its backend's ``projection()``: checked, capped, plain data.
+
+        See ``daemon/weblet/projection.py`` for the shape; ``ProjectionError`` (a
+        ValueError) says on one line what the backend got wrong.
+        """
+        from .weblet.projection import ProjectionError, check_projection
+
+        self._require_projection_kind()
+        if self._backend is None:
+            raise ValueError("this weblet has no backend to ask for its projection")
+        try:
+            with trio.fail_after(PROJECTION_TIMEOUT):
+                raw = await E(self._backend).projection()
+        except trio.TooSlowError:
+            raise ProjectionError(f"its backend did not answer projection() within {PROJECTION_TIMEOUT:g} s") from None
+        return check_projection(raw, await self._bundle_files())
+
+    async def projection_image(self, src: str) -> dict[str, Any]:
+        """An image of the bundle a projection shows: ``{"mime", "bytes"}`` (PNG, JPEG, GIF or WebP, capped)."""
+        from .weblet.projection import MAX_IMAGE_BYTES, image_type
+
+        self._require_projection_kind()
+        files = await self._bundle_files()
+        mime = image_type(src) if isinstance(src, str) else None
+        if mime is None or src not in files or len(files[src]) > MAX_IMAGE_BYTES:
+            raise LookupError("no such image in this weblet's bundle")
+        return {"mime": mime, "bytes": files[src]}
 
     async def open(self) -> dict[str, Any]:
         """A new instance on its own origin: ``{"label", "url"}``."""
@@ -135,8 +188,8 @@ async def store_weblet_bundle(db: Database, bundle_bytes: bytes) -> StoredWeblet
     from .weblet import read_bundle
 
     bundle = read_bundle(bundle_bytes)  # BundleError: one clear line
-    if bundle.manifest.kind not in ("iframe", "iframe-external"):
-        raise ValueError(f"weblet kind {bundle.manifest.kind!r} cannot be installed yet")
+    if bundle.manifest.kind == "native":
+        raise ValueError("weblet kind 'native' is for ocapd's built-ins; a bundle cannot be one")
     stored = bundle.to_zip()
     backend_zip = bundle.backend_zip()
     bundle_sha = await db.put_blob(stored)

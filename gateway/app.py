@@ -108,6 +108,8 @@ class GatewayConfig:
 def chat_csp(port: int) -> str:
     return (
         "default-src 'self'; script-src 'self'; "
+        # blob: for a projection-only weblet's images: bytes of its bundle the page was handed over CapTP.
+        "img-src 'self' blob:; "
         f"connect-src 'self' ws://localhost:{port} ws://127.0.0.1:{port}; "
         f"frame-src http://*.localhost:{port}; "
         "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"

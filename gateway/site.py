@@ -32,8 +32,12 @@ class Site:
     sessions: int = field(default=0)
     #: Refuse upgrades that carry no ``Origin`` (weblet sites: only their own page may connect).
     require_origin: bool = False
+    #: Set: every request gets 400 with this line (a panel the gateway will not frame, e.g. a bad external entry).
+    refusal: str | None = None
 
     def response_for(self, path: str, if_none_match: str | None) -> Response:
+        if self.refusal is not None:
+            return plain_response(400, self.refusal, self.headers)
         f = self.files.get(path)
         if f is None:
             return plain_response(404, "not found", self.headers)

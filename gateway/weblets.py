@@ -70,6 +70,7 @@ from ocapd.captp import E, RemotePromise, RemoteRef, encode, far, is_remotable
 from ocapd.daemon.formulas import WebletFormula
 from ocapd.daemon.weblet import WebletManifest, connection_allowlist, csp_for, parse_manifest, read_bundle
 
+from .external import entry_problem, wrapper_csp, wrapper_page
 from .site import LiveSession, Site
 from .static import StaticFile
 
@@ -97,6 +98,10 @@ MAX_EVENT_PAYLOAD = 64 * 1024
 #: Where the SDK and the CapTP endpoint live on every site.
 WS_PATH = "/_ocapd/ws"
 CLOSED_REASON = "closed: weblet instance closed"
+
+
+#: What a refused instance (an external entry the gateway will not frame) answers as its manifest.
+_REFUSED_MANIFEST = WebletManifest.model_validate({"title": "refused weblet"})
 
 
 # ---- what a weblet page reaches --------------------------------------------------------------
@@ -284,10 +289,13 @@ class WebletHosting:
         weblet = await kernel.provide(weblet_id)  # incarnates the guest and starts the backend
         formula = kernel.formula(weblet_id)
         assert isinstance(formula, WebletFormula)  # checked above; formulas never change type
-        manifest = parse_manifest(formula.manifest, where="the stored manifest")
-        if manifest.kind != "iframe":
-            raise ValueError(f"open: a {manifest.kind!r} weblet is not hosted by the gateway (only 'iframe')")
-        files = await self._files_for(formula, manifest)
+        kind = formula.manifest.get("kind", "iframe")
+        if kind not in ("iframe", "iframe-external"):
+            raise ValueError(f"open: a {kind!r} weblet has no page the gateway serves")
+        # An external entry is re-checked here, before the schema: one the gateway will not frame answers 400.
+        refusal = entry_problem(formula.manifest.get("entry")) if kind == "iframe-external" else None
+        manifest = parse_manifest(formula.manifest, where="the stored manifest") if refusal is None else None
+        files = await self._files_for(formula, manifest) if manifest is not None and kind == "iframe" else {}
         port = service.port
         if port is None:  # stopped while we read the bundle
             service.require_listening()
@@ -296,28 +304,41 @@ class WebletHosting:
         elif label in self._instances:
             raise RuntimeError("open: that label is being served already")
         origin = f"http://{label}.localhost:{port}"
+        chat_origin = f"http://localhost:{port}"
         headers = {
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
             "Cross-Origin-Resource-Policy": "same-origin",
-            "Content-Security-Policy": csp_for(
-                manifest, self_origin=origin, ws_url=f"ws://{label}.localhost:{port}{WS_PATH}",
-                frame_ancestor=f"http://localhost:{port}",
-            ),
+        }
+        if manifest is None:
+            pass  # refused: plain_response sets its own CSP
+        elif manifest.kind == "iframe-external":
+            # The wrapper page frames the https entry with the stricter sandbox (external.py).
+            files = {"/": StaticFile(wrapper_page(manifest.entry, manifest.title), "text/html; charset=utf-8",
+                                     '"' + hashlib.sha256(manifest.entry.encode()).hexdigest()[:32] + '"')}
+            headers["Content-Security-Policy"] = wrapper_csp(manifest.entry, manifest.csp.frameSrc, chat_origin)
+            headers["Connection-Allowlist"] = connection_allowlist(manifest)
+        else:
+            headers["Content-Security-Policy"] = csp_for(
+                manifest, self_origin=origin, ws_url=f"ws://{label}.localhost:{port}{WS_PATH}", frame_ancestor=chat_origin,
+            )  # fmt: skip
             # CSP does not govern WebRTC; this does (Chromium 152+), unless the manifest declares it.
-            "Connection-Allowlist": connection_allowlist(manifest),
-        }  # fmt: skip
+            headers["Connection-Allowlist"] = connection_allowlist(manifest)
         instance: _Instance
         site = Site(
             name=f"weblet {label}",
-            files={**files, **service.runtime_files},
+            # An external weblet's site is its wrapper alone: no SDK (its page is not ours to serve).
+            files={**files, **service.runtime_files} if kind == "iframe" else files,
             headers=headers,
-            origins=frozenset({origin}),
+            # Only an iframe weblet's own page talks CapTP; an external page gets no powers at all.
+            origins=frozenset({origin}) if kind == "iframe" else frozenset(),
             bootstrap=lambda client: WebletBootstrap(self, instance),
             require_origin=True,
+            refusal=refusal,
         )
         instance = _Instance(
-            label=label, weblet_id=weblet_id, weblet=weblet, formula=formula, manifest=manifest,
+            label=label, weblet_id=weblet_id, weblet=weblet, formula=formula,
+            manifest=manifest if manifest is not None else _REFUSED_MANIFEST,
             origin=origin, url=origin + "/", site=site, panel=panel,
         )  # fmt: skip
         instance.facet = WebletInstance(self, instance)

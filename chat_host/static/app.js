@@ -3,7 +3,9 @@
 // fragment, keeps a CapTP session with the gateway (connection.js), and wires
 // the panels — inventory, inbox, transcript, chat input, eval dialog, weblet
 // panel, install dialog, permission prompts — to the agent the token was
-// minted for.
+// minted for. Open weblet panels are the widget manager's persistent panels
+// (E(host).weblets(): create_instance / remove_instance), so a reload brings
+// the same panels back on the same origins; the manager itself is manager.js.
 
 import { lookupCommand, completeCommand, UsageError } from "./commands.js";
 import { Connection } from "./connection.js";
@@ -13,10 +15,11 @@ import { formatError } from "./format.js";
 import { Inbox } from "./inbox.js";
 import { InstallDialog } from "./installdialog.js";
 import { Inventory } from "./inventory.js";
+import { WebletManagerView } from "./manager.js";
 import { referenceAt, suggestWebletName } from "./parse.js";
 import { PermissionPrompts } from "./prompts.js";
 import { Transcript } from "./transcript.js";
-import { WebletDirectory, WebletPanel } from "./weblets.js";
+import { MAX_OPEN, WebletDirectory, WebletPanel } from "./weblets.js";
 
 /** Where the token is kept for this tab once it has left the URL bar (survives reload, not the tab). */
 const TOKEN_KEY = "ocapd-chat-token";
@@ -110,7 +113,7 @@ const panel = new WebletPanel({
   cancel: (name) => runAction("cancel", name),
   remove: (name) => runAction("remove", name),
   reopen: (name) => {
-    panel.close(name);
+    panel.close(name, { keep: true }); // the same panel (and origin) opens again
     const out = transcript.command(`/open ${name}`);
     openWeblet(name, out).catch((error) => out.error(error));
   },
@@ -157,6 +160,33 @@ const evalDialog = new EvalDialog({
 
 byId("eval-button").addEventListener("click", () => evalDialog.open());
 
+const managerView = new WebletManagerView({
+  manager: () => webletManager(),
+  callOn: (ref, method, ...args) => connection.callOn(ref, method, ...args),
+  nameOf: (entry) => nameOfEntry(entry),
+  open: async (entry) => {
+    const name = nameOfEntry(entry);
+    const out = transcript.command(`/open ${name}`);
+    await openWeblet(name, out).catch((error) => out.error(error));
+    focusInput();
+  },
+  changed: (entry, what) => {
+    const names = entry.formula ? panel.namesFor(entry.formula) : [];
+    if (what === "disabled" || what === "removed" || what === "updated") {
+      for (const name of names) panel.close(name, { keep: true });
+    }
+    if (what === "enabled" || what === "updated") restorePanels(entry.id).catch((error) => transcript.error(error));
+    transcript.ok({
+      enabled: `Enabled ${entry.title}.`, disabled: `Disabled ${entry.title}: the agent no longer sees it.`,
+      removed: `Uninstalled ${entry.title}.`, updated: `Updated ${entry.title}.`, installed: `Installed ${entry.title}.`,
+    }[what]);
+    scheduleRefresh();
+  },
+  onClose: () => focusInput(),
+});
+
+byId("manager-button").addEventListener("click", () => managerView.open());
+
 async function runAction(action, name) {
   if (action === "install") {
     installDialog.open({ bundle: name });
@@ -198,6 +228,90 @@ async function installWeblet(bundle, name, powers, out) {
 /** Weblets being opened (a double click opens one frame, not two). */
 const opening = new Set();
 
+/** This session's widget manager (E(host).weblets()); a guest has none. */
+/** @type {Promise<any> | null} */
+let managerRef = null;
+function webletManager() {
+  if (!managerRef) {
+    const asked = connection.call("weblets");
+    managerRef = asked;
+    asked.catch(() => {
+      if (managerRef === asked) managerRef = null;
+    });
+  }
+  return managerRef;
+}
+
+/** The manager's list, or null where there is no manager (a guest's chat). */
+async function managerList() {
+  let m;
+  try {
+    m = await webletManager();
+  } catch {
+    return null;
+  }
+  return { m, entries: await connection.callOn(m, "list") };
+}
+
+/** The name a registry entry goes by here: its name in the inventory (renames follow), else the one it was installed as. */
+function nameOfEntry(entry) {
+  return (entry.formula && inventory.namesForId(entry.formula)[0]) || entry.name;
+}
+
+/** What the panel needs of a weblet, from its registry entry (without starting it). */
+function infoOfEntry(entry) {
+  const manifest = entry.manifest ?? {};
+  return {
+    id: entry.formula, title: String(manifest.title ?? entry.title ?? ""), level: entry.level ?? "", guest_handle: "",
+    size: manifest.size ?? null, permissions: Array.isArray(manifest.permissions) ? manifest.permissions : [],
+    webrtc: manifest.webrtc === true, live: Boolean(entry.live),
+  };
+}
+
+/**
+ * The manager's panels this tab shows — and those it would, once their weblet
+ * is enabled again — kept for this tab like its token, so a reload brings the
+ * same panels back on the same origins. Which panels a tab shows is the tab's
+ * view (a new tab starts empty; opening a weblet there shows its existing
+ * panel); the panels themselves (id, origin, config) are the daemon's rows.
+ */
+const PANELS_KEY = "ocapd-chat-panels";
+const tabPanels = new Set(loadTabPanels());
+
+function loadTabPanels() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(PANELS_KEY) ?? "[]");
+    return Array.isArray(saved) ? saved.filter((x) => typeof x === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+function keepTabPanel(panelId, shown) {
+  if (shown) tabPanels.add(panelId);
+  else tabPanels.delete(panelId);
+  sessionStorage.setItem(PANELS_KEY, JSON.stringify([...tabPanels]));
+}
+
+/** Show a registry panel of `entry` as `name`. */
+function showPanel(m, name, entry, instance, info) {
+  const panelId = instance.panel;
+  const currentName = () => panel.tabs.find((t) => t.panel === panelId)?.name ?? name;
+  keepTabPanel(panelId, true);
+  const release = () => {
+    keepTabPanel(panelId, false); // closed for good: Close, Cancel, or its name went
+    return connection.callOn(m, "remove_instance", entry.id, panelId);
+  };
+  panel.add(name, info, instance, release, {
+    panel: panelId,
+    kind: entry.kind,
+    projection: {
+      fetch: async () => connection.callOn(await connection.call("lookup", currentName()), "projection"),
+      image: async (src) => connection.callOn(await connection.call("lookup", currentName()), "projection_image", src),
+    },
+  });
+}
+
 async function openWeblet(name, out) {
   if (panel.activate(name)) {
     out.info(`${name} is open.`);
@@ -209,14 +323,43 @@ async function openWeblet(name, out) {
     const type = await typeOf(name);
     if (type !== "weblet") throw new Error(`${name} names a ${type}, not a weblet`);
     const weblet = await connection.call("lookup", name);
-    const instance = await connection.callOn(weblet, "open");
     const info = await connection.callOn(weblet, "info");
     weblets.remember(info);
-    panel.add(name, info, instance, () => connection.callOn(weblet, "close", instance.label));
+    const listed = await managerList();
+    const entry = listed?.entries.find((e) => e.formula === info.id);
+    if (listed && entry) {
+      // A panel of the manager's: it outlives reloads and restarts, on the same origin.
+      if (!entry.enabled) throw new Error(`${name} is disabled: enable it in /weblets first`);
+      const shown = new Set(panel.tabs.map((t) => t.panel));
+      const instance = entry.instances.find((i) => !shown.has(i.panel)) ??
+        await connection.callOn(listed.m, "create_instance", entry.id, {});
+      showPanel(listed.m, name, entry, instance, info);
+    } else {
+      const instance = await connection.callOn(weblet, "open");
+      panel.add(name, info, instance, () => connection.callOn(weblet, "close", instance.label));
+    }
     out.ok(`Opened ${info.title || name}.`);
     scheduleRefresh();
   } finally {
     opening.delete(name);
+  }
+}
+
+/**
+ * Bring back this tab's panels (after a reload or a reconnect; `only`: one
+ * weblet's, after it was enabled or updated). One tab per weblet name.
+ * @param {string|null} [only]
+ */
+async function restorePanels(only = null) {
+  const listed = await managerList();
+  if (!listed) return;
+  for (const entry of listed.entries) {
+    if (entry.builtin || !entry.enabled || !entry.formula || (only && entry.id !== only)) continue;
+    const name = nameOfEntry(entry);
+    const shown = new Set(panel.tabs.map((t) => t.panel));
+    const instance = entry.instances.find((i) => tabPanels.has(i.panel) && !shown.has(i.panel));
+    if (!instance || panel.has(name) || panel.tabs.length >= MAX_OPEN) continue;
+    showPanel(listed.m, name, entry, instance, infoOfEntry(entry));
   }
 }
 
@@ -230,6 +373,16 @@ async function cancelName(name, out) {
 /** Forget `name`; a weblet is cancelled first (a name is not a capability: forgetting it stops nothing). */
 async function removeName(name, out) {
   if ((await typeOf(name)) === "weblet") {
+    const info = await connection.callOn(await connection.call("lookup", name), "info");
+    const listed = await managerList();
+    const entry = listed?.entries.find((e) => e.formula === info.id);
+    if (listed && entry) {
+      // Installed through the manager: uninstall (it stops; its names and panels go).
+      panel.close(name, { keep: true });
+      await connection.callOn(listed.m, "remove", entry.id);
+      out.ok(`Stopped ${name} and removed it.`);
+      return;
+    }
     await connection.call("cancel", name, "removed from chat");
     panel.close(name);
     await connection.call("remove", name);
@@ -355,6 +508,7 @@ async function pump(session, stream, onEvent) {
 }
 
 function startSession(session) {
+  managerRef = null; // a reference of the session that ended
   inventory.beginSession();
   inbox.beginSession();
   prompts.beginSession();
@@ -372,7 +526,10 @@ function startSession(session) {
     if (event.dismiss !== undefined) prompts.dismissed(event.dismiss);
     else prompts.consider([event.add ?? event.update]);
   });
-  refreshEntries();
+  // The manager's panels come back once the names are known (a tab shows its inventory name).
+  refreshEntries().then(() => (isCurrent(session) ? restorePanels() : undefined)).catch(
+    (error) => isCurrent(session) && transcript.error(error));
+  if (managerView.isOpen) managerView.open();
   connection.call("list_messages").then(
     (records) => {
       if (!isCurrent(session)) return;
@@ -455,6 +612,7 @@ function commandContext(out) {
     },
     openInstall: (prefill) => installDialog.open(prefill),
     openWeblet: (name) => openWeblet(name, out),
+    openManager: () => managerView.open(),
     closeWeblet: (name) => panel.close(name ?? panel.active),
     background: (promise, what) => {
       promise.then(

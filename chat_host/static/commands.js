@@ -43,6 +43,7 @@ function messageNumber(text, usage) {
  * @property {(bundle: string, name: string|null, powers: string|string[]) => Promise<void>} install
  * @property {(prefill?: object) => void} openInstall  the install dialog
  * @property {(name: string) => Promise<void>} openWeblet
+ * @property {() => Promise<void>} openManager  the widget manager
  * @property {(name?: string) => string|null} closeWeblet  the closed weblet's name, or null
  */
 
@@ -185,6 +186,15 @@ export const COMMANDS = [
       need(name && !extra, this.usage);
       needName(name, "open");
       await ctx.openWeblet(name);
+    },
+  },
+  {
+    name: "weblets",
+    usage: "/weblets",
+    summary: "manage weblets: install from a store, a URL or a file; enable, update, uninstall",
+    async run(ctx, args) {
+      need(!args.trim(), this.usage);
+      await ctx.openManager();
     },
   },
   {

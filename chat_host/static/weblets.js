@@ -12,10 +12,21 @@
 //                   forms — never top navigation, popups, downloads or modals
 //   allow           only permissions from the allowlist that its manifest asks for
 //   referrerpolicy  no-referrer (the chat URL is not its business)
+//
+// Kinds (the manifest's `kind`): an `iframe` weblet's page is its bundle; an
+// `iframe-external` one's frame holds the gateway's wrapper page, on the
+// instance's own origin, which frames the external https entry — both with
+// the stricter EXTERNAL_SANDBOX (no allow-same-origin: the external page runs
+// at an opaque origin and reaches nothing of ocapd's); a `projection-only`
+// weblet has no frame at all: this page draws its backend's projection
+// (projection.js), from text nodes only.
 
 import { byId, h, replaceChildren } from "./dom.js";
+import { ProjectionView } from "./projection.js";
 
 export const SANDBOX = "allow-scripts allow-same-origin allow-forms";
+/** An iframe-external weblet's frame (and the wrapper's frame inside it): never its own origin. */
+export const EXTERNAL_SANDBOX = "allow-scripts allow-forms";
 
 /** The iframe `allow=` names a manifest may ask for (daemon/weblet_bundle.py PERMISSIONS). */
 const PERMISSIONS = ["clipboard-write", "fullscreen", "autoplay", "picture-in-picture", "screen-wake-lock", "web-share"];
@@ -69,8 +80,11 @@ function side(value, fallback) {
  * @typedef {{id: string, title: string, level: string, guest_handle: string,
  *            size: {width: number, height: number}|null, permissions: string[], webrtc?: boolean,
  *            live: boolean}} WebletInfo
- * @typedef {{name: string, info: WebletInfo, label: string, url: string, frame: HTMLIFrameElement, live: boolean,
- *            release: (() => Promise<unknown>) | null}} Tab
+ * @typedef {{name: string, info: WebletInfo, label: string, url: string, frame: HTMLElement, live: boolean,
+ *            release: (() => Promise<unknown>) | null, panel: string|null, kind: string,
+ *            projection: ProjectionView|null}} Tab
+ * @typedef {{panel?: string|null, kind?: string,
+ *            projection?: {fetch: () => Promise<any>, image: (src: string) => Promise<{mime: string, bytes: Uint8Array}>}}} AddOptions
  */
 
 export class WebletPanel {
@@ -111,41 +125,87 @@ export class WebletPanel {
   /**
    * Show a new instance of weblet `name` (named so in the host's inventory).
    * @param {string} name @param {WebletInfo} info @param {{label: string, url: string}} instance
-   * @param {(() => Promise<unknown>) | null} release frees the instance in the gateway when closed
+   * @param {(() => Promise<unknown>) | null} release frees the instance (in the gateway, or the manager's panel row) when closed
+   * @param {AddOptions} [options] the manager's panel id; the manifest's kind; how to read a projection
    */
-  add(name, info, instance, release = null) {
+  add(name, info, instance, release = null, options = {}) {
     if (this.tabs.length >= MAX_OPEN) {
       throw new Error(`${MAX_OPEN} weblets are open already: close one first`);
     }
-    const url = checkedInstanceUrl(instance.url);
+    const kind = String(options.kind ?? "iframe");
     const title = String(info.title || name);
     const size = info.size && typeof info.size === "object" ? info.size : {};
-    const allow = allowAttribute(info.permissions);
-    const frame = h("iframe", {
-      class: "weblet-frame",
-      sandbox: SANDBOX,
-      allow: allow || null,
-      referrerpolicy: "no-referrer",
-      title: `${title} — weblet ${name}`,
-      width: String(side(size.width, DEFAULT_SIZE.width)),
-      height: String(side(size.height, DEFAULT_SIZE.height)),
-      dataset: { name, label: String(instance.label) },
-      src: url,
+    const width = side(size.width, DEFAULT_SIZE.width);
+    const height = side(size.height, DEFAULT_SIZE.height);
+    /** @type {HTMLElement} */
+    let frame;
+    /** @type {ProjectionView|null} */
+    let projection = null;
+    let url = "";
+    if (kind === "projection-only") {
+      if (!options.projection) throw new Error(`${name} is drawn from its projection, which this page cannot read`);
+      const view = new ProjectionView(options.projection, { title, name });
+      projection = view;
+      frame = view.root;
+      frame.classList.add("weblet-frame");
+      Object.assign(frame.dataset, { name, label: String(instance.label ?? ""), kind });
+      frame.style.width = `${width}px`;
+      frame.style.minHeight = `${Math.min(height, 240)}px`;
+    } else {
+      url = checkedInstanceUrl(instance.url);
+      const external = kind === "iframe-external";
+      const allow = external ? "" : allowAttribute(info.permissions);
+      frame = h("iframe", {
+        class: "weblet-frame",
+        sandbox: external ? EXTERNAL_SANDBOX : SANDBOX,
+        allow: allow || null,
+        referrerpolicy: "no-referrer",
+        title: `${title} — weblet ${name}`,
+        width: String(width),
+        height: String(height),
+        dataset: { name, label: String(instance.label), kind },
+        src: url,
+      });
+    }
+    this.tabs.push({
+      name, info, label: String(instance.label ?? ""), url, frame, live: Boolean(info.live), release,
+      panel: options.panel ?? null, kind, projection,
     });
-    this.tabs.push({ name, info, label: String(instance.label), url, frame, live: Boolean(info.live), release });
     this.framesEl.append(frame);
     this.active = name;
     this.render();
   }
 
-  /** Close the frame of `name` (default: the one in front). Returns the closed name or null. */
-  close(name = this.active) {
+  /** The manager's panel id shown under `name`, or null. */
+  panelOf(name) {
+    return this.tabs.find((t) => t.name === name)?.panel ?? null;
+  }
+
+  /** The open tabs' names whose weblet (formula) id is `id`. */
+  namesFor(id) {
+    return this.tabs.filter((t) => t.info.id === id).map((t) => t.name);
+  }
+
+  /** Load an open weblet's page again (after an update: the same origin, the new code). */
+  reload(name) {
+    const tab = this.tabs.find((t) => t.name === name);
+    if (!tab) return;
+    if (tab.projection) tab.projection.refresh();
+    else if (tab.frame instanceof HTMLIFrameElement) tab.frame.src = tab.url;
+  }
+
+  /**
+   * Close the frame of `name` (default: the one in front). Returns the closed name or null.
+   * `keep`: leave its instance be (a disabled weblet's panel comes back when it is enabled).
+   */
+  close(name = this.active, { keep = false } = {}) {
     const i = this.tabs.findIndex((t) => t.name === name);
     if (i < 0) return null;
     const [tab] = this.tabs.splice(i, 1);
     tab.frame.remove(); // ends its page, and with it the page's session
+    tab.projection?.stop();
     // Free its origin in the gateway too (best effort: the weblet may be stopped already).
-    if (tab.release) Promise.resolve().then(tab.release).catch(() => {});
+    if (tab.release && !keep) Promise.resolve().then(tab.release).catch(() => {});
     if (this.active === name) this.active = this.tabs[Math.min(i, this.tabs.length - 1)]?.name ?? null;
     this.render();
     return name;
@@ -189,7 +249,10 @@ export class WebletPanel {
     this.emptyEl.hidden = open;
     this.tabsEl.hidden = this.tabs.length < 2;
     this.barEl.hidden = !open;
-    for (const tab of this.tabs) tab.frame.hidden = tab.name !== this.active;
+    for (const tab of this.tabs) {
+      tab.frame.hidden = tab.name !== this.active;
+      tab.projection?.setVisible(tab.name === this.active);
+    }
     replaceChildren(this.tabsEl, this.tabs.map((tab) => this.renderTab(tab)));
     const current = this.tabs.find((t) => t.name === this.active);
     replaceChildren(this.barEl, current ? this.renderBar(current) : null);

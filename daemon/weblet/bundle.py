@@ -158,7 +158,8 @@ def _deflated_size(data: bytes) -> int:
 
 
 def _make_bundle(manifest: WebletManifest, files: dict[str, bytes], where: str) -> Bundle:
-    if manifest.kind != "iframe-external" and manifest.entry not in files:
+    # An external entry is a URL; a projection-only weblet has no page at all.
+    if manifest.kind not in ("iframe-external", "projection-only") and manifest.entry not in files:
         raise BundleError(f"{where}: entry: {echo(manifest.entry)} is not in the bundle")
     if manifest.backend is not None:
         if manifest.backend not in files:

@@ -239,7 +239,8 @@ class WebletManifest(_Strict):
     description: Description = ""
     version: Version = "0.0.0"
     size: Size = Size()
-    # A file in the bundle; for kind "iframe-external" an https URL instead.
+    # A file in the bundle; for kind "iframe-external" an https URL instead;
+    # unused by "projection-only" (the host draws its backend's projection()).
     entry: Annotated[str, StringConstraints(min_length=1, max_length=2000)] = HTML_ENTRY
     csp: Csp = Csp()
     permissions: Annotated[list[Permission], Field(max_length=len(PERMISSIONS) * 2), AfterValidator(_unique)] = []
@@ -266,6 +267,8 @@ class WebletManifest(_Strict):
 
     @model_validator(mode="after")
     def _entry_and_backend(self) -> WebletManifest:
+        if self.kind == "projection-only" and self.backend is None:
+            raise _invalid("backend: a 'projection-only' weblet needs a backend whose object offers projection()")
         if self.kind == "iframe-external":
             _check_external_url(self.entry)
         else:
