@@ -54,6 +54,7 @@ EXAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "make-bundle": ({"type": "make-bundle", "worker": A, "powers": B, "bundle": C}, [A, B, C]),
     "marshal": ({"type": "marshal", "body": "gqFhAQ==", "slots": [A, B]}, [A, B]),
     "readable-blob": ({"type": "readable-blob", "content": SHA}, []),
+    "text-store": ({"type": "text-store"}, []),
     "lookup": ({"type": "lookup", "hub": A, "path": ["SELF", "docs", "readme"]}, [A]),
     "least-authority": ({"type": "least-authority"}, []),
     "endo": ({"type": "endo", "host": A, "least_authority": B}, [A, B]),
