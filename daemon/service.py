@@ -32,6 +32,7 @@ from . import agents, weblets, work  # noqa: F401 - registers the makers
 from . import formulas as F
 from .db import Database
 from .kernel import Kernel
+from .limits import load_limits, raise_fd_limit, shared_budget
 from .paths import Paths, ensure_dirs
 from .petstore import ChangeStream
 
@@ -128,6 +129,7 @@ class DaemonFacet:
                 "rss_bytes": _rss_bytes(os.getpid()),
                 "formulas": len(k.formulas),
                 "followers": len(ChangeStream.live),
+                "budget": k.services["budget"].stats() if "budget" in k.services else None,
             },
             "incarnations": k.live(),
             "workers": [c.info() for c in list(k.services.get("workers", {}).values())],
@@ -202,10 +204,11 @@ async def run_daemon(
 ) -> None:
     """Run the daemon until stopped (SIGTERM, SIGINT or ``stop()``)."""
     ensure_dirs(paths)
+    limits = load_limits()  # a bad OCAPD_LIMITS stops us here, before anything is opened
     with state_lock(paths):
         db = await Database.open(paths.db)
         try:
-            await _run(paths, db, on_ready, gateway)
+            await _run(paths, db, on_ready, gateway, limits)
         finally:
             await db.aclose()
             for p in (paths.sock, paths.pidfile):
@@ -216,7 +219,7 @@ async def run_daemon(
 
 
 async def _run(
-    paths: Paths, db: Database, on_ready: Callable[[], None] | None, gateway: GatewayHook | None
+    paths: Paths, db: Database, on_ready: Callable[[], None] | None, gateway: GatewayHook | None, limits: Any
 ) -> None:
     from ocapd.workers import Launcher
 
@@ -237,6 +240,10 @@ async def _run(
                 messages=db.load_messages(),
                 sessions={},
                 workers={},
+                limits=limits,
+                # Workers' and gateway sessions share one budget; the owner's CLI has none.
+                budget=shared_budget(limits),
+                fd_limit=raise_fd_limit(),
             )
             kernel.load()
             root = await _ensure_root(kernel)

@@ -89,6 +89,8 @@ async def _make_worker(kernel: Kernel, fid: str, formula: Any, inc: Incarnation)
     async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with open_worker(spec, kernel.services["launcher"]) as worker:
+                # The worker's code is untrusted: its session shares the daemon-wide budget.
+                worker.connection.session.budget = kernel.services.get("budget")
                 task_status.started(worker)
                 await worker.connection.wait_closed()
                 died()
