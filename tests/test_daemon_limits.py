@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 from daemon_harness import DaemonProcess
 
 from ocapd.captp import E
