@@ -18,9 +18,9 @@ import resource
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
-from ocapd.captp import Budget
+from ocapd.captp import Budget, Limits
 
-__all__ = ["DaemonLimits", "load_limits", "raise_fd_limit", "shared_budget"]
+__all__ = ["DaemonLimits", "load_limits", "raise_fd_limit", "session_limits", "shared_budget"]
 
 log = logging.getLogger("ocapd")
 
@@ -33,6 +33,9 @@ class DaemonLimits:
     answers: int = 262_144
     questions: int = 262_144
     exports: int = 262_144
+    #: Backpressure for workers' and gateway sessions (``captp.Limits``, which says why these numbers).
+    outbox_bytes: int = Limits.max_outbox_bytes
+    stall_timeout: float = Limits.stall_timeout
 
     # -- gateway sessions --
     #: WebSocket sessions that presented a token (or a weblet's own page).
@@ -85,6 +88,11 @@ def load_limits(env: Mapping[str, str] = os.environ) -> DaemonLimits:
         if f.type in ("int", int) and not isinstance(value, int):
             raise ValueError(f"OCAPD_LIMITS: {name} must be an integer")
     return replace(DaemonLimits(), **overrides)
+
+
+def session_limits(limits: DaemonLimits, base: Limits | None = None) -> Limits:
+    """CapTP limits for a session of an untrusted peer: ``base`` with the daemon's backpressure settings."""
+    return replace(base or Limits(), max_outbox_bytes=limits.outbox_bytes, stall_timeout=limits.stall_timeout)
 
 
 def shared_budget(limits: DaemonLimits) -> Budget:

@@ -91,6 +91,10 @@ async def _make_worker(kernel: Kernel, fid: str, formula: Any, inc: Incarnation)
             async with open_worker(spec, kernel.services["launcher"]) as worker:
                 # The worker's code is untrusted: its session shares the daemon-wide budget.
                 worker.connection.session.budget = kernel.services.get("budget")
+                if "limits" in kernel.services:
+                    from .limits import session_limits
+
+                    worker.connection.session.limits = session_limits(kernel.services["limits"])
                 task_status.started(worker)
                 await worker.connection.wait_closed()
                 died()

@@ -246,7 +246,8 @@ class WebletHosting:
             files={**files, **service.runtime_files},
             headers=headers,
             origins=frozenset({origin}),
-            bootstrap=lambda client: WebletBootstrap(self, instance),
+            bootstrap=lambda session_name: WebletBootstrap(self, instance),
+            max_sessions=self._service.limits.instance_sessions,
             require_origin=True,
         )
         instance = _Instance(
