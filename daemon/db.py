@@ -580,6 +580,11 @@ class Database:
             messages.setdefault(mailbox, []).append(json.loads(record))
         return messages
 
+    def load_mailbox(self, mailbox_id: str) -> list[dict[str, Any]]:
+        """One mailbox's records, by increasing message number."""
+        rows = self._read("SELECT record FROM messages WHERE mailbox = ? ORDER BY number", (mailbox_id,))
+        return [json.loads(record) for (record,) in rows]
+
     def load_tokens(self) -> list[dict[str, Any]]:
         """Every gateway token: dicts with id, hash, agent, label and created, oldest first."""
         rows = self._read("SELECT id, hash, agent, label, created FROM tokens ORDER BY created, id")

@@ -237,7 +237,6 @@ async def _run(
                 paths=paths,
                 launcher=launcher,
                 names=db.load_names(),
-                messages=db.load_messages(),
                 sessions={},
                 workers={},
                 limits=limits,
