@@ -25,6 +25,8 @@ from .passable import Far, RemoteError, Symbol, Tagged, far, interface_of, is_re
 from .promise import Promise, Resolver, make_promise_kit
 from .session import (
     PROTOCOL_VERSION,
+    Budget,
+    LimitExceeded,
     Limits,
     ProtocolError,
     RemotePromise,
@@ -58,7 +60,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Budget",
     "CodecError",
+    "LimitExceeded",
     "Desc",
     "E",
     "Far",

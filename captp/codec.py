@@ -52,6 +52,10 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_POSITION",
     "MAX_BIGINT_BYTES",
+    "MAX_ELEMENTS",
+    "MAX_DESCRIPTORS",
+    "BudgetExceeded",
+    "count_within_budget",
 ]
 
 EXT_BIGINT = 1
@@ -76,12 +80,42 @@ MAX_POSITION = 2**53 - 1
 #: and printing one number; cryptographic sizes fit comfortably.
 MAX_BIGINT_BYTES = 4096
 
+#: Values (containers, scalars, map keys) one frame may hold, counted while
+#: decoding. The worst case per element is a frame of empty arrays: measured
+#: at about 0.15 µs per element to build and as much to check, so decoding a
+#: frame at this budget holds the event loop for ~10-20 ms at most (one
+#: million elements took 0.25-0.35 s, and 15 MiB of empty arrays 10 s with
+#: the garbage collector's help). msgpack holds the GIL while it decodes, so a
+#: thread would not give that time back to other sessions: the budget is the
+#: bound. Honest frames are far below it (a bundle is one ``bytes`` element).
+MAX_ELEMENTS = 65_536
+
+#: Descriptors one frame may hold. Each new import costs a proxy, a weak
+#: reference and a table entry (~4 µs and ~250 bytes; a frame of one million
+#: imports took 4 s and 253 MiB), so 4096 bounds a frame to ~16 ms and ~1 MiB.
+#: Real messages carry a handful.
+MAX_DESCRIPTORS = 4096
+
+#: The smallest encodings: every value takes at least one byte and every
+#: descriptor three (fixext 1). A frame shorter than the budget allows cannot
+#: exceed it, so only longer frames pay for counting.
+_MIN_DESCRIPTOR_BYTES = 3
+
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
 
 class CodecError(ValueError):
     """Bytes that are not a well-formed encoding, or a value that cannot be encoded."""
+
+
+class BudgetExceeded(CodecError):
+    """The value holds more elements (``what == "elements"``) or descriptors than allowed."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"more than {limit} {what} in one frame")
+        self.what = what
+        self.limit = limit
 
 
 class Desc(NamedTuple):
@@ -261,38 +295,130 @@ def _make_ext_hook(depth: int) -> Callable[[int, bytes], Any]:
         if (code == EXT_TAGGED or code == EXT_ERROR) and depth >= MAX_DEPTH:
             # At the limit only leaves (bigints, descriptors) may still appear.
             raise CodecError(f"value nested deeper than {MAX_DEPTH} levels")
-        if code == EXT_TAGGED:
-            inner = _unpackb(data, depth + 1)
-            if type(inner) is not list or len(inner) != 2 or type(inner[0]) is not str:
-                raise CodecError("tagged value must be [tag: str, payload]")
-            return _RawTagged(inner[0], inner[1])
-        if code == EXT_ERROR:
-            inner = _unpackb(data, depth + 1)
-            if (
-                type(inner) is not list
-                or len(inner) not in (2, 3)
-                or not all(type(x) is str for x in inner)
-            ):
-                raise CodecError("error must be [name: str, message: str, traceback?: str]")
-            return RemoteError(*inner)
+        if code == EXT_TAGGED or code == EXT_ERROR:
+            return _decode_nested(code, _unpackb(data, depth + 1))
         raise CodecError(f"unknown ext type {code}")
 
     return hook
 
 
+def _decode_nested(code: int, inner: Any) -> Any:
+    """A tagged value or an error from its decoded payload array."""
+    if code == EXT_TAGGED:
+        if type(inner) is not list or len(inner) != 2 or type(inner[0]) is not str:
+            raise CodecError("tagged value must be [tag: str, payload]")
+        return _RawTagged(inner[0], inner[1])
+    if type(inner) is not list or len(inner) not in (2, 3) or not all(type(x) is str for x in inner):
+        raise CodecError("error must be [name: str, message: str, traceback?: str]")
+    return RemoteError(*inner)
+
+
 _EXT_HOOKS = [_make_ext_hook(d) for d in range(MAX_DEPTH + 1)]  # deeper: _too_deep refuses everything
 
 
-def unpack(data: bytes) -> Any:
-    """First decoding step: msgpack bytes to plain data with ext markers. Raises CodecError."""
+def unpack(data: bytes, max_elements: int | None = None, max_descriptors: int | None = None) -> Any:
+    """First decoding step: msgpack bytes to plain data with ext markers. Raises CodecError.
+
+    With budgets, a value holding more than ``max_elements`` values or
+    ``max_descriptors`` descriptors raises ``BudgetExceeded``, found while
+    decoding: the work done before refusing is proportional to the budget,
+    not to the size of the input.
+    """
     try:
-        return _unpackb(data, 0)
+        if _cannot_exceed(len(data), max_elements, max_descriptors):
+            return _unpackb(data, 0)
+        budget = _Budget(
+            MAX_POSITION if max_elements is None else max_elements,
+            MAX_POSITION if max_descriptors is None else max_descriptors,
+        )
+        return budget.unpack(data, 0)
     except CodecError:
         raise
     except RecursionError:
         raise CodecError("value nested too deeply") from None
     except Exception as e:  # msgpack's ValueError/StackError/ExtraData, bad UTF-8, ...
         raise CodecError(f"not valid msgpack: {type(e).__name__}: {e}") from None
+
+
+def count_within_budget(data: bytes, max_elements: int, max_descriptors: int) -> bool:
+    """Whether encoded ``data`` stays within both budgets (what a receiver's ``unpack`` checks)."""
+    try:
+        unpack(data, max_elements, max_descriptors)
+    except BudgetExceeded:
+        return False
+    return True
+
+
+def _cannot_exceed(size: int, max_elements: int | None, max_descriptors: int | None) -> bool:
+    return (max_elements is None or size <= max_elements) and (
+        max_descriptors is None or size < _MIN_DESCRIPTOR_BYTES * (max_descriptors + 1)
+    )
+
+
+class _Budget:
+    """What is left of one frame's budgets while it is decoded (the slow path, for long frames).
+
+    msgpack calls ``list_hook``/``object_hook`` as each array/map is finished
+    and ``ext_hook`` for each ext value; each charges what it was given and
+    raises ``BudgetExceeded`` once the budget is spent. ``max_array_len`` and
+    ``max_map_len`` refuse a single over-long container from its header,
+    before building it.
+    """
+
+    __slots__ = ("elements", "descriptors", "max_elements", "max_descriptors")
+
+    def __init__(self, max_elements: int, max_descriptors: int) -> None:
+        self.elements = self.max_elements = max_elements
+        self.descriptors = self.max_descriptors = max_descriptors
+
+    def _spend(self, n: int) -> None:
+        self.elements -= n
+        if self.elements < 0:
+            raise BudgetExceeded("elements", self.max_elements)
+
+    def list_hook(self, value: list[Any]) -> list[Any]:
+        self._spend(len(value) + 1)
+        return value
+
+    def object_hook(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        self._spend(2 * len(value) + 1)
+        return value
+
+    def unpack(self, data: bytes, depth: int) -> Any:
+        plain_hook = _EXT_HOOKS[depth] if depth < len(_EXT_HOOKS) else _too_deep
+
+        def ext_hook(code: int, payload: bytes) -> Any:
+            if code in _DESC_CODES:
+                self.descriptors -= 1
+                if self.descriptors < 0:
+                    raise BudgetExceeded("descriptors", self.max_descriptors)
+            elif (code == EXT_TAGGED or code == EXT_ERROR) and depth < MAX_DEPTH:
+                self._spend(1)
+                return _decode_nested(code, self.unpack(payload, depth + 1))
+            return plain_hook(code, payload)
+
+        room = max(self.elements, 0)
+        try:
+            value = msgpack.unpackb(
+                data,
+                raw=False,
+                use_list=True,
+                strict_map_key=False,
+                ext_hook=ext_hook,
+                list_hook=self.list_hook,
+                object_hook=self.object_hook,
+                max_array_len=room,
+                max_map_len=room // 2,
+            )
+        except CodecError:
+            raise
+        except ValueError as e:  # msgpack refused a container header longer than what is left
+            if "exceeds max_array_len" in str(e) or "exceeds max_map_len" in str(e):
+                raise BudgetExceeded("elements", self.max_elements) from None
+            raise
+        if type(value) is not list and type(value) is not dict:
+            self._spend(1)
+        return value
 
 
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})

@@ -22,6 +22,15 @@ leave before it goes back to receiving, with no task switch either way.
 Whatever the kernel does not take at once stays queued in the transport and
 goes out first on the next awaited send. Frames queued by a finalizer only
 ever wake a pump: a finalizer can run in the middle of anything.
+
+Backpressure: frames wait in the session's outbox (and in a blocked send)
+only up to ``Limits.max_outbox_bytes``. Beyond that the pump that would
+receive stops reading the peer's frames until the sending pump makes room,
+so a peer that calls without reading the replies fills its own socket
+buffers, not our memory. If no room is made within ``Limits.stall_timeout``
+seconds the session is aborted with ``peer-not-reading`` and the transport
+closed without waiting for the abort frame to leave. The same bound holds
+for the final flush of any ending session.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ import trio
 from .session import (
     DEFAULT_LIMITS,
     R_CLOSED,
+    R_STALLED,
+    Budget,
     Limits,
     ProtocolError,
     RemoteRef,
@@ -79,6 +90,14 @@ class Connection:
         #: A pump is processing input and sends what it queues right after.
         self._deferring = False
         self._closing = False
+        #: A pump is sending the last frames of an ended session.
+        self._finishing = False
+        #: Bytes handed to the transport by the send in progress.
+        self._in_flight = 0
+        #: Set (and replaced) whenever a send completes: there may be room now.
+        self._room = trio.Event()
+        #: The scope of the send in progress, cancelled to cut off a peer that does not read.
+        self._send_scope: trio.CancelScope | None = None
         receive_frames = getattr(transport, "receive_frames", None)
         if receive_frames is None:
             receive_frame = transport.receive_frame
@@ -148,6 +167,38 @@ class Connection:
     def _has_pending(self) -> bool:
         return self._fd_transport is not None and self._fd_transport.pending
 
+    def backlog(self) -> int:
+        """Bytes waiting for the peer: queued in the session, left by a non-blocking write, being sent."""
+        pending = self._fd_transport.pending_bytes if self._fd_transport is not None else 0
+        return self.session.outbox_bytes + pending + self._in_flight
+
+    def _signal_room(self) -> None:
+        self._room.set()
+        self._room = trio.Event()
+
+    async def _wait_for_room(self) -> None:
+        """The outbox is full and a pump is sending: wait until it makes room, or end the session."""
+        limits = self.session.limits
+        with trio.move_on_after(limits.stall_timeout):
+            while self._sending and self.session.aborted is None and self.backlog() >= limits.max_outbox_bytes:
+                await self._room.wait()
+            return
+        await self._cut_off(
+            f"{R_STALLED}: {self.backlog()} bytes not taken for {limits.stall_timeout:g} s"
+        )
+
+    async def _cut_off(self, reason: str) -> None:
+        """End a session whose peer does not read: abort, stop the send, close without flushing."""
+        self.session.abort(reason)
+        if self._closing:
+            return
+        self._closing = True
+        if self._send_scope is not None:
+            self._send_scope.cancel()
+        self._wake.set()
+        await self.transport.aclose()
+        self._closed.set()
+
     async def _flush(self, frames: list[bytes]) -> None:
         """Send ``frames`` and whatever the session queues meanwhile, until nothing is left.
 
@@ -158,18 +209,34 @@ class Connection:
         send = self.transport.send_frames
         self._sending = True
         try:
-            while frames or self._has_pending():
-                await send(frames)
-                frames = session.data_to_send()
+            with trio.CancelScope() as scope:
+                self._send_scope = scope
+                while frames or self._has_pending():
+                    self._in_flight = sum(map(len, frames))
+                    await send(frames)
+                    self._in_flight = 0
+                    self._signal_room()
+                    frames = session.data_to_send()
+            if scope.cancelled_caught:
+                raise TransportClosed("the peer stopped reading")
         finally:
             self._sending = False
+            self._send_scope = None
+            self._in_flight = 0
+            self._signal_room()
 
     async def _pump(self) -> None:
         """Receive and process frames, or send queued ones; see the module docstring."""
         session = self.session
         try:
             while session.aborted is None:
-                if not self._receiving:
+                if not self._receiving and self.backlog() >= session.limits.max_outbox_bytes:
+                    # Backpressure: read nothing more until the peer takes some of what is queued.
+                    if self._sending:
+                        await self._wait_for_room()
+                    else:
+                        await self._flush(session.data_to_send())
+                elif not self._receiving:
                     self._receiving = True
                     try:
                         frames = await self._receive_frames()
@@ -218,12 +285,22 @@ class Connection:
         """The session has ended: send the abort frame, if any, then close.
 
         A pump still sending leaves this to that pump, which gets here once
-        its last frame is out.
+        its last frame is out, and watches it: a peer that does not read
+        gets ``Limits.stall_timeout`` seconds, then the transport is closed.
         """
-        if self._sending or self._closing:
+        if self._closing or self._finishing:
             return
+        timeout = self.session.limits.stall_timeout
+        if self._sending:
+            with trio.move_on_after(timeout):
+                await self._closed.wait()
+                return
+            await self._cut_off(f"{R_STALLED}: the last frames were not taken for {timeout:g} s")
+            return
+        self._finishing = True
         try:
-            await self._flush(self.session.data_to_send())
+            with trio.move_on_after(timeout):
+                await self._flush(self.session.data_to_send())
         except TransportClosed as e:
             self.session.connection_lost(str(e))
         if self._closing:
@@ -242,10 +319,16 @@ async def open_connection(
     name: str = "captp",
     limits: Limits = DEFAULT_LIMITS,
     debug: bool = False,
+    budget: Budget | None = None,
 ) -> AsyncIterator[Connection]:
-    """Run a CapTP session over ``transport`` for the body of the ``async with``."""
+    """Run a CapTP session over ``transport`` for the body of the ``async with``.
+
+    ``budget``, if given, is shared with other sessions (see ``Budget``).
+    """
     async with trio.open_nursery() as nursery:
-        session = Session(bootstrap, limits=limits, name=name, spawn=nursery.start_soon, debug=debug)
+        session = Session(
+            bootstrap, limits=limits, name=name, spawn=nursery.start_soon, debug=debug, budget=budget
+        )
         conn = Connection(session, transport)
         nursery.start_soon(conn._pump)
         nursery.start_soon(conn._pump)

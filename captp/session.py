@@ -46,6 +46,8 @@ from .promise import FULFILLED, PENDING, REJECTED, Promise
 __all__ = [
     "Session",
     "Limits",
+    "Budget",
+    "LimitExceeded",
     "ProtocolError",
     "SessionAborted",
     "RemoteRef",
@@ -80,6 +82,10 @@ R_NOT_STARTED = "not-started"
 R_PEER_ABORT = "peer-aborted"
 R_CLOSED = "closed"
 R_DISCONNECTED = "disconnected"
+R_TOO_MANY_ELEMENTS = "too-many-elements"
+R_TOO_MANY_DESCRIPTORS = "too-many-descriptors"
+R_BUDGET = "budget-exceeded"
+R_STALLED = "peer-not-reading"
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,83 @@ class Limits:
     max_method_length: int = 128
     #: Length of an abort reason we keep.
     max_reason_length: int = 1024
+    #: Values in one frame, counted while decoding (``codec.MAX_ELEMENTS``
+    #: says why this number); more aborts with ``too-many-elements``.
+    max_elements: int = codec.MAX_ELEMENTS
+    #: Descriptors in one frame (``codec.MAX_DESCRIPTORS``); more aborts with
+    #: ``too-many-descriptors``.
+    max_descriptors: int = codec.MAX_DESCRIPTORS
+    #: Bytes queued for a peer that is not reading them, beyond which the
+    #: driver stops reading that peer's frames (backpressure). Two frames of
+    #: the largest size: a big reply still goes out whole, and a peer that
+    #: pipelines calls without reading replies pins at most this much.
+    max_outbox_bytes: int = 32 * 1024 * 1024
+    #: Seconds the driver waits for a non-reading peer to make room in a full
+    #: outbox before it aborts the session with ``peer-not-reading``. Long
+    #: enough for a slow link to move 32 MiB; short enough that a peer cannot
+    #: hold a session's memory for long.
+    stall_timeout: float = 30.0
 
 
 DEFAULT_LIMITS = Limits()
+
+
+class LimitExceeded(TypeError):
+    """A message could not be sent: too large for the peer, or over a shared budget.
+
+    A ``TypeError`` so that it travels the same paths as a value that cannot
+    be passed: the caller of ``send`` gets it raised, and a result that hits
+    it is reported to the peer as a broken promise rather than killing the session.
+    """
+
+
+class Budget:
+    """Table entries shared by many sessions: answers, questions and exports over all of them.
+
+    Per-session limits times the number of sessions is no bound at all (the
+    defaults reach ~100 GiB); one ``Budget`` handed to every session of a
+    process is. When it is spent, a peer's new answer aborts that peer's
+    session with ``budget-exceeded``; our own new question or export fails
+    that one message with ``LimitExceeded``. Thread-safe: questions are
+    released by finalizers, which run on any thread.
+    """
+
+    __slots__ = ("max_answers", "max_questions", "max_exports", "answers", "questions", "exports", "_lock")
+
+    def __init__(self, *, answers: int = 262_144, questions: int = 262_144, exports: int = 262_144) -> None:
+        #: The defaults: four sessions' worth of answers (65,536 each), ~200
+        #: bytes apiece, so each table stays under ~60 MiB daemon-wide.
+        self.max_answers = answers
+        self.max_questions = questions
+        self.max_exports = exports
+        self.answers = self.questions = self.exports = 0
+        self._lock = threading.Lock()
+
+    def take(self, kind: str, n: int = 1) -> bool:
+        """Reserve ``n`` entries of ``kind`` ("answers", "questions", "exports"); False if that would overspend."""
+        with self._lock:
+            used = getattr(self, kind)
+            if used + n > getattr(self, "max_" + kind):
+                return False
+            setattr(self, kind, used + n)
+            return True
+
+    def force(self, kind: str, n: int) -> None:
+        """Charge ``n`` entries without checking (a session joining this budget brings its tables)."""
+        with self._lock:
+            setattr(self, kind, getattr(self, kind) + n)
+
+    def give(self, kind: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                setattr(self, kind, getattr(self, kind) - n)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "answers": self.answers, "max_answers": self.max_answers,
+            "questions": self.questions, "max_questions": self.max_questions,
+            "exports": self.exports, "max_exports": self.max_exports,
+        }
 
 
 class ProtocolError(Exception):
@@ -290,6 +370,7 @@ class Session:
         name: str = "session",
         spawn: Spawn | None = None,
         debug: bool = False,
+        budget: Budget | None = None,
     ) -> None:
         self.name = name
         self.limits = limits
@@ -300,6 +381,8 @@ class Session:
         #: at any moment, on any thread, so it must only arrange for a send later.
         self.on_gc_wakeup: Callable[[], None] | None = None
         self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._budget: Budget | None = None
         self._aborted: SessionAborted | None = None
         self._peer_started = False
         self._exports: dict[int, _Export] = {}
@@ -321,6 +404,7 @@ class Session:
             raise TypeError("the bootstrap must be an object, not a promise")
         self._exports[0] = _Export(bootstrap, False)
         self._export_pos_of[id(bootstrap)] = 0
+        self.budget = budget
         self._queue([OP_START, PROTOCOL_VERSION])
 
     # -- public surface -------------------------------------------------------
@@ -328,6 +412,33 @@ class Session:
     def aborted(self) -> SessionAborted | None:
         """None while the session runs; afterwards, why it ended."""
         return self._aborted
+
+    @property
+    def budget(self) -> Budget | None:
+        """The shared budget this session's tables are charged to (None: only per-session limits)."""
+        return self._budget
+
+    @budget.setter
+    def budget(self, budget: Budget | None) -> None:
+        """Move the session's tables to another budget (e.g. once its peer authenticated).
+
+        What the session already holds moves with it, unchecked: joining a
+        budget never fails; the next new entry is what gets refused.
+        """
+        with self._gc_lock:
+            old, self._budget = self._budget, budget
+            held = {"answers": len(self._answers), "questions": len(self._questions),
+                    "exports": len(self._exports) - (0 in self._exports)}
+            for kind, n in held.items():
+                if old is not None:
+                    old.give(kind, n)
+                if budget is not None:
+                    budget.force(kind, n)
+
+    @property
+    def outbox_bytes(self) -> int:
+        """Bytes of frames queued and not yet taken by ``data_to_send``."""
+        return self._outbox_bytes
 
     def bootstrap(self) -> RemoteRef:
         """The peer's bootstrap object (its export position 0)."""
@@ -350,7 +461,10 @@ class Session:
             if len(frame) > self.limits.max_frame_size:
                 raise ProtocolError(R_FRAME_TOO_LARGE, f"{len(frame)} bytes")
             try:
-                msg = codec.unpack(frame)
+                msg = codec.unpack(frame, self.limits.max_elements, self.limits.max_descriptors)
+            except codec.BudgetExceeded as e:
+                code = R_TOO_MANY_ELEMENTS if e.what == "elements" else R_TOO_MANY_DESCRIPTORS
+                raise ProtocolError(code, str(e)) from None
             except CodecError as e:
                 raise ProtocolError(R_MALFORMED, str(e)) from None
             self._dispatch(msg)
@@ -367,6 +481,7 @@ class Session:
         if self._aborted is None and (self._gc_exports or self._gc_answers):
             self._flush_gc()
         out, self._outbox = self._outbox, []
+        self._outbox_bytes = 0
         self.frames_out += len(out)
         return out
 
@@ -411,7 +526,19 @@ class Session:
         journal: list[tuple[int, bool]] = []
         self._journal = journal
         try:
-            return codec.encode(message, self._describe)
+            frame = codec.encode(message, self._describe)
+            limits = self.limits
+            # Never write a frame the peer must refuse: it would end the whole
+            # session over one value. (Counting runs only for long frames.)
+            if len(frame) > limits.max_frame_size:
+                raise LimitExceeded(f"message of {len(frame)} bytes is over the {limits.max_frame_size}-byte frame limit")
+            if len(frame) > limits.max_elements and not codec.count_within_budget(
+                frame, limits.max_elements, limits.max_descriptors
+            ):
+                raise LimitExceeded(
+                    f"message holds more than {limits.max_elements} values or {limits.max_descriptors} references"
+                )
+            return frame
         except BaseException:
             for pos, created in reversed(journal):
                 entry = self._exports.get(pos)
@@ -421,6 +548,8 @@ class Session:
                 if created:
                     del self._exports[pos]
                     del self._export_pos_of[id(entry.obj)]
+                    if self._budget is not None:
+                        self._budget.give("exports")
             raise
         finally:
             self._journal = None
@@ -432,6 +561,7 @@ class Session:
             self._fail(R_LIMIT, str(e), local=True)
             return
         self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
         if len(self._outbox) == 1 and self.on_wakeup is not None:
             self.on_wakeup()
 
@@ -454,6 +584,9 @@ class Session:
             p = RemotePromise(self, "answer", -1)
             p._reject(self._aborted)
             return p
+        budget = self._budget
+        if budget is not None and not budget.take("questions"):
+            raise LimitExceeded(f"{budget.max_questions} calls are already waiting for answers")
         pos = self._next_question
         self._next_question += 1
         answer = RemotePromise(self, "answer", pos)
@@ -464,14 +597,19 @@ class Session:
             frame = self._encode(message)
         except TypeError:
             answer._position = -1  # nothing was sent; nothing to release
+            if budget is not None:
+                budget.give("questions")
             raise
         except _ExportLimit as e:
+            if budget is not None:
+                budget.give("questions")
             self._fail(R_LIMIT, str(e), local=True)
             answer._position = -1
             answer._reject(self._aborted)  # type: ignore[arg-type]
             return answer
         self._questions.add(pos)
         self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
         if len(self._outbox) == 1 and self.on_wakeup is not None:
             self.on_wakeup()
         return answer
@@ -503,6 +641,8 @@ class Session:
         if pos is None:
             if len(self._exports) >= self.limits.max_exports:
                 raise _ExportLimit(f"more than {self.limits.max_exports} exports")
+            if self._budget is not None and not self._budget.take("exports"):
+                raise LimitExceeded(f"{self._budget.max_exports} objects are already exported")
             pos = self._next_export
             self._next_export += 1
             entry = _Export(obj, is_promise)
@@ -610,6 +750,8 @@ class Session:
         target = self._local_target(target_desc)
         args = self._revive_args(args)
         resolver = self._revive_desc(resolve_me) if resolve_me is not None else None
+        if answer_pos is not None and self._budget is not None and not self._budget.take("answers"):
+            raise ProtocolError(R_BUDGET, f"{self._budget.max_answers} answers are pending over all sessions")
         result = self._call(target, method, args)
         if answer_pos is not None:
             self._answers[answer_pos] = result
@@ -662,6 +804,8 @@ class Session:
             if entry.wire_count == 0 and pos != 0:
                 del self._exports[pos]
                 del self._export_pos_of[id(entry.obj)]
+                if self._budget is not None:
+                    self._budget.give("exports")
 
     def _on_gc_answers(self, msg: list[Any]) -> None:
         positions = msg[1]
@@ -673,6 +817,8 @@ class Session:
             if pos not in self._answers:
                 raise ProtocolError(R_UNKNOWN_POSITION, f"gc of answer {_brief(pos)}")
             del self._answers[pos]
+            if self._budget is not None:
+                self._budget.give("answers")
 
     def _on_abort(self, msg: list[Any]) -> None:
         reason = msg[1] if len(msg) == 2 and type(msg[1]) is str else "abort"
@@ -748,6 +894,8 @@ class Session:
         with self._gc_lock:
             if pos in self._questions:
                 self._questions.discard(pos)
+                if self._budget is not None:
+                    self._budget.give("questions")
                 if self._aborted is None:
                     self._gc_answers.append(pos)
                     self._wake_for_gc()
@@ -766,11 +914,13 @@ class Session:
             gc_answers, self._gc_answers = self._gc_answers, []
         # Positions and counts are our own small ints: nothing for encode() to check.
         if gc_exports:
-            self._outbox.append(
-                codec.encode_plain([OP_GC_EXPORTS, list(gc_exports), list(gc_exports.values())])
-            )
+            frame = codec.encode_plain([OP_GC_EXPORTS, list(gc_exports), list(gc_exports.values())])
+            self._outbox.append(frame)
+            self._outbox_bytes += len(frame)
         if gc_answers:
-            self._outbox.append(codec.encode_plain([OP_GC_ANSWERS, gc_answers]))
+            frame = codec.encode_plain([OP_GC_ANSWERS, gc_answers])
+            self._outbox.append(frame)
+            self._outbox_bytes += len(frame)
 
     # -- ending ------------------------------------------------------------------------
     def _fail(self, code: str, detail: str, *, local: bool = False) -> None:
@@ -779,7 +929,9 @@ class Session:
         log.debug("%s: aborting: %s: %s", self.name, code, detail)
         reason = f"{code}: {detail}"[: self.limits.max_reason_length] if detail else code
         try:
-            self._outbox.append(codec.encode([OP_ABORT, reason]))
+            frame = codec.encode([OP_ABORT, reason])
+            self._outbox.append(frame)
+            self._outbox_bytes += len(frame)
         except Exception:  # pragma: no cover - the reason is a str
             pass
         self._terminate(SessionAborted(code, detail))
@@ -791,6 +943,12 @@ class Session:
         exports, self._exports = self._exports, {}
         self._export_pos_of = {}
         answers, self._answers = self._answers, {}
+        if self._budget is not None:
+            with self._gc_lock:
+                self._budget.give("answers", len(answers))
+                self._budget.give("exports", len(exports) - (0 in exports))
+                self._budget.give("questions", len(self._questions))
+                self._questions.clear()
         self._gc_exports.clear()
         self._gc_answers.clear()
         # Break every promise the peer was going to settle for us.

@@ -103,6 +103,11 @@ class FramedStream:
         """Bytes from ``send_frames_nowait`` are waiting for ``send_frames``."""
         return bool(self._pending)
 
+    @property
+    def pending_bytes(self) -> int:
+        """How many bytes ``send_frames_nowait`` left for ``send_frames``."""
+        return len(self._pending)
+
     def _take(self, frames: list[bytes]) -> bytes:
         """The bytes to send next: what is pending, then ``frames``."""
         data = self._encode(frames) if frames else b""

@@ -630,6 +630,11 @@ class Database:
         """The rows of a query on a layer's own tables (committed data only, like every loader)."""
         return self._read(sql, tuple(params))
 
+    def load_mailbox(self, mailbox_id: str) -> list[dict[str, Any]]:
+        """One mailbox's records, by increasing message number."""
+        rows = self._read("SELECT record FROM messages WHERE mailbox = ? ORDER BY number", (mailbox_id,))
+        return [json.loads(record) for (record,) in rows]
+
     def get_meta(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None

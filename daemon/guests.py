@@ -69,8 +69,9 @@ class Agent(NameHub):
         out["from_names"] = names
         return out
 
-    def list_messages(self) -> list[dict[str, Any]]:
-        return [self._describe_message(m) for m in self._mailbox.list()]
+    def list_messages(self, after: int = -1, limit: int = 200) -> list[dict[str, Any]]:
+        """One page of messages numbered above ``after`` (it always fits a frame); list again after the last."""
+        return [self._describe_message(m) for m in self._mailbox.page(after, limit)]
 
     def follow_messages(self) -> ChangeStream:
         return self._mailbox.follow()
@@ -113,6 +114,13 @@ class Agent(NameHub):
         if pending is not None:
             promise_id = pending["promise"]
         else:
+            # Refuse before making formulas for a request the mailbox would not take.
+            placeholder = "0" * len(self._handle_id)
+            agent._mailbox.check_quota({
+                "type": "request", "from": self._handle_id, "to": to_handle, "date": now_iso(),
+                "description": description, "promise": placeholder, "resolver": placeholder,
+                "response_name": response_name, "settled": None,
+            })  # fmt: skip
             txn = self._kernel.txn()
             store = txn.formula(F.PetStoreFormula())
             promise_id = txn.formula(F.PromiseFormula(store=store))

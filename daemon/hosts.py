@@ -337,6 +337,10 @@ class Host(Agent):
         )
         for guest_name, fid in introduced.items():
             txn.batch.set_name(store, guest_name, fid)
+        if introduced:
+            # The store is not incarnated yet: its maker reads the names loaded at start, so add these.
+            loaded = self._kernel.services.names
+            txn.then(lambda: loaded.setdefault(store, {}).update(introduced))
         if handle_name is not None:
             self._store.stage_write(txn, handle_name, handle_id)
         if agent_name is not None:

@@ -29,10 +29,11 @@ from ocapd.captp import Promise, is_remotable, make_promise_kit
 from .formulas import Formula, FormulaModel, dependencies, new_formula_id, parse_formula
 
 if TYPE_CHECKING:
-    from ocapd.captp import Connection
+    from ocapd.captp import Budget, Connection
     from ocapd.workers import Launcher
 
     from .db import Database
+    from .limits import DaemonLimits
     from .paths import Paths
     from .registry import WebletRegistry
     from .work import RunningWorker
@@ -65,10 +66,9 @@ class Services:
     paths: Paths | None = None
     #: Starts worker processes (``run_daemon``).
     launcher: Launcher | None = None
-    #: Pet names and mail as loaded at start-up, read by the pet-store and
-    #: mailbox makers (``run_daemon``; a store's live names are in its ``PetStore``).
+    #: Pet names as loaded at start-up, read by the pet-store maker (``run_daemon``;
+    #: a store's live names are in its ``PetStore``). Mailboxes are read when first used.
     names: dict[str, dict[str, str]] = field(default_factory=dict)
-    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: The id of the ``NONE`` formula (``run_daemon``, on first start: the root formulas).
     least_authority: str | None = None
     #: Live CapTP sessions by name, for ``ocapd inspect`` (the CLI listener, the gateway).
@@ -88,6 +88,12 @@ class Services:
     before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: Installed weblets and their panels (``registry.registry_of``, on first use).
     weblet_registry: WebletRegistry | None = None
+    #: The daemon's resource limits, from ``OCAPD_LIMITS`` (``run_daemon``; None: the defaults).
+    limits: DaemonLimits | None = None
+    #: The budget that workers' and gateway sessions share (``run_daemon``; None: unbounded, in tests).
+    budget: Budget | None = None
+    #: The open-files limit the daemon raised itself to at start (``run_daemon``).
+    fd_limit: int | None = None
 
 
 class Cancelled(Exception):

@@ -12,20 +12,47 @@ A message record is plain data (it is what the database stores):
   whose formula ``ids`` are carried alongside;
 - request: ``description``, the ``promise`` and ``resolver`` formula ids, the
   optional ``response_name`` and ``settled`` (None, "fulfilled", "rejected").
+
+Quotas (``DaemonLimits``, issue 9 item 11): a message's encoded size, the
+number of messages and the bytes a mailbox holds, and the requests one
+sender may have waiting here. A sender over one gets ``MailQuotaExceeded``
+saying which. A mailbox is read from the database when its agent is first
+used, not at start, and listed in pages that always fit a CapTP frame; a
+message stored before the quotas that is larger than one is listed as a
+stub saying so.
 """
 
 from __future__ import annotations
 
+import builtins
 import weakref
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ocapd.captp import codec
+
+from .limits import DaemonLimits
 from .petstore import ChangeStream
 
 if TYPE_CHECKING:
     from .kernel import Kernel
 
-__all__ = ["Mailbox", "now_iso"]
+__all__ = ["Mailbox", "MailQuotaExceeded", "now_iso", "LIST_PAGE_BYTES", "LIST_PAGE_MESSAGES"]
+
+#: A listing page holds at most this many bytes of messages (and at least one
+#: message, each at most ``DaemonLimits.message_bytes``): well under the 16 MiB
+#: frame, so no listing can fail with frame-too-large.
+LIST_PAGE_BYTES = 4 * 1024 * 1024
+#: ... and at most this many messages.
+LIST_PAGE_MESSAGES = 200
+
+
+class MailQuotaExceeded(ValueError):
+    """A message was refused: too large, or the recipient's mailbox is full, or too many requests wait."""
+
+
+def _size(record: dict[str, Any]) -> int:
+    return len(codec.encode(record))
 
 
 def now_iso() -> str:
@@ -35,10 +62,12 @@ def now_iso() -> str:
 class Mailbox:
     """The messages of one mailbox-store formula."""
 
-    def __init__(self, kernel: Kernel, store_id: str, records: list[dict[str, Any]]) -> None:
+    def __init__(self, kernel: Kernel, store_id: str, records: builtins.list[dict[str, Any]]) -> None:
         self.kernel = kernel
         self.id = store_id
         self._messages: dict[int, dict[str, Any]] = {r["number"]: r for r in records}
+        self._sizes: dict[int, int] = {n: _size(r) for n, r in self._messages.items()}
+        self._bytes = sum(self._sizes.values())
         self._next = max(self._messages, default=-1) + 1
         stored_next = kernel.db.get_meta(f"mailbox-next:{store_id}")
         if stored_next is not None:
@@ -47,8 +76,66 @@ class Mailbox:
         # CapTP, until the session ends or drops it), not as long as we do.
         self._followers: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
 
-    def list(self) -> list[dict[str, Any]]:
-        return [dict(m) for _, m in sorted(self._messages.items())]
+    @property
+    def limits(self) -> DaemonLimits:
+        limits: DaemonLimits | None = self.kernel.services.limits
+        return limits or DaemonLimits()
+
+    def list(self) -> builtins.list[dict[str, Any]]:
+        return [self._shown(m) for _, m in sorted(self._messages.items())]
+
+    def page(self, after: int = -1, limit: int = LIST_PAGE_MESSAGES) -> builtins.list[dict[str, Any]]:
+        """Messages numbered above ``after``, oldest first: at most ``limit`` and ``LIST_PAGE_BYTES``, at least one."""
+        if type(after) is not int or type(limit) is not int or limit < 1:
+            raise ValueError("a page needs an integer 'after' and a positive integer 'limit'")
+        out: builtins.list[dict[str, Any]] = []
+        total = 0
+        for number in sorted(n for n in self._messages if n > after):
+            size = min(self._sizes[number], self.limits.message_bytes)
+            if out and (len(out) >= min(limit, LIST_PAGE_MESSAGES) or total + size > LIST_PAGE_BYTES):
+                break
+            out.append(self._shown(self._messages[number]))
+            total += size
+        return out
+
+    def _shown(self, m: dict[str, Any]) -> dict[str, Any]:
+        """A message as listed: itself, or a stub if it is over the size any frame should carry."""
+        size = self._sizes.get(m["number"], 0)
+        if size <= self.limits.message_bytes:
+            return dict(m)
+        stub: dict[str, Any] = {k: m[k] for k in ("number", "type", "from", "to", "date") if k in m}
+        text = f"[a message of {size} bytes, over the {self.limits.message_bytes}-byte limit: dismiss it]"
+        if m.get("type") == "request":
+            return {**stub, "description": text, "settled": m.get("settled"), "oversize": size,
+                    **{k: m[k] for k in ("promise", "resolver", "response_name") if k in m}}
+        return {**stub, "strings": [text], "names": [], "ids": [], "oversize": size}
+
+    def pending_requests_from(self, sender: str) -> int:
+        return sum(
+            1 for m in self._messages.values()
+            if m["type"] == "request" and m["from"] == sender and m.get("settled") is None
+        )
+
+    def check_quota(self, record: dict[str, Any]) -> int:
+        """The encoded size of ``record`` if this mailbox may take it; ``MailQuotaExceeded`` otherwise."""
+        limits = self.limits
+        size = _size({**record, "number": self._next})
+        if size > limits.message_bytes:
+            raise MailQuotaExceeded(f"message too large: {size} bytes (at most {limits.message_bytes})")
+        if len(self._messages) >= limits.messages:
+            raise MailQuotaExceeded(
+                f"the recipient's mailbox is full ({limits.messages} messages); it must dismiss some first"
+            )
+        if self._bytes + size > limits.mailbox_bytes:
+            raise MailQuotaExceeded(
+                f"the recipient's mailbox is full ({self._bytes} of {limits.mailbox_bytes} bytes used)"
+            )
+        if record.get("type") == "request" and self.pending_requests_from(record["from"]) >= limits.pending_requests:
+            raise MailQuotaExceeded(
+                f"{limits.pending_requests} of your requests are already waiting for an answer there; "
+                "ask again once one is answered"
+            )
+        return size
 
     def get(self, number: int) -> dict[str, Any]:
         if type(number) is not int or number not in self._messages:
@@ -56,7 +143,11 @@ class Mailbox:
         return self._messages[number]
 
     async def deliver(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Add a message (``number`` is assigned here); returns the stored record."""
+        """Add a message (``number`` is assigned here); returns the stored record.
+
+        Raises ``MailQuotaExceeded`` if it is over a quota.
+        """
+        size = self.check_quota(record)
         number = self._next
         self._next += 1
         record = {**record, "number": number}
@@ -66,7 +157,9 @@ class Mailbox:
         batch.set_meta(f"mailbox-next:{self.id}", str(self._next))
         await self.kernel.db.commit(batch)
         self._messages[number] = record
-        self._emit({"add": record})
+        self._sizes[number] = size
+        self._bytes += size
+        self._emit({"add": self._shown(record)})
         return record
 
     async def update(self, number: int, **changes: Any) -> None:
@@ -75,7 +168,10 @@ class Mailbox:
         batch.put_message(self.id, number, record)
         await self.kernel.db.commit(batch)
         self._messages[number] = record
-        self._emit({"update": record})
+        size = _size(record)
+        self._bytes += size - self._sizes.get(number, 0)
+        self._sizes[number] = size
+        self._emit({"update": self._shown(record)})
 
     async def dismiss(self, number: int) -> None:
         self.get(number)
@@ -83,6 +179,7 @@ class Mailbox:
         batch.delete_message(self.id, number)
         await self.kernel.db.commit(batch)
         self._messages.pop(number, None)
+        self._bytes -= self._sizes.pop(number, 0)
         self._emit({"dismiss": number})
 
     def find_request(self, sender: str, response_name: str) -> dict[str, Any] | None:
@@ -105,7 +202,7 @@ class Mailbox:
 
     def follow(self) -> ChangeStream:
         stream = ChangeStream(on_close=self._unfollow)
-        for record in self.list():
+        for record in self.list():  # oversized ones as stubs
             stream.push({"add": record})
         self._followers.add(stream)
         return stream

@@ -57,7 +57,8 @@ async def make_directory(kernel: Kernel, fid: str, formula: F.DirectoryFormula, 
 
 
 async def make_mailbox(kernel: Kernel, fid: str, formula: F.MailboxStoreFormula, inc: Incarnation) -> Mailbox:
-    return Mailbox(kernel, fid, kernel.services.messages.get(fid, []))
+    # Read when the agent is first used, not at start: mail of agents nobody uses costs no memory.
+    return Mailbox(kernel, fid, kernel.db.load_mailbox(fid))
 
 
 async def make_least_authority(

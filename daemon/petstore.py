@@ -100,6 +100,9 @@ class PetStore:
 
     # -- writing (staged in a transaction; memory follows the commit) -------------
     def stage_write(self, txn: Txn, name: str, fid: str) -> None:
+        limit = getattr(self.kernel.services.limits, "names", None)
+        if limit is not None and name not in self._names and len(self._names) >= limit:
+            raise ValueError(f"this name store is full ({limit} names); remove some first")
         txn.batch.set_name(self.id, name, fid)
         txn.then(lambda: self._apply_write(name, fid))
 

@@ -33,6 +33,7 @@ from .catalogue import MAKERS
 from .db import Database
 from .hosts import stage_host
 from .kernel import Kernel, Services
+from .limits import DaemonLimits, load_limits, raise_fd_limit, shared_budget
 from .paths import Paths, ensure_dirs
 from .petstore import ChangeStream
 
@@ -151,6 +152,7 @@ class DaemonFacet:
                 "rss_bytes": _rss_bytes(os.getpid()),
                 "formulas": len(k.formulas),
                 "followers": len(ChangeStream.live),
+                "budget": k.services.budget.stats() if k.services.budget is not None else None,
             },
             "incarnations": k.live(),
             "workers": [w.control.info() for w in list(k.services.workers.values())],
@@ -223,10 +225,11 @@ async def run_daemon(
 ) -> None:
     """Run the daemon until stopped (SIGTERM, SIGINT or ``stop()``)."""
     ensure_dirs(paths)
+    limits = load_limits()  # a bad OCAPD_LIMITS stops us here, before anything is opened
     with state_lock(paths):
         db = await Database.open(paths.db)
         try:
-            await _run(paths, db, on_ready, gateway)
+            await _run(paths, db, on_ready, gateway, limits)
         finally:
             await db.aclose()
             for p in (paths.sock, paths.pidfile):
@@ -237,7 +240,7 @@ async def run_daemon(
 
 
 async def _run(
-    paths: Paths, db: Database, on_ready: Callable[[], None] | None, gateway: GatewayHook | None
+    paths: Paths, db: Database, on_ready: Callable[[], None] | None, gateway: GatewayHook | None, limits: DaemonLimits
 ) -> None:
     from ocapd.workers import Launcher
 
@@ -250,7 +253,13 @@ async def _run(
             # is ready waits for it (Launcher.launch).
             nursery.start_soon(launcher.start)
             services = Services(
-                paths=paths, launcher=launcher, names=db.load_names(), messages=db.load_messages()
+                paths=paths,
+                launcher=launcher,
+                names=db.load_names(),
+                limits=limits,
+                # Workers' and gateway sessions share one budget; the owner's CLI has none.
+                budget=shared_budget(limits),
+                fd_limit=raise_fd_limit(),
             )
             kernel = Kernel(db, nursery, MAKERS, services)
             kernel.load()

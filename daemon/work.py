@@ -100,6 +100,12 @@ async def make_worker(kernel: Kernel, fid: str, formula: F.WorkerFormula, inc: I
     async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with open_worker(spec, launcher) as worker:
+                # The worker's code is untrusted: its session shares the daemon-wide budget.
+                worker.connection.session.budget = kernel.services.budget
+                if kernel.services.limits is not None:
+                    from .limits import session_limits
+
+                    worker.connection.session.limits = session_limits(kernel.services.limits)
                 task_status.started(worker)
                 await worker.connection.wait_closed()
                 died()

@@ -15,6 +15,17 @@ managed by ``weblets.py``); any other host gets 404. Per site:
   ``fetch(token)`` returns the token's agent; for a weblet instance: a
   ``WebletBootstrap``).
 
+Sessions without a token (issue 9, item 8): a Chat UI session is
+*anonymous* until it presents a valid token, either in the upgrade request
+(the subprotocol ``ocapd-token.<token>`` beside ``ocapd-captp``; the chat
+page does this) or with ``fetch``. Anonymous sessions have a small cap of
+their own (``DaemonLimits.anonymous_sessions``), small CapTP limits (64 KiB
+frames, a few answers) and ``anonymous_deadline`` seconds to authenticate,
+after which they are closed. So idle sockets without a token can neither
+fill the cap of authenticated sessions nor the daemon's file descriptors,
+and whoever holds a token always gets in. Failed token checks are slowed
+per connection: another connection's failures never delay a correct token.
+
 Origin policy: browsers always send ``Origin`` on a WebSocket upgrade, so a
 page from anywhere else is refused (403) - including a weblet's page on the
 Chat UI's endpoint, and the Chat UI or another weblet on a weblet's. A client
@@ -47,13 +58,14 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from ocapd.captp import Limits, Promise, far, open_connection
+from ocapd.daemon.limits import DaemonLimits, session_limits
 from ocapd.daemon.registry import registry_of
 
 from .api import Api, LimitedHTTPConnection
 from .hook import DEFAULT_HOST, DEFAULT_PORT, LISTEN_BACKLOG, GatewayBindError, bind_listener
 from .site import LiveSession, Site, plain_response
 from .static import DEFAULT_STATIC_DIR, build_table, split_runtime
-from .tokens import FailureThrottle, TokenStore
+from .tokens import FIRST_PENALTY, FailureThrottle, InvalidToken, TokenStore
 from .transport import QuartWebSocketTransport, WebsocketConnection
 from .weblets import WebletHosting
 
@@ -78,10 +90,19 @@ log = logging.getLogger("ocapd.gateway")
 MAX_MESSAGE_SIZE = Limits().max_frame_size
 #: Our routes take no request bodies; anything larger is refused (413).
 MAX_REQUEST_BODY = 64 * 1024
-#: WebSocket sessions held at once; beyond this an upgrade gets 503. A
-#: held session costs some tens of KiB and two file descriptors' worth of
-#: kernel state; this keeps a runaway client from exhausting either.
-MAX_SESSIONS = 8192
+# Session caps (authenticated, anonymous, per weblet instance) are in
+# ``ocapd.daemon.limits.DaemonLimits``: a held session costs some tens of KiB
+# and a file descriptor, and the caps keep a runaway client from exhausting either.
+#: What a session without a token may do: call ``fetch``/``ping`` a few at a
+#: time. Its frames are tiny (a token is 43 characters); 256 KiB refuses a
+#: large frame before it is decoded, while leaving room for a client that
+#: sends a silly token and deserves the ordinary "invalid token" answer.
+ANONYMOUS_LIMITS = Limits(max_frame_size=256 * 1024, max_answers=8, max_exports=64, max_imports=64)
+#: The subprotocol the chat page offers, and the prefix of the one carrying its token.
+SUBPROTOCOL = "ocapd-captp"
+TOKEN_SUBPROTOCOL_PREFIX = "ocapd-token."
+#: Why an anonymous session that did not authenticate in time ends.
+ANONYMOUS_TIMEOUT_REASON = "closed: no valid token presented in time"
 #: How long stopping waits for sessions to close, then for hypercorn to finish.
 SHUTDOWN_TIMEOUT = 3.0
 CLOSE_NORMAL = 1000
@@ -123,17 +144,19 @@ def chat_csp(port: int) -> str:
 class Gateway:
     """The bootstrap of a Chat UI session: exchanges a token for the agent it was minted for.
 
-    One per session, so failed fetches are charged to the session's client address.
+    One per session, so failed fetches are charged to that session only: a
+    connection that guesses is slowed, and nobody else is.
     """
 
-    def __init__(self, service: GatewayService, client: str) -> None:
+    def __init__(self, service: GatewayService, session_name: str) -> None:
         self._service = service
-        self._client = client
+        self._session_name = session_name
 
     async def fetch(self, token: str) -> Any:
         """The agent (host or guest) ``token`` stands for; "invalid or revoked token" otherwise."""
         service = self._service
-        record = await service.throttle.guard(self._client, lambda: service.tokens.check(token))
+        record = await service.throttle.guard(self._session_name, lambda: service.tokens.check(token))
+        service.authenticated(self._session_name, record.agent)
         return await service.kernel.provide(record.agent)
 
     def ping(self) -> str:
@@ -253,6 +276,14 @@ class GatewayService:
         self.config = config or GatewayConfig()
         self.tokens = tokens
         self.throttle = FailureThrottle()
+        self.limits: DaemonLimits = kernel.services.limits or DaemonLimits()
+        #: Authenticated sessions held at once: the configured cap, lowered to
+        #: fit the open-files limit less the owner's reserve and the anonymous cap.
+        fd_limit = kernel.services.fd_limit or 1024
+        self.max_sessions = max(
+            1, min(self.limits.sessions, fd_limit - self.limits.fd_reserve - self.limits.anonymous_sessions)
+        )
+        self.anonymous = 0
         self.control = GatewayControl(self)
         self.port: int | None = None
         self.error: str | None = None
@@ -314,7 +345,7 @@ class GatewayService:
             files={**self._chat_files, **self.runtime_files},
             headers=headers,
             origins=frozenset({f"http://localhost:{port}", f"http://127.0.0.1:{port}"}),
-            bootstrap=lambda client: Gateway(self, client),
+            bootstrap=lambda session_name: Gateway(self, session_name),
         )
         self.hosts = {f"localhost:{port}": chat, f"127.0.0.1:{port}": chat}
 
@@ -353,6 +384,38 @@ class GatewayService:
 
         return app
 
+    def authenticated(self, name: str, agent_id: str) -> None:
+        """Session ``name`` presented a valid token for ``agent_id``: it is no longer anonymous.
+
+        Its CapTP limits become the defaults, and the owner's (a host's)
+        sessions leave the shared budget, as the CLI's never join it: what
+        untrusted peers spend can never lock the owner out.
+        """
+        live = self.sessions.get(name)
+        if live is None or not live.anonymous:
+            return
+        if self.authenticated_count() >= self.max_sessions:
+            live.conn.close("closed: too many sessions")
+            raise RuntimeError("too many sessions")
+        live.anonymous = False
+        self.anonymous -= 1
+        live.authenticated.set()
+        self._promote(live.conn, agent_id)
+
+    def _promote(self, conn: Any, agent_id: str) -> None:
+        conn.session.limits = session_limits(self.limits)
+        if self.kernel.type_of(agent_id) == "host":
+            conn.session.budget = None
+
+    def authenticated_count(self) -> int:
+        return len(self.sessions) - self.anonymous
+
+    def _handshake_token(self) -> str | None:
+        for proto in websocket.requested_subprotocols:
+            if proto.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+                return proto[len(TOKEN_SUBPROTOCOL_PREFIX):]
+        return None
+
     def _refusal(self, path: str) -> tuple[Site | None, Response | None]:
         """Check an upgrade before accepting it: (site, None) or (None, the HTTP refusal)."""
         site = self.site_for(websocket.headers.get("Host"))
@@ -365,7 +428,12 @@ class GatewayService:
             return None, plain_response(403, "forbidden: this page's origin may not connect here", site.headers)
         if self.stopping:
             return None, plain_response(503, "the daemon is stopping", site.headers)
-        if len(self.sessions) >= MAX_SESSIONS:
+        if site.max_sessions is not None and site.sessions >= site.max_sessions:
+            return None, plain_response(503, "too many sessions for this instance", site.headers)
+        if site.name == "chat" and self._handshake_token() is None:
+            if self.anonymous >= self.limits.anonymous_sessions:
+                return None, plain_response(503, "too many sessions without a token", site.headers)
+        elif self.authenticated_count() >= self.max_sessions:
             return None, plain_response(503, "too many sessions", site.headers)
         return site, None
 
@@ -376,23 +444,48 @@ class GatewayService:
             return refusal
         # The real object, not quart's proxy: our tasks outlive the proxy's context.
         ws = websocket._get_current_object()  # type: ignore[attr-defined]
-        await ws.accept()
+        token = self._handshake_token() if site.name == "chat" else None
+        agent_id = None
+        if token is not None:
+            try:
+                agent_id = self.tokens.check(token).agent
+            except InvalidToken:
+                # One attempt per connection, slowed like a failed fetch; nobody else waits.
+                await trio.sleep(FIRST_PENALTY)
+                return plain_response(403, "invalid or revoked token", site.headers)
+        subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.requested_subprotocols else None
+        await ws.accept(subprotocol=subprotocol)
         if path == ECHO_PATH[1:]:
             await _echo(ws)
             return None
-        client = (ws.scope.get("client") or ("unknown",))[0]
         self._counter += 1
         name = f"ws-{self._counter}"
         transport = QuartWebSocketTransport(ws)
         sessions = self.kernel.services.sessions
+        anonymous = site.name == "chat" and agent_id is None
+        limits = session_limits(self.limits, ANONYMOUS_LIMITS if anonymous else None)
+        budget = self.kernel.services.budget
         try:
-            async with open_connection(transport, site.bootstrap(client), name=name) as conn:
-                self.sessions[name] = LiveSession(name, conn, site, transport)
+            async with open_connection(transport, site.bootstrap(name), name=name, limits=limits, budget=budget) as conn:
+                live = self.sessions[name] = LiveSession(name, conn, site, transport, anonymous)
+                site.sessions += 1
+                if anonymous:
+                    self.anonymous += 1
+                elif agent_id is not None:
+                    self._promote(conn, agent_id)
                 sessions[name] = conn
                 try:
-                    await conn.wait_closed()
+                    async with trio.open_nursery() as nursery:
+                        if anonymous:
+                            nursery.start_soon(self._anonymous_deadline, live)
+                        await conn.wait_closed()
+                        nursery.cancel_scope.cancel()
                 finally:
                     self.sessions.pop(name, None)
+                    site.sessions -= 1
+                    if live.anonymous:
+                        self.anonymous -= 1
+                    self.throttle.forget(name)
                     sessions.pop(name, None)
                     if self.stopping and not self.sessions:
                         self._drained.set()
@@ -400,6 +493,12 @@ class GatewayService:
             with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
                 await transport.close(CLOSE_GOING_AWAY if self.stopping else CLOSE_NORMAL)
         return None
+
+    async def _anonymous_deadline(self, live: LiveSession) -> None:
+        with trio.move_on_after(self.limits.anonymous_deadline):
+            await live.authenticated.wait()
+            return
+        live.conn.close(ANONYMOUS_TIMEOUT_REASON)
 
     # -- running --
     def bind(self) -> socket.socket:
@@ -409,6 +508,9 @@ class GatewayService:
     def _hypercorn_config(self) -> HypercornConfig:
         config = HypercornConfig()
         config.websocket_max_message_size = MAX_MESSAGE_SIZE
+        # Messages hypercorn queues for a session that is not reading them
+        # (backpressure): each may be 16 MiB, so keep one, not ten.
+        config.max_app_queue_size = 1
         config.backlog = LISTEN_BACKLOG
         config.graceful_timeout = SHUTDOWN_TIMEOUT
         config.accesslog = None

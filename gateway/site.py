@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
 from quart import Response
 
 from .static import StaticFile
@@ -28,8 +29,10 @@ class Site:
     files: dict[str, StaticFile]
     headers: dict[str, str]
     origins: frozenset[str]
-    bootstrap: Callable[[str], Any]  # client address -> the session's bootstrap object
+    bootstrap: Callable[[str], Any]  # session name -> the session's bootstrap object
     sessions: int = field(default=0)
+    #: Sessions this site may hold at once (weblet instances: ``instance_sessions``); None: no own cap.
+    max_sessions: int | None = None
     #: Refuse upgrades that carry no ``Origin`` (weblet sites: only their own page may connect).
     require_origin: bool = False
     #: Set: every request gets 400 with this line (a panel the gateway will not frame, e.g. a bad external entry).
@@ -61,12 +64,16 @@ def plain_response(status: int, text: str, headers: dict[str, str] | None = None
 
 
 class LiveSession:
-    """A CapTP session open on a site: its connection and its WebSocket."""
+    """A CapTP session open on a site: its connection, its WebSocket, and whether it has shown a token yet."""
 
-    __slots__ = ("name", "conn", "site", "transport")
+    __slots__ = ("name", "conn", "site", "transport", "anonymous", "authenticated")
 
-    def __init__(self, name: str, conn: Any, site: Site, transport: QuartWebSocketTransport) -> None:
+    def __init__(self, name: str, conn: Any, site: Site, transport: QuartWebSocketTransport, anonymous: bool = False) -> None:
         self.name = name
         self.conn = conn
         self.site = site
         self.transport = transport
+        #: A chat session that has not presented a valid token (it has a deadline and a cap of its own).
+        self.anonymous = anonymous
+        #: Set when an anonymous session presents a valid token.
+        self.authenticated = trio.Event()

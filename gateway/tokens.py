@@ -191,19 +191,27 @@ class _ClientState:
 
 
 class FailureThrottle:
-    """Slows failed token checks per client address.
+    """Slows failed token checks per client (the gateway: per connection).
 
     A failing check sleeps ``FIRST_PENALTY * 2**(n-1)`` seconds (capped at
     ``MAX_PENALTY``) before its error is returned, and while a client has
     recent failures its checks run one at a time, so parallel connections do
     not multiply its guessing rate. A client with no recent failures pays
-    nothing. All gateway clients are on loopback, so "per client" means per
-    source address as the socket reports it.
+    nothing. All gateway clients are on loopback, where every source address
+    is 127.0.0.1, so the gateway charges each *connection* (its session name):
+    one connection's failures never delay another's correct token, and the
+    cap on sessions without a token bounds how many guess at once.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clients: dict[str, _ClientState] = {}
         self._now = clock
+
+    def forget(self, client: str) -> None:
+        """Drop what is known of ``client`` (its connection ended)."""
+        state = self._clients.get(client)
+        if state is not None and not state.lock.locked():
+            del self._clients[client]
 
     def failures(self, client: str) -> int:
         state = self._clients.get(client)

@@ -33,6 +33,12 @@ __all__ = ["QuartWebSocketTransport", "WebsocketConnection"]
 class WebsocketConnection(TrioASGIWebsocketConnection):
     """Quart-trio's ASGI WebSocket connection, ending the message stream on disconnect."""
 
+    def __init__(self, app: Any, scope: Any) -> None:
+        super().__init__(app, scope)
+        # One received message waits here at most (quart-trio keeps ten): a
+        # session that stops reading (backpressure) pins 16 MiB, not 160.
+        self.send_channel, self.receive_channel = trio.open_memory_channel[Any](1)
+
     async def handle_messages(self, nursery: trio.Nursery, receive: Any) -> None:  # type: ignore[override]
         try:
             while True:

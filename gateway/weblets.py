@@ -68,6 +68,7 @@ import trio
 
 from ocapd.captp import E, RemotePromise, RemoteRef, encode, far, is_remotable
 from ocapd.daemon.formulas import WebletFormula
+from ocapd.daemon.limits import DaemonLimits
 from ocapd.daemon.weblet import WebletManifest, connection_allowlist, csp_for, parse_manifest, read_bundle
 
 from .external import entry_problem, wrapper_csp, wrapper_page
@@ -213,6 +214,7 @@ class HostingGateway(Protocol):
     runtime_files: dict[str, StaticFile]  # the SDK and CapTP files every site serves
     weblet_sites: dict[str, Site]  # label -> site: the gateway routes <label>.localhost here
     sessions: dict[str, LiveSession]  # every live CapTP session, on any site
+    limits: DaemonLimits  # the daemon's resource limits (sessions per instance)
 
     def require_listening(self) -> None: ...
 
@@ -332,7 +334,8 @@ class WebletHosting:
             headers=headers,
             # Only an iframe weblet's own page talks CapTP; an external page gets no powers at all.
             origins=frozenset({origin}) if kind == "iframe" else frozenset(),
-            bootstrap=lambda client: WebletBootstrap(self, instance),
+            bootstrap=lambda session_name: WebletBootstrap(self, instance),
+            max_sessions=self._service.limits.instance_sessions,
             require_origin=True,
             refusal=refusal,
         )

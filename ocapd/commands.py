@@ -252,7 +252,10 @@ def cmd_inbox(conv: Conversation, args: argparse.Namespace) -> None:
 
         conv.follow(stream, show)
         return
-    messages = conv.on_agent("list_messages")
+    # Page by page: each page fits a frame, however much mail there is.
+    messages: list[dict[str, Any]] = []
+    while page := conv.on_agent("list_messages", messages[-1]["number"] if messages else -1):
+        messages += page
     if args.json:
         print_json(messages)
         return

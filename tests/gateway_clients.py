@@ -45,14 +45,18 @@ async def http(port: int, target: str, host: str | None = "default", *, method: 
 
 
 @asynccontextmanager
-async def websocket(port: int, host: str | None = None, origin: str | None = None, *, path: str = "/_ocapd/ws") -> AsyncIterator[Any]:
+async def websocket(
+    port: int, host: str | None = None, origin: str | None = None, *, path: str = "/_ocapd/ws", **options: Any
+) -> AsyncIterator[Any]:
+    """A WebSocket client; ``options`` go to trio-websocket (``subprotocols``, ``message_queue_size``)."""
     # Our own stream, closed in `finally`: the client library can leak it when the server closes first.
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     try:
         async with _unwrap_rejection(), trio.open_nursery() as nursery:
             headers = [(b"Origin", origin.encode())] if origin is not None else []
             ws = await wrap_client_stream(
-                nursery, stream, host or f"localhost:{port}", path, extra_headers=headers, max_message_size=MAX_MESSAGE
+                nursery, stream, host or f"localhost:{port}", path, extra_headers=headers,
+                max_message_size=MAX_MESSAGE, **options,
             )
             try:
                 yield ws

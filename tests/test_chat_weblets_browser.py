@@ -357,3 +357,23 @@ def test_the_notes_flow_of_the_docs_keeps_notes_across_a_restart(chat: Page, dae
     chat.run("/open diary")  # the answer is named in the weblet's store: no second prompt
     expect(diary.locator("#text")).to_have_value("outlives the daemon")
     expect(page.locator("#permission-dialog")).to_be_hidden()
+
+
+def test_a_weblets_prompts_can_be_blocked_as_a_whole_and_others_still_ask(chat: Page, daemon: DaemonProcess) -> None:
+    """Prompt spam (issue 9, item 13): "Block requests from this weblet" closes its queue; its requests stay in the inbox."""
+    open_chat(chat, daemon)
+    page = chat.page
+    chat.run("/install notes-bundle --as pesky")
+    prompt = page.locator("#permission-dialog")
+    expect(prompt).to_be_visible()
+    expect(prompt.locator("#permission-detail")).to_contain_text("pesky")
+    prompt.locator("#permission-block").click()
+    expect(prompt).to_be_hidden()
+    card = page.locator("#inbox .message.request").filter(has=page.locator(".from", has_text="pesky"))
+    expect(card).to_have_count(1)  # still there, to answer or dismiss in the inbox
+    # Another weblet still gets its prompt.
+    chat.run("/install notes-bundle --as other")
+    expect(prompt).to_be_visible()
+    expect(prompt.locator("#permission-detail")).to_contain_text("other")
+    prompt.locator("#permission-deny").click()
+    expect(prompt).to_be_hidden()

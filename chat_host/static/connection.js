@@ -50,7 +50,7 @@ export class Connection {
       this.onState({ state: "connecting", attempt: failures });
       let conn;
       try {
-        conn = await connectWebSocket(this.url);
+        conn = await connectWebSocket(this.url, { protocols: tokenProtocols(this.token) });
       } catch (error) {
         failures += 1;
         await this.pause(failures, error);
@@ -108,6 +108,19 @@ export class Connection {
     if (!this.session) return notConnected();
     return E(ref)[method](...args);
   }
+}
+
+/**
+ * The token rides in the upgrade request as a subprotocol beside
+ * "ocapd-captp" (the one the gateway selects): a session that carries a
+ * valid token from its first byte is never counted among the sessions
+ * without one, so idle anonymous sockets cannot keep the owner out. Only
+ * tokens made of subprotocol-safe characters go there; `fetch` checks the
+ * token again either way.
+ * @param {string} token
+ */
+export function tokenProtocols(token) {
+  return /^[A-Za-z0-9_-]{1,128}$/.test(token) ? ["ocapd-captp", `ocapd-token.${token}`] : ["ocapd-captp"];
 }
 
 function notConnected() {

@@ -9,6 +9,13 @@
 // the value of a name picked from the inventory; Deny declines. Requests from
 // anyone else stay in the inbox as before; a prompt closed without answering
 // (Esc, "Later") leaves its request pending there.
+//
+// Prompt spam (issue 9, item 13): the daemon lets one sender have only a few
+// requests waiting at a time (DaemonLimits.pending_requests), and here the
+// user can close a weblet's whole queue at once and see no more prompts from
+// it ("Block requests from this weblet", for as long as the tab lives); its
+// requests stay in the inbox, to answer or dismiss there. The dialog says how
+// many more prompts are waiting.
 
 import { byId, h, replaceChildren } from "./dom.js";
 import { PET_NAME } from "./parse.js";
@@ -54,12 +61,16 @@ export class PermissionPrompts {
     this.done = new Set();
     /** Requests waiting for a prompt: {record, weblet}. */
     this.queue = [];
+    /** Senders (handle ids) whose requests are not prompted any more in this tab. */
+    this.blocked = new Set();
+    this.queueEl = byId("permission-queue");
     this.current = null;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.armTimer = undefined;
     this.form.addEventListener("submit", (event) => this.allow(event));
     this.denyButton.addEventListener("click", () => this.deny());
     byId("permission-later").addEventListener("click", () => this.dialog.close());
+    byId("permission-block").addEventListener("click", () => this.block());
     this.select.addEventListener("change", () => this.arm());
     this.dialog.addEventListener("close", () => this.closed());
   }
@@ -86,9 +97,11 @@ export class PermissionPrompts {
         continue;
       }
       if (this.prompted.has(record.number) || this.checking.has(record.number)) continue;
+      if (this.blocked.has(String(record.from))) continue;
       this.checking.add(record.number);
       this.hooks.identify(String(record.from)).then((weblet) => {
         if (!weblet || this.prompted.has(record.number) || this.done.has(record.number)) return;
+        if (this.blocked.has(String(record.from))) return;
         this.prompted.add(record.number);
         this.queue.push({ record, weblet });
         this.showNext();
@@ -108,10 +121,24 @@ export class PermissionPrompts {
     this.settled(number);
   }
 
+  /** Close the current prompt and every queued one from the same sender; prompt none from it again. */
+  block() {
+    const current = this.current;
+    if (!current) return;
+    const sender = String(current.record.from);
+    this.blocked.add(sender);
+    this.queue = this.queue.filter((q) => String(q.record.from) !== sender);
+    this.dialog.close();
+  }
+
   showNext() {
     if (this.current || this.queue.length === 0) return;
     this.current = this.queue.shift();
     const { record, weblet } = this.current;
+    const more = this.queue.length;
+    const fromSame = this.queue.filter((q) => String(q.record.from) === String(record.from)).length;
+    this.queueEl.hidden = more === 0;
+    this.queueEl.textContent = more === 0 ? "" : `${more} more waiting (${fromSame} from this weblet).`;
     const title = String(weblet.info.title || weblet.name || "A weblet");
     const level = String(weblet.info.level ?? "");
     replaceChildren(this.whoEl, h("strong", { class: "permission-title" }, title), " asks:");

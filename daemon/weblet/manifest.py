@@ -108,8 +108,35 @@ def _check_text(value: str, *, multiline: bool) -> str:
     return value
 
 
+#: Characters that show nothing (or nothing of their own) but make a
+#: different string: a title of "Counter" plus one of these looks exactly
+#: like the real Counter. Unicode's format characters (category Cf: zero-width
+#: space and joiners, soft hyphen, word joiner, BOM, tag characters) are
+#: refused by category; these are the invisible ones of other categories.
+_INVISIBLE = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180e\u180f\u2800\u3164\uffa0"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))  # variation selectors
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))  # variation selectors supplement
+)
+
+
+def check_lookalike(value: str) -> str:
+    """``value`` if it has no invisible or format character that could make it pass for another name.
+
+    For text the user reads as a name (a weblet's title): refuses Unicode
+    format characters (Cf), line and paragraph separators, private-use and
+    unassigned code points, and invisible fillers and variation selectors.
+    """
+    for char in value:
+        category = unicodedata.category(char)
+        if category in ("Cf", "Zl", "Zp", "Co", "Cn") or char in _INVISIBLE:
+            name = unicodedata.name(char, "unassigned")
+            raise _invalid(f"invisible or format character U+{ord(char):04X} ({name}) is not allowed in a name")
+    return value
+
+
 def _line(value: str) -> str:
-    return _check_text(value, multiline=False)
+    return check_lookalike(_check_text(value, multiline=False))
 
 
 def _paragraph(value: str) -> str:

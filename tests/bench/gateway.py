@@ -81,11 +81,15 @@ def serve() -> None:
 
 
 @asynccontextmanager
-async def websocket(port: int, path: str) -> AsyncIterator[Any]:
+async def websocket(port: int, path: str, token: str | None = None) -> AsyncIterator[Any]:
+    """A WebSocket; with ``token``, it rides in the upgrade as the chat page sends it (an authenticated session)."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
+    protocols = ["ocapd-captp", f"ocapd-token.{token}"] if token else []
     try:
         async with trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(nursery, stream, f"localhost:{port}", path, max_message_size=MAX_MESSAGE)
+            ws = await wrap_client_stream(
+                nursery, stream, f"localhost:{port}", path, subprotocols=protocols, max_message_size=MAX_MESSAGE
+            )
             try:
                 yield ws
             finally:
@@ -132,7 +136,7 @@ async def bench(home: Path, proc: subprocess.Popen[bytes], quick: bool) -> dict[
     echo: list[float] = []
     calls: list[float] = []
     fetches: list[float] = []
-    async with websocket(port, "/_ocapd/echo") as raw, websocket(port, "/_ocapd/ws") as ws:
+    async with websocket(port, "/_ocapd/echo") as raw, websocket(port, "/_ocapd/ws", token) as ws:
         async with open_websocket_connection(ws, None, name="bench") as conn:
             gateway = conn.bootstrap()
 
@@ -162,7 +166,8 @@ async def bench(home: Path, proc: subprocess.Popen[bytes], quick: bool) -> dict[
 
     async def hold() -> None:
         nonlocal opened, answered
-        async with websocket(port, "/_ocapd/ws") as ws:
+        # Held sessions carry the token: sessions without one have a small cap of their own.
+        async with websocket(port, "/_ocapd/ws", token) as ws:
             async with open_websocket_connection(ws, None, name="held") as conn:
                 opened += 1
                 if opened == sessions:

@@ -1,0 +1,158 @@
+"""The daemon under attack from its guests and anonymous peers (issue 9): a real daemon, real sockets.
+
+Limits are scaled down through ``OCAPD_LIMITS`` so each attack proves its
+property quickly; throughout, the owner's ``ocapd ping`` still answers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from daemon_harness import DaemonProcess
+
+from ocapd.captp import E, RemoteError
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def make_daemon(tmp_path: Path, **limits: Any) -> DaemonProcess:
+    d = DaemonProcess(tmp_path / "home", port=0)
+    d.home.mkdir()
+    if limits:
+        d.env["OCAPD_LIMITS"] = json.dumps(limits)
+    return d
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):
+    d = make_daemon(tmp_path)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+# -- item 16 ------------------------------------------------------------------------------------
+
+
+def test_a_guest_sees_the_names_it_was_introduced_to_at_once(daemon: DaemonProcess) -> None:
+    daemon.out("store", "--text", "a present", "-n", "gift")
+    daemon.out("mkguest", "g1", "--introduce", "gift:gift")
+    assert "gift" in daemon.out("list", "--as", "g1-agent").split()
+    daemon.restart()
+    assert "gift" in daemon.out("list", "--as", "g1-agent").split()
+
+
+def test_a_bad_limits_override_stops_the_daemon_with_a_clear_message(tmp_path: Path) -> None:
+    d = make_daemon(tmp_path, no_such_limit=3)
+    with pytest.raises(RuntimeError, match="unknown limit 'no_such_limit'"):
+        d.start()
+
+
+async def test_the_daemon_reports_its_shared_budget(daemon: DaemonProcess) -> None:
+    async with daemon.connect() as (_, facet, _):
+        budget = (await E(facet).inspect())["daemon"]["budget"]
+        assert budget["max_answers"] == 262_144
+
+
+# -- item 11: mail quotas ----------------------------------------------------------------------
+
+MAIL_LIMITS = {"message_bytes": 64 * 1024, "messages": 20, "mailbox_bytes": 200 * 1024, "names": 30, "pending_requests": 2}
+
+
+@pytest.fixture
+def small_daemon(tmp_path: Path):
+    d = make_daemon(tmp_path, **MAIL_LIMITS)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+async def test_mail_quotas_refuse_with_a_clear_error_and_the_inbox_always_lists(small_daemon: DaemonProcess) -> None:
+    d = small_daemon
+    d.out("mkguest", "g")
+    async with d.connect() as (host, _, _):
+        guest = await E(host).lookup("g-agent")
+        big = "x" * (100 * 1024)
+        with pytest.raises(RemoteError, match="message too large"):
+            await E(guest).send("HOST", [big], [], [])
+        for _ in range(3):  # 3 x 60 KiB fit in 200 KiB ...
+            await E(guest).send("HOST", ["y" * (60 * 1024)], [], [])
+        with pytest.raises(RemoteError, match="mailbox is full"):  # ... a fourth does not
+            await E(guest).send("HOST", ["y" * (60 * 1024)], [], [])
+        for _ in range(17):
+            await E(guest).send("HOST", ["hi"], [], [])
+        with pytest.raises(RemoteError, match=r"mailbox is full \(20 messages\)"):
+            await E(guest).send("HOST", ["one too many"], [], [])
+    # The owner's inbox lists, page by page, everything there is.
+    listed = d.out("inbox").splitlines()
+    assert len(listed) == 20
+    assert d.out("ping") == "pong"
+
+
+async def test_requests_from_one_sender_are_capped_while_they_wait(small_daemon: DaemonProcess) -> None:
+    d = small_daemon
+    d.out("mkguest", "w")
+    async with d.connect() as (host, _, _):
+        guest = await E(host).lookup("w-agent")
+        asks = [E(guest).request("HOST", f"please {i}") for i in range(2)]
+        while len([m for m in await E(host).list_messages() if m["type"] == "request"]) < 2:
+            await trio.sleep(0.05)
+        with pytest.raises(RemoteError, match="already waiting for an answer"):
+            await E(guest).request("HOST", "please 3")
+        numbers = [m["number"] for m in await E(host).list_messages() if m["type"] == "request"]
+        await E(host).reject(numbers[0], "no")
+        with pytest.raises(RemoteError):
+            await asks[0]
+        # One answered: the weblet may ask again.
+        third = E(guest).request("HOST", "please 3")
+        while len([m for m in await E(host).list_messages() if m["type"] == "request" and m.get("settled") is None]) < 2:
+            await trio.sleep(0.05)
+        del third, asks
+
+
+async def test_names_are_capped_per_store(small_daemon: DaemonProcess) -> None:
+    async with small_daemon.connect() as (host, _, _):
+        with pytest.raises(RemoteError, match=r"name store is full \(30 names\)"):
+            for i in range(MAIL_LIMITS["names"] + 1):
+                await E(host).store_value(i, f"n{i}")
+        assert len([n for n in await E(host).list() if n.startswith("n")]) <= MAIL_LIMITS["names"]
+
+
+async def test_a_listing_never_exceeds_a_frame_even_with_huge_old_messages(daemon: DaemonProcess) -> None:
+    """Messages stored before the quotas (here: written to the database directly) list as stubs, in pages."""
+    d = daemon
+    d.out("mkguest", "old")
+    async with d.connect() as (host, _, _):
+        guest = await E(host).lookup("old-agent")
+        await E(guest).send("HOST", ["small"], [], [])
+        messages = await E(host).list_messages()
+    d.stop()
+    import sqlite3
+
+    con = sqlite3.connect(d.db_path)
+    try:
+        (mailbox, record_text) = con.execute("SELECT mailbox, record FROM messages").fetchone()
+        record = json.loads(record_text)
+        for n in range(2):  # two 9 MiB messages: together over the 16 MiB frame
+            big = {**record, "number": 100 + n, "strings": ["z" * (9 * 1024 * 1024)]}
+            con.execute("INSERT INTO messages (mailbox, number, record) VALUES (?, ?, ?)", (mailbox, 100 + n, json.dumps(big)))
+        con.commit()
+    finally:
+        con.close()
+    d.start()
+    listed = d.out("inbox")
+    assert "over the 1048576-byte limit" in listed and "small" in listed
+    async with d.connect() as (host, _, _):
+        page = await E(host).list_messages()
+        assert [m["number"] for m in page] == [messages[0]["number"], 100, 101]
+        assert page[1]["oversize"] > 9 * 1024 * 1024
+        await E(host).dismiss(100)
+    assert d.out("ping") == "pong"
