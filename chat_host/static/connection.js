@@ -117,10 +117,10 @@ export class Connection {
  * without one, so idle anonymous sockets cannot keep the owner out. Only
  * tokens made of subprotocol-safe characters go there; `fetch` checks the
  * token again either way.
- * @param {string} token
+ * @param {string | null} token
  */
 export function tokenProtocols(token) {
-  return /^[A-Za-z0-9_-]{1,128}$/.test(token) ? ["ocapd-captp", `ocapd-token.${token}`] : ["ocapd-captp"];
+  return token && /^[A-Za-z0-9_-]{1,128}$/.test(token) ? ["ocapd-captp", `ocapd-token.${token}`] : ["ocapd-captp"];
 }
 
 function notConnected() {
