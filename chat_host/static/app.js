@@ -88,11 +88,16 @@ const weblets = new WebletDirectory({
 });
 
 const inbox = new Inbox({
-  senderNames: (id) => {
-    const names = inventory.namesForId(id);
+  senderNames: (record) => {
+    // The inventory's names follow renames; the record's from_names are the
+    // daemon's names when it was sent or listed (a weblet's: the weblet's).
+    const names = inventory.namesForId(String(record.from));
     if (names.length) return names;
-    const weblet = weblets.known(id);
-    return weblet?.name ? [weblet.name] : [];
+    const webletNames = record.from_weblet ? inventory.namesForId(String(record.from_weblet)) : [];
+    if (webletNames.length) return webletNames;
+    const weblet = weblets.known(String(record.from));
+    if (weblet?.name) return [weblet.name];
+    return Array.isArray(record.from_names) ? record.from_names.map(String) : [];
   },
   act,
 });
