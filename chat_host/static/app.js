@@ -109,7 +109,7 @@ const prompts = new PermissionPrompts({
     if (weblet) inbox.refreshSenders();
     return weblet?.name ? weblet : null;
   },
-  names: () => inventory.petNames(),
+  entries: () => inventory.list(),
   answer: act,
   onClose: () => focusInput(),
 });
