@@ -69,7 +69,8 @@ class Agent(NameHub):
         A weblet sends as its own guest, whose handle this agent has no name
         for: such a message also carries ``from_weblet`` (the weblet's formula
         id, so a client can follow renames), and ``from_names`` are the
-        weblet's names. ``weblets`` is ``_weblets_by_handle()``, when the
+        weblet's names — or, if it has none here (it was removed),
+        ``from_title`` is its manifest's title. ``weblets`` is ``_weblets_by_handle()``, when the
         caller describes many messages at once.
         """
         out = dict(m)
@@ -79,6 +80,10 @@ class Agent(NameHub):
         if weblet is not None:
             out["from_weblet"] = weblet
             names = names or self._store.reverse(weblet)
+            if not names:  # removed (or never named here): its title still says who it was
+                formula = self._kernel.formulas.get(weblet)
+                title = formula.manifest.get("title") if isinstance(formula, F.WebletFormula) else None
+                out["from_title"] = title if isinstance(title, str) else ""
         out["from_names"] = names
         return out
 

@@ -89,3 +89,10 @@ def test_a_renamed_weblets_requests_follow_its_new_name(daemon: DaemonProcess, t
     number = wait_for_request(daemon)["number"]
     daemon.cli("move", "asker", "greeter")
     assert f"{number}. greeter requests: a greeting, please (pending)" in daemon.out("inbox").splitlines()
+
+
+def test_a_removed_weblets_requests_still_say_which_weblet(daemon: DaemonProcess, tmp_path) -> None:
+    install_asker(daemon, tmp_path, "asker")
+    number = wait_for_request(daemon)["number"]
+    daemon.cli("remove", "asker")
+    assert f"{number}. weblet 'Asker' requests: a greeting, please (pending)" in daemon.out("inbox").splitlines()

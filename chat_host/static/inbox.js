@@ -65,6 +65,7 @@ export class Inbox {
     const names = all.filter((n) => n !== "SELF");
     if (names.length) return names[0];
     if (all.includes("SELF")) return "you";
+    if (typeof record.from_title === "string") return `weblet “${record.from_title || "untitled"}” (no longer named)`;
     return `unknown sender ${String(record.from).slice(0, 8)}…`;
   }
 
