@@ -63,18 +63,49 @@ class Agent(NameHub):
         agent = await self._kernel.provide(agent_id)
         return handle_id, agent
 
-    def _describe_message(self, m: dict[str, Any]) -> dict[str, Any]:
+    def _describe_message(self, m: dict[str, Any], weblets: dict[str, str] | None = None) -> dict[str, Any]:
+        """A message as clients see it: with ``from_names``, this agent's names for its sender.
+
+        A weblet sends as its own guest, whose handle this agent has no name
+        for: such a message also carries ``from_weblet`` (the weblet's formula
+        id, so a client can follow renames), and ``from_names`` are the
+        weblet's names — or, if it has none here (it was removed),
+        ``from_title`` is its manifest's title. ``weblets`` is ``_weblets_by_handle()``, when the
+        caller describes many messages at once.
+        """
         out = dict(m)
-        names = [n for n, i in self._specials().items() if i == m["from"]] + self._store.reverse(m["from"])
+        sender = m["from"]
+        names = [n for n, i in self._specials().items() if i == sender] + self._store.reverse(sender)
+        weblet = (weblets if weblets is not None else self._weblets_by_handle()).get(sender)
+        if weblet is not None:
+            out["from_weblet"] = weblet
+            names = names or self._store.reverse(weblet)
+            if not names:  # removed (or never named here): its title still says who it was
+                formula = self._kernel.formulas.get(weblet)
+                title = formula.manifest.get("title") if isinstance(formula, F.WebletFormula) else None
+                out["from_title"] = title if isinstance(title, str) else ""
         out["from_names"] = names
         return out
 
+    def _weblets_by_handle(self) -> dict[str, str]:
+        """Weblet formula id by the handle of the guest it acts as (every weblet the daemon knows)."""
+        formulas = self._kernel.formulas
+        found = {}
+        for fid, formula in list(formulas.items()):
+            if isinstance(formula, F.WebletFormula):
+                guest = formulas.get(formula.guest)
+                if isinstance(guest, F.GuestFormula):
+                    found[guest.handle] = fid
+        return found
+
     def list_messages(self, after: int = -1, limit: int = 200) -> list[dict[str, Any]]:
         """One page of messages numbered above ``after`` (it always fits a frame); list again after the last."""
-        return [self._describe_message(m) for m in self._mailbox.page(after, limit)]
+        weblets = self._weblets_by_handle()
+        return [self._describe_message(m, weblets) for m in self._mailbox.page(after, limit)]
 
     def follow_messages(self) -> ChangeStream:
-        return self._mailbox.follow()
+        """Each message now (``{"add": m}``), then every change; messages are described as ``list_messages`` does."""
+        return self._mailbox.follow(describe=self._describe_message)
 
     async def send(
         self, to: str | list[str], strings: list[str], edge_names: list[str], pet_names: list[str]

@@ -281,7 +281,10 @@ class Kernel:
             inc._resolver.reject(e)
             return
         if is_remotable(value) or isinstance(value, Promise):
-            self._id_of[id(value)] = inc.id
+            # A value keeps the identity of the formula that made it: a promise
+            # or lookup resolving to a live value (a request answered with
+            # AGENT) must not make the host look like a promise.
+            self._id_of.setdefault(id(value), inc.id)
         inc._resolver.resolve(value)
 
     # -- cancellation ----------------------------------------------------------------
@@ -318,8 +321,8 @@ class Kernel:
                 continue
             detached.append(inc)
             self._forget_edges(inc)
-            if inc.promise.fulfilled:
-                self._id_of.pop(id(inc.promise.result()), None)
+            if inc.promise.fulfilled and self._id_of.get(id(inc.promise.result())) == inc.id:
+                del self._id_of[id(inc.promise.result())]
             else:
                 inc._resolver.reject(Cancelled(reason))
         return detached

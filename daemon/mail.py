@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import builtins
 import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +75,10 @@ class Mailbox:
             self._next = max(self._next, int(stored_next))
         # Held weakly: a stream lives as long as its follower holds it (over
         # CapTP, until the session ends or drops it), not as long as we do.
-        self._followers: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
+        # Each with how its records are shown (its agent's describe).
+        self._followers: weakref.WeakKeyDictionary[ChangeStream, Callable[[dict[str, Any]], dict[str, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def limits(self) -> DaemonLimits:
@@ -200,16 +204,27 @@ class Mailbox:
                 fulfilled = m
         return fulfilled
 
-    def follow(self) -> ChangeStream:
+    def follow(self, describe: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> ChangeStream:
+        """Every message now (``{"add": m}``), then each change as it happens.
+
+        ``describe`` (the agent's) turns each record that goes out into what
+        its clients see (the sender's names).
+        """
         stream = ChangeStream(on_close=self._unfollow)
+        shown = describe or _as_is
         for record in self.list():  # oversized ones as stubs
-            stream.push({"add": record})
-        self._followers.add(stream)
+            stream.push({"add": shown(record)})
+        self._followers[stream] = shown
         return stream
 
     def _unfollow(self, stream: ChangeStream) -> None:
-        self._followers.discard(stream)
+        self._followers.pop(stream, None)
 
     def _emit(self, event: dict[str, Any]) -> None:
-        for stream in list(self._followers):
-            stream.push(event)
+        for stream, shown in list(self._followers.items()):
+            kind = "add" if "add" in event else "update" if "update" in event else None
+            stream.push(event if kind is None else {kind: shown(event[kind])})
+
+
+def _as_is(record: dict[str, Any]) -> dict[str, Any]:
+    return record

@@ -104,7 +104,8 @@ def is_reference(value: Any) -> bool:
 
 
 def format_message(m: dict[str, Any]) -> str:
-    sender = (m.get("from_names") or [m["from"][:16]])[0]
+    title = m.get("from_title")  # a weblet no longer named here
+    sender = (m.get("from_names") or [f"weblet {title!r}" if title is not None else m["from"][:16]])[0]
     if m["type"] == "request":
         state = m.get("settled") or "pending"
         return f"{m['number']}. {sender} requests: {m['description']} ({state})"

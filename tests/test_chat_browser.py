@@ -282,3 +282,105 @@ def test_the_page_reconnects_after_ocapd_restart(chat: Page, daemon: DaemonProce
     expect(chat.entry("before-restart")).to_be_visible()
     daemon.cli("store", "--text", "after", "-n", "after-restart")
     expect(chat.entry("after-restart")).to_be_visible()
+
+
+# ---------------------------------------------------------------------------
+# a pending eval: its Cancel, its printed output, naming over a name (issue 10, items 1 and 6)
+
+
+def chat_worker_pids(d: DaemonProcess) -> set[int]:
+    """The daemon's worker processes, from the process table (the daemon was started by `ocapd start`)."""
+    from types import SimpleNamespace
+
+    from test_stopping import worker_pids
+
+    daemon_pid = int((d.home / "run" / "ocapd.pid").read_text().strip())
+    return worker_pids(SimpleNamespace(proc=SimpleNamespace(pid=daemon_pid)))  # type: ignore[arg-type]
+
+
+def new_chat_worker(d: DaemonProcess, before: set[int]) -> int:
+    from test_stopping import wait_until
+
+    found: list[int] = []
+
+    def appeared() -> bool:
+        found[:] = sorted(chat_worker_pids(d) - before)
+        return bool(found)
+
+    wait_until("a new worker process", appeared)
+    return found[0]
+
+
+def test_a_pending_eval_shows_a_cancel_button_that_stops_its_worker(chat: Page, daemon: DaemonProcess) -> None:
+    from test_stopping import alive, wait_until
+
+    open_chat(chat, daemon)
+    page = chat.page
+    before = chat_worker_pids(daemon)
+    chat.run("/eval while True: pass")
+    block = page.locator("#transcript .block").last
+    pending = block.locator(".line.pending")
+    expect(pending).to_be_visible()
+    expect(pending).to_contain_text("Evaluating")
+    pid = new_chat_worker(daemon, before)
+    assert alive(pid)
+    pending.get_by_role("button", name="Cancel").click()
+    expect(block.locator(".line.warn")).to_contain_text("Cancelled")
+    expect(pending).to_have_count(0)
+    wait_until("the worker's process is gone", lambda: not alive(pid))
+
+
+def test_closing_the_tab_cancels_a_pending_eval(browser: Any, daemon: DaemonProcess) -> None:
+    from test_stopping import alive, wait_until
+
+    chat = Page(browser)
+    try:
+        open_chat(chat, daemon)
+        before = chat_worker_pids(daemon)
+        chat.run("/eval while True: pass")
+        expect(chat.page.locator("#transcript .line.pending")).to_be_visible()
+        pid = new_chat_worker(daemon, before)
+    finally:
+        chat.context.close()
+    wait_until("the worker's process is gone", lambda: not alive(pid))
+
+
+def test_what_an_eval_prints_shows_before_its_result(chat: Page, daemon: DaemonProcess) -> None:
+    open_chat(chat, daemon)
+    page = chat.page
+    chat.run("/eval (print('hello'), __import__('sys').stderr.write('careful\\n'), 42)[2]")
+    block = page.locator("#transcript .block").last
+    expect(block.locator(".line.value")).to_have_text("42")
+    lines = block.locator(".line")
+    expect(lines).to_have_count(4)
+    assert [line.get_attribute("data-kind") for line in lines.all()] == ["command", "stdout", "stderr", "value"]
+    expect(lines.nth(1)).to_have_text("hello")
+    expect(lines.nth(2)).to_have_text("careful")
+
+
+def test_the_eval_dialog_offers_to_replace_a_name_in_use(chat: Page, daemon: DaemonProcess) -> None:
+    daemon.cli("store", "--json", "1", "-n", "taken")
+    open_chat(chat, daemon)
+    page = chat.page
+    page.locator("#eval-button").click()
+    dialog = page.locator("#eval-dialog")
+    page.locator("#eval-source").fill("2 + 2")
+    page.locator("#eval-result-name").fill("taken")
+    page.locator("#eval-submit").click()
+    expect(page.locator("#eval-error")).to_contain_text("already names something")
+    replace = page.locator("#eval-replace")
+    expect(replace).to_be_visible()
+    expect(replace).not_to_be_checked()
+    assert daemon.out("show", "taken") == "1"
+    replace.check()
+    page.locator("#eval-submit").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#transcript .line.value").last).to_contain_text("4")
+    assert daemon.out("show", "taken") == "4"
+
+    # typed, the same choice is --replace
+    chat.run("/eval 5 -n taken")
+    expect(page.locator("#transcript .line.error").last).to_contain_text("--replace")
+    chat.run("/eval 6 -n taken --replace")
+    expect(page.locator("#transcript .line.value").last).to_contain_text("6")
+    assert daemon.out("show", "taken") == "6"

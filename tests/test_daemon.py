@@ -606,3 +606,24 @@ async def test_asking_again_for_what_was_already_given_gets_the_same_answer(daem
                     await trio.sleep(0.02)
             await E(host).resolve(2, "answer")
         assert second == ["the answer"]
+
+
+async def test_answering_a_request_with_an_agent_leaves_that_agent_itself(daemon: DaemonProcess) -> None:
+    """Seen in the chat (issue 10, item 8): Allow with AGENT, and `ocapd chat` then said
+    "tokens are minted for agents": the request's promise had taken over the host's identity."""
+    async with daemon.connect() as (host, _, _):
+        guest = await E(host).provide_guest("trusted", "trusted-agent")
+        async with trio.open_nursery() as nursery:
+            got: list = []
+
+            async def ask() -> None:
+                got.append(await E(guest).request("HOST", "your powers, please", "powers"))
+
+            nursery.start_soon(ask)
+            with trio.fail_after(20):
+                while not (requests := [m for m in await E(host).list_messages() if m["type"] == "request"]):
+                    await trio.sleep(0.02)
+            await E(host).resolve(requests[0]["number"], "AGENT")
+        assert len(got) == 1
+    assert "#token=" in daemon.out("chat")  # a token is still minted for the host
+    assert "#token=" in daemon.out("chat", "--as", "trusted-agent")

@@ -8,6 +8,7 @@
 // the same panels back on the same origins; the manager itself is manager.js.
 
 import { lookupCommand, completeCommand, UsageError } from "./commands.js";
+import { E, Far } from "/_ocapd/captp.js";
 import { Connection } from "./connection.js";
 import { byId, h, replaceChildren } from "./dom.js";
 import { EvalDialog } from "./evaldialog.js";
@@ -88,11 +89,16 @@ const weblets = new WebletDirectory({
 });
 
 const inbox = new Inbox({
-  senderNames: (id) => {
-    const names = inventory.namesForId(id);
+  senderNames: (record) => {
+    // The inventory's names follow renames; the record's from_names are the
+    // daemon's names when it was sent or listed (a weblet's: the weblet's).
+    const names = inventory.namesForId(String(record.from));
     if (names.length) return names;
-    const weblet = weblets.known(id);
-    return weblet?.name ? [weblet.name] : [];
+    const webletNames = record.from_weblet ? inventory.namesForId(String(record.from_weblet)) : [];
+    if (webletNames.length) return webletNames;
+    const weblet = weblets.known(String(record.from));
+    if (weblet?.name) return [weblet.name];
+    return Array.isArray(record.from_names) ? record.from_names.map(String) : [];
   },
   act,
 });
@@ -104,7 +110,7 @@ const prompts = new PermissionPrompts({
     if (weblet) inbox.refreshSenders();
     return weblet?.name ? weblet : null;
   },
-  names: () => inventory.petNames(),
+  entries: () => inventory.list(),
   answer: act,
   onClose: () => focusInput(),
 });
@@ -142,18 +148,70 @@ const installDialog = new InstallDialog({
 byId("install-button").addEventListener("click", () => installDialog.open());
 byId("install-link").addEventListener("click", () => installDialog.open());
 
-const evalDialog = new EvalDialog({
-  evaluate: async (worker, source, codeNames, petPaths, resultName) => {
-    const out = transcript.command(`/eval ${source}${codeNames.map((c, i) => ` ${c}:${petPaths[i]}`).join("")}` +
-      `${worker ? ` -w ${worker}` : ""}${resultName ? ` -n ${resultName}` : ""}`);
+/**
+ * Evaluate, for /eval and the eval dialog alike, on a session of its own
+ * (connection.openWorkSession): while it runs, a pending line with Cancel,
+ * which ends that session — the daemon cancels the evaluation and stops a
+ * fresh worker, as when the tab closes. What the code prints shows as it
+ * prints, above the result or the error. `result` rejects with the error
+ * once it is shown (a cancelled one with an Error named "Cancelled").
+ * @param {any} out the transcript writer of the command
+ * @param {import("./evaldialog.js").EvalArgs} args
+ * @param {string} nameTakenHint how to replace a name in use, said after that error
+ */
+function startEval(out, { worker, source, codeNames, petPaths, resultName, replace }, nameTakenHint) {
+  let cancelled = false;
+  /** @type {(() => void) | null} */
+  let close = null;
+  const cancel = () => {
+    cancelled = true;
+    close?.();
+  };
+  const output = Far("Output", {
+    write: (stream, text) => {
+      out.output(String(stream), String(text));
+    },
+  });
+  const pending = out.pending("Evaluating…", cancel);
+  const run = async () => {
+    const work = await connection.openWorkSession();
+    close = work.close;
+    if (cancelled) work.close();
     try {
-      const value = await connection.call("evaluate", worker, source, codeNames, petPaths, resultName);
+      return await E(work.agent).evaluate(worker, source, codeNames, petPaths, resultName,
+        { output, replace: Boolean(replace) });
+    } finally {
+      work.close(); // a result that is a reference is shown as text only: nothing here holds it
+    }
+  };
+  const result = run().then(
+    (value) => {
+      pending.done();
       out.value(value, resultName ? `named ${resultName}` : undefined);
       scheduleRefresh();
-    } catch (error) {
-      out.error(error);
-      throw new Error(formatError(error));
-    }
+      return value;
+    },
+    (error) => {
+      pending.done();
+      if (cancelled) {
+        out.warn("Cancelled: the evaluation was stopped (a fresh worker with it).");
+        const stopped = new Error("the evaluation was cancelled");
+        stopped.name = "Cancelled";
+        throw stopped;
+      }
+      out.error(error?.name === "NameTaken" ? `${formatError(error)} — ${nameTakenHint}` : error);
+      throw error;
+    },
+  );
+  return { result, cancel };
+}
+
+const evalDialog = new EvalDialog({
+  evaluate: (args) => {
+    const { worker, source, codeNames, petPaths, resultName, replace } = args;
+    const out = transcript.command(`/eval ${source}${codeNames.map((c, i) => ` ${c}:${petPaths[i]}`).join("")}` +
+      `${worker ? ` -w ${worker}` : ""}${resultName ? ` -n ${resultName}` : ""}${replace ? " --replace" : ""}`);
+    return startEval(out, args, "tick Replace in the eval dialog to name the new result instead");
   },
   onClose: () => focusInput(),
 });
@@ -457,7 +515,7 @@ function showFatal(title, text) {
 retryButton.addEventListener("click", () => connection.retryNow());
 window.addEventListener("online", () => connection.retryNow());
 // Leaving the page ends the session at once (the daemon drops what it held for us).
-window.addEventListener("pagehide", () => connection.session?.conn.close());
+window.addEventListener("pagehide", () => connection.closeAll());
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") connection.retryNow();
 });
@@ -602,6 +660,7 @@ function commandContext(out) {
     table: (rows) => out.table(rows),
     clear: () => transcript.clear(),
     openEval: (prefill) => evalDialog.open(prefill),
+    evaluate: (args) => startEval(out, args, "add --replace to name the new result instead"),
     cancel: (name) => cancelName(name, out),
     remove: (name) => removeName(name, out),
     install: async (bundle, name, powers) => {

@@ -37,6 +37,8 @@ function messageNumber(text, usage) {
  * @property {(lines: Array<[string, string]>) => void} table
  * @property {() => void} clear
  * @property {(prefill?: object) => void} openEval
+ * @property {(args: import("./evaldialog.js").EvalArgs) => {result: Promise<unknown>, cancel: () => void}} evaluate
+ *           evaluate with a pending line and Cancel, printed output, then the result or error (all written here)
  * @property {(promise: Promise<any>, what: string) => void} background
  * @property {(name: string) => Promise<void>} cancel  cancel a name (closes its weblet frame)
  * @property {(name: string) => Promise<void>} remove  forget a name (a weblet is cancelled first)
@@ -140,17 +142,17 @@ export const COMMANDS = [
   },
   {
     name: "eval",
-    usage: "/eval <source> [code:pet ...] [-w worker] [-n name]",
-    summary: "evaluate Python in a worker (no arguments: open the eval dialog)",
+    usage: "/eval <source> [code:pet ...] [-w worker] [-n name] [--replace]",
+    summary: "evaluate Python in a worker; Cancel stops it (no arguments: open the eval dialog)",
     async run(ctx, args) {
       if (!args.trim()) {
         ctx.openEval();
         return;
       }
-      const { source, codeNames, petPaths, worker, resultName } = parseEval(args);
-      need(source, this.usage);
-      const result = await ctx.call("evaluate", worker, source, codeNames, petPaths, resultName);
-      ctx.value(result, resultName ? `named ${resultName}` : undefined);
+      const parsed = parseEval(args);
+      need(parsed.source, this.usage);
+      // The result, printed output and errors are written by ctx.evaluate.
+      await ctx.evaluate(parsed).result.catch(() => {});
     },
   },
   {

@@ -37,6 +37,8 @@ export class Connection {
     /** @type {(() => void) | null} wakes a pause early */
     this.wake = null;
     this.sessions = 0;
+    /** Sessions of openWorkSession() still open. @type {Set<any>} */
+    this.workSessions = new Set();
   }
 
   /** Retry now instead of waiting out the backoff. */
@@ -97,6 +99,40 @@ export class Connection {
     this.wake = null;
   }
 
+  /**
+   * A session of its own for one piece of work, beside the main one. Ending
+   * it (`close`) cancels what was called on it: the daemon treats a session
+   * that ends as its caller going away (a fresh worker is stopped). Every
+   * such session also ends with the page (`closeAll`, on pagehide).
+   *
+   * Why not the `cancel` option of evaluate (a promise the page settles)?
+   * captp.js's Session._report keeps only the position of the resolver a
+   * listen names, so once the browser collects that proxy the peer drops the
+   * export, and settling the promise later aborts the whole session
+   * (unknown-position). Until that is fixed, closing a session is the
+   * reliable way to stop one call.
+   * @returns {Promise<{agent: any, close: () => void}>}
+   */
+  async openWorkSession() {
+    const conn = await connectWebSocket(this.url, { protocols: tokenProtocols(this.token) });
+    let agent;
+    try {
+      agent = await E(conn.bootstrap()).fetch(this.token);
+    } catch (error) {
+      conn.close();
+      throw error;
+    }
+    this.workSessions.add(conn);
+    conn.closed.catch(() => {}).finally(() => this.workSessions.delete(conn));
+    return { agent, close: () => conn.close() };
+  }
+
+  /** End the main session and every work session (the page is going away). */
+  closeAll() {
+    this.session?.conn.close();
+    for (const conn of this.workSessions) conn.close();
+  }
+
   /** Call a method on the agent of the current session. */
   call(method, ...args) {
     if (!this.session) return notConnected();
@@ -117,10 +153,10 @@ export class Connection {
  * without one, so idle anonymous sockets cannot keep the owner out. Only
  * tokens made of subprotocol-safe characters go there; `fetch` checks the
  * token again either way.
- * @param {string} token
+ * @param {string | null} token
  */
 export function tokenProtocols(token) {
-  return /^[A-Za-z0-9_-]{1,128}$/.test(token) ? ["ocapd-captp", `ocapd-token.${token}`] : ["ocapd-captp"];
+  return token && /^[A-Za-z0-9_-]{1,128}$/.test(token) ? ["ocapd-captp", `ocapd-token.${token}`] : ["ocapd-captp"];
 }
 
 function notConnected() {

@@ -1,7 +1,12 @@
 // @ts-check
-// The eval dialog: source, endowments (Python name ← pet name), worker and
-// result name, sent as one evaluate() call. Escape closes it (the <dialog>
-// element's own cancel), and focus goes back to the chat input.
+// The eval dialog: source, endowments (Python name ← pet name), worker,
+// result name and whether it may replace a name in use, sent as one
+// evaluate() call. While it runs the dialog waits with a Stop button (the
+// transcript shows its pending line with Cancel too); it closes when the
+// result comes, and stays open on an error to fix and try again — a result
+// name in use says to tick Replace. Escape closes it (the <dialog> element's
+// own cancel) and leaves a running evaluation to the transcript; focus goes
+// back to the chat input.
 
 import { byId, h } from "./dom.js";
 import { NAME_PATH, PET_NAME } from "./parse.js";
@@ -10,9 +15,10 @@ const PYTHON_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 export class EvalDialog {
   /**
-   * @param {{evaluate: (worker: string|null, source: string, codeNames: string[],
-   *                     petPaths: string[], resultName: string|null) => Promise<void>,
-   *          onClose: () => void}} hooks  `evaluate` rejects to keep the dialog open
+   * @typedef {{worker: string|null, source: string, codeNames: string[], petPaths: string[],
+   *            resultName: string|null, replace: boolean}} EvalArgs
+   * @param {{evaluate: (args: EvalArgs) => {result: Promise<unknown>, cancel: () => void},
+   *          onClose: () => void}} hooks  `result` rejects to keep the dialog open
    */
   constructor(hooks) {
     this.hooks = hooks;
@@ -28,12 +34,24 @@ export class EvalDialog {
     /** @type {HTMLInputElement} */
     this.resultName = byId("eval-result-name");
     this.error = byId("eval-error");
+    /** @type {HTMLInputElement} */
+    this.replace = byId("eval-replace");
     /** @type {HTMLButtonElement} */
     this.submitButton = byId("eval-submit");
+    /** @type {HTMLButtonElement} */
+    this.cancelButton = byId("eval-cancel");
+    /** The evaluation this dialog waits for, if any. @type {{result: Promise<unknown>, cancel: () => void} | null} */
+    this.running = null;
     byId("eval-add-endowment").addEventListener("click", () => /** @type {HTMLInputElement} */ (this.addEndowment().querySelector("input")).focus());
-    byId("eval-cancel").addEventListener("click", () => this.dialog.close());
+    this.cancelButton.addEventListener("click", () => {
+      if (this.running) this.running.cancel(); // Stop: the error says it was cancelled; the dialog stays
+      else this.dialog.close();
+    });
     this.form.addEventListener("submit", (event) => this.submit(event));
-    this.dialog.addEventListener("close", () => this.hooks.onClose());
+    this.dialog.addEventListener("close", () => {
+      this.showRunning(null); // a running evaluation carries on in the transcript
+      this.hooks.onClose();
+    });
     this.source.addEventListener("keydown", (event) => {
       // Ctrl/Cmd+Enter evaluates; plain Enter is a newline in the source.
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
@@ -78,11 +96,12 @@ export class EvalDialog {
     if (worker !== null && !NAME_PATH.test(worker)) throw new Error(`${JSON.stringify(worker)} is not a worker name`);
     const resultName = this.resultName.value.trim() || null;
     if (resultName !== null && !PET_NAME.test(resultName)) throw new Error(`${JSON.stringify(resultName)} is not a pet name`);
-    return { worker, source, codeNames, petPaths, resultName };
+    return { worker, source, codeNames, petPaths, resultName, replace: this.replace.checked };
   }
 
   async submit(event) {
     event.preventDefault();
+    if (this.running) return;
     let args;
     try {
       args = this.read();
@@ -91,15 +110,31 @@ export class EvalDialog {
       return;
     }
     this.error.hidden = true;
-    this.submitButton.disabled = true;
+    const run = this.hooks.evaluate(args);
+    this.showRunning(run);
     try {
-      await this.hooks.evaluate(args.worker, args.source, args.codeNames, args.petPaths, args.resultName);
-      this.dialog.close();
+      await run.result;
+      if (this.running === run) this.dialog.close();
     } catch (error) {
-      this.showError(error?.message ?? String(error));
+      if (this.running !== run) return; // closed meanwhile: the transcript has said it
+      if (error?.name === "NameTaken") {
+        this.showError(`${error.message}: tick Replace to name the new result ${args.resultName} instead.`);
+        this.replace.focus();
+      } else {
+        this.showError(error?.message ?? String(error));
+      }
     } finally {
-      this.submitButton.disabled = false;
+      if (this.running === run) this.showRunning(null);
     }
+  }
+
+  /** Waiting for `run` (Evaluate greyed, Cancel reads Stop), or not (null). */
+  showRunning(run) {
+    this.running = run;
+    this.submitButton.disabled = run !== null;
+    this.submitButton.textContent = run ? "Evaluating…" : "Evaluate";
+    this.cancelButton.textContent = run ? "Stop" : "Cancel";
+    this.cancelButton.title = run ? "Stop the evaluation (its worker is stopped too)" : "";
   }
 
   showError(text) {

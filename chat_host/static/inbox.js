@@ -4,14 +4,15 @@
 // Requests can be resolved with a named value or rejected; values attached
 // to packages can be adopted under a name; any message can be dismissed.
 // Records come from follow_messages ({add}/{update}/{dismiss}); the sender is
-// a handle id, shown by the names this agent has for it.
+// a handle id, shown by the names this agent has for it — for a weblet's
+// request, the weblet's names (the daemon says which weblet: from_weblet).
 
 import { byId, h, replaceChildren } from "./dom.js";
 
 export class Inbox {
   /**
    * @param {{
-   *   senderNames: (id: string) => string[],
+   *   senderNames: (record: any) => string[],
    *   act: (label: string, method: string, ...args: any[]) => Promise<boolean>,
    * }} hooks  `act` calls the agent and reports the outcome; true on success
    */
@@ -60,9 +61,11 @@ export class Inbox {
   }
 
   senderText(record) {
-    const names = this.hooks.senderNames(record.from).filter((n) => n !== "SELF");
+    const all = this.hooks.senderNames(record);
+    const names = all.filter((n) => n !== "SELF");
     if (names.length) return names[0];
-    if (this.hooks.senderNames(record.from).includes("SELF")) return "you";
+    if (all.includes("SELF")) return "you";
+    if (typeof record.from_title === "string") return `weblet “${record.from_title || "untitled"}” (no longer named)`;
     return `unknown sender ${String(record.from).slice(0, 8)}…`;
   }
 

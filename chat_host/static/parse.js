@@ -44,10 +44,10 @@ export function words(text) {
 const ENDOWMENT = /^([A-Za-z_][A-Za-z0-9_]*):((?:[A-Z][A-Z0-9_]*|[a-z0-9][a-z0-9-]*)(?:\.[a-z0-9][a-z0-9-]*)*)$/;
 
 /**
- * Read `/eval` arguments: `<source> [code:pet ...] [-w worker] [-n name]`.
+ * Read `/eval` arguments: `<source> [code:pet ...] [-w worker] [-n name] [--replace]`.
  * Endowments and options are taken from the end, so the source may contain
  * spaces (and even colons, as long as its last word is not `a:b`).
- * @returns {{source: string, codeNames: string[], petPaths: string[], worker: string|null, resultName: string|null}}
+ * @returns {{source: string, codeNames: string[], petPaths: string[], worker: string|null, resultName: string|null, replace: boolean}}
  */
 export function parseEval(text) {
   const tokens = text.trim().split(/(\s+)/); // keep separators to rebuild the source
@@ -55,10 +55,16 @@ export function parseEval(text) {
   const petPaths = [];
   let worker = null;
   let resultName = null;
+  let replace = false;
   // tokens alternate word, space, word, …; walk words from the end.
   let end = tokens.length;
   while (end > 0) {
     const word = tokens[end - 1];
+    if (word === "--replace" && !replace && end >= 3) {
+      replace = true;
+      end -= 2;
+      continue;
+    }
     const before = end >= 3 ? tokens[end - 3] : null;
     if ((before === "-w" || before === "-n") && end >= 3 && NAME_PATH.test(word)) {
       if (before === "-w" && worker === null) worker = word;
@@ -74,7 +80,7 @@ export function parseEval(text) {
     end -= 2;
   }
   const source = tokens.slice(0, Math.max(end, 0)).join("").trim();
-  return { source, codeNames, petPaths, worker, resultName };
+  return { source, codeNames, petPaths, worker, resultName, replace };
 }
 
 /** The `@word` being typed at `cursor` in `text`, or null. */

@@ -16,9 +16,15 @@
 // it ("Block requests from this weblet", for as long as the tab lives); its
 // requests stay in the inbox, to answer or dismiss there. The dialog says how
 // many more prompts are waiting.
+//
+// What to give (issue 10, item 8): the "Give it" list leads with what a
+// weblet usually asks for — values, then directories — then the rest, and
+// ends with agent powers (hosts and guests, AGENT): giving one hands the
+// weblet everything that agent can do, so they are grouped under a
+// "dangerous" heading and Allow needs the same extra tick as a HOST install.
 
 import { byId, h, replaceChildren } from "./dom.js";
-import { PET_NAME } from "./parse.js";
+import { NAME_PATH } from "./parse.js";
 import { LEVEL_WORDS } from "./weblets.js";
 
 /**
@@ -30,10 +36,48 @@ const ARM_DELAY_MS = 500;
 /** Longest description shown; a weblet writes it, so it is bounded like any untrusted text. */
 const MAX_DESCRIPTION = 500;
 
+/**
+ * The "Give it" list's groups, in order. `types`: the formula types a group
+ * holds (null: every type no other group takes). Agent powers come last.
+ */
+export const GIVE_GROUPS = [
+  { key: "values", title: "Values", types: ["marshal", "readable-blob", "text-store", "eval"] },
+  { key: "directories", title: "Directories", types: ["directory"] },
+  { key: "other", title: "Other", types: null },
+  { key: "agents", title: "Agent powers — dangerous", types: ["host", "guest"], danger: true },
+];
+
+/** The group a name of formula type `type` goes in. */
+export function giveGroup(type) {
+  return GIVE_GROUPS.find((g) => g.types?.includes(type)) ?? GIVE_GROUPS.find((g) => g.types === null);
+}
+
+/**
+ * The names a prompt offers, grouped and in order: [{group, names}], empty
+ * groups left out. In each group pet names come first, then special names
+ * (SELF, AGENT, …), each alphabetically.
+ * @param {Array<{name: string, type: string}>} entries
+ */
+export function giveChoices(entries) {
+  const bySpecialThenName = (a, b) => Number(/^[A-Z]/.test(a)) - Number(/^[A-Z]/.test(b)) || (a < b ? -1 : a > b ? 1 : 0);
+  return GIVE_GROUPS.map((group) => ({
+    group,
+    names: entries.filter((e) => giveGroup(e.type) === group && NAME_PATH.test(e.name))
+      .map((e) => e.name).sort(bySpecialThenName),
+  })).filter((g) => g.names.length > 0);
+}
+
+/** What ticking the box for giving agent powers means, in words (`AGENT` is your own). */
+function dangerText(name) {
+  return name === "AGENT"
+    ? "I trust this weblet completely: AGENT is my own agent — it may do anything I can, with every name I have."
+    : `I trust this weblet completely: ${name} is an agent's powers — it may do anything that agent can, with every name it has.`;
+}
+
 export class PermissionPrompts {
   /**
    * @param {{identify: (handleId: string) => Promise<{name: string|null, info: any}|null>,
-   *          names: () => string[],
+   *          entries: () => Array<{name: string, type: string}>,
    *          answer: (label: string, method: string, ...args: any[]) => Promise<boolean>,
    *          onClose: () => void}} hooks
    */
@@ -53,6 +97,10 @@ export class PermissionPrompts {
     this.allowButton = byId("permission-allow");
     /** @type {HTMLButtonElement} */
     this.denyButton = byId("permission-deny");
+    this.dangerEl = byId("permission-danger-confirm");
+    /** @type {HTMLInputElement} */
+    this.dangerBox = byId("permission-danger-ok");
+    this.dangerText = byId("permission-danger-text");
     /** Requests shown (or queued) as a prompt this session: each is prompted once. */
     this.prompted = new Set();
     /** Requests whose sender is being looked up. */
@@ -71,7 +119,7 @@ export class PermissionPrompts {
     this.denyButton.addEventListener("click", () => this.deny());
     byId("permission-later").addEventListener("click", () => this.dialog.close());
     byId("permission-block").addEventListener("click", () => this.block());
-    this.select.addEventListener("change", () => this.arm());
+    this.select.addEventListener("change", () => this.chose());
     this.dialog.addEventListener("close", () => this.closed());
   }
 
@@ -148,11 +196,12 @@ export class PermissionPrompts {
       " · installed with ", h("span", { class: `level-badge level-${level.toLowerCase()}` }, level),
       LEVEL_WORDS[level] ? ` (${LEVEL_WORDS[level]})` : "",
       ` · request #${record.number}`);
-    const names = this.hooks.names().filter((n) => PET_NAME.test(n));
+    const choices = giveChoices(this.hooks.entries());
     replaceChildren(this.select,
-      h("option", { value: "" }, names.length ? "Choose a name…" : "(no names to give)"),
-      names.map((n) => h("option", { value: n }, n)));
-    this.error.hidden = true;
+      h("option", { value: "" }, choices.length ? "Choose a name…" : "(no names to give)"),
+      choices.map(({ group, names }) => h("optgroup", { label: group.title, dataset: { group: group.key } },
+        names.map((n) => h("option", { value: n, dataset: group.danger ? { danger: "true" } : {} }, n)))));
+    this.chose();
     this.allowButton.disabled = true;
     this.armed = false;
     clearTimeout(this.armTimer);
@@ -169,11 +218,32 @@ export class PermissionPrompts {
     this.allowButton.disabled = !(this.armed && this.select.value);
   }
 
+  /** Is the chosen name an agent's powers? */
+  dangerous() {
+    return this.select.selectedOptions[0]?.dataset.danger === "true";
+  }
+
+  /** A name was chosen: agent powers ask for the extra tick (afresh for each choice). */
+  chose() {
+    const danger = this.dangerous();
+    this.dangerEl.hidden = !danger;
+    this.dangerBox.checked = false;
+    this.dangerText.textContent = danger ? dangerText(this.select.value) : "";
+    this.dialog.classList.toggle("danger", danger);
+    this.error.hidden = true;
+    this.arm();
+  }
+
   async allow(event) {
     event.preventDefault();
     const current = this.current;
     const name = this.select.value;
     if (!current || !this.armed || !name) return;
+    if (this.dangerous() && !this.dangerBox.checked) {
+      this.error.textContent = `${name} gives this weblet an agent's full powers: tick the confirmation to go on.`;
+      this.error.hidden = false;
+      return;
+    }
     await this.answer(current, `Allowed: ${current.weblet.name ?? "the weblet"} gets ${name} (request ${current.record.number}).`,
       "resolve", current.record.number, name);
   }
