@@ -600,7 +600,13 @@ export class Session {
      * @param {"fulfill" | "break"} verb
      * @param {unknown} value
      */
-    const send = (verb, value) => this._queue([OP_DELIVER_ONLY, new Desc(EXT_EXPORT, position), verb, [value]]);
+    const send = (verb, value) => {
+      // The resolver stays referenced until it is used: were its proxy
+      // collected first, the peer would drop the export and a late answer
+      // would name an unknown position (and abort the session).
+      void resolver;
+      this._queue([OP_DELIVER_ONLY, new Desc(EXT_EXPORT, position), verb, [value]]);
+    };
     // Plain `then`: on a promise imported from another session it starts the listening.
     promise.then(
       (value) => {
