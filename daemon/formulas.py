@@ -72,7 +72,9 @@ StoredBytes = Annotated[
 class FormulaModel(BaseModel):
     """The base of every formula model: frozen, and no fields beyond its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a model's validator is built when it is first used, not
+    # when this module is imported: a daemon's start-up uses a few types.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     DEPENDS_ON: ClassVar[tuple[str, ...]] = ()  # the fields holding ids this formula dies with
 
 
@@ -181,7 +183,7 @@ Formula = Annotated[
 ]  # fmt: skip
 # ---- end of the catalogue --------------------------------------------------------------------
 
-FORMULA_ADAPTER: TypeAdapter[Formula] = TypeAdapter(Formula)
+FORMULA_ADAPTER: TypeAdapter[Formula] = TypeAdapter(Formula, config=ConfigDict(defer_build=True))
 FORMULA_TYPES: dict[str, type[FormulaModel]] = {
     model.model_fields["type"].default: model for model in get_args(get_args(Formula)[0])
 }

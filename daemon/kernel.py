@@ -79,6 +79,9 @@ class Services:
     gateway: GatewayControls | None = None
     #: Set once the gateway listens or failed to (the gateway hook; None: no gateway).
     gateway_ready: trio.Event | None = None
+    #: Set once the daemon has reported ready (``run_daemon``): work that must not
+    #: delay "ready" (the gateway's web stack import) starts then.
+    daemon_ready: trio.Event | None = None
     #: Who wants the output (print) of an evaluation while it runs: eval formula id ->
     #: remotables with ``write(stream, text)`` (``Host.evaluate`` with an ``output`` option).
     output_sinks: dict[str, list[Any]] = field(default_factory=dict)

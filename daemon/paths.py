@@ -4,6 +4,11 @@
 installs use it); otherwise they follow the XDG base directory spec. The run
 folder holds the Unix socket, and its 0700 permission is the CLI's authority:
 whoever can reach the socket is the user.
+
+A command only needs the socket: :func:`socket_path` finds it with
+``os.path`` alone, so the command line never imports ``pathlib`` (a few
+milliseconds of every command); :func:`resolve_paths` gives the daemon the
+same folders as ``Path`` objects.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "SUN_PATH_MAX",
@@ -22,6 +30,7 @@ __all__ = [
     "check_socket_path",
     "ensure_dirs",
     "resolve_paths",
+    "socket_path",
 ]
 
 # sizeof(sockaddr_un.sun_path) on Linux; the path and its terminating NUL must
@@ -82,18 +91,40 @@ class Paths:
         return self.logs / "daemon.log"
 
 
-def _xdg(env: Mapping[str, str], variable: str, default: Path) -> Path:
+def _xdg(env: Mapping[str, str], variable: str, default: str) -> str:
     # The spec: a relative path in an XDG variable is invalid and is ignored.
     value = env.get(variable, "")
-    return Path(value) if value and os.path.isabs(value) else default
+    return value if value and os.path.isabs(value) else default
 
 
-def _home(env: Mapping[str, str]) -> Path:
-    home = env.get("HOME", "")
-    return Path(home) if home else Path.home()
+def _home(env: Mapping[str, str]) -> str:
+    return env.get("HOME", "") or os.path.expanduser("~")  # as Path.home()
 
 
-def check_socket_path(sock: Path) -> None:
+def _folders(env: Mapping[str, str]) -> tuple[str, str, str]:
+    """The state, run and cache folders (see :func:`resolve_paths`), as strings."""
+    home_override = env.get("OCAPD_HOME", "")
+    if home_override:
+        root = os.path.expanduser(home_override)
+        if not os.path.isabs(root):  # as Path.absolute(): no ".." is collapsed
+            root = os.path.join(os.getcwd(), root)
+        return os.path.join(root, "state"), os.path.join(root, "run"), os.path.join(root, "cache")
+    home = _home(env)
+    state = os.path.join(_xdg(env, "XDG_STATE_HOME", os.path.join(home, ".local", "state")), "ocapd")
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    run = os.path.join(runtime, "ocapd") if runtime and os.path.isabs(runtime) else os.path.join(state, "run")
+    cache = os.path.join(_xdg(env, "XDG_CACHE_HOME", os.path.join(home, ".cache")), "ocapd")
+    return state, run, cache
+
+
+def socket_path(env: Mapping[str, str] = os.environ) -> str:
+    """The daemon's socket for this environment (``resolve_paths(env).sock``), without ``pathlib``."""
+    sock = os.path.join(_folders(env)[1], "ocapd.sock")
+    check_socket_path(sock)
+    return sock
+
+
+def check_socket_path(sock: str | Path) -> None:
     """Raise :class:`SocketPathTooLong` if ``sock`` cannot be bound as a Unix socket."""
     length = len(os.fsencode(sock))
     if length + 1 > SUN_PATH_MAX:
@@ -113,17 +144,10 @@ def resolve_paths(env: Mapping[str, str] = os.environ) -> Paths:
     first) and ``$XDG_CACHE_HOME/ocapd`` (default ``~/.cache/ocapd``).
     Nothing is created; see :func:`ensure_dirs`.
     """
-    home_override = env.get("OCAPD_HOME", "")
-    if home_override:
-        root = Path(home_override).expanduser().absolute()
-        paths = Paths(state=root / "state", run=root / "run", cache=root / "cache")
-    else:
-        home = _home(env)
-        state = _xdg(env, "XDG_STATE_HOME", home / ".local" / "state") / "ocapd"
-        runtime = env.get("XDG_RUNTIME_DIR", "")
-        run = Path(runtime) / "ocapd" if runtime and os.path.isabs(runtime) else state / "run"
-        cache = _xdg(env, "XDG_CACHE_HOME", home / ".cache") / "ocapd"
-        paths = Paths(state=state, run=run, cache=cache)
+    from pathlib import Path
+
+    state, run, cache = _folders(env)
+    paths = Paths(state=Path(state), run=Path(run), cache=Path(cache))
     check_socket_path(paths.sock)
     return paths
 

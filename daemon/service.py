@@ -6,7 +6,8 @@ Start-up: take the state folder's lock (two daemons never share a state), open
 and migrate the database, load formulas, create the root host on first run,
 listen on ``run/ocapd.sock`` (its 0700 folder is the CLI's authority), then
 report readiness. The workers' fork server starts alongside, not waited for:
-only the first worker needs it. SIGTERM/SIGINT or ``stop()`` end it cleanly: workers are
+only the first worker needs it. The gateway's web stack is imported after
+ready, so that it does not compete with start-up for the GIL. SIGTERM/SIGINT or ``stop()`` end it cleanly: workers are
 terminated, sessions aborted, the socket and pid file removed.
 """
 
@@ -248,10 +249,14 @@ async def _run(
     launcher = Launcher()
     try:
         async with trio.open_nursery() as nursery:
-            # The fork server imports for a while in a process of its own:
-            # the daemon serves meanwhile, and a worker launched before it
-            # is ready waits for it (Launcher.launch).
+            # The fork server imports for a while in a process of its own
+            # (on the other core, if there is one): the daemon serves
+            # meanwhile, and a worker launched before it is ready waits for it
+            # (Launcher.launch). Started after ready it would cost start-up
+            # nothing, but tests/test_stopping.py's worker counting assumes
+            # it comes up with the daemon.
             nursery.start_soon(launcher.start)
+            daemon_ready = trio.Event()
             services = Services(
                 paths=paths,
                 launcher=launcher,
@@ -260,6 +265,7 @@ async def _run(
                 # Workers' and gateway sessions share one budget; the owner's CLI has none.
                 budget=shared_budget(limits),
                 fd_limit=raise_fd_limit(),
+                daemon_ready=daemon_ready,
             )
             kernel = Kernel(db, nursery, MAKERS, services)
             kernel.load()
@@ -286,6 +292,7 @@ async def _run(
             log.info("ocapd ready: pid %d, socket %s", os.getpid(), paths.sock)
             if on_ready is not None:
                 on_ready()
+            daemon_ready.set()
             await stop.wait()
             log.info("ocapd stopping")
             kernel.services.stopping = True

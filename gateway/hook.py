@@ -3,9 +3,10 @@
 Importing the web stack (quart, hypercorn and what they pull in) costs about as
 much CPU as the rest of the daemon's start-up together. So ``gateway_hook``
 binds the listening socket at once (cheap, and the one step that fails for a
-reason the user must hear: the port is taken) and returns; the import runs
-in a worker thread and hypercorn is handed the bound socket when it is done,
-while the daemon already answers its CLI. A port that cannot be bound raises
+reason the user must hear: the port is taken) and returns; once the daemon
+has said it is ready (``services.daemon_ready``), the import runs in a worker
+thread and hypercorn is handed the bound socket when it is done, while the
+daemon already answers its CLI. A port that cannot be bound raises
 ``GatewayBindError`` (a ``StartError``) from the hook, so the daemon never reports ready and
 ``ocapd start`` fails with the reason. Whatever needs the gateway
 (``ocapd chat``, opening a weblet) waits for ``kernel.services.gateway_ready``,
@@ -89,6 +90,10 @@ def gateway_hook(
         kernel.services.gateway_ready = ready
 
         async def bring_up() -> None:
+            if kernel.services.daemon_ready is not None:
+                # Not before: the import holds the GIL for long stretches and
+                # would delay the daemon's last steps to ready.
+                await kernel.services.daemon_ready.wait()
             try:
                 app = await trio.to_thread.run_sync(importlib.import_module, "ocapd.gateway.app")
                 await app.start_gateway(

@@ -1,7 +1,7 @@
 """What every command shares: the connection to the daemon, the agent it acts as, and argument parsing helpers.
 
 A command talks to the daemon through a ``Conversation``: one blocking CapTP
-client over the daemon's Unix socket (``ocapd.daemon.client``), and the agent
+client over the daemon's Unix socket (``ocapd.client``), and the agent
 named by ``--as`` (the host by default). Nothing here imports trio or the
 daemon: a command costs little more than starting Python.
 """
@@ -25,6 +25,7 @@ __all__ = [
     "looks_like_a_path",
     "parse_powers",
     "ping_ok",
+    "socket_path",
     "state_paths",
 ]
 
@@ -39,11 +40,18 @@ def state_paths() -> Any:
     return resolve_paths()
 
 
+def socket_path() -> str:
+    """The daemon's socket: all a command needs of the state folders (no ``pathlib``)."""
+    from ocapd.daemon.paths import socket_path
+
+    return socket_path()
+
+
 def connect() -> Any:
-    from ocapd.daemon.client import Client, DaemonNotRunning
+    from ocapd.client import Client, DaemonNotRunning
 
     try:
-        return Client(str(state_paths().sock))
+        return Client(socket_path())
     except DaemonNotRunning:
         raise CliError("the daemon is not running; start it with `ocapd start`") from None
 
@@ -98,13 +106,13 @@ def agent_command(fn: Callable[[Conversation, argparse.Namespace], None]) -> Cal
 
 
 def ping_ok() -> bool:
-    sock = state_paths().sock
+    sock = socket_path()
     if not os.path.exists(sock):  # nothing to ask: spare `ocapd start` the client's imports
         return False
-    from ocapd.daemon.client import Client
+    from ocapd.client import Client
 
     try:
-        with Client(str(sock), timeout=5) as c:
+        with Client(sock, timeout=5) as c:
             from ocapd.captp import E
 
             return bool(c.wait(E(c.bootstrap()).ping()) == "pong")

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from .conversation import CliError, Conversation, ping_ok, state_paths
 from .render import confinement_summary, print_json
@@ -43,8 +43,6 @@ def cmd_ping(args: argparse.Namespace) -> None:
 
 
 def cmd_start(args: argparse.Namespace) -> None:
-    import subprocess
-
     from ocapd.daemon.paths import ensure_dirs
 
     paths = state_paths()
@@ -53,28 +51,70 @@ def cmd_start(args: argparse.Namespace) -> None:
     ensure_dirs(paths)
     paths.daemon_log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     r, w = os.pipe()
-    cmd = [sys.executable, "-m", "ocapd", "run-daemon", "--ready-fd", str(w), "--quiet"]
-    if args.port is not None:
-        cmd += ["--port", str(args.port)]
-    with open(paths.daemon_log, "ab") as logf:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=logf,
-            pass_fds=(w,),
-            start_new_session=True,
-            close_fds=True,
-        )
+    # The daemon is this very process, forked: no second interpreter to start
+    # and no second import of what this command has imported already (the
+    # parser, the protocol). Nothing here runs a thread yet, so forking is safe.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        _be_the_daemon(str(paths.daemon_log), w, args.port)
     os.close(w)
-    ready = _read_ready(r, proc)
+    ready = _read_ready(r, pid)
     if not ready:
         raise CliError(f"the daemon failed to start: {_last_error(paths.daemon_log)}")
     if not args.quiet:
-        print(f"ocapd started (pid {proc.pid})")
+        print(f"ocapd started (pid {pid})")
 
 
-def _read_ready(fd: int, proc: Any) -> bool:
+def _be_the_daemon(log_path: str, ready_fd: int, port: int | None) -> NoReturn:
+    """In the forked child: detach, log to the daemon log, run the daemon; never returns.
+
+    What ``python -m ocapd run-daemon --ready-fd W --quiet`` in a new session
+    with its output in the log would be, without starting Python again.
+    """
+    code = 1
+    try:
+        os.setsid()  # a session of its own: the terminal's Ctrl-C is not for it
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        for fd in (devnull, log):
+            if fd > 2:
+                os.close(fd)
+        # Keep only stdio and the ready pipe: whatever else this command
+        # inherited (its caller's pipes) must not be held open by a daemon.
+        os.closerange(3, ready_fd)
+        os.closerange(ready_fd + 1, os.sysconf("SC_OPEN_MAX"))
+        try:  # as ps and top name it: "ocapd-daemon", not the command that started it
+            with open("/proc/self/comm", "w") as f:
+                f.write("ocapd-daemon")
+        except OSError:
+            pass
+        from .run import cmd_run_daemon
+
+        cmd_run_daemon(argparse.Namespace(ready_fd=ready_fd, quiet=True, port=port, examples=None, print_chat_url=False))
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def _read_ready(fd: int, pid: int) -> bool:
+    """Whether the daemon (our child ``pid``) says ``ready`` on the pipe ``fd`` before it exits or time runs out."""
     import select
 
     deadline = time.monotonic() + START_TIMEOUT
@@ -89,7 +129,7 @@ def _read_ready(fd: int, proc: Any) -> bool:
                 data += chunk
                 if b"ready" in data:
                     return True
-            elif proc.poll() is not None:
+            elif os.waitpid(pid, os.WNOHANG)[0] != 0:
                 return False
         return False
     finally:

@@ -30,7 +30,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, base: argparse.Argumen
         description="The widget manager. Actions: list, install, enable, disable, update, store, remove, digest.",
         parents=[common],
     )
-    sp.set_defaults(fn=cmd_weblets, json=False)
+    sp.set_defaults(fn="weblets_cli.cmd_weblets", json=False)
     sp.add_argument("action", choices=ACTIONS)
     sp.add_argument(
         "target",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ocapd.daemon.paths import SocketPathTooLong, ensure_dirs, resolve_paths
+from ocapd.daemon.paths import SocketPathTooLong, ensure_dirs, resolve_paths, socket_path
 
 
 def test_ocapd_home_puts_everything_under_one_folder(tmp_path: Path) -> None:
@@ -39,3 +39,18 @@ def test_a_socket_path_too_long_for_unix_sockets_is_refused_clearly(tmp_path: Pa
     deep = tmp_path / ("x" * 120)
     with pytest.raises(SocketPathTooLong, match="ocapd.sock"):
         resolve_paths({"OCAPD_HOME": str(deep)})
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"OCAPD_HOME": "/tmp/some-home"},
+        {"OCAPD_HOME": "relative/home"},
+        {"HOME": "/home/u"},
+        {"HOME": "/home/u", "XDG_RUNTIME_DIR": "/run/user/1000", "XDG_STATE_HOME": "/s"},
+        {"HOME": "/home/u", "XDG_RUNTIME_DIR": "relative", "XDG_STATE_HOME": "also-relative"},
+    ],
+)
+def test_the_commands_socket_path_is_the_daemons(env: dict[str, str]) -> None:
+    # Commands find the socket without pathlib; it must be the very file the daemon binds.
+    assert socket_path(env) == str(resolve_paths(env).sock)

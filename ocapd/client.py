@@ -3,6 +3,10 @@
 The CLI makes one or a few calls and exits, so it drives ``captp.Session``
 with blocking socket I/O instead of starting trio: less to import, faster
 commands. ``wait(promise)`` pumps frames until the promise settles.
+
+It belongs to the composition root, not to the daemon: a command imports
+this, the protocol and the socket path, and nothing of the daemon
+(tests/test_cli_imports.py holds it to that).
 """
 
 from __future__ import annotations
