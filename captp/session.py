@@ -278,11 +278,11 @@ class RemotePromise(Promise):
         self._position = position
         self._listening = False
 
-    def when_settled(self, callback: Callable[[Promise], None]) -> None:
+    def _on_settled(self, callback: Callable[[Promise], None], now: bool) -> None:
         if self._state == PENDING and not self._listening:
             self._listening = True
             self._session._start_listening(self)
-        super().when_settled(callback)
+        super()._on_settled(callback, now)
 
     def __del__(self) -> None:
         try:
@@ -756,7 +756,7 @@ class Session:
         if answer_pos is not None:
             self._answers[answer_pos] = result
         if resolver is not None:
-            result.when_settled(self._reporter(resolver))
+            result._on_settled(self._reporter(resolver), True)
 
     def _on_deliver_only(self, msg: list[Any]) -> None:
         _, target_desc, method, args = msg
@@ -784,7 +784,7 @@ class Session:
         resolver = self._revive_desc(resolver_desc)
         report = self._reporter(resolver)
         if isinstance(target, Promise):
-            target.when_settled(report)
+            target._on_settled(report, True)
         else:
             report(Promise.resolved(target))
 
