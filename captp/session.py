@@ -317,15 +317,22 @@ class _ResultResolver:
     __slots__ = ("_promise", "__weakref__")
 
     def __init__(self, promise: Promise) -> None:
-        self._promise = promise
+        #: Released once settled: a peer that never drops the resolver (gc-exports)
+        #: must not keep our answer, and what it settled to, alive.
+        self._promise: Promise | None = promise
 
     def fulfill(self, value: Any = None) -> None:
-        self._promise._resolve(value)
+        promise, self._promise = self._promise, None
+        if promise is not None:
+            promise._resolve(value)
 
     def _break(self, reason: Any = None) -> None:
+        promise, self._promise = self._promise, None
+        if promise is None:
+            return
         if not isinstance(reason, BaseException):
             reason = RemoteError("Error", str(reason))
-        self._promise._reject(reason)
+        promise._reject(reason)
 
 
 setattr(_ResultResolver, "break", _ResultResolver._break)
@@ -953,7 +960,7 @@ class Session:
         self._gc_answers.clear()
         # Break every promise the peer was going to settle for us.
         for entry in exports.values():
-            if type(entry.obj) is _ResultResolver:
+            if type(entry.obj) is _ResultResolver and entry.obj._promise is not None:
                 entry.obj._promise._reject(reason)
         for imported in list(self._imports.values()):
             proxy = imported.ref()

@@ -157,3 +157,20 @@ async def test_a_peers_calls_run_after_receive_frame_returns_in_their_own_turns(
         await E(node).m()
         await trio.testing.wait_all_tasks_blocked()
     assert log == ["m begins", "m ends", "n"] * 2
+
+
+def test_a_settled_resolver_releases_its_promise_even_if_the_peer_keeps_the_resolver() -> None:
+    # OCapN hook: answers can be collected although the peer never sends gc-exports for the resolver.
+    import gc
+    import weakref
+
+    from ocapd.captp.session import _ResultResolver
+
+    p = Promise()
+    resolver = _ResultResolver(p)
+    seen = weakref.ref(p)
+    resolver.fulfill("done")
+    resolver.fulfill("again")  # settling twice is a no-op, not an error
+    del p
+    gc.collect()
+    assert seen() is None
