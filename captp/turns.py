@@ -17,14 +17,16 @@ CapTP drains it:
 - a program without an event loop (the blocking CLI client, sans-IO tests)
   calls ``run_turns()`` itself.
 
-One queue per process, like a JavaScript agent's: promise reactions from
-anywhere go to the same place, in order.
+One queue per thread, like a JavaScript agent's: a thread's promise
+reactions go to the same place, in order, and run on that thread (a daemon
+and a test, each in its own thread and trio run, never run each other's turns).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -38,33 +40,42 @@ log = logging.getLogger("captp")
 #: starve the driver's own I/O. The rest stay queued for the next call.
 MAX_TURNS_PER_RUN = 100_000
 
-_queue: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
-#: Drivers currently inside a step that ends with ``run_turns`` (see ``holding``).
-_held = 0
-#: The trio run a drain has been asked of and has not run yet (None: none asked).
-_drain_scheduled: Any = None
+class _Agent(threading.local):
+    """One thread's queue and drain state (a thread is one agent, as in JavaScript)."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        #: Drivers currently inside a step that ends with ``run_turns`` (see ``holding``).
+        self.held = 0
+        #: The trio run a drain has been asked of and has not run yet (None: none asked).
+        self.drain_scheduled: Any = None
+
+
+_agent = _Agent()
 
 
 def defer(fn: Callable[..., Any], *args: Any) -> None:
-    """Run ``fn(*args)`` in a later turn, after every turn queued before it."""
-    queue = _queue
+    """Run ``fn(*args)`` in a later turn, after every turn queued before it (on this thread)."""
+    agent = _agent
+    queue = agent.queue
     queue.append((fn, args))
-    if len(queue) == 1 and not _held:
-        _schedule_drain()
+    if len(queue) == 1 and not agent.held:
+        _schedule_drain(agent)
 
 
 def pending_turns() -> int:
-    """How many turns are waiting."""
-    return len(_queue)
+    """How many turns are waiting on this thread."""
+    return len(_agent.queue)
 
 
 def run_turns(limit: int = MAX_TURNS_PER_RUN) -> int:
-    """Run queued turns (including those they queue) until none is left; return how many ran.
+    """Run this thread's queued turns (including those they queue) until none is left; return how many ran.
 
     A turn that raises is logged and does not stop the others: a turn is
     someone else's code, and the next one is owed its run.
     """
-    queue = _queue
+    agent = _agent
+    queue = agent.queue
     popleft = queue.popleft
     ran = 0
     while queue and ran < limit:
@@ -74,8 +85,8 @@ def run_turns(limit: int = MAX_TURNS_PER_RUN) -> int:
             fn(*args)
         except Exception:
             log.exception("a deferred turn failed")
-    if queue and not _held:
-        _schedule_drain()
+    if queue and not agent.held:
+        _schedule_drain(agent)
     return ran
 
 
@@ -90,23 +101,19 @@ class holding:
     __slots__ = ()
 
     def __enter__(self) -> None:
-        global _held
-        _held += 1
+        _agent.held += 1
 
     def __exit__(self, *exc: object) -> None:
-        global _held
-        _held -= 1
+        _agent.held -= 1
 
 
 def _drain_soon() -> None:
-    global _drain_scheduled
-    _drain_scheduled = None
+    _agent.drain_scheduled = None
     run_turns()
 
 
-def _schedule_drain() -> None:
+def _schedule_drain(agent: _Agent) -> None:
     """Inside a trio run, have trio drain the queue after the current step; else leave it queued."""
-    global _drain_scheduled
     trio = sys.modules.get("trio")  # never import trio here: the blocking client runs without it
     if trio is None:
         return
@@ -114,10 +121,10 @@ def _schedule_drain() -> None:
         token = trio.lowlevel.current_trio_token()
     except RuntimeError:  # not inside trio.run: the owner calls run_turns()
         return
-    if _drain_scheduled is token:
+    if agent.drain_scheduled is token:
         return
     try:
         token.run_sync_soon(_drain_soon)
     except trio.RunFinishedError:  # pragma: no cover - the run is ending
         return
-    _drain_scheduled = token
+    agent.drain_scheduled = token
