@@ -23,6 +23,11 @@ Whatever the kernel does not take at once stays queued in the transport and
 goes out first on the next awaited send. Frames queued by a finalizer only
 ever wake a pump: a finalizer can run in the middle of anything.
 
+Application code (the methods the peer calls, promise reactions) runs in
+turns of ``captp.turns``: ``receive_frame`` only records work, and the pump
+that fed it drains the turn queue before it sends the replies — still one
+scheduler pass per batch of frames.
+
 Backpressure: frames wait in the session's outbox (and in a blocked send)
 only up to ``Limits.max_outbox_bytes``. Beyond that the pump that would
 receive stops reading the peer's frames until the sending pump makes room,
@@ -60,6 +65,7 @@ from .transport import (
     WebSocketTransport,
     memory_transport_pair,
 )
+from .turns import holding, run_turns
 
 __all__ = [
     "Connection",
@@ -244,8 +250,11 @@ class Connection:
                         self._receiving = False
                     self._deferring = True
                     try:
-                        for frame in frames:
-                            session.receive_frame(frame)
+                        with holding():
+                            for frame in frames:
+                                session.receive_frame(frame)
+                            # The session only recorded the work; application code runs here.
+                            run_turns()
                     finally:
                         self._deferring = False
                     if not self._sending:

@@ -1,9 +1,12 @@
 """Eventual send: ``E(target).method(*args)`` for local and remote targets alike.
 
-The result is always a ``Promise``. For a remote target the call is queued on
-the target's session; for a promise the call waits for (or, when the promise
-is a remote answer, is pipelined to) its resolution; for a local remotable the
-method runs now and its result (or coroutine) settles the promise.
+The result is always a ``Promise``, and the method never runs inside the
+caller's current step. For a remote target the call is queued on the
+target's session at once (the peer cannot run it before our step ends
+anyway); for a promise the call waits for (or, when the promise is a remote
+answer, is pipelined to) its resolution and then runs in a turn of its own;
+for a local remotable the method runs in a later turn (``captp.turns``), and
+its result (or coroutine) settles the promise.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from .passable import RemoteError, interface_of, is_method_name
 from .promise import FULFILLED, PENDING, Promise
+from .turns import defer
 
 __all__ = ["E", "eventual_send", "local_call"]
 
@@ -28,22 +32,24 @@ def _system_spawn(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
     trio.lowlevel.spawn_system_task(fn)
 
 
-def local_call(
-    target: Any, method: str, args: tuple[Any, ...] | list[Any], spawn: Spawn | None = None
-) -> Promise:
-    """Call a public method of a local object; the promise settles with its result."""
+def _invoke(
+    p: Promise, target: Any, method: str, args: tuple[Any, ...] | list[Any], spawn: Spawn | None
+) -> None:
+    """Call a public method of a local object now; settle ``p`` with its result."""
     if not is_method_name(method):
-        return Promise.rejected_with(RemoteError("TypeError", f"{method!r} is not a remote method name"))
+        p._reject(RemoteError("TypeError", f"{method!r} is not a remote method name"))
+        return
     fn = getattr(target, method, None)
     if fn is None or not callable(fn):
         iface = interface_of(target) or type(target).__name__
-        return Promise.rejected_with(RemoteError("TypeError", f"{iface} has no method {method!r}"))
+        p._reject(RemoteError("TypeError", f"{iface} has no method {method!r}"))
+        return
     try:
         result = fn(*args)
     except Exception as e:
-        return Promise.rejected_with(e)
+        p._reject(e)
+        return
     if inspect.iscoroutine(result):
-        p = Promise()
 
         async def run() -> None:
             try:
@@ -54,10 +60,17 @@ def local_call(
                 p._resolve(value)
 
         (spawn or _system_spawn)(run)
-        return p
-    if isinstance(result, Promise):
-        return result
-    return Promise.resolved(result)
+        return
+    p._resolve(result)
+
+
+def local_call(
+    target: Any, method: str, args: tuple[Any, ...] | list[Any], spawn: Spawn | None = None
+) -> Promise:
+    """Call a public method of a local object in a later turn; the promise settles with its result."""
+    p = Promise()
+    defer(_invoke, p, target, method, args, spawn)
+    return p
 
 
 def eventual_send(
@@ -76,10 +89,15 @@ def eventual_send(
         p = Promise()
 
         def forward(settled: Promise) -> None:
-            if settled._state == FULFILLED:
-                p._resolve(eventual_send(settled._result, method, args, spawn))
-            else:
+            # Already a turn of its own: a local value's method runs here.
+            if settled._state != FULFILLED:
                 p._reject(settled._result)
+                return
+            value = settled._result
+            if getattr(type(value), "_captp_send", None) is None and not isinstance(value, Promise):
+                _invoke(p, value, method, args, spawn)
+            else:
+                p._resolve(eventual_send(value, method, args, spawn))
 
         target.when_settled(forward)
         return p

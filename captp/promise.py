@@ -1,10 +1,13 @@
 """Promises that settle through callbacks, so the sans-IO session can use them.
 
 A ``Promise`` is pending until it is fulfilled with a value or rejected with an
-exception; it never changes after that. Callbacks registered with
-``when_settled`` run synchronously at settlement (or at once if already
-settled), so no event loop is needed to move results around inside a session.
-Awaiting a promise (``await p``) is the only part that needs trio.
+exception; it never changes after that. Reactions (``when_settled`` callbacks,
+``then``) never run inside the step that settles the promise or registers
+them: each runs in a later turn of the turn queue (``captp.turns``), in the
+order the reactions were registered, as in JavaScript. No event loop is
+needed: whoever drives the session drains the queue. Awaiting a promise
+(``await p``) is the only part that needs trio; the awaiting task resumes in a
+later trio step.
 
 Promises are passable: sending one to a peer gives the peer a promise that
 settles when this one does.
@@ -15,6 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Generator
 from typing import Any
+
+from .turns import defer
 
 __all__ = ["Promise", "Resolver", "make_promise_kit"]
 
@@ -33,7 +38,10 @@ class Promise:
     def __init__(self) -> None:
         self._state = PENDING
         self._result: Any = None
-        self._callbacks: list[Callable[[Promise], None]] | None = None
+        #: (callback, now): ``now`` callbacks are the package's own wakers
+        #: (an awaiting task's event, a report to the peer), which run no user
+        #: code and so need not wait for a turn.
+        self._callbacks: list[tuple[Callable[[Promise], None], bool]] | None = None
 
     # -- inspection ---------------------------------------------------------
     @property
@@ -68,11 +76,14 @@ class Promise:
         self._result = result
         callbacks, self._callbacks = self._callbacks, None
         if callbacks:
-            for cb in callbacks:
-                try:
-                    cb(self)
-                except Exception:  # a broken callback must not stop the others
-                    log.exception("promise callback failed")
+            for cb, now in callbacks:
+                if now:
+                    try:
+                        cb(self)
+                    except Exception:  # a broken callback must not stop the others
+                        log.exception("promise callback failed")
+                else:
+                    defer(cb, self)
 
     def _resolve(self, value: Any) -> None:
         """Fulfill with ``value``, or follow it if it is itself a promise."""
@@ -82,7 +93,7 @@ class Promise:
             if value is self:
                 self._settle(REJECTED, TypeError("a promise cannot resolve to itself"))
                 return
-            value.when_settled(self._adopt)
+            value._on_settled(self._adopt, False)
         else:
             self._settle(FULFILLED, value)
 
@@ -94,13 +105,49 @@ class Promise:
 
     # -- observation ----------------------------------------------------------
     def when_settled(self, callback: Callable[[Promise], None]) -> None:
-        """Call ``callback(self)`` once this promise settles (now, if it has)."""
+        """Call ``callback(self)`` in a turn after this promise settles.
+
+        Never during this call, even if the promise has settled already;
+        reactions of one promise run in the order they were registered.
+        """
+        self._on_settled(callback, False)
+
+    def _on_settled(self, callback: Callable[[Promise], None], now: bool) -> None:
+        """``when_settled``; with ``now``, the callback runs at settlement (package-internal wakers)."""
         if self._state != PENDING:
-            callback(self)
+            if now:
+                callback(self)
+            else:
+                defer(callback, self)
         elif self._callbacks is None:
-            self._callbacks = [callback]
+            self._callbacks = [(callback, now)]
         else:
-            self._callbacks.append(callback)
+            self._callbacks.append((callback, now))
+
+    def then(
+        self,
+        on_fulfilled: Callable[[Any], Any] | None = None,
+        on_rejected: Callable[[BaseException], Any] | None = None,
+    ) -> Promise:
+        """A promise for what the matching handler returns (or this outcome, if it has none).
+
+        The handler runs in a later turn, as ``when_settled`` callbacks do;
+        if it raises, the returned promise is rejected with that exception.
+        """
+        derived = Promise()
+
+        def react(p: Promise) -> None:
+            handler = on_fulfilled if p._state == FULFILLED else on_rejected
+            if handler is None:
+                derived._settle(p._state, p._result)
+                return
+            try:
+                derived._resolve(handler(p._result))
+            except Exception as e:
+                derived._reject(e)
+
+        self.when_settled(react)
+        return derived
 
     def __await__(self) -> Generator[Any, None, Any]:
         if self._state == PENDING:
@@ -111,7 +158,7 @@ class Promise:
         import trio
 
         event = trio.Event()
-        self.when_settled(lambda _p: event.set())
+        self._on_settled(lambda _p: event.set(), True)
         await event.wait()
 
     def __repr__(self) -> str:

@@ -278,11 +278,11 @@ class RemotePromise(Promise):
         self._position = position
         self._listening = False
 
-    def when_settled(self, callback: Callable[[Promise], None]) -> None:
+    def _on_settled(self, callback: Callable[[Promise], None], now: bool) -> None:
         if self._state == PENDING and not self._listening:
             self._listening = True
             self._session._start_listening(self)
-        super().when_settled(callback)
+        super()._on_settled(callback, now)
 
     def __del__(self) -> None:
         try:
@@ -317,15 +317,22 @@ class _ResultResolver:
     __slots__ = ("_promise", "__weakref__")
 
     def __init__(self, promise: Promise) -> None:
-        self._promise = promise
+        #: Released once settled: a peer that never drops the resolver (gc-exports)
+        #: must not keep our answer, and what it settled to, alive.
+        self._promise: Promise | None = promise
 
     def fulfill(self, value: Any = None) -> None:
-        self._promise._resolve(value)
+        promise, self._promise = self._promise, None
+        if promise is not None:
+            promise._resolve(value)
 
     def _break(self, reason: Any = None) -> None:
+        promise, self._promise = self._promise, None
+        if promise is None:
+            return
         if not isinstance(reason, BaseException):
             reason = RemoteError("Error", str(reason))
-        self._promise._reject(reason)
+        promise._reject(reason)
 
 
 setattr(_ResultResolver, "break", _ResultResolver._break)
@@ -756,7 +763,7 @@ class Session:
         if answer_pos is not None:
             self._answers[answer_pos] = result
         if resolver is not None:
-            result.when_settled(self._reporter(resolver))
+            result._on_settled(self._reporter(resolver), True)
 
     def _on_deliver_only(self, msg: list[Any]) -> None:
         _, target_desc, method, args = msg
@@ -784,7 +791,7 @@ class Session:
         resolver = self._revive_desc(resolver_desc)
         report = self._reporter(resolver)
         if isinstance(target, Promise):
-            target.when_settled(report)
+            target._on_settled(report, True)
         else:
             report(Promise.resolved(target))
 
@@ -953,7 +960,7 @@ class Session:
         self._gc_answers.clear()
         # Break every promise the peer was going to settle for us.
         for entry in exports.values():
-            if type(entry.obj) is _ResultResolver:
+            if type(entry.obj) is _ResultResolver and entry.obj._promise is not None:
                 entry.obj._promise._reject(reason)
         for imported in list(self._imports.values()):
             proxy = imported.ref()

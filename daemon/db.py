@@ -143,9 +143,45 @@ def _schema_2(db: sqlite_utils.Database) -> None:
     own migrations ("gateway" namespace) own that table now, and adopt it where it exists."""
 
 
+def _schema_3(db: sqlite_utils.Database) -> None:
+    """Marshal formulas keep their value in the storage encoding (``ocapd.captp.storage``).
+
+    Until now a stored value was written with the msgpack wire codec, capabilities
+    as export descriptors naming the formula's slots; a wire profile may change,
+    a stored value must not. Each body is decoded with the old codec and
+    written again, slot for slot. A formula's id is a nonce, not a hash of its
+    body, so ids (and every name and dependency on them) stay as they are.
+    """
+    import base64
+
+    from ocapd.captp import codec
+    from ocapd.captp.storage import encode_stored, is_stored
+
+    class _Slot:
+        __slots__ = ("n",)
+
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+    def slot_of(obj: Any) -> int:
+        if type(obj) is not _Slot:
+            raise TypeError("not a slot")
+        return obj.n
+
+    rows = list(db.execute("SELECT id, body FROM formulas WHERE type = 'marshal'").fetchall())
+    for fid, text in rows:
+        formula = json.loads(text)
+        old = base64.b64decode(formula["body"])
+        if is_stored(old):
+            continue
+        value = codec.decode(old, lambda d: _Slot(d.position))
+        formula["body"] = base64.b64encode(encode_stored(value, slot_of)).decode("ascii")
+        db.execute("UPDATE formulas SET body = ? WHERE id = ?", [_json(formula), fid])
+
+
 Migration = Callable[["sqlite_utils.Database"], None]
 # MIGRATIONS[n] takes a file from schema version n to n + 1 (version 0 = empty).
-MIGRATIONS: list[Migration] = [_schema_1, _schema_2]
+MIGRATIONS: list[Migration] = [_schema_1, _schema_2, _schema_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 # A layer's namespace: a short lower-case word (it is part of a meta key).
 _NAMESPACE = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")

@@ -104,18 +104,17 @@ class Host(Agent):
         await self._check_result_name(name, replace)
         slots: list[str] = []
 
-        def on_ref(obj: Any) -> Any:
+        def on_ref(obj: Any) -> int:
             fid = self._kernel.identify_value(obj)
             if fid is None:
                 raise TypeError("cannot store a value holding a capability that did not come from the daemon")
             slots.append(fid)
-            from ocapd.captp.codec import EXT_EXPORT, Desc
+            return len(slots) - 1
 
-            return Desc(EXT_EXPORT, len(slots) - 1)
+        from ocapd.captp.storage import encode_stored
 
-        from ocapd.captp import codec
-
-        body = codec.encode(value, on_ref)
+        # The storage encoding, not a wire profile's: what is stored must read back after the wire changes.
+        body = encode_stored(value, on_ref)
         return await self._formulate_named(F.MarshalFormula(body=body, slots=slots), name, replace=replace)
 
     async def make_text_store(self, name: str, text: str = "") -> Any:

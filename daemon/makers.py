@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ocapd.captp import decode
+from ocapd.captp.storage import decode_stored
 
 from . import formulas as F
 from .directories import Directory, NameHub
@@ -101,7 +101,7 @@ async def make_text_store(kernel: Kernel, fid: str, formula: F.TextStoreFormula,
 async def make_marshal(kernel: Kernel, fid: str, formula: F.MarshalFormula, inc: Incarnation) -> Any:
     """A stored copy of a value: decoded afresh, its capabilities provided from its slots."""
     slots = [await inc.provide(s) for s in formula.slots]
-    return decode(formula.body, lambda d: slots[d.position])
+    return decode_stored(formula.body, lambda n: slots[n])
 
 
 async def make_lookup(kernel: Kernel, fid: str, formula: F.LookupFormula, inc: Incarnation) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ocapd.captp import Promise, RemoteRef, Session
 from ocapd.captp.session import R_DISCONNECTED
+from ocapd.captp.turns import run_turns
 
 __all__ = ["Client", "DaemonNotRunning"]
 
@@ -77,6 +78,7 @@ class Client:
             frame = bytes(self._buf[4 : 4 + n])
             del self._buf[: 4 + n]
             self.session.receive_frame(frame)
+        run_turns()  # the session only records work: reactions run here
 
     def wait(self, value: Any, timeout: float | None = None) -> Any:
         """Block until ``value`` (a promise) settles; return its value or raise its error.

@@ -40,14 +40,21 @@ from ocapd.captp import (
 )
 from ocapd.captp.codec import EXT_EXPORT, EXT_IMPORT_OBJECT, MAX_DESCRIPTORS, MAX_ELEMENTS
 from ocapd.captp.session import R_BUDGET, R_STALLED, R_TOO_MANY_DESCRIPTORS, R_TOO_MANY_ELEMENTS
+from ocapd.captp.turns import run_turns
 
 START = msgpack.packb(["start-session", PROTOCOL_VERSION])
 BOOT = msgpack.ExtType(EXT_EXPORT, b"\x00")
 
 
+def feed_frame(session: Session, frame: bytes) -> None:
+    """Feed one frame as a driver does: the session only records the work, then the turns run."""
+    session.receive_frame(frame)
+    run_turns()
+
+
 def started_session(**limits: Any) -> Session:
     session = Session(Echo(), limits=Limits(**limits))
-    session.receive_frame(START)
+    feed_frame(session, START)
     session.data_to_send()
     return session
 
@@ -91,7 +98,7 @@ def test_a_frame_of_a_million_empty_arrays_is_refused_while_decoding() -> None:
     args = msgpack.packb([[] for _ in range(1_000_000)])
     frame = msgpack.packb(["deliver-only", BOOT, "echo", None])[:-1] + args  # args spliced in raw
     session = started_session()
-    peak = peak_bytes_while(lambda: session.receive_frame(frame))
+    peak = peak_bytes_while(lambda: feed_frame(session, frame))
     assert abort_code(session) == R_TOO_MANY_ELEMENTS
     # Building a million lists takes ~60 MiB; refusing at the budget takes a few.
     assert peak < 16 * 1024 * 1024
@@ -101,7 +108,7 @@ def test_nested_arrays_are_counted_across_levels_not_per_array() -> None:
     # 2,000 arrays of 100 empty arrays: every single array is small, the frame is not.
     frame = msgpack.packb(["deliver-only", BOOT, "echo", [[[] for _ in range(100)] for _ in range(2_000)]])
     session = started_session()
-    session.receive_frame(frame)
+    feed_frame(session, frame)
     assert abort_code(session) == R_TOO_MANY_ELEMENTS
 
 
@@ -110,7 +117,7 @@ def test_a_frame_of_a_million_imports_is_refused_before_any_import_is_made() -> 
     chunk = [msgpack.ExtType(EXT_IMPORT_OBJECT, bytes([1 + i % 200])) for i in range(1_000)]
     frame = msgpack.packb(["deliver-only", BOOT, "echo", [[chunk] * 1_000]])
     session = started_session()
-    peak = peak_bytes_while(lambda: session.receive_frame(frame))
+    peak = peak_bytes_while(lambda: feed_frame(session, frame))
     assert abort_code(session) == R_TOO_MANY_DESCRIPTORS
     assert session.stats()["imports"] == 0
     assert peak < 16 * 1024 * 1024
@@ -119,31 +126,31 @@ def test_a_frame_of_a_million_imports_is_refused_before_any_import_is_made() -> 
 def test_imports_spread_over_small_arrays_are_counted_too() -> None:
     descs = [[msgpack.ExtType(EXT_IMPORT_OBJECT, bytes([1 + i % 200]))] for i in range(MAX_DESCRIPTORS + 1)]
     session = started_session()
-    session.receive_frame(msgpack.packb(["deliver-only", BOOT, "echo", [descs]]))
+    feed_frame(session, msgpack.packb(["deliver-only", BOOT, "echo", [descs]]))
     assert abort_code(session) == R_TOO_MANY_DESCRIPTORS
 
 
 def test_frames_at_the_budget_pass_and_the_limits_are_configurable() -> None:
     session = started_session()
-    session.receive_frame(msgpack.packb(["deliver-only", BOOT, "echo", [list(range(MAX_ELEMENTS - 10))]]))
+    feed_frame(session, msgpack.packb(["deliver-only", BOOT, "echo", [list(range(MAX_ELEMENTS - 10))]]))
     assert session.aborted is None
     small = started_session(max_elements=100, max_descriptors=2)
-    small.receive_frame(msgpack.packb(["deliver-only", BOOT, "echo", [list(range(50))]]))
+    feed_frame(small, msgpack.packb(["deliver-only", BOOT, "echo", [list(range(50))]]))
     assert small.aborted is None
-    small.receive_frame(msgpack.packb(["deliver-only", BOOT, "echo", [list(range(200))]]))
+    feed_frame(small, msgpack.packb(["deliver-only", BOOT, "echo", [list(range(200))]]))
     assert abort_code(small) == R_TOO_MANY_ELEMENTS
 
 
 def test_a_tagged_payload_shares_the_frames_budget() -> None:
     tagged = [msgpack.ExtType(2, msgpack.packb(["t", [[] for _ in range(100)]])) for _ in range(1_000)]
     session = started_session()
-    session.receive_frame(msgpack.packb(["deliver-only", BOOT, "echo", [tagged]]))
+    feed_frame(session, msgpack.packb(["deliver-only", BOOT, "echo", [tagged]]))
     assert abort_code(session) == R_TOO_MANY_ELEMENTS
 
 
 def test_a_large_bytes_value_is_one_element() -> None:
     session = started_session()
-    session.receive_frame(msgpack.packb(["deliver-only", BOOT, "echo", [b"x" * (8 * 1024 * 1024)]]))
+    feed_frame(session, msgpack.packb(["deliver-only", BOOT, "echo", [b"x" * (8 * 1024 * 1024)]]))
     assert session.aborted is None
 
 
@@ -307,12 +314,12 @@ def test_a_session_moved_to_another_budget_takes_its_tables_along() -> None:
     first, second = Budget(), Budget()
     session = started_session()
     session.budget = first
-    session.receive_frame(msgpack.packb(["deliver", BOOT, "forever", [], 0, None]))
-    session.receive_frame(msgpack.packb(["deliver", BOOT, "forever", [], 1, None]))
+    feed_frame(session, msgpack.packb(["deliver", BOOT, "forever", [], 0, None]))
+    feed_frame(session, msgpack.packb(["deliver", BOOT, "forever", [], 1, None]))
     assert first.answers == 2
     session.budget = second
     assert (first.answers, second.answers) == (0, 2)
-    session.receive_frame(msgpack.packb(["gc-answers", [0]]))
+    feed_frame(session, msgpack.packb(["gc-answers", [0]]))
     assert second.answers == 1
     session.abort()
     assert second.answers == 0

@@ -58,6 +58,7 @@ from ocapd.captp.codec import (
     MAX_DEPTH,
     unpack,
 )
+from ocapd.captp.turns import run_turns
 
 #: Every reason code the session may abort with (its R_* constants).
 REASON_CODES = frozenset(
@@ -75,6 +76,12 @@ FUZZ = settings(
 
 # ---------------------------------------------------------------------------
 # building frames by hand
+
+
+def feed_frame(session: Session, frame: bytes) -> None:
+    """Feed one frame as a driver does: the session only records the work, then the turns run."""
+    session.receive_frame(frame)
+    run_turns()
 
 
 def pos_bytes(pos: int) -> bytes:
@@ -193,7 +200,7 @@ class Probe:
 def started(bootstrap: Any = None, limits: Limits | None = None) -> Session:
     """A session that has received the peer's start-session, outbox drained."""
     s = Session(bootstrap if bootstrap is not None else Probe(Counter()), limits=limits or Limits(), name="victim")
-    s.receive_frame(START)
+    feed_frame(s, START)
     s.data_to_send()
     return s
 
@@ -205,10 +212,10 @@ def pump(*pairs: tuple[Session, Session]) -> None:
         moved = False
         for a, b in pairs:
             for f in a.data_to_send():
-                b.receive_frame(f)
+                feed_frame(b, f)
                 moved = True
             for f in b.data_to_send():
-                a.receive_frame(f)
+                feed_frame(a, f)
                 moved = True
 
 
@@ -225,13 +232,13 @@ def assert_aborted(s: Session, *codes: str) -> str:
     assert last[0] == "abort" and last[1].partition(": ")[0] == s.aborted.code
     # From now on nothing the peer sends is read or answered.
     frames_in = s.frames_in
-    s.receive_frame(frame("deliver", export(0), "ping", [], 999, import_object(1)))
+    feed_frame(s, frame("deliver", export(0), "ping", [], 999, import_object(1)))
     assert s.data_to_send() == [] and s.frames_in == frames_in
     return s.aborted.code
 
 
 def feed(s: Session, data: bytes) -> None:
-    s.receive_frame(data)
+    feed_frame(s, data)
 
 
 class Hang(BaseException):
@@ -315,10 +322,10 @@ def honest_frames() -> tuple[bytes, ...]:
             moved = False
             for f in caller.data_to_send():
                 sent.append(f)
-                callee.receive_frame(f)
+                feed_frame(callee, f)
                 moved = True
             for f in callee.data_to_send():
-                caller.receive_frame(f)
+                feed_frame(caller, f)
                 moved = True
 
     boot = caller.bootstrap()
@@ -363,14 +370,14 @@ def run_case(frames: list[bytes], neighbour: Neighbour | None = None, calls: Cou
     s.data_to_send()  # our own start-session
     with watchdog(), internal_errors() as errors:
         for data in frames:
-            s.receive_frame(data)
+            feed_frame(s, data)
             if s.aborted is not None:
                 if s.aborted.by_peer:
                     # The peer sent an abort: nothing to answer, nothing more read.
                     msg = unpack(data)
                     assert type(msg) is list and msg[0] == "abort"
                     assert s.data_to_send() == []
-                    s.receive_frame(START)
+                    feed_frame(s, START)
                     assert s.data_to_send() == []
                 else:
                     assert_aborted(s)
@@ -523,7 +530,7 @@ def test_the_honest_corpus_uses_every_op_and_replays_cleanly() -> None:
     frames = honest_frames()
     s = Session(Probe(Counter()), name="callee")
     for f in frames:
-        s.receive_frame(f)
+        feed_frame(s, f)
     assert s.aborted is not None and s.aborted.by_peer and s.aborted.code == "closed"
 
 
@@ -689,14 +696,14 @@ def test_a_frame_over_the_session_limit_aborts_with_frame_too_large() -> None:
     limits = Limits(max_frame_size=1024)
     body = frame("deliver", export(0), "echo", ["x" * 2000], None, None)
     s = started(limits=limits)
-    s.receive_frame(body)
+    feed_frame(s, body)
     assert_aborted(s, "frame-too-large")
     # exactly at the limit is fine
     ok = frame("deliver", export(0), "echo", ["x"], 1, import_object(1))
     ok = frame("deliver", export(0), "echo", ["x" * (1024 - len(ok) - 1)], 1, import_object(1))
     assert len(ok) == 1024
     s = started(limits=limits)
-    s.receive_frame(ok)
+    feed_frame(s, ok)
     assert s.aborted is None
 
 
@@ -732,7 +739,7 @@ async def test_a_framed_stream_announcing_a_huge_length_aborts_with_frame_too_la
 @pytest.mark.parametrize("op", ["fly", "", "Deliver", "deliver ", 1, None, b"deliver", [], {}, True, 1.5])
 def test_an_unknown_op_aborts_with_unknown_op(op: Any) -> None:
     s = started()
-    s.receive_frame(frame(op, 1, 2))
+    feed_frame(s, frame(op, 1, 2))
     assert_aborted(s, "unknown-op")
 
 
@@ -755,7 +762,7 @@ def test_an_unknown_op_aborts_with_unknown_op(op: Any) -> None:
 def test_naming_a_position_never_given_aborts_with_unknown_position(message: list[Any]) -> None:
     calls: Counter = Counter()
     s = started(Probe(calls))
-    s.receive_frame(p(message))
+    feed_frame(s, p(message))
     assert_aborted(s, "unknown-position")
     assert calls == Counter()
 
@@ -776,7 +783,7 @@ def test_malformed_descriptor_positions_abort(where: str, code: int, payload: by
     }[where]
     calls: Counter = Counter()
     s = started(Probe(calls))
-    s.receive_frame(p(message))
+    feed_frame(s, p(message))
     assert_aborted(s, "malformed-frame", "bad-field")
     assert calls == Counter()
 
@@ -789,7 +796,7 @@ def test_malformed_descriptor_positions_abort(where: str, code: int, payload: by
 def test_bad_answer_positions_abort_with_bad_field(answer_pos: Any) -> None:
     calls: Counter = Counter()
     s = started(Probe(calls))
-    s.receive_frame(frame("deliver", export(0), "ping", [], answer_pos, None))
+    feed_frame(s, frame("deliver", export(0), "ping", [], answer_pos, None))
     assert_aborted(s, "bad-field")
     assert calls == Counter()
 
@@ -813,7 +820,7 @@ def test_gc_of_negative_or_out_of_range_positions_aborts_with_bad_field(message:
     # A negative or out-of-range number is not a position at all (bad-field),
     # unlike a well-formed position that was never given (unknown-position).
     s = started()
-    s.receive_frame(p(message))
+    feed_frame(s, p(message))
     assert_aborted(s, "bad-field", "malformed-frame")
 
 
@@ -835,9 +842,9 @@ def test_integers_too_long_to_print_abort_cleanly(message: list[Any]) -> None:
     # describing it in an abort reason must not raise.
     s = Session(Probe(Counter()), name="victim")
     if message[0] != "start-session":
-        s.receive_frame(START)
+        feed_frame(s, START)
     s.data_to_send()
-    s.receive_frame(p(message))
+    feed_frame(s, p(message))
     assert s.aborted is not None
     if message[0] != "abort":
         assert_aborted(s)
@@ -866,9 +873,9 @@ def test_wrong_arity_for_every_op_aborts_with_bad_arity(op: str, fields: list[An
     calls: Counter = Counter()
     s = Session(Probe(calls), name="victim")
     if op != "start-session":
-        s.receive_frame(START)
+        feed_frame(s, START)
     s.data_to_send()
-    s.receive_frame(frame(op, *changed))
+    feed_frame(s, frame(op, *changed))
     assert_aborted(s, "bad-arity")
     assert calls == Counter()
 
@@ -876,7 +883,7 @@ def test_wrong_arity_for_every_op_aborts_with_bad_arity(op: str, fields: list[An
 def test_well_formed_empty_ops_do_not_abort() -> None:
     s = started()
     for message in (frame("gc-exports", [], []), frame("gc-answers", [])):
-        s.receive_frame(message)
+        feed_frame(s, message)
     assert s.aborted is None
 
 
@@ -889,7 +896,7 @@ def deliver_with(arg: bytes) -> bytes:
 def test_deep_nesting_in_args_aborts_with_malformed_frame(kind: str, depth: int) -> None:
     calls: Counter = Counter()
     s = started(Probe(calls))
-    s.receive_frame(deliver_with(deep_bytes(kind, depth)))
+    feed_frame(s, deliver_with(deep_bytes(kind, depth)))
     assert_aborted(s, "malformed-frame")
     assert calls == Counter()
 
@@ -901,9 +908,9 @@ def test_deep_nesting_in_any_field_aborts_without_recursion_error(kind: str, fie
     deep = deep_bytes(kind, 100_000)
     s = Session(Probe(Counter()), name="victim")
     if field != "version":
-        s.receive_frame(START)
+        feed_frame(s, START)
     s.data_to_send()
-    s.receive_frame(_with_field(field, deep))
+    feed_frame(s, _with_field(field, deep))
     assert_aborted(s, "malformed-frame")
 
 
@@ -915,9 +922,9 @@ def test_nesting_as_deep_as_msgpack_allows_aborts_in_any_field(kind: str, field:
     deep = deep_bytes(kind, 1000)
     s = Session(Probe(Counter()), name="victim")
     if field != "version":
-        s.receive_frame(START)
+        feed_frame(s, START)
     s.data_to_send()
-    s.receive_frame(_with_field(field, deep))
+    feed_frame(s, _with_field(field, deep))
     assert_aborted(s)
 
 
@@ -942,7 +949,7 @@ def _with_field(field: str, value: bytes) -> bytes:
 def test_non_str_record_keys_in_args_abort(arg: Any) -> None:
     calls: Counter = Counter()
     s = started(Probe(calls))
-    s.receive_frame(frame("deliver", export(0), "echo", [arg], 0, import_object(1)))
+    feed_frame(s, frame("deliver", export(0), "echo", [arg], 0, import_object(1)))
     assert_aborted(s, "malformed-frame")
     assert calls == Counter()
 
@@ -964,7 +971,7 @@ def test_messages_before_start_session_abort_with_not_started(message: list[Any]
     calls: Counter = Counter()
     s = Session(Probe(calls), name="victim")
     s.data_to_send()
-    s.receive_frame(p(message))
+    feed_frame(s, p(message))
     assert_aborted(s, "not-started", "malformed-frame")
     if message:
         assert s.aborted.code == "not-started"
@@ -978,38 +985,38 @@ def test_messages_before_start_session_abort_with_not_started(message: list[Any]
 def test_a_wrong_protocol_version_aborts_with_version_mismatch(version: Any) -> None:
     s = Session(Probe(Counter()), name="victim")
     s.data_to_send()
-    s.receive_frame(frame("start-session", version))
+    feed_frame(s, frame("start-session", version))
     assert_aborted(s, "version-mismatch")
 
 
 def test_a_second_start_session_aborts() -> None:
     s = started()
-    s.receive_frame(START)
+    feed_frame(s, START)
     assert_aborted(s, "bad-field")
 
 
 def test_reusing_a_live_answer_position_aborts_with_position_in_use() -> None:
     calls: Counter = Counter()
     s = started(Probe(calls))
-    s.receive_frame(frame("deliver", export(0), "ping", [], 5, None))
+    feed_frame(s, frame("deliver", export(0), "ping", [], 5, None))
     assert s.aborted is None
-    s.receive_frame(frame("deliver", export(0), "ping", [], 5, None))
+    feed_frame(s, frame("deliver", export(0), "ping", [], 5, None))
     assert_aborted(s, "position-in-use")
     assert calls[("boot", "ping")] == 1
 
 
 def test_an_answer_position_is_free_again_after_gc_answers() -> None:
     s = started()
-    s.receive_frame(frame("deliver", export(0), "ping", [], 5, None))
-    s.receive_frame(frame("gc-answers", [5]))
-    s.receive_frame(frame("deliver", export(0), "ping", [], 5, None))
+    feed_frame(s, frame("deliver", export(0), "ping", [], 5, None))
+    feed_frame(s, frame("gc-answers", [5]))
+    feed_frame(s, frame("deliver", export(0), "ping", [], 5, None))
     assert s.aborted is None
 
 
 def _session_with_one_export(calls: Counter) -> Session:
     """A session that has sent the peer one object (export 1) exactly once."""
     s = started(Probe(calls))
-    s.receive_frame(frame("deliver", export(0), "make", [], 0, import_object(1)))
+    feed_frame(s, frame("deliver", export(0), "make", [], 0, import_object(1)))
     out = [msgpack.unpackb(f, raw=False, ext_hook=ExtType) for f in s.data_to_send()]
     assert ["deliver-only", export(1), "fulfill", [import_object(1)]] in out
     return s
@@ -1023,18 +1030,18 @@ def _session_with_one_export(calls: Counter) -> Session:
 def test_gc_exports_of_more_than_was_sent_aborts(message: list[Any]) -> None:
     calls: Counter = Counter()
     s = _session_with_one_export(calls)
-    s.receive_frame(p(message))
+    feed_frame(s, p(message))
     assert_aborted(s, "bad-field", "unknown-position")
 
 
 def test_a_released_export_is_unreachable() -> None:
     calls: Counter = Counter()
     s = _session_with_one_export(calls)
-    s.receive_frame(frame("deliver", export(1), "ping", [], 1, None))
+    feed_frame(s, frame("deliver", export(1), "ping", [], 1, None))
     assert calls[("boot.0", "ping")] == 1
-    s.receive_frame(frame("gc-exports", [1], [1]))
+    feed_frame(s, frame("gc-exports", [1], [1]))
     assert s.aborted is None
-    s.receive_frame(frame("deliver", export(1), "ping", [], 2, None))
+    feed_frame(s, frame("deliver", export(1), "ping", [], 2, None))
     assert_aborted(s, "unknown-position")
     assert calls[("boot.0", "ping")] == 1
 
@@ -1043,27 +1050,27 @@ def test_more_pending_answers_than_max_answers_aborts_with_limit_exceeded() -> N
     calls: Counter = Counter()
     s = started(Probe(calls), limits=Limits(max_answers=8))
     for pos in range(8):
-        s.receive_frame(frame("deliver", export(0), "ping", [], pos, None))
+        feed_frame(s, frame("deliver", export(0), "ping", [], pos, None))
     assert s.aborted is None
-    s.receive_frame(frame("deliver", export(0), "ping", [], 8, None))
+    feed_frame(s, frame("deliver", export(0), "ping", [], 8, None))
     assert_aborted(s, "limit-exceeded")
     assert calls[("boot", "ping")] == 8
 
 
 def test_more_imports_than_max_imports_aborts_with_limit_exceeded() -> None:
     s = started(limits=Limits(max_imports=4))
-    s.receive_frame(frame("deliver", export(0), "echo", [[import_object(i) for i in range(1, 5)]], 0, None))
+    feed_frame(s, frame("deliver", export(0), "echo", [[import_object(i) for i in range(1, 5)]], 0, None))
     assert s.aborted is None
-    s.receive_frame(frame("deliver", export(0), "echo", [[import_object(5)]], 1, None))
+    feed_frame(s, frame("deliver", export(0), "echo", [[import_object(5)]], 1, None))
     assert_aborted(s, "limit-exceeded")
 
 
 def test_an_abort_from_the_peer_ends_the_session_without_an_answer() -> None:
     s = started()
-    s.receive_frame(frame("abort", "closed: bye"))
+    feed_frame(s, frame("abort", "closed: bye"))
     assert s.aborted is not None and s.aborted.by_peer and s.aborted.code == "closed"
     assert s.data_to_send() == []
-    s.receive_frame(frame("deliver", export(0), "ping", [], 0, import_object(1)))
+    feed_frame(s, frame("deliver", export(0), "ping", [], 0, import_object(1)))
     assert s.data_to_send() == []
 
 
@@ -1126,19 +1133,19 @@ def test_args_too_deep_to_forward_break_the_answer_not_the_session() -> None:
     hub_to_leaf = Session(None, name="hub-to-leaf")
     pump((leaf_side, hub_to_leaf))
     hub_to_peer = started(Hub(hub_to_leaf.bootstrap()))
-    hub_to_peer.receive_frame(frame("deliver", export(0), "get", [], 0, import_object(1)))
+    feed_frame(hub_to_peer, frame("deliver", export(0), "get", [], 0, import_object(1)))
     out = [msgpack.unpackb(f, raw=False, ext_hook=ExtType) for f in hub_to_peer.data_to_send()]
     assert ["deliver-only", export(1), "fulfill", [import_object(1)]] in out
     deep: Any = None
     for _ in range(MAX_DEPTH - 1):
         deep = [deep]
     with internal_errors() as errors:
-        hub_to_peer.receive_frame(frame("deliver", export(1), "take", [deep], 1, import_object(2)))
+        feed_frame(hub_to_peer, frame("deliver", export(1), "take", [deep], 1, import_object(2)))
     # The peer did nothing wrong: its call fails, its session goes on.
     assert hub_to_peer.aborted is None, hub_to_peer.aborted
     assert not errors
     hub_to_peer.data_to_send()
-    hub_to_peer.receive_frame(frame("deliver", export(1), "take", [[1]], 2, import_object(2)))
+    feed_frame(hub_to_peer, frame("deliver", export(1), "take", [[1]], 2, import_object(2)))
     pump((leaf_side, hub_to_leaf))
     assert calls["take"] == 1
 
@@ -1183,8 +1190,8 @@ def test_ten_thousand_guessed_positions_reach_nothing() -> None:
 
     for data, codes in guesses:
         s = Session(shared, name="attacker")
-        s.receive_frame(START)
-        s.receive_frame(data)
+        feed_frame(s, START)
+        feed_frame(s, data)
         assert s.aborted is not None and s.aborted.code in codes, (data, s.aborted)
     assert calls == baseline, calls - baseline
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import sqlite3
@@ -19,6 +20,8 @@ import trio.testing
 
 import ocapd.daemon.db as db_module
 import ocapd.gateway.tokens as tokens
+from ocapd.captp import Tagged
+from ocapd.captp.storage import decode_stored, is_stored
 from ocapd.daemon.db import SCHEMA_VERSION, Database, DatabaseClosed, SchemaTooNew, blob_hash, migrate
 from ocapd.daemon.formulas import (
     EvalFormula,
@@ -422,18 +425,66 @@ def _check_v2(database: Database) -> None:
     _check_v1(database)
 
 
+# A marshal formula as schema 2 and earlier stored it: the value in the msgpack
+# wire codec (frozen bytes), its capability as export descriptor 0 naming slot 0.
+OLD_MARSHAL = "e" * 64
+OLD_MARSHAL_BODY = bytes.fromhex(
+    "84a86772656574696e67a26869a3626967c70901400000000000000000a3746167c7150292a5706f696e7492"
+    "cb3ff8000000000000c40200ffa3636170d40c00"
+)
+
+
+def _fixture_v3_common(db: sqlite_utils.Database, marshal_body: bytes) -> None:
+    _fixture_v2(db)
+    body = base64.b64encode(marshal_body).decode("ascii")
+    with db.conn:
+        db.execute(
+            "INSERT INTO formulas (id, type, body) VALUES (?, 'marshal', ?)",
+            [OLD_MARSHAL, '{"body":"' + body + '","slots":["' + OLD_FORMULA + '"],"type":"marshal"}'],
+        )
+
+
+def _fixture_v2_with_marshal(db: sqlite_utils.Database) -> None:
+    _fixture_v3_common(db, OLD_MARSHAL_BODY)
+
+
+def _check_marshal_in_storage_encoding(database: Database) -> None:
+    formulas = database.load_formulas()
+    assert set(formulas) == {OLD_WORKER, OLD_FORMULA, OLD_MARSHAL}
+    assert parse_formula(formulas[OLD_FORMULA]) == EvalFormula(worker=OLD_WORKER, source="1", names=[], values=[])
+    assert database.load_names() == {STORE: {"one": OLD_FORMULA}}
+    assert database.read_blob(blob_hash(b"old")) == b"old"
+    formula = parse_formula(formulas[OLD_MARSHAL])
+    assert isinstance(formula, MarshalFormula) and formula.slots == [OLD_FORMULA]
+    assert is_stored(formula.body)
+    assert decode_stored(formula.body, lambda n: f"slot {n}") == {
+        "greeting": "hi", "big": 2**70, "tag": Tagged("point", [1.5, b"\x00\xff"]), "cap": "slot 0",
+    }
+
+
+def _fixture_v3(db: sqlite_utils.Database) -> None:
+    # Schema 3: the same value, already in the storage encoding (frozen text).
+    _fixture_v3_common(
+        db,
+        b'ocapd-stored/1\n{"record":[["greeting","hi"],["big",{"int":"1180591620717411303424"}],'
+        b'["tag",{"tagged":["point",[{"float":"1.5"},{"bytes":"AP8="}]]}],["cap",{"slot":0}]]}',
+    )
+
+
 # The gateway's tokens each earlier file holds, read by the gateway after it brought its own tables up to date.
 TOKENS_AFTER_UPGRADE: dict[int, list[tokens.TokenRecord]] = {
     0: [],
     1: [],
     2: [tokens.TokenRecord(id="d" * 32, hash=OLD_TOKEN_HASH, agent=OLD_FORMULA, label="chat", created=1700000000.5)],
+    3: [tokens.TokenRecord(id="d" * 32, hash=OLD_TOKEN_HASH, agent=OLD_FORMULA, label="chat", created=1700000000.5)],
 }
 
 
 UPGRADES: dict[int, tuple[Callable[[sqlite_utils.Database], None], Callable[[Database], None]]] = {
     0: (_fixture_v0, _check_v0),
     1: (_fixture_v1, _check_v1),
-    2: (_fixture_v2, _check_v2),
+    2: (_fixture_v2_with_marshal, _check_marshal_in_storage_encoding),
+    3: (_fixture_v3, _check_marshal_in_storage_encoding),
 }
 
 
