@@ -65,7 +65,7 @@ from .api import Api, LimitedHTTPConnection
 from .hook import DEFAULT_HOST, DEFAULT_PORT, LISTEN_BACKLOG, GatewayBindError, bind_listener
 from .site import LiveSession, Site, plain_response
 from .static import DEFAULT_STATIC_DIR, build_table, split_runtime
-from .tokens import FIRST_PENALTY, FailureThrottle, InvalidToken, TokenStore
+from .tokens import FailureThrottle, InvalidToken, TokenStore
 from .transport import QuartWebSocketTransport, WebsocketConnection
 from .weblets import WebletHosting
 
@@ -410,10 +410,19 @@ class GatewayService:
     def authenticated_count(self) -> int:
         return len(self.sessions) - self.anonymous
 
-    def _handshake_token(self) -> str | None:
+    def _handshake_agent(self) -> str | None:
+        """The agent id of a valid token offered in the upgrade request, or None.
+
+        A wrong token there makes an anonymous session, not a refusal: the
+        page then learns from ``fetch`` that its token is not accepted (a
+        refused upgrade looks like a network failure, retried for ever).
+        """
         for proto in websocket.requested_subprotocols:
             if proto.startswith(TOKEN_SUBPROTOCOL_PREFIX):
-                return proto[len(TOKEN_SUBPROTOCOL_PREFIX):]
+                try:
+                    return self.tokens.check(proto[len(TOKEN_SUBPROTOCOL_PREFIX):]).agent
+                except InvalidToken:
+                    return None
         return None
 
     def _refusal(self, path: str) -> tuple[Site | None, Response | None]:
@@ -430,7 +439,7 @@ class GatewayService:
             return None, plain_response(503, "the daemon is stopping", site.headers)
         if site.max_sessions is not None and site.sessions >= site.max_sessions:
             return None, plain_response(503, "too many sessions for this instance", site.headers)
-        if site.name == "chat" and self._handshake_token() is None:
+        if site.name == "chat" and self._handshake_agent() is None:
             if self.anonymous >= self.limits.anonymous_sessions:
                 return None, plain_response(503, "too many sessions without a token", site.headers)
         elif self.authenticated_count() >= self.max_sessions:
@@ -444,15 +453,7 @@ class GatewayService:
             return refusal
         # The real object, not quart's proxy: our tasks outlive the proxy's context.
         ws = websocket._get_current_object()  # type: ignore[attr-defined]
-        token = self._handshake_token() if site.name == "chat" else None
-        agent_id = None
-        if token is not None:
-            try:
-                agent_id = self.tokens.check(token).agent
-            except InvalidToken:
-                # One attempt per connection, slowed like a failed fetch; nobody else waits.
-                await trio.sleep(FIRST_PENALTY)
-                return plain_response(403, "invalid or revoked token", site.headers)
+        agent_id = self._handshake_agent() if site.name == "chat" else None
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.requested_subprotocols else None
         await ws.accept(subprotocol=subprotocol)
         if path == ECHO_PATH[1:]:

@@ -291,8 +291,11 @@ async def test_a_shared_budget_refuses_our_own_calls_without_ending_the_session(
         release.set()
         assert [await w for w in waiting] == ["released"] * 3
         del waiting
-        gc.collect()
-        assert budget.questions == 0
+        # Each answer's promise is released once the peer's gc of its resolver arrives.
+        with trio.fail_after(5):
+            while budget.questions:
+                gc.collect()
+                await trio.sleep(0.01)
         assert await E(boot).ping() == "pong"
 
 

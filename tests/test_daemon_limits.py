@@ -103,18 +103,21 @@ async def test_requests_from_one_sender_are_capped_while_they_wait(small_daemon:
     async with d.connect() as (host, _, _):
         guest = await E(host).lookup("w-agent")
         asks = [E(guest).request("HOST", f"please {i}") for i in range(2)]
-        while len([m for m in await E(host).list_messages() if m["type"] == "request"]) < 2:
-            await trio.sleep(0.05)
+        with trio.fail_after(10):
+            while len([m for m in await E(host).list_messages() if m["type"] == "request"]) < 2:
+                await trio.sleep(0.05)
         with pytest.raises(RemoteError, match="already waiting for an answer"):
             await E(guest).request("HOST", "please 3")
-        numbers = [m["number"] for m in await E(host).list_messages() if m["type"] == "request"]
-        await E(host).reject(numbers[0], "no")
+        (first,) = [m["number"] for m in await E(host).list_messages() if m.get("description") == "please 0"]
+        await E(host).reject(first, "no")
         with pytest.raises(RemoteError):
-            await asks[0]
+            with trio.fail_after(10):
+                await asks[0]
         # One answered: the weblet may ask again.
         third = E(guest).request("HOST", "please 3")
-        while len([m for m in await E(host).list_messages() if m["type"] == "request" and m.get("settled") is None]) < 2:
-            await trio.sleep(0.05)
+        with trio.fail_after(10):
+            while len([m for m in await E(host).list_messages() if m["type"] == "request" and m.get("settled") is None]) < 2:
+                await trio.sleep(0.05)
         del third, asks
 
 

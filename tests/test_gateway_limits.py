@@ -19,6 +19,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from ocapd.captp import E, RemoteError, SessionAborted, WebSocketTransport, open_connection, open_websocket_connection
 from ocapd.captp.session import R_FRAME_TOO_LARGE, R_TOO_MANY_ELEMENTS
+from ocapd.gateway import INVALID_TOKEN_MESSAGE
 from ocapd.gateway.app import ANONYMOUS_TIMEOUT_REASON
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -104,8 +105,12 @@ async def test_a_session_without_a_token_is_closed_after_its_deadline(daemon: Da
         assert "SELF" in await E(agent).list()
 
 
-async def test_a_wrong_token_in_the_upgrade_is_refused(daemon: DaemonProcess) -> None:
-    assert await rejection_status(daemon.gateway_port, "not-a-token") == 403
+async def test_a_wrong_token_in_the_upgrade_makes_a_session_without_one(daemon: DaemonProcess) -> None:
+    # Not a refusal (a page would retry that for ever): fetch then says the token is not accepted.
+    async with raw_ws(daemon.gateway_port, "A" * 43) as ws, open_websocket_connection(ws, None) as conn:
+        with pytest.raises(RemoteError) as info:
+            await E(conn.bootstrap()).fetch("A" * 43)
+        assert info.value.message == INVALID_TOKEN_MESSAGE
     await owner_gets_in(daemon)
 
 

@@ -53,18 +53,10 @@ export class Connection {
       let conn;
       try {
         conn = await connectWebSocket(this.url, { protocols: tokenProtocols(this.token) });
-      } catch {
-        // The gateway refuses an upgrade whose token it does not know, and a
-        // page cannot tell that refusal from a daemon that is down. Ask once
-        // more without the token: if that session opens, `fetch` below says
-        // plainly that the token was not accepted.
-        try {
-          conn = await connectWebSocket(this.url, { protocols: tokenProtocols("") });
-        } catch (error) {
-          failures += 1;
-          await this.pause(failures, error);
-          continue;
-        }
+      } catch (error) {
+        failures += 1;
+        await this.pause(failures, error);
+        continue;
       }
       let agent;
       try {
