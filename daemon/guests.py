@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ocapd.captp import RemoteError, encode, far
+from ocapd.captp import far
 
 from . import formulas as F
 from .directories import NameHub
@@ -22,6 +22,7 @@ from .handles import Handle, agent_behind
 from .mail import Mailbox, now_iso
 from .names import validate_pet_name
 from .petstore import ChangeStream, PetStore
+from .values import stored_rejection
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -188,7 +189,7 @@ class Agent(NameHub):
         if resolution is not None:
             store.stage_write(txn, "resolution", resolution)
         else:
-            err = txn.formula(F.MarshalFormula(body=encode(RemoteError("Error", reason or "rejected")), slots=[]))
+            err = txn.formula(stored_rejection(reason or "rejected"))
             store.stage_write(txn, "rejection", err)
         await self._kernel.commit(txn)
         await self._mailbox.update(number, settled="fulfilled" if resolution is not None else "rejected")

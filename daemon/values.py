@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ocapd.captp import RemoteError, encode, far
+from ocapd.captp import RemoteError, far
+from ocapd.captp.storage import encode_stored
 
 from . import formulas as F
 
@@ -20,7 +21,16 @@ if TYPE_CHECKING:
     from .kernel import Kernel
     from .petstore import PetStore
 
-__all__ = ["EndoPowers", "LeastAuthority", "ReadableBlob", "RequestResolver", "TextStore"]
+__all__ = ["EndoPowers", "LeastAuthority", "ReadableBlob", "RequestResolver", "TextStore", "stored_rejection"]
+
+
+def stored_rejection(reason: str) -> F.MarshalFormula:
+    """The stored value a rejected request resolves to: an error carrying ``reason`` (no capabilities)."""
+
+    def no_capabilities(obj: Any) -> int:
+        raise TypeError("a rejection carries no capabilities")
+
+    return F.MarshalFormula(body=encode_stored(RemoteError("Error", str(reason)), no_capabilities), slots=[])
 
 
 @far("LeastAuthority")
@@ -54,7 +64,7 @@ class RequestResolver:
         await self._store.write("resolution", fid)
 
     async def reject(self, reason: str = "rejected") -> None:
-        fid = await self._kernel.formulate(F.MarshalFormula(body=encode(RemoteError("Error", str(reason))), slots=[]))
+        fid = await self._kernel.formulate(stored_rejection(reason))
         await self._store.write("rejection", fid)
 
 

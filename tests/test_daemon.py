@@ -627,3 +627,23 @@ async def test_answering_a_request_with_an_agent_leaves_that_agent_itself(daemon
         assert len(got) == 1
     assert "#token=" in daemon.out("chat")  # a token is still minted for the host
     assert "#token=" in daemon.out("chat", "--as", "trusted-agent")
+
+
+def test_a_rejected_request_fails_with_the_hosts_reason(daemon: DaemonProcess) -> None:
+    """The rejection is a stored value (written and read with the storage encoding)."""
+    import time
+
+    daemon.cli("mkguest", "bob")
+    asking = subprocess.Popen(
+        [PYTHON, "-m", "ocapd", "request", "HOST", "the keys", "--as", "bob-agent"],
+        env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "the keys" not in daemon.out("inbox"):
+        assert time.monotonic() < deadline, "the request never reached the inbox"
+        time.sleep(0.05)
+    daemon.cli("reject", "0", "not today")
+    _, err = asking.communicate(timeout=30)
+    assert asking.returncode == 1
+    assert "not today" in err
+    assert "(rejected)" in daemon.out("inbox")
