@@ -106,7 +106,7 @@ class Cancelled(Exception):
 class Incarnation:
     """One live value of one formula, with the edges and hooks that end it."""
 
-    __slots__ = ("id", "type", "promise", "deps", "hooks", "started", "_kernel", "_resolver")
+    __slots__ = ("id", "type", "promise", "deps", "hooks", "started", "cancelled", "_kernel", "_resolver")
 
     def __init__(self, kernel: Kernel, fid: str, ftype: str) -> None:
         self._kernel = kernel
@@ -116,6 +116,9 @@ class Incarnation:
         self.deps: set[str] = set()
         self.hooks: list[Callable[[str], Awaitable[None]]] = []
         self.started = time.time()
+        #: Why it was cancelled (None while it is not): a maker still running then
+        #: finds out when it returns, and what it set up is torn down at once.
+        self.cancelled: str | None = None
 
     async def provide(self, fid: str) -> Any:
         """Provide a dependency: if it is cancelled, this incarnation is cancelled too."""
@@ -283,6 +286,12 @@ class Kernel:
             self._forget_edges(inc)
             inc._resolver.reject(e)
             return
+        if inc.cancelled is not None:
+            # Cancelled while it was being made: the hooks the maker registered
+            # late (a worker's "terminate") run now, or what it set up would
+            # outlive its value (an orphan worker process).
+            await self.run_cancel_hooks([inc], inc.cancelled)
+            return
         if is_remotable(value) or isinstance(value, Promise):
             # A value keeps the identity of the formula that made it: a promise
             # or lookup resolving to a live value (a request answered with
@@ -323,6 +332,7 @@ class Kernel:
             if inc is None:
                 continue
             detached.append(inc)
+            inc.cancelled = reason
             self._forget_edges(inc)
             if inc.promise.fulfilled and self._id_of.get(id(inc.promise.result())) == inc.id:
                 del self._id_of[id(inc.promise.result())]
@@ -332,7 +342,9 @@ class Kernel:
 
     async def run_cancel_hooks(self, detached: list[Incarnation], reason: str) -> None:
         for inc in detached:
-            for hook in inc.hooks:
+            # Each hook runs once, even when a maker still running adds more later.
+            hooks, inc.hooks = inc.hooks, []
+            for hook in hooks:
                 try:
                     await hook(reason)
                 except Exception:
