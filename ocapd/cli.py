@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from . import __version__, commands, lifecycle, run, weblets_cli
+from . import __version__, agent_cli, commands, lifecycle, run, weblets_cli
 from .conversation import CliError
 from .render import describe_error
 
@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("open", commands.cmd_open, "open a weblet instance; prints its URL")
     sp.add_argument("name")
     weblets_cli.add_parser(sub, common, base)
+    agent_cli.add_audit_parser(sub, common)
     sp = add(
         "cancel",
         commands.cmd_cancel,

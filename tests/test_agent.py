@@ -381,3 +381,17 @@ def test_the_audit_log_is_append_only(setup: dict[str, Any]) -> None:
                 db.execute(sql)
     finally:
         db.close()
+
+
+async def test_the_cli_lists_the_audit_and_the_grants_and_revokes(setup: dict[str, Any]) -> None:
+    rest: Rest = setup["rest"]
+    daemon: DaemonProcess = setup["daemon"]
+    asked = (await rest.message("increment 3", [setup["counter"]["panel"]]))["calls"][0]
+    await rest.permission(asked["call"], "always")
+    rows = [json.loads(line) for line in daemon.out("audit", "--json", "-n", "3").splitlines()]
+    assert rows[-1]["call"] == asked["call"] and (rows[-1]["decision"], rows[-1]["outcome"]) == ("always", "done")
+    assert json.loads(rows[-1]["args"]) == {"by": 3} and rows[-1]["asked_by"] == "user"
+    assert "counter.increment" in daemon.out("audit", "-n", "1")
+    assert [g["tool"] for g in json.loads(daemon.out("weblets", "grants", "--json"))] == ["counter.increment"]
+    assert daemon.out("weblets", "grants", "counter.increment", "--revoke").strip() == "revoked 1 grant"
+    assert json.loads(daemon.out("weblets", "grants", "--json")) == []
