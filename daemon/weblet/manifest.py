@@ -246,6 +246,15 @@ class Command(_Strict):
     # Phrases the chat's deterministic router matches ("add 5" -> this command, 5 as its first argument).
     examples: Annotated[list[ExamplePhrase], Field(max_length=MAX_EXAMPLES_PER_COMMAND), AfterValidator(_unique)] = []
 
+    @model_serializer(mode="wrap")
+    def _without_empty_examples(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # No examples: the normalized manifest is what it was before commands had
+        # them, so bundle digests and manifest hashes of existing weblets stay put.
+        data: dict[str, Any] = handler(self)
+        if not data.get("examples"):
+            data.pop("examples", None)
+        return data
+
 
 class Event(_Strict):
     description: ShortDescription = ""
