@@ -467,6 +467,13 @@ class Host(Agent):
 
         return WebletManager(self, await registry_of(self._kernel))
 
+    async def agent(self) -> Any:
+        """The chat agent for this host: tool lists, messages to commands, permissions, the audit (docs/agent.md)."""
+        agents = self._kernel.services.agent
+        if agents is None:
+            raise RuntimeError("this daemon runs without the chat agent")
+        return await agents.for_host(self)
+
     async def inspect_weblet(self, bundle: bytes | str | list[str]) -> dict[str, Any]:
         """A weblet bundle's validated manifest, as install would store it; nothing is installed.
 

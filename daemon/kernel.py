@@ -56,6 +56,17 @@ class GatewayControls(Protocol):
     def close_instance(self, label: str) -> bool: ...
     def close_weblet_instances(self, weblet_id: str, reason: str = "cancelled") -> int: ...
     def list_instances(self) -> list[dict[str, Any]]: ...
+    async def invoke_command(self, label: str, name: str, args: dict[str, Any] | None = None) -> Any: ...
+
+
+class ChatAgents(Protocol):
+    """The chat agent (``ocapd.chat_host.agent``, another layer, plugged in by the composition root).
+
+    ``for_host(host)`` is the agent facet of one host: what ``Host.agent()``
+    returns over CapTP and what the gateway's ``/api/agent/…`` routes call.
+    """
+
+    async def for_host(self, host: Any) -> Any: ...
 
 
 @dataclass
@@ -89,6 +100,8 @@ class Services:
     stopping: bool = False
     #: ``async () -> None`` callables awaited first when the daemon stops (the gateway's shutdown).
     before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: The chat agent: tool lists, routing, permission, audit (the composition root, ``run_daemon(agent=…)``).
+    agent: ChatAgents | None = None
     #: Installed weblets and their panels (``registry.registry_of``, on first use).
     weblet_registry: WebletRegistry | None = None
     #: The daemon's resource limits, from ``OCAPD_LIMITS`` (``run_daemon``; None: the defaults).

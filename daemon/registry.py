@@ -43,6 +43,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+import logging
 import re
 import secrets
 import time
@@ -73,6 +74,8 @@ __all__ = [
     "BUILTINS", "SCHEMA_NAMESPACE", "MIGRATIONS", "Builtin", "Conflict", "InstalledWeblet", "Instance", "InvalidRequest",
     "ManagerError", "NotFound", "PowersNeedConsent", "Source", "WebletRegistry", "manifest_hash", "registry_of",
 ]  # fmt: skip
+
+log = logging.getLogger("ocapd.weblets")
 
 SCHEMA_NAMESPACE = "weblets"
 #: Bytes of one instance's config, encoded as JSON: settings, not data.
@@ -484,7 +487,7 @@ class WebletRegistry:
     def manifests_for(self, host_id: str, panels: Iterable[str]) -> builtins.list[dict[str, Any]]:
         """The enabled manifests of the host's weblets with an instance among ``panels``, in first-panel order.
 
-        Each entry: ``{"weblet", "name", "title", "builtin", "manifest", "manifest_hash", "panels"}``
+        Each entry: ``{"weblet", "name", "slug", "title", "builtin", "manifest", "manifest_hash", "panels"}``
         (``panels``: those of ``panels`` that are this weblet's). Read from the
         server's rows only; a panel id the host does not own is ignored. The
         manifests are shared, not copied: callers must not change them.
@@ -510,7 +513,7 @@ class WebletRegistry:
             return cached.panels
         panels: dict[str, tuple[str, dict[str, Any]]] = {}
         for b in BUILTINS:
-            panels[b.panel] = (b.id, {"weblet": b.id, "name": b.id, "title": b.manifest["title"], "builtin": True,
+            panels[b.panel] = (b.id, {"weblet": b.id, "name": b.id, "slug": b.id, "title": b.manifest["title"], "builtin": True,
                                       "manifest": b.manifest, "manifest_hash": b.manifest_hash})  # fmt: skip
         enabled = {r.id: r for r in self.weblets_of(host_id) if r.enabled}
         seen: dict[str, dict[str, Any]] = {}
@@ -521,7 +524,8 @@ class WebletRegistry:
             view = seen.get(record.id)
             if view is None:
                 view = seen[record.id] = {
-                    "weblet": record.id, "name": record.name, "title": record.manifest.get("title", ""), "builtin": False,
+                    "weblet": record.id, "name": record.name, "slug": record.slug, "title": record.manifest.get("title", ""),
+                    "builtin": False,
                     "manifest": record.manifest, "manifest_hash": record.manifest_hash,
                 }  # fmt: skip
             panels[instance.panel] = (record.id, view)
@@ -537,6 +541,17 @@ class WebletRegistry:
         self, host: Host, bundle: bytes, name: str | None, powers: str | builtins.list[str], source: Source
     ) -> InstalledWeblet:
         """Install ``bundle`` for ``host`` and record it, atomically (see ``Host.install_weblet``)."""
+        try:
+            record = await self._install(host, bundle, name, powers, source)
+        except Exception as e:
+            log.debug("weblet_install_fail source=%s name=%r: %s", source.type, name, str(e)[:200])
+            raise
+        log.debug("weblet_install_success weblet=%s name=%r version=%s source=%s", record.id, record.name, record.version, source.type)
+        return record
+
+    async def _install(
+        self, host: Host, bundle: bytes, name: str | None, powers: str | builtins.list[str], source: Source
+    ) -> InstalledWeblet:
         if not isinstance(bundle, (bytes, bytearray)):
             raise InvalidRequest("the bundle must be bytes")
         stored = await store_weblet_bundle(self.db, bytes(bundle))  # BundleError: one clear line

@@ -33,12 +33,12 @@ from . import formulas as F
 from .catalogue import MAKERS
 from .db import Database
 from .hosts import stage_host
-from .kernel import Kernel, Services
+from .kernel import ChatAgents, Kernel, Services
 from .limits import DaemonLimits, load_limits, raise_fd_limit, shared_budget
 from .paths import Paths, ensure_dirs
 from .petstore import ChangeStream
 
-__all__ = ["run_daemon", "AlreadyRunning", "StartError", "DaemonFacet", "GatewayHook"]
+__all__ = ["run_daemon", "AgentHook", "AlreadyRunning", "StartError", "DaemonFacet", "GatewayHook"]
 
 log = logging.getLogger("ocapd")
 
@@ -49,6 +49,10 @@ log = logging.getLogger("ocapd")
 #: may add ``async () -> None`` callables to ``kernel.services.before_stop``,
 #: awaited first on stop.
 GatewayHook = Callable[[Kernel, Any, trio.Nursery], Awaitable[None]]
+#: The chat agent (``ocapd.chat_host``) plugs in here: called once with the
+#: kernel, it returns what ``kernel.services.agent`` holds (``Host.agent()``
+#: and the gateway's agent routes reach it there, never by import).
+AgentHook = Callable[[Kernel], ChatAgents]
 
 
 class AlreadyRunning(RuntimeError):
@@ -223,14 +227,20 @@ async def run_daemon(
     *,
     on_ready: Callable[[], None] | None = None,
     gateway: GatewayHook | None = None,
+    agent: AgentHook | None = None,
 ) -> None:
-    """Run the daemon until stopped (SIGTERM, SIGINT or ``stop()``)."""
+    """Run the daemon until stopped (SIGTERM, SIGINT or ``stop()``).
+
+    ``gateway`` starts the HTTP side in the daemon's nursery; ``agent`` makes
+    the chat agent for the kernel (both are other layers, handed in by the
+    composition root, ``ocapd/run.py``).
+    """
     ensure_dirs(paths)
     limits = load_limits()  # a bad OCAPD_LIMITS stops us here, before anything is opened
     with state_lock(paths):
         db = await Database.open(paths.db)
         try:
-            await _run(paths, db, on_ready, gateway, limits)
+            await _run(paths, db, on_ready, gateway, limits, agent)
         finally:
             await db.aclose()
             for p in (paths.sock, paths.pidfile):
@@ -241,7 +251,12 @@ async def run_daemon(
 
 
 async def _run(
-    paths: Paths, db: Database, on_ready: Callable[[], None] | None, gateway: GatewayHook | None, limits: DaemonLimits
+    paths: Paths,
+    db: Database,
+    on_ready: Callable[[], None] | None,
+    gateway: GatewayHook | None,
+    limits: DaemonLimits,
+    agent: AgentHook | None = None,
 ) -> None:
     from ocapd.workers import Launcher
 
@@ -271,6 +286,8 @@ async def _run(
             kernel.load()
             root = await _ensure_root(kernel)
             facet = DaemonFacet(kernel, root, stop)
+            if agent is not None:
+                kernel.services.agent = agent(kernel)
 
             if gateway is not None:
                 # First: a gateway that cannot listen (a taken port) fails the

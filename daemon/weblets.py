@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .db import Database
     from .kernel import Incarnation, Kernel, Txn
 
-__all__ = ["StoredWeblet", "Weblet", "make_weblet", "store_weblet_bundle", "PROJECTION_TIMEOUT"]
+__all__ = ["StoredWeblet", "Weblet", "backend_of", "make_weblet", "store_weblet_bundle", "PROJECTION_TIMEOUT"]
 
 #: How long a projection-only weblet's backend has to answer ``projection()``.
 PROJECTION_TIMEOUT = 10.0
@@ -195,3 +195,13 @@ async def store_weblet_bundle(db: Database, bundle_bytes: bytes) -> StoredWeblet
     bundle_sha = await db.put_blob(stored)
     backend_sha = await db.put_blob(backend_zip) if backend_zip is not None else None
     return StoredWeblet(bundle_sha, backend_sha, bundle.manifest.model_dump(mode="json"), bundle.digest)
+
+
+def backend_of(weblet: Weblet) -> Any:
+    """The weblet's backend (what its ``make()`` returned), or None: for the chat agent's dispatch.
+
+    A function, not a method: ``Weblet`` is a far object, and its holders
+    reach the backend only through the page it is handed to.
+    """
+    return weblet._backend
+

@@ -97,6 +97,7 @@ class Route:
     auth: bool = True
     query: tuple[tuple[str, str], ...] = ()  # (name, description)
     responses: dict[str, str] = field(default_factory=dict)
+    agent: bool = False  # the handler is given the host's chat agent, not its weblet manager
     regex: re.Pattern[str] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +146,28 @@ _CONFIG_BODY = {
     "properties": {"config": {"type": "object", "description": "The panel's settings (JSON, at most 16 KiB)."}},
 }
 
+_VISIBLE = {"type": "array", "items": {"type": "string"}, "maxItems": 64,
+            "description": "The panel ids the chat shows (a hint: only this host's open panels count)."}
+_MESSAGE_BODY = {
+    "type": "object",
+    "required": ["text"],
+    "additionalProperties": False,
+    "properties": {"text": {"type": "string", "maxLength": 4096}, "visible": _VISIBLE},
+}
+_PERMISSION_BODY = {
+    "type": "object",
+    "required": ["call", "decision"],
+    "additionalProperties": False,
+    "properties": {"call": {"type": "string"}, "decision": {"type": "string", "enum": ["once", "always", "deny"]}},
+}
+_REVOKE_BODY = {
+    "type": "object",
+    "required": ["weblet"],
+    "additionalProperties": False,
+    "properties": {"weblet": {"type": "string", "description": "The weblet's id or name."},
+                   "command": {"type": "string", "description": "One command (default: all of the weblet's)."}},
+}  # fmt: skip
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/openapi.json", "openapi", "This document.", auth=False),
     Route("GET", "/api/weblets/list", "list", "The built-in and installed weblets, with their panels and available updates."),
@@ -163,6 +186,20 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/weblets/{id}/instances/{panel}", "remove_instance", "Close a panel for good."),
     Route("GET", "/api/store", "store", "A store's catalogue: weblets, versions, powers, what you have installed.",
           query=(("store", 'The store\'s name (default "examples").'),)),
+    # The chat agent (docs/agent.md): reached through the interface the daemon holds, never an import of chat_host.
+    Route("GET", "/api/agent/tools", "agent_tools", "The tools the router or model gets for these visible panels.",
+          query=(("visible", "Panel ids, separated by commas."),), agent=True),
+    Route("POST", "/api/agent/message", "agent_message", "A chat message to the deterministic router: {reply, calls}.",
+          body=_MESSAGE_BODY, agent=True),
+    Route("POST", "/api/agent/permission", "agent_permission", "Answer a call waiting for permission: its new state.",
+          body=_PERMISSION_BODY, agent=True, responses={"404": "No such call waiting (answered, expired, or never asked)"}),
+    Route("GET", "/api/agent/pending", "agent_pending", "Calls waiting for the user's answer.", agent=True),
+    Route("GET", "/api/agent/grants", "agent_grants", 'The stored "always" grants still in force.', agent=True),
+    Route("POST", "/api/agent/grants/revoke", "agent_revoke", 'Drop "always" for a weblet\'s command, or all of its commands.',
+          body=_REVOKE_BODY, agent=True),
+    Route("GET", "/api/audit", "audit", "The audit log of agent calls, oldest first.",
+          query=(("after", "Only rows after this seq (default 0; -1: the newest 'limit')."), ("limit", "At most this many (default 100).")),
+          agent=True),
 )  # fmt: skip
 
 
@@ -306,9 +343,9 @@ class Api:
                 raise ApiError(403, "forbidden", "this page's origin may not use the API")
             if not route.auth:
                 return _json_response(200, openapi_document())
-            manager = await self._authenticate()
+            host = await self._authenticate()
             handler: Handler = getattr(Api, "_" + route.handler)
-            status, body = await handler(self, manager, params)
+            status, body = await handler(self, await self._agent(host) if route.agent else await host.weblets(), params)
             return _json_response(status, body)
         except Exception as error:
             classified = _classify(error)
@@ -329,7 +366,8 @@ class Api:
             raise ApiError(405, "method_not_allowed", f"{method} is not allowed here (allowed: {', '.join(sorted(set(allowed)))})")
         raise ApiError(404, "not_found", "no such API route (see /api/openapi.json)")
 
-    async def _authenticate(self) -> WebletManager:
+    async def _authenticate(self) -> Any:
+        """The host the request's bearer token stands for (ApiError 401/403 otherwise)."""
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -343,9 +381,14 @@ class Api:
         kernel = service.kernel
         if record.agent not in kernel.formulas or kernel.type_of(record.agent) != "host":
             raise ApiError(403, "forbidden", "this token is not a host's: the weblet manager needs a host token")
-        host = await kernel.provide(record.agent)
-        manager: WebletManager = await host.weblets()
-        return manager
+        return await kernel.provide(record.agent)
+
+    async def _agent(self, host: Any) -> Any:
+        """The host's chat agent (``kernel.services.agent``: plugged in by the composition root)."""
+        agents = self._service.kernel.services.agent
+        if agents is None:
+            raise ApiError(404, "not_found", "this daemon runs without the chat agent")
+        return await agents.for_host(host)
 
     # -- bodies -----------------------------------------------------------------------------------------------
     async def _json_body(self, *, required: bool = True) -> dict[str, Any]:
@@ -470,3 +513,43 @@ class Api:
     async def _store(self, manager: WebletManager, params: dict[str, str]) -> tuple[int, Any]:
         name = request.args.get("store", "examples")
         return 200, {"stores": manager.stores(), **await manager.store(name)}
+
+    # -- the chat agent (handlers given the host's agent: chat_host's HostAgent) ----------------------------------
+    async def _agent_tools(self, agent: Any, params: dict[str, str]) -> tuple[int, Any]:
+        return 200, {"tools": await agent.tools(request.args.get("visible", ""))}
+
+    async def _agent_message(self, agent: Any, params: dict[str, str]) -> tuple[int, Any]:
+        body = await self._json_body()
+        if set(body) - {"text", "visible"} or not isinstance(body.get("text"), str):
+            raise ApiError(400, "bad_request", 'send {"text": "…", "visible": ["<panel>", …]}')
+        return 200, await agent.message(body["text"], body.get("visible"))
+
+    async def _agent_permission(self, agent: Any, params: dict[str, str]) -> tuple[int, Any]:
+        body = await self._json_body()
+        if set(body) != {"call", "decision"}:
+            raise ApiError(400, "bad_request", 'send {"call": "<id>", "decision": "once" | "always" | "deny"}')
+        try:
+            return 200, await agent.permission(body["call"], body["decision"])
+        except ValueError as e:
+            status = 400 if body["decision"] not in ("once", "always", "deny") else 404
+            raise ApiError(status, "bad_request" if status == 400 else "not_found", _one_line(e)) from None
+
+    async def _agent_pending(self, agent: Any, params: dict[str, str]) -> tuple[int, Any]:
+        return 200, {"calls": await agent.pending()}
+
+    async def _agent_grants(self, agent: Any, params: dict[str, str]) -> tuple[int, Any]:
+        return 200, {"grants": await agent.grants()}
+
+    async def _agent_revoke(self, agent: Any, params: dict[str, str]) -> tuple[int, Any]:
+        body = await self._json_body()
+        if set(body) - {"weblet", "command"}:
+            raise ApiError(400, "bad_request", 'send {"weblet": "<id or name>", "command": "<optional>"}')
+        return 200, {"revoked": await agent.revoke(body.get("weblet"), body.get("command"))}
+
+    async def _audit(self, agent: Any, params: dict[str, str]) -> tuple[int, Any]:
+        try:
+            after = int(request.args.get("after", "0"))
+            limit = int(request.args.get("limit", "100"))
+        except ValueError:
+            raise ApiError(400, "bad_request", "after and limit are whole numbers") from None
+        return 200, {"entries": await agent.audit(after, limit)}

@@ -159,6 +159,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         from .weblets_cli import add_parser
 
         add_parser(sub, common, base)
+    if only in (None, "audit"):
+        from .agent_cli import add_audit_parser
+
+        add_audit_parser(sub, common)
     if sp := add(
         "cancel",
         "commands.cmd_cancel",

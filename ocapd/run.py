@@ -46,11 +46,12 @@ def cmd_run_daemon(args: argparse.Namespace) -> None:
     # The composition root: the daemon never imports the gateway, and the
     # gateway is handed the chat page's folder rather than looking for it.
     from ocapd.chat_host import STATIC_DIR
+    from ocapd.chat_host.agent import agent_hook
     from ocapd.gateway import DEFAULT_PORT, gateway_hook
 
     hook = gateway_hook(DEFAULT_PORT if args.port is None else args.port, static_dir=STATIC_DIR)
     try:
-        trio.run(lambda: run_daemon(paths, on_ready=on_ready, gateway=hook))
+        trio.run(lambda: run_daemon(paths, on_ready=on_ready, gateway=hook, agent=agent_hook))
     except (AlreadyRunning, StartError) as e:
         # One line; `ocapd start` (whose daemon's stderr is the log) reports it as the reason.
         print(f"ocapd: {e}", file=sys.stderr)

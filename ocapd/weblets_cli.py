@@ -19,7 +19,7 @@ from .render import print_json
 
 __all__ = ["add_parser", "cmd_weblets", "cmd_digest"]
 
-ACTIONS = ("list", "install", "enable", "disable", "update", "store", "remove", "digest")
+ACTIONS = ("list", "install", "enable", "disable", "update", "store", "remove", "digest", "grants")
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser, base: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, base: argparse.Argumen
     sp = sub.add_parser(
         "weblets",
         help="the widget manager: installed weblets, stores, updates",
-        description="The widget manager. Actions: list, install, enable, disable, update, store, remove, digest.",
+        description="The widget manager. Actions: list, install, enable, disable, update, store, remove, digest, grants.",
         parents=[common],
     )
     sp.set_defaults(fn="weblets_cli.cmd_weblets", json=False)
@@ -45,6 +45,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, base: argparse.Argumen
     sp.add_argument("--accept-powers", default="", help="update: the new powers you accept, comma-separated")
     sp.add_argument("-y", "--yes", action="store_true", help="update: accept the powers a new version adds without asking")
     sp.add_argument("--file", help="update: the new bundle of a weblet installed from a file")
+    sp.add_argument("--revoke", action="store_true", help='grants: drop "always" for the target (NAME or NAME.COMMAND)')
 
 
 def cmd_weblets(args: argparse.Namespace) -> None:
@@ -56,6 +57,11 @@ def cmd_weblets(args: argparse.Namespace) -> None:
 
 @agent_command
 def _in_conversation(conv: Conversation, args: argparse.Namespace) -> None:
+    if args.action == "grants":
+        from .agent_cli import grants
+
+        grants(conv, args)
+        return
     manager = conv.call(conv.E(conv.agent).weblets())
     action = {
         "list": _list,

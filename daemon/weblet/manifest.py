@@ -139,6 +139,10 @@ def _line(value: str) -> str:
     return check_lookalike(_check_text(value, multiline=False))
 
 
+def _example(value: str) -> str:
+    return _check_text(value, multiline=False)
+
+
 def _paragraph(value: str) -> str:
     return _check_text(value, multiline=True)
 
@@ -147,6 +151,10 @@ Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 Description = Annotated[str, StringConstraints(max_length=500), AfterValidator(_paragraph)]
 ShortDescription = Annotated[str, StringConstraints(max_length=300), AfterValidator(_paragraph)]
 LongDescription = Annotated[str, StringConstraints(max_length=1000), AfterValidator(_paragraph)]
+#: A phrase a user might type for a command ("show tasks"): one line, checked like a description.
+ExamplePhrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120), AfterValidator(_example)]
+#: Example phrases per command: enough to route by, too few to flood a prompt.
+MAX_EXAMPLES_PER_COMMAND = 8
 # Semver-ish: 1, 1.2, 1.2.3, 1.2.3-beta.1, 1.2.3+build.7.
 Version = Annotated[
     str, StringConstraints(max_length=32, pattern=r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}([-+][0-9A-Za-z][0-9A-Za-z.+-]*)?$")
@@ -235,6 +243,17 @@ class Command(_Strict):
     description: ShortDescription = ""
     args: Annotated[dict[ArgName, Literal["string", "number", "boolean"]], Field(max_length=16)] = {}
     readOnly: bool = False  # read-only commands run without asking the user
+    # Phrases the chat's deterministic router matches ("add 5" -> this command, 5 as its first argument).
+    examples: Annotated[list[ExamplePhrase], Field(max_length=MAX_EXAMPLES_PER_COMMAND), AfterValidator(_unique)] = []
+
+    @model_serializer(mode="wrap")
+    def _without_empty_examples(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # No examples: the normalized manifest is what it was before commands had
+        # them, so bundle digests and manifest hashes of existing weblets stay put.
+        data: dict[str, Any] = handler(self)
+        if not data.get("examples"):
+            data.pop("examples", None)
+        return data
 
 
 class Event(_Strict):

@@ -1,0 +1,197 @@
+"""The agent's tables: "always" grants and the append-only audit log (namespace ``agent`` of the daemon's file).
+
+- ``agent_grants`` — one row per (host, weblet, command) the user allowed
+  "always", with the manifest hash it was granted under. A grant counts only
+  while the weblet's manifest hash is the same: an update that changes the
+  manifest (its description, its arguments, anything the user was shown)
+  voids it, and the row is deleted when next looked at.
+- ``agent_audit`` — one row per invocation once its fate is known: time,
+  host, call id, weblet, command, arguments (JSON, capped), who asked
+  (``user`` typed it, ``model`` chose it, ``mcp`` called it), the decision
+  (``read_only``: ran without asking; ``once`` / ``always``: the user allowed;
+  ``granted``: an earlier "always"; ``denied``; ``expired``: nobody answered
+  in time; ``invalid``: refused before asking — wrong arguments, weblet gone
+  or changed) and the outcome (``done``, ``error``, ``not_run``) with its
+  detail (result or error, capped). Triggers refuse every UPDATE and DELETE:
+  the table only grows.
+
+Grants are kept in memory (loaded once, written through); the audit is read
+from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+    from ocapd.daemon.db import Database, Migration
+
+__all__ = ["AGENT_NAMESPACE", "MAX_AUDIT_ARGS", "MAX_AUDIT_DETAIL", "AgentStore", "AuditEntry", "Decision", "Outcome", "AskedBy"]
+
+AGENT_NAMESPACE = "agent"
+#: Arguments kept per audit row (JSON characters): enough to recognise a call, not a copy of the data.
+MAX_AUDIT_ARGS = 1024
+#: The result or error kept per audit row.
+MAX_AUDIT_DETAIL = 1024
+#: Rows one audit read returns at most.
+MAX_AUDIT_PAGE = 1000
+
+AskedBy = Literal["user", "model", "mcp"]
+Decision = Literal["read_only", "once", "always", "granted", "denied", "expired", "invalid"]
+Outcome = Literal["done", "error", "not_run"]
+
+
+def _schema_1(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE agent_grants (
+            host TEXT NOT NULL,
+            weblet TEXT NOT NULL,
+            command TEXT NOT NULL,
+            manifest_hash TEXT NOT NULL,   -- the grant holds while the manifest is this one
+            created REAL NOT NULL,
+            PRIMARY KEY (host, weblet, command)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE agent_audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            time REAL NOT NULL,
+            host TEXT NOT NULL,
+            call TEXT NOT NULL,
+            weblet TEXT NOT NULL,
+            weblet_name TEXT NOT NULL,
+            command TEXT NOT NULL,
+            args TEXT NOT NULL,            -- JSON, capped
+            asked_by TEXT NOT NULL CHECK (asked_by IN ('user', 'model', 'mcp')),
+            decision TEXT NOT NULL CHECK (decision IN ('read_only', 'once', 'always', 'granted', 'denied', 'expired', 'invalid')),
+            outcome TEXT NOT NULL CHECK (outcome IN ('done', 'error', 'not_run')),
+            detail TEXT NOT NULL           -- the result or the error, capped
+        )"""
+    )
+    db.execute("CREATE INDEX agent_audit_by_host ON agent_audit (host, seq)")
+    db.execute("CREATE TRIGGER agent_audit_no_update BEFORE UPDATE ON agent_audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
+    db.execute("CREATE TRIGGER agent_audit_no_delete BEFORE DELETE ON agent_audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
+
+
+#: MIGRATIONS[n] takes the agent's tables from version n to n + 1. Append, never edit.
+MIGRATIONS: list[Migration] = [_schema_1]
+
+_AUDIT_COLUMNS = "seq, time, host, call, weblet, weblet_name, command, args, asked_by, decision, outcome, detail"
+
+
+def cap_json(value: Any, limit: int) -> str:
+    """``value`` as JSON, cut to ``limit`` characters (marked with "…")."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    time: float
+    host: str
+    call: str
+    weblet: str
+    weblet_name: str
+    command: str
+    args: str
+    asked_by: str
+    decision: str
+    outcome: str
+    detail: str
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "time": self.time, "call": self.call, "weblet": self.weblet, "weblet_name": self.weblet_name,
+            "command": self.command, "args": self.args, "asked_by": self.asked_by, "decision": self.decision,
+            "outcome": self.outcome, "detail": self.detail,
+        }  # fmt: skip
+
+
+class AgentStore:
+    """Grants and the audit log of one daemon (every host's rows, told apart by ``host``)."""
+
+    def __init__(self, db: Database) -> None:
+        """Use :meth:`open`."""
+        self.db = db
+        self._grants: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    @classmethod
+    async def open(cls, db: Database) -> AgentStore:
+        await db.migrate_namespace(AGENT_NAMESPACE, MIGRATIONS)
+        store = cls(db)
+        for host, weblet, command, mhash, created in db.select("SELECT host, weblet, command, manifest_hash, created FROM agent_grants"):
+            store._grants[(host, weblet, command)] = (mhash, float(created))
+        return store
+
+    # -- grants ---------------------------------------------------------------------------------------
+    async def grant(self, host: str, weblet: str, command: str, manifest_hash: str) -> None:
+        now = time.time()
+        await self.db.execute(
+            "INSERT OR REPLACE INTO agent_grants (host, weblet, command, manifest_hash, created) VALUES (?, ?, ?, ?, ?)",
+            (host, weblet, command, manifest_hash, now),
+        )
+        self._grants[(host, weblet, command)] = (manifest_hash, now)
+
+    async def has_grant(self, host: str, weblet: str, command: str, manifest_hash: str) -> bool:
+        """Whether "always" holds for this command of this manifest; a grant of another manifest is deleted."""
+        found = self._grants.get((host, weblet, command))
+        if found is None:
+            return False
+        if found[0] != manifest_hash:
+            await self.revoke(host, weblet, command)
+            return False
+        return True
+
+    async def revoke(self, host: str, weblet: str, command: str | None = None) -> int:
+        """Delete this host's grant(s) for a weblet (one command, or all of them); how many went."""
+        keys = [k for k in self._grants if k[0] == host and k[1] == weblet and (command is None or k[2] == command)]
+        if not keys:
+            return 0
+        batch = self.db.batch()
+        for key in keys:
+            batch.execute("DELETE FROM agent_grants WHERE host = ? AND weblet = ? AND command = ?", key)
+        await self.db.commit(batch)
+        for key in keys:
+            self._grants.pop(key, None)
+        return len(keys)
+
+    def grants_of(self, host: str) -> list[tuple[str, str, str, float]]:
+        """(weblet, command, manifest hash, created) of this host's stored grants."""
+        return sorted((k[1], k[2], v[0], v[1]) for k, v in self._grants.items() if k[0] == host)
+
+    # -- the audit log ----------------------------------------------------------------------------------
+    async def audit(
+        self, *, host: str, call: str, weblet: str, weblet_name: str, command: str, args: Any,
+        asked_by: AskedBy, decision: Decision, outcome: Outcome, detail: Any,
+    ) -> None:  # fmt: skip
+        text = detail if isinstance(detail, str) else cap_json(detail, MAX_AUDIT_DETAIL)
+        if len(text) > MAX_AUDIT_DETAIL:
+            text = text[: MAX_AUDIT_DETAIL - 1] + "…"
+        await self.db.execute(
+            "INSERT INTO agent_audit (time, host, call, weblet, weblet_name, command, args, asked_by, decision, outcome, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), host, call, weblet, weblet_name, command, cap_json(args, MAX_AUDIT_ARGS), asked_by, decision, outcome, text),
+        )
+
+    def read_audit(self, host: str, *, after: int = 0, limit: int = 100) -> list[AuditEntry]:
+        """This host's audit rows with ``seq`` above ``after``, oldest first (at most ``limit``, capped)."""
+        limit = max(1, min(int(limit), MAX_AUDIT_PAGE))
+        rows = self.db.select(
+            f"SELECT {_AUDIT_COLUMNS} FROM agent_audit WHERE host = ? AND seq > ? ORDER BY seq LIMIT ?", (host, int(after), limit)
+        )
+        return [AuditEntry(*row) for row in rows]
+
+    def last_audit(self, host: str, limit: int) -> list[AuditEntry]:
+        """This host's newest ``limit`` rows, oldest first."""
+        limit = max(1, min(int(limit), MAX_AUDIT_PAGE))
+        rows = self.db.select(f"SELECT {_AUDIT_COLUMNS} FROM agent_audit WHERE host = ? ORDER BY seq DESC LIMIT ?", (host, limit))
+        return [AuditEntry(*row) for row in reversed(rows)]
