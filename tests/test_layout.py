@@ -139,3 +139,17 @@ def test_each_layer_names_its_purpose_in_its_package_docstring(folder: str) -> N
     init = REPO / folder / "__init__.py"
     doc = ast.get_docstring(ast.parse(init.read_text()))
     assert doc and len(doc.split()) > 5, f"{folder}/__init__.py says what the layer is for"
+
+
+def test_every_package_folder_is_in_the_distribution() -> None:
+    """A sub-package missing from pyproject's explicit list works in a checkout and is absent from the wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for folder, name in LAYERS.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder)
+            found.add(".".join([name, *rel.parts]))
+    assert found - listed == set()
+
