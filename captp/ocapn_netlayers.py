@@ -136,7 +136,12 @@ async def dial_tcp(locator: PeerLocator, host: str, port: int) -> trio.SocketStr
     except trio.TooSlowError:
         raise NetlayerError(f"cannot reach {locator.to_uri()}: no answer within {CONNECT_TIMEOUT:g} s") from None
     except OSError as error:
-        reason = error.strerror or str(error) or type(error).__name__
+        # trio reports "all attempts to connect ... failed" and keeps each
+        # attempt's error (connection refused, ...) in a group as the cause.
+        cause: BaseException = error
+        if isinstance(error.__cause__, BaseExceptionGroup) and error.__cause__.exceptions:
+            cause = error.__cause__.exceptions[-1]
+        reason = (cause.strerror if isinstance(cause, OSError) else None) or str(cause) or type(cause).__name__
         raise NetlayerError(f"cannot reach {locator.to_uri()}: {reason}") from None
 
 
