@@ -200,13 +200,15 @@ class TlsNetlayer:
 
     ``key`` is the peer's long-lived identity, not an OCapN session key: keep
     it with the peer's state, since a new key is a new designator and every
-    locator given out before names the old one.
+    locator given out before names the old one. ``handshake_timeout`` bounds
+    the handshake and the proof, both ways.
     """
 
     name = TLS_NETLAYER
 
-    def __init__(self, key: Ed25519PrivateKey) -> None:
+    def __init__(self, key: Ed25519PrivateKey, *, handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         self._key = key
+        self.handshake_timeout = handshake_timeout
         self.designator = designator_for(key.public_key())
         #: The location announced once ``serve`` has started.
         self.location: PeerLocator | None = None
@@ -246,7 +248,7 @@ class TlsNetlayer:
     async def _accept(self, tcp: trio.SocketStream, handler: Handler) -> None:
         tls = trio.SSLStream(tcp, self._server_context, server_side=True)
         try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT):
+            with trio.fail_after(self.handshake_timeout):
                 await tls.do_handshake()
                 nonce = secrets.token_bytes(_NONCE_BYTES)
                 await tls.send_all(nonce)
@@ -269,7 +271,7 @@ class TlsNetlayer:
         tcp = await dial_tcp(locator, host, port)
         tls = trio.SSLStream(tcp, self._client_context, server_hostname=None)
         try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT):
+            with trio.fail_after(self.handshake_timeout):
                 try:
                     await tls.do_handshake()
                 except trio.BrokenResourceError as error:
@@ -285,7 +287,7 @@ class TlsNetlayer:
                     raise NetlayerError(f"{locator.to_uri()} did not accept this peer's proof of its key")
         except trio.TooSlowError:
             await trio.aclose_forcefully(tls)
-            raise NetlayerError(f"cannot reach {locator.to_uri()}: the TLS handshake took more than {HANDSHAKE_TIMEOUT:g} s") from None
+            raise NetlayerError(f"cannot reach {locator.to_uri()}: the TLS handshake took more than {self.handshake_timeout:g} s") from None
         except trio.BrokenResourceError as error:
             await trio.aclose_forcefully(tls)
             raise NetlayerError(f"{locator.to_uri()} closed the connection while it was being set up ({_reason(error)})") from None
