@@ -53,7 +53,7 @@ from cryptography.x509.oid import NameOID
 
 from .ocapn_keys import public_key_bytes
 from .ocapn_locators import PeerLocator
-from .ocapn_netlayers import Handler, NetlayerError, PeerConnection, dial_tcp, host_and_port, open_listener, run_handler
+from .ocapn_netlayers import Handler, NetlayerError, PeerConnection, dial_tcp, host_and_port, run_handler, serve_tcp
 
 __all__ = [
     "CLIENT_PROOF_BYTES",
@@ -237,13 +237,15 @@ class TlsNetlayer:
         Only connections that complete the handshake and prove their key
         reach ``handler``; the others are logged (at INFO) and closed.
         """
-        listener, bound_port = await open_listener(host, port)
-        async with listener, trio.open_nursery() as nursery:
+
+        def location_for(bound_port: int) -> PeerLocator:
             self.location = PeerLocator(self.designator, TLS_NETLAYER, {"host": host, "port": str(bound_port)})
-            task_status.started(self.location)
-            while True:
-                stream = await listener.accept()
-                nursery.start_soon(self._accept, stream, handler)
+            return self.location
+
+        async def accept(tcp: trio.SocketStream) -> None:
+            await self._accept(tcp, handler)
+
+        await serve_tcp(accept, host, port, location_for, task_status)
 
     async def _accept(self, tcp: trio.SocketStream, handler: Handler) -> None:
         tls = trio.SSLStream(tcp, self._server_context, server_side=True)
