@@ -24,7 +24,8 @@ names the key the peer must hold:
 Then both ``PeerConnection``s carry the other's designator (authenticated)
 and the stream is the TLS stream. TLS 1.3 only; no session tickets; the
 handshake and proof must finish within ``HANDSHAKE_TIMEOUT``, each in the
-connection's own task, so a silent or garbage client delays no one else.
+connection's own task, so a silent or garbage client delays no one else;
+at most ``MAX_PENDING_HANDSHAKES`` are under way at once.
 
 Why TLS 1.3 and not Noise: the standard library's ``ssl`` (OpenSSL) and
 ``cryptography`` are maintained, audited and already dependencies; the
@@ -59,6 +60,7 @@ __all__ = [
     "CLIENT_PROOF_BYTES",
     "CLIENT_PROOF_CONTEXT",
     "HANDSHAKE_TIMEOUT",
+    "MAX_PENDING_HANDSHAKES",
     "TLS_NETLAYER",
     "TlsNetlayer",
     "designator_for",
@@ -76,6 +78,14 @@ TLS_NETLAYER = "tls-ed25519"
 #: under a second on any network ocapd runs on. A client that takes longer
 #: is gone or stalling a slot on purpose.
 HANDSHAKE_TIMEOUT = 10.0
+
+#: Connections at once between accept and a checked proof; more are closed
+#: at once. Peers connect once and keep the connection, so a daemon sees a
+#: few handshakes at a time; the cap keeps a flood of silent connections
+#: from taking the whole process's file descriptors (the CLI socket, the
+#: gateway, the workers' pipes), at the price of new peers waiting out the
+#: flood.
+MAX_PENDING_HANDSHAKES = 64
 
 #: Domain separation for the dialler's signature: it can never be taken for
 #: any other signature made with the same key.
@@ -201,14 +211,22 @@ class TlsNetlayer:
     ``key`` is the peer's long-lived identity, not an OCapN session key: keep
     it with the peer's state, since a new key is a new designator and every
     locator given out before names the old one. ``handshake_timeout`` bounds
-    the handshake and the proof, both ways.
+    the handshake and the proof, both ways; ``max_pending_handshakes`` the
+    incoming connections that have not yet proved their key.
     """
 
     name = TLS_NETLAYER
 
-    def __init__(self, key: Ed25519PrivateKey, *, handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        key: Ed25519PrivateKey,
+        *,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
+    ) -> None:
         self._key = key
         self.handshake_timeout = handshake_timeout
+        self._handshakes = trio.CapacityLimiter(max_pending_handshakes)
         self.designator = designator_for(key.public_key())
         #: The location announced once ``serve`` has started.
         self.location: PeerLocator | None = None
@@ -248,6 +266,26 @@ class TlsNetlayer:
         await serve_tcp(accept, host, port, location_for, task_status)
 
     async def _accept(self, tcp: trio.SocketStream, handler: Handler) -> None:
+        try:
+            self._handshakes.acquire_nowait()
+        except trio.WouldBlock:
+            log.info("%s: refused a connection: %d handshakes already in progress", TLS_NETLAYER, self._handshakes.total_tokens)
+            await trio.aclose_forcefully(tcp)
+            return
+        try:
+            accepted = await self._handshake(tcp)
+        finally:
+            self._handshakes.release()
+        if accepted is None:
+            return
+        tls, client_key = accepted
+        connection = PeerConnection(
+            tls, TLS_NETLAYER, outbound=False, peer_designator=designator_for(client_key), details={"public_key": public_key_bytes(client_key)}
+        )
+        await run_handler(handler, connection)
+
+    async def _handshake(self, tcp: trio.SocketStream) -> tuple[trio.SSLStream[trio.SocketStream], Ed25519PublicKey] | None:
+        """The TLS stream and the dialler's key once it has proved it, or None (and the connection closed)."""
         tls = trio.SSLStream(tcp, self._server_context, server_side=True)
         try:
             with trio.fail_after(self.handshake_timeout):
@@ -260,11 +298,8 @@ class TlsNetlayer:
         except (trio.BrokenResourceError, trio.TooSlowError, NetlayerError) as error:
             log.info("%s: refused a connection: %s", TLS_NETLAYER, _reason(error))
             await trio.aclose_forcefully(tls)
-            return
-        connection = PeerConnection(
-            tls, TLS_NETLAYER, outbound=False, peer_designator=designator_for(client_key), details={"public_key": public_key_bytes(client_key)}
-        )
-        await run_handler(handler, connection)
+            return None
+        return tls, client_key
 
     async def connect(self, locator: PeerLocator) -> PeerConnection:
         """A TLS stream to the peer ``locator`` names, once it has shown it holds the designator's key."""

@@ -11,6 +11,7 @@ import ssl
 
 import pytest
 import trio
+import trio.testing
 
 from ocapd.captp.ocapn_keys import generate_key, public_key_bytes
 from ocapd.captp.ocapn_locators import PeerLocator
@@ -261,3 +262,22 @@ async def test_a_listener_that_never_finishes_the_handshake_fails_the_dial_clear
     with pytest.raises(NetlayerError, match="handshake") as caught:
         await TlsNetlayer(generate_key(), handshake_timeout=0.2).connect(locator)
     assert "\n" not in str(caught.value)
+
+
+async def test_connections_beyond_the_handshake_cap_are_closed_at_once_and_the_slot_comes_back(nursery: trio.Nursery) -> None:
+    """Silent connections cannot take the whole daemon's file descriptors, only the listener's slots."""
+    _, location, recorder = await start(nursery, TlsNetlayer(generate_key(), max_pending_handshakes=1))
+    port = int(location.hint("port") or 0)
+    silent = await trio.open_tcp_stream("127.0.0.1", port)
+    await trio.testing.wait_all_tasks_blocked()  # the listener has taken the silent one's slot
+    extra = await trio.open_tcp_stream("127.0.0.1", port)
+    async with extra:
+        with trio.fail_after(30):
+            try:
+                assert await extra.receive_some(100) == b""
+            except trio.BrokenResourceError:
+                pass
+    await silent.aclose()
+    await trio.testing.wait_all_tasks_blocked()  # its handshake has failed and freed the slot
+    await still_serves(location)
+    assert len(recorder.connections) == 1
