@@ -299,6 +299,11 @@ class TlsNetlayer:
             log.info("%s: refused a connection: %s", TLS_NETLAYER, _reason(error))
             await trio.aclose_forcefully(tls)
             return None
+        except Exception:
+            # Not a peer's doing we know of; still, one connection must not end the listener.
+            log.exception("%s: a handshake failed unexpectedly; closing that connection", TLS_NETLAYER)
+            await trio.aclose_forcefully(tls)
+            return None
         return tls, client_key
 
     async def connect(self, locator: PeerLocator) -> PeerConnection:
