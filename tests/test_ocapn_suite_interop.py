@@ -229,3 +229,51 @@ async def test_the_suites_netlayer_and_ocapds_exchange_signed_start_sessions_ove
     verdict = json.loads(done.stdout)
     assert verdict == {"type": "OpStartSession", "valid": True, "version": "1.0", "location": encode(location.to_syrup()).hex()}
     assert len(received) == 1 and received[0].label == Symbol("op:start-session")
+
+
+#: Run inside the suite's folder: the suite's netlayer listens, says its
+#: location as the record a handoff-give carries, and reads one start-session.
+SUITE_LISTENS = """
+import json, sys
+from netlayers.testing_only_tcp import TestingOnlyTCPNetlayer
+from utils import captp_types
+
+netlayer = TestingOnlyTCPNetlayer()
+print(netlayer.location.to_syrup().hex(), flush=True)
+session = netlayer.accept(timeout=30)
+theirs = session.receive_message(timeout=30)
+print(json.dumps({"type": type(theirs).__name__, "valid": theirs.valid}), flush=True)
+session.connection.close()
+"""
+
+
+async def test_ocapd_dials_the_suites_listener_from_the_location_record_a_handoff_carries() -> None:
+    """As a receiver does: the exporter's location comes as an <ocapn-peer> record, not a URI."""
+    process = await trio.lowlevel.open_process([sys.executable, "-c", SUITE_LISTENS], cwd=SUITE, stdout=subprocess.PIPE)
+    stdout = process.stdout
+    assert stdout is not None
+    output = b""
+
+    async def read_line() -> bytes:
+        nonlocal output
+        while b"\n" not in output:
+            chunk = await stdout.receive_some(4096)
+            assert chunk, "the suite's listener ended early"
+            output += chunk
+        line, _, output = output.partition(b"\n")
+        return line
+
+    try:
+        with trio.fail_after(60):
+            exporter = PeerLocator.from_syrup(decode(bytes.fromhex((await read_line()).decode())))
+            assert exporter.transport == "tcp-testing-only" and exporter.hint("host") == "127.0.0.1"
+            key = generate_key()
+            mine = PeerLocator("receiver", "tcp-testing-only", {"host": "127.0.0.1", "port": "1"})
+            public_key = public_key_to_syrup(key.public_key())
+            async with await TcpTestingOnlyNetlayer().connect(exporter) as connection:
+                await connection.stream.send_all(encode(Record(Symbol("op:start-session"), ("1.0", public_key, mine.to_syrup(), sign_location(key, mine)))))
+                verdict = json.loads(await read_line())
+    finally:
+        process.kill()
+        await process.wait()
+    assert verdict == {"type": "OpStartSession", "valid": True}
