@@ -299,3 +299,21 @@ def test_markup_in_manifest_strings_and_arguments_renders_as_text(chat: Page, da
     expect(section.locator('#agent-grants .grant[data-tool="evil.pwn"]')).to_contain_text(f"Evil {HOSTILE}")
     expect(section.locator("img, script, b, svg")).to_have_count(0)
     assert chat.page.evaluate("() => document.querySelectorAll('img[src=x], b, svg, script:not([src])').length") == 0
+
+
+def test_help_says_plain_text_goes_to_the_agent(chat: Page, daemon: DaemonProcess) -> None:
+    open_chat(chat, daemon)
+    chat.run("/help")
+    said = chat.page.locator("#transcript .line.info", has_text="Text without a / goes to the chat agent")
+    expect(said).to_contain_text("A command that changes things asks first: Allow once, Always or Deny")
+
+
+def test_a_guests_chat_has_no_agent_and_says_how_to_type_commands(chat: Page, daemon: DaemonProcess) -> None:
+    daemon.cli("mkguest", "visitor")
+    chat.page.goto(daemon.chat_url("--as", "visitor-agent"))
+    expect(chat.page.locator("#connection")).to_have_attribute("data-state", "connected")
+    chat.run("value")
+    expect(chat.page.locator("#transcript .line.info").last).to_have_text(
+        "Commands start with /. To message someone: /send <to> <text>. Type /help for the list."
+    )
+    expect(chat.page.locator("#transcript .line.error")).to_have_count(0)

@@ -721,14 +721,13 @@ async function runLine(line) {
   const out = transcript.command(line);
   if (!line.startsWith("/")) {
     try {
-      await agentChat.message(line, out);
-    } catch (error) {
-      if (error?.name === "AttributeError" || /no method|has no attribute|without the chat agent/i.test(formatError(error))) {
-        out.info("Commands start with /. To message someone: /send <to> <text>. Type /help for the list.");
-      } else {
-        out.error(error);
-      }
+      await chatAgent();
+    } catch {
+      // No chat agent here (a guest's chat, or a daemon run without it): only commands.
+      out.info("Commands start with /. To message someone: /send <to> <text>. Type /help for the list.");
+      return;
     }
+    await agentChat.message(line, out).catch((error) => out.error(error));
     return;
   }
   try {
