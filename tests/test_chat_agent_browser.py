@@ -317,3 +317,30 @@ def test_a_guests_chat_has_no_agent_and_says_how_to_type_commands(chat: Page, da
         "Commands start with /. To message someone: /send <to> <text>. Type /help for the list."
     )
     expect(chat.page.locator("#transcript .line.error")).to_have_count(0)
+
+
+#: Run in a weblet's own frame, as its script would: try to answer the chat's Allow dialog.
+CROSS_FROM_FRAME = """async () => {
+  const { connect, E } = await import("/_ocapd/weblet.js");
+  const { powers } = await connect();
+  const out = {};
+  try { await E(powers).agent(); out.agent = "reached"; } catch (e) { out.agent = "refused"; }
+  try { window.parent.document.getElementById("agent-once").click(); out.click = "clicked"; } catch (e) { out.click = e.name; }
+  return out;
+}"""
+
+
+def test_a_weblets_frame_cannot_answer_the_allow_dialog(chat: Page, daemon: DaemonProcess) -> None:
+    open_with(chat, daemon, "counter")
+    live = chat.page.frame_locator('#weblet-frames iframe[data-name="counter"]')
+    expect(live.locator("#incr")).to_be_enabled()
+    before = count_now(chat)
+    chat.run("increment 8")
+    dialog = allow_dialog(chat)
+    expect(dialog.locator("#agent-once")).to_be_enabled()
+    frame = next(f for f in chat.page.frames if f.url.startswith("http://") and ".localhost:" in f.url)
+    assert frame.evaluate(CROSS_FROM_FRAME) == {"agent": "refused", "click": "SecurityError"}
+    expect(call_line(chat)).to_have_attribute("data-status", "needs_permission")
+    dialog.locator("#agent-deny").click()
+    expect(call_line(chat)).to_have_attribute("data-status", "denied")
+    assert count_now(chat) == before
