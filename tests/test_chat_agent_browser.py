@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import zipfile
 from collections.abc import Iterator
@@ -128,16 +129,31 @@ class Rest:
         self.base = f"http://127.0.0.1:{d.gateway_port}"
         self.token = d.chat_url().split("#token=", 1)[1]
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
+    def post(self, path: str, body: dict[str, Any], status: int = 200) -> Any:
         r = httpx.post(self.base + path, json=body, headers={"Authorization": f"Bearer {self.token}"}, trust_env=False, timeout=60)
-        assert r.status_code == 200, r.text
+        assert r.status_code == status, r.text
         return r.json()
+
+    def no_grants(self) -> None:
+        """Revoke every "always" (another test's would run a write without asking)."""
+        for weblet in ("counter", "evil"):
+            self.post("/api/agent/grants/revoke", {"weblet": weblet})
+
+
+def screenshot(chat: Page, name: str) -> None:
+    """A picture of the page in ``OCAPD_SCREENSHOTS`` (a folder), when it is set."""
+    folder = os.environ.get("OCAPD_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        chat.page.screenshot(path=str(Path(folder) / name))
 
 
 def panel_of(d: DaemonProcess, name: str) -> str:
-    listed = json.loads(d.out("weblets", "list", "--json"))
-    [instance, *_] = next(w for w in listed if w["name"] == name)["instances"]
-    return str(instance["panel"])
+    """A panel of weblet `name` (made, as /open would, if it has none yet)."""
+    entry = next(w for w in json.loads(d.out("weblets", "list", "--json")) if w["name"] == name)
+    if entry["instances"]:
+        return str(entry["instances"][0]["panel"])
+    return str(Rest(d).post(f"/api/weblets/{entry['id']}/instances", {}, status=201)["instance"]["panel"])
 
 
 # ---------------------------------------------------------------------------
@@ -170,6 +186,7 @@ def test_a_write_command_asks_and_runs_after_allow_once_then_the_audit_shows_it(
     expect(dialog.locator("#agent-args")).to_contain_text("by")
     expect(dialog.locator("#agent-args")).to_contain_text("5")
     expect(dialog.locator("#agent-description")).to_have_text("Add to the count (one, or 'by').")
+    screenshot(chat, "agent-allow.png")
     waiting = call_line(chat, "needs_permission")
     call = waiting.get_attribute("data-call")
     assert call
@@ -188,6 +205,8 @@ def test_a_write_command_asks_and_runs_after_allow_once_then_the_audit_shows_it(
     expect(row.locator(".audit-args")).to_contain_text('"by": 5')
     expect(row.locator(".audit-asked")).to_have_text("you typed it")
     assert section.locator(".audit-row").count() >= 1
+    section.scroll_into_view_if_needed()
+    screenshot(chat, "agent-manager.png")
 
 
 def test_deny_leaves_no_effect_and_says_so(chat: Page, daemon: DaemonProcess) -> None:
@@ -236,6 +255,7 @@ def test_always_skips_the_prompt_until_it_is_revoked_in_the_manager(chat: Page, 
 def test_calls_waiting_when_the_page_loads_are_asked_in_turn_and_later_keeps_them(chat: Page, daemon: DaemonProcess) -> None:
     rest = Rest(daemon)
     panel = panel_of(daemon, "counter")
+    rest.no_grants()
     first = rest.post("/api/agent/message", {"text": "increment 11", "visible": [panel]})["calls"][0]
     second = rest.post("/api/agent/message", {"text": "increment 12", "visible": [panel]})["calls"][0]
     assert first["status"] == second["status"] == "needs_permission"
@@ -344,3 +364,29 @@ def test_a_weblets_frame_cannot_answer_the_allow_dialog(chat: Page, daemon: Daem
     dialog.locator("#agent-deny").click()
     expect(call_line(chat)).to_have_attribute("data-status", "denied")
     assert count_now(chat) == before
+
+
+def test_later_for_a_weblet_sets_aside_all_its_waiting_calls_and_asks_the_next_weblets(chat: Page, daemon: DaemonProcess) -> None:
+    rest = Rest(daemon)
+    counter, evil = panel_of(daemon, "counter"), panel_of(daemon, "evil")
+    rest.no_grants()
+    flood = [rest.post("/api/agent/message", {"text": f"increment {n}", "visible": [counter]})["calls"][0]["call"] for n in (1, 2, 3)]
+    other = rest.post("/api/agent/message", {"text": "pwn html=hi", "visible": [evil]})["calls"][0]["call"]
+    open_chat(chat, daemon)
+    dialog = allow_dialog(chat)
+    expect(dialog).to_have_attribute("data-call", flood[0])
+    expect(dialog.locator("#agent-queue")).to_have_text("3 more waiting (2 from this weblet).")
+    dialog.locator("#agent-later-weblet").click()
+    expect(dialog).to_have_attribute("data-call", other)  # the counter's other two are not asked
+    expect(dialog.locator("#agent-queue")).to_be_hidden()
+    dialog.locator("#agent-deny").click()
+    expect(dialog).to_be_hidden()
+    for call in flood:  # still waiting, each with its Answer… in the transcript
+        line = chat.page.locator(f'#transcript .line.agent-call[data-call="{call}"]')
+        expect(line).to_have_attribute("data-status", "needs_permission")
+        expect(line.locator('[data-action="answer"]')).to_be_visible()
+    for call in flood:
+        chat.page.locator(f'#transcript .line.agent-call[data-call="{call}"] [data-action="answer"]').click()
+        expect(dialog).to_have_attribute("data-call", call)
+        dialog.locator("#agent-deny").click()
+        expect(chat.page.locator(f'#transcript .line.agent-call[data-call="{call}"]')).to_have_attribute("data-status", "denied")

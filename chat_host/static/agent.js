@@ -15,7 +15,8 @@
 // arguments, and Allow once / Always for this weblet+command / Deny. Calls
 // queue, one dialog at a time; "Later" closes the dialog without answering
 // (the call keeps waiting; its transcript line reopens it) so the page is never
-// locked behind a queue. Calls asked for elsewhere (a model, an MCP client,
+// locked behind a queue, and "Later for this weblet" sets aside all of one
+// weblet's waiting calls at once. Calls asked for elsewhere (a model, an MCP client,
 // another tab) are found by asking `pending()` when a session starts and every
 // few seconds; a call that leaves the pending list without this page answering
 // it (it expired, or was answered elsewhere) is looked up in the audit log and
@@ -131,7 +132,8 @@ class CallLine {
 export class AllowDialog {
   /**
    * @param {{decide: (call: AgentCall, decision: "once"|"always"|"deny") => Promise<boolean>,
-   *          onClose: (call: AgentCall | null) => void}} hooks  onClose: the call it showed
+   *          onClose: (call: AgentCall | null) => void,
+   *          setAside: (calls: AgentCall[]) => void}} hooks  onClose: the call it showed; setAside: calls taken off the queue unanswered
    */
   constructor(hooks) {
     this.hooks = hooks;
@@ -161,6 +163,7 @@ export class AllowDialog {
     this.alwaysButton.addEventListener("click", () => this.decide("always"));
     this.denyButton.addEventListener("click", () => this.decide("deny"));
     byId("agent-later").addEventListener("click", () => this.dialog.close());
+    byId("agent-later-weblet").addEventListener("click", () => this.laterForWeblet());
     this.dialog.addEventListener("close", () => this.closed());
   }
 
@@ -179,6 +182,20 @@ export class AllowDialog {
     const fromSame = this.queue.filter((q) => q.weblet === weblet).length;
     this.queueEl.hidden = this.queue.length === 0;
     this.queueEl.textContent = this.queue.length ? `${this.queue.length} more waiting (${fromSame} from this weblet).` : "";
+  }
+
+  /**
+   * Close the current call and set aside every queued one of the same weblet,
+   * unanswered (a model or script asking again and again cannot keep the
+   * dialog up); they keep waiting, each with its line's "Answer…".
+   */
+  laterForWeblet() {
+    const current = this.current;
+    if (!current) return;
+    const aside = this.queue.filter((q) => q.weblet === current.weblet);
+    this.queue = this.queue.filter((q) => q.weblet !== current.weblet);
+    this.hooks.setAside(aside);
+    this.dialog.close();
   }
 
   /** Call `id` was settled (here or elsewhere): it is not asked about any more. */
@@ -281,6 +298,9 @@ export class AgentChat {
         // Closed unanswered (Later, Esc): it keeps waiting, and the poll does not ask again.
         if (call && this.lines.get(call.call)?.call.status === "needs_permission") this.deferred.add(call.call);
         hooks.onClose();
+      },
+      setAside: (calls) => {
+        for (const call of calls) this.deferred.add(call.call);
       },
     });
   }
