@@ -208,6 +208,7 @@ export class AllowDialog {
   /** A new session: what waits is asked for again. */
   reset() {
     this.queue = [];
+    this.current = null; // closed by the reset, not set aside: asked again when the new session lists it
     if (this.dialog.open) this.dialog.close();
   }
 
@@ -379,6 +380,10 @@ export class AgentChat {
           this.lines.set(call.call, new CallLine(this.hooks.transcript.add("agent-call"), call, (c) => this.reopen(c)));
         }
         if (!this.deferred.has(call.call)) this.dialog.ask(call);
+      }
+      for (const [id, line] of this.lines) {
+        // Lines the transcript dropped (its cap, /clear) are forgotten once their call has ended.
+        if (!line.el.isConnected && line.call.status !== "needs_permission") this.lines.delete(id);
       }
       const gone = [...this.lines.values()]
         .filter((l) => l.call.status === "needs_permission" && !waiting.has(l.call.call) && !this.answering.has(l.call.call))
