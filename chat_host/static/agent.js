@@ -322,8 +322,15 @@ export class AgentChat {
     const agent = await this.hooks.agent();
     const answer = await this.hooks.callOn(agent, "message", text, this.hooks.visible());
     const calls = Array.isArray(answer?.calls) ? answer.calls : [];
-    if (calls.length === 0 && answer?.reply) out.add("agent-reply", cut(String(answer.reply)));
+    let reply = typeof answer?.reply === "string" ? answer.reply : "";
+    if (typeof answer?.model_error === "string") {
+      // A configured model failed: one line says so (the reply's first), then the router's answer.
+      out.warn(cut(reply.split("\n")[0] || `Model error: ${answer.model_error}`, 500));
+      reply = reply.split("\n").slice(1).join("\n");
+    }
     for (const call of calls) this.show(call, out);
+    // The router's reply repeats its one call (the call's line says it all); a model's words are its own.
+    if (reply && (calls.length === 0 || answer?.routed_by === "model")) out.add("agent-reply", cut(reply));
     this.hooks.changed();
   }
 
