@@ -186,6 +186,7 @@ def test_a_write_command_asks_and_runs_after_allow_once_then_the_audit_shows_it(
     expect(dialog.locator("#agent-args")).to_contain_text("by")
     expect(dialog.locator("#agent-args")).to_contain_text("5")
     expect(dialog.locator("#agent-description")).to_have_text("Add to the count (one, or 'by').")
+    expect(dialog.locator("#agent-expires")).to_have_text(re.compile(r"^Unanswered, it expires in [0-9]+:[0-5][0-9]\.$"))
     screenshot(chat, "agent-allow.png")
     waiting = call_line(chat, "needs_permission")
     call = waiting.get_attribute("data-call")

@@ -46,7 +46,7 @@ export const STATUS_WORDS = {
 /**
  * @typedef {{call: string, weblet: string, weblet_name: string, title: string, tool: string, command: string,
  *            args: Record<string, any>, status: string, result?: any, error?: string, readOnly: boolean,
- *            description: string, asked_by: string}} AgentCall
+ *            description: string, asked_by: string, expires_in?: number}} AgentCall
  * @typedef {{seq: number, time: number, call: string, weblet: string, weblet_name: string, command: string,
  *            args: string, asked_by: string, decision: string, outcome: string, detail: string}} AuditEntry
  */
@@ -133,7 +133,9 @@ export class AllowDialog {
   /**
    * @param {{decide: (call: AgentCall, decision: "once"|"always"|"deny") => Promise<boolean>,
    *          onClose: (call: AgentCall | null) => void,
-   *          setAside: (calls: AgentCall[]) => void}} hooks  onClose: the call it showed; setAside: calls taken off the queue unanswered
+   *          setAside: (calls: AgentCall[]) => void,
+   *          deadline: (id: string) => number | undefined}} hooks  onClose: the call it showed; setAside: calls
+   *          taken off the queue unanswered; deadline: when a call expires (Date.now() ms), once known
    */
   constructor(hooks) {
     this.hooks = hooks;
@@ -146,6 +148,9 @@ export class AllowDialog {
     this.askedEl = byId("agent-asked");
     this.queueEl = byId("agent-queue");
     this.errorEl = byId("agent-error");
+    this.expiresEl = byId("agent-expires");
+    /** @type {ReturnType<typeof setInterval> | undefined} */
+    this.clock = undefined;
     /** @type {HTMLButtonElement} */
     this.onceButton = byId("agent-once");
     /** @type {HTMLButtonElement} */
@@ -231,6 +236,9 @@ export class AllowDialog {
       ` · ${ASKED_BY[call.asked_by] ?? call.asked_by}`);
     this.errorEl.hidden = true;
     this.dialog.dataset.call = call.call;
+    this.tick();
+    clearInterval(this.clock);
+    this.clock = setInterval(() => this.tick(), 1000);
     this.armed = false;
     this.arm();
     clearTimeout(this.armTimer);
@@ -240,6 +248,17 @@ export class AllowDialog {
     }, ARM_DELAY_MS);
     this.dialog.showModal();
     this.denyButton.focus();
+  }
+
+  /** How long the current call still waits (known once `pending()` said so). */
+  tick() {
+    const deadline = this.current ? this.hooks.deadline(this.current.call) : undefined;
+    this.expiresEl.hidden = deadline === undefined;
+    if (deadline === undefined) return;
+    const left = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+    this.expiresEl.textContent = left > 0
+      ? `Unanswered, it expires in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}.`
+      : "It has expired: it can no longer be allowed.";
   }
 
   arm() {
@@ -267,6 +286,7 @@ export class AllowDialog {
 
   closed() {
     clearTimeout(this.armTimer);
+    clearInterval(this.clock);
     const call = this.current;
     this.current = null;
     delete this.dialog.dataset.call;
@@ -292,6 +312,8 @@ export class AgentChat {
     this.answering = new Set();
     /** Calls closed with "Later": not asked again by the poll (their line's "Answer…" asks). */
     this.deferred = new Set();
+    /** @type {Map<string, number>} when each waiting call expires (Date.now() ms), from `pending()` */
+    this.deadlines = new Map();
     this.polling = false;
     this.dialog = new AllowDialog({
       decide: (call, decision) => this.decide(call, decision),
@@ -303,6 +325,7 @@ export class AgentChat {
       setAside: (calls) => {
         for (const call of calls) this.deferred.add(call.call);
       },
+      deadline: (id) => this.deadlines.get(id),
     });
   }
 
@@ -332,6 +355,7 @@ export class AgentChat {
     // The router's reply repeats its one call (the call's line says it all); a model's words are its own.
     if (reply && (calls.length === 0 || answer?.routed_by === "model")) out.add("agent-reply", cut(reply));
     this.hooks.changed();
+    if (calls.some((c) => c.status === "needs_permission")) this.poll(); // how long it waits: pending() says
   }
 
   /** Show `call` (once) under `out`, and ask about it if it waits. */
@@ -381,7 +405,9 @@ export class AgentChat {
       /** @type {AgentCall[]} */
       const pending = await this.hooks.callOn(agent, "pending");
       const waiting = new Set(pending.map((c) => c.call));
+      const now = Date.now();
       for (const call of pending) {
+        if (typeof call.expires_in === "number") this.deadlines.set(call.call, now + call.expires_in * 1000);
         if (this.answering.has(call.call)) continue;
         if (!this.lines.has(call.call)) {
           this.lines.set(call.call, new CallLine(this.hooks.transcript.add("agent-call"), call, (c) => this.reopen(c)));
@@ -392,6 +418,8 @@ export class AgentChat {
         // Lines the transcript dropped (its cap, /clear) are forgotten once their call has ended.
         if (!line.el.isConnected && line.call.status !== "needs_permission") this.lines.delete(id);
       }
+      for (const id of this.deadlines.keys()) if (!waiting.has(id)) this.deadlines.delete(id);
+      this.dialog.tick();
       const gone = [...this.lines.values()]
         .filter((l) => l.call.status === "needs_permission" && !waiting.has(l.call.call) && !this.answering.has(l.call.call))
         .map((l) => l.call.call);
