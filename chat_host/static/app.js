@@ -4,9 +4,10 @@
 // the panels — inventory, inbox, transcript, chat input, eval dialog, weblet
 // panel, install dialog, permission prompts — to the agent the token was
 // minted for. A line that is not a `/command` goes to the host's chat agent
-// (agent.js) with the open panels as the visible hint. Open weblet panels are the widget manager's persistent panels
-// (E(host).weblets(): create_instance / remove_instance), so a reload brings
-// the same panels back on the same origins; the manager itself is manager.js.
+// (agent.js) with the open panels as the visible hint. Open weblet panels are
+// the widget manager's persistent panels (E(host).weblets(): create_instance /
+// remove_instance), so a reload brings the same panels back on the same
+// origins; the manager itself is manager.js.
 
 import { AgentChat, PENDING_POLL_MS } from "./agent.js";
 import { lookupCommand, completeCommand, UsageError } from "./commands.js";
@@ -306,12 +307,18 @@ function webletManager() {
 /** This session's chat agent (E(host).agent()); a guest has none. */
 /** @type {Promise<any> | null} */
 let agentRef = null;
+/** This session has no chat agent (asking failed): not asked again until the next session. */
+let noAgent = false;
 function chatAgent() {
+  if (noAgent) return Promise.reject(new Error("no chat agent here"));
   if (!agentRef) {
     const asked = connection.call("agent");
     agentRef = asked;
     asked.catch(() => {
-      if (agentRef === asked) agentRef = null;
+      if (agentRef === asked) {
+        agentRef = null;
+        noAgent = true;
+      }
     });
   }
   return agentRef;
@@ -598,6 +605,7 @@ async function pump(session, stream, onEvent) {
 function startSession(session) {
   managerRef = null; // a reference of the session that ended
   agentRef = null;
+  noAgent = false;
   inventory.beginSession();
   inbox.beginSession();
   prompts.beginSession();
