@@ -344,6 +344,15 @@ async def test_a_waiting_call_expires_and_is_audited(setup: dict[str, Any]) -> N
     assert late.status_code == 404
 
 
+async def test_a_waiting_call_says_how_long_it_will_wait(setup: dict[str, Any]) -> None:
+    rest: Rest = setup["rest"]
+    asked = (await rest.message("increment 2", [setup["counter"]["panel"]]))["calls"][0]
+    assert asked["status"] == "needs_permission"
+    [waiting] = [c for c in (await rest.ok("GET", "/api/agent/pending"))["calls"] if c["call"] == asked["call"]]
+    assert 0 < waiting["expires_in"] <= 120  # seconds left of permission_timeout (default 120)
+    await rest.permission(asked["call"], "deny")
+
+
 async def test_a_page_answers_commands_of_a_weblet_without_a_backend(setup: dict[str, Any]) -> None:
     rest: Rest = setup["rest"]
     paged = setup["paged"]

@@ -409,9 +409,10 @@ class HostAgent:
         return {**settled.public(), "reply": reply_for(settled)}
 
     async def pending(self) -> list[dict[str, Any]]:
-        """Calls waiting for the user's answer (typed, or asked by a model or MCP)."""
+        """Calls waiting for the user's answer (typed, or asked by a model or MCP), each with ``expires_in`` (seconds left)."""
         await self._service._sweep()
-        return [c.public() for c in self._service.pending(self._host)]
+        now = self._service.clock()
+        return [{**c.public(), "expires_in": round(max(0.0, c.expires - now), 1)} for c in self._service.pending(self._host)]
 
     async def grants(self) -> list[dict[str, Any]]:
         """The stored "always" grants still in force."""

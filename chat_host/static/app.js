@@ -3,10 +3,13 @@
 // fragment, keeps a CapTP session with the gateway (connection.js), and wires
 // the panels — inventory, inbox, transcript, chat input, eval dialog, weblet
 // panel, install dialog, permission prompts — to the agent the token was
-// minted for. Open weblet panels are the widget manager's persistent panels
-// (E(host).weblets(): create_instance / remove_instance), so a reload brings
-// the same panels back on the same origins; the manager itself is manager.js.
+// minted for. A line that is not a `/command` goes to the host's chat agent
+// (agent.js) with the open panels as the visible hint. Open weblet panels are
+// the widget manager's persistent panels (E(host).weblets(): create_instance /
+// remove_instance), so a reload brings the same panels back on the same
+// origins; the manager itself is manager.js.
 
+import { AgentChat, PENDING_POLL_MS } from "./agent.js";
 import { lookupCommand, completeCommand, UsageError } from "./commands.js";
 import { E, Far } from "/_ocapd/captp.js";
 import { Connection } from "./connection.js";
@@ -240,6 +243,7 @@ const managerView = new WebletManagerView({
     }[what]);
     scheduleRefresh();
   },
+  agent: () => chatAgent(),
   onClose: () => focusInput(),
 });
 
@@ -299,6 +303,39 @@ function webletManager() {
   }
   return managerRef;
 }
+
+/** This session's chat agent (E(host).agent()); a guest has none. */
+/** @type {Promise<any> | null} */
+let agentRef = null;
+/** This session has no chat agent (asking failed): not asked again until the next session. */
+let noAgent = false;
+function chatAgent() {
+  if (noAgent) return Promise.reject(new Error("no chat agent here"));
+  if (!agentRef) {
+    const asked = connection.call("agent");
+    agentRef = asked;
+    asked.catch(() => {
+      if (agentRef === asked) {
+        agentRef = null;
+        noAgent = true;
+      }
+    });
+  }
+  return agentRef;
+}
+
+const agentChat = new AgentChat({
+  agent: () => chatAgent(),
+  callOn: (ref, method, ...args) => connection.callOn(ref, method, ...args),
+  visible: () => panel.tabs.map((t) => t.panel).filter((p) => typeof p === "string"),
+  transcript,
+  onClose: () => focusInput(),
+  changed: () => scheduleRefresh(),
+});
+
+setInterval(() => {
+  if (connection.session && document.visibilityState === "visible") agentChat.poll();
+}, PENDING_POLL_MS);
 
 /** The manager's list, or null where there is no manager (a guest's chat). */
 async function managerList() {
@@ -567,6 +604,8 @@ async function pump(session, stream, onEvent) {
 
 function startSession(session) {
   managerRef = null; // a reference of the session that ended
+  agentRef = null;
+  noAgent = false;
   inventory.beginSession();
   inbox.beginSession();
   prompts.beginSession();
@@ -588,6 +627,7 @@ function startSession(session) {
   refreshEntries().then(() => (isCurrent(session) ? restorePanels() : undefined)).catch(
     (error) => isCurrent(session) && transcript.error(error));
   if (managerView.isOpen) managerView.open();
+  agentChat.beginSession(); // calls waiting for an answer (asked by a model or MCP, or before a reload)
   connection.call("list_messages").then(
     (records) => {
       if (!isCurrent(session)) return;
@@ -688,7 +728,14 @@ function commandContext(out) {
 async function runLine(line) {
   const out = transcript.command(line);
   if (!line.startsWith("/")) {
-    out.info("Commands start with /. To message someone: /send <to> <text>. Type /help for the list.");
+    try {
+      await chatAgent();
+    } catch {
+      // No chat agent here (a guest's chat, or a daemon run without it): only commands.
+      out.info("Commands start with /. To message someone: /send <to> <text>. Type /help for the list.");
+      return;
+    }
+    await agentChat.message(line, out).catch((error) => out.error(error));
     return;
   }
   try {

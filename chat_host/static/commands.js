@@ -57,6 +57,9 @@ export const COMMANDS = [
     summary: "show the commands",
     run(ctx) {
       ctx.table(COMMANDS.map((c) => [c.usage, c.summary]));
+      ctx.info("Text without a / goes to the chat agent: it runs a command of a weblet you have open (\"value\", " +
+        "\"increment 5\", \"counter.increment by=5\"). A command that changes things asks first: Allow once, Always or " +
+        "Deny. /weblets shows the grants and the audit.");
       ctx.info("Keys: Enter runs, ↑/↓ recall history, Tab completes @names and commands, Esc closes dialogs.");
     },
   },

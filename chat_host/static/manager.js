@@ -8,16 +8,29 @@
 // Uninstall. Everything is `E(host).weblets()` (daemon/weblet_manager.py):
 // the daemon owns the list; this page only shows it.
 //
+// Below the list, the chat agent's view (`E(host).agent()`, docs/agent.md):
+// the "Always" grants per weblet+command, each with Revoke, and the newest
+// audit rows — time, weblet, command, arguments, who asked, decision, outcome
+// and its detail.
+//
 // Every manifest and catalogue string is shown as text: the DOM is built with
 // dom.js's `h`, whose strings become text nodes; nothing here sets HTML.
 
 import { byId, h, replaceChildren } from "./dom.js";
 import { formatError } from "./format.js";
 import { MAX_UPLOAD_BYTES } from "./installdialog.js";
+import { ASKED_BY } from "./agent.js";
 import { LEVEL_WORDS } from "./weblets.js";
 
 /** The store shown first (the one shipped with ocapd). */
 const DEFAULT_STORE = "examples";
+/** Audit rows the manager shows (newest first); `ocapd audit` and GET /api/audit have them all. */
+const AUDIT_SHOWN = 50;
+/** An audit decision, in words. */
+const DECISION_WORDS = {
+  read_only: "read-only", once: "allowed once", always: "allowed always", granted: "allowed (always)",
+  denied: "denied", expired: "expired", invalid: "refused",
+};
 /** A panel's config, as the registry caps it (daemon/registry.py MAX_CONFIG_BYTES). */
 const MAX_CONFIG_BYTES = 16 * 1024;
 
@@ -67,12 +80,15 @@ export class WebletManagerView {
    *          nameOf: (entry: Entry) => string,
    *          open: (entry: Entry) => Promise<void>,
    *          changed: (entry: Entry, what: "enabled"|"disabled"|"removed"|"updated"|"installed") => void,
-   *          onClose: () => void}} hooks
+   *          agent: () => Promise<any>,
+   *          onClose: () => void}} hooks  agent: the host's chat agent, E(host).agent()
    */
   constructor(hooks) {
     this.hooks = hooks;
     /** @type {HTMLDialogElement} */
     this.dialog = byId("manager-dialog");
+    this.grantsEl = byId("agent-grants");
+    this.auditEl = byId("agent-audit");
     this.listEl = byId("manager-list");
     this.storeEl = byId("manager-store");
     this.countEl = byId("manager-count");
@@ -132,7 +148,7 @@ export class WebletManagerView {
     this.errorEl.hidden = true;
     if (!this.busy) this.progressEl.hidden = true;
     this.showSource();
-    await Promise.all([this.refresh(), this.loadStores()]);
+    await Promise.all([this.refresh().then(() => this.refreshAgent()), this.loadStores()]);
   }
 
   close() {
@@ -347,6 +363,81 @@ export class WebletManagerView {
     ];
   }
 
+  // -- the chat agent: grants and the audit ---------------------------------------------------
+
+  /** The title of weblet `id` as the list shows it, else `name`. */
+  titleOf(id, name) {
+    const entry = this.entries.find((e) => e.id === id);
+    return String(entry?.title || entry?.manifest?.title || name || id);
+  }
+
+  async refreshAgent() {
+    let agent;
+    try {
+      agent = await this.hooks.agent();
+    } catch {
+      this.grantsEl.dataset.state = this.auditEl.dataset.state = "none";
+      replaceChildren(this.grantsEl, h("li", { class: "muted small" }, "No chat agent here."));
+      replaceChildren(this.auditEl);
+      return;
+    }
+    try {
+      const [grants, audit] = await Promise.all([
+        this.hooks.callOn(agent, "grants"), this.hooks.callOn(agent, "audit", -1, AUDIT_SHOWN)]);
+      this.renderGrants(agent, Array.isArray(grants) ? grants : []);
+      this.renderAudit(Array.isArray(audit) ? audit : []);
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  renderGrants(agent, grants) {
+    this.grantsEl.dataset.state = "ready";
+    if (!grants.length) {
+      replaceChildren(this.grantsEl, h("li", { class: "muted small" },
+        "None: every command that changes things asks you first. \"Always\" in the Allow dialog adds one here."));
+      return;
+    }
+    replaceChildren(this.grantsEl, grants.map((g) => h("li", { class: "grant", dataset: { tool: String(g.tool) } },
+      h("span", { class: "grant-title" }, this.titleOf(g.weblet, g.weblet_name)),
+      h("code", { class: "grant-tool" }, String(g.tool)),
+      h("span", { class: "small muted" }, `since ${timeText(g.created)}`),
+      h("button", {
+        class: "button small secondary", type: "button", dataset: { action: "revoke" },
+        title: "Ask me again before this command runs",
+        onclick: async () => {
+          try {
+            await this.hooks.callOn(agent, "revoke", String(g.weblet), String(g.command));
+          } catch (error) {
+            this.fail(error);
+          }
+          await this.refreshAgent();
+        },
+      }, "Revoke"))));
+  }
+
+  renderAudit(rows) {
+    this.auditEl.dataset.state = "ready";
+    if (!rows.length) {
+      replaceChildren(this.auditEl, h("p", { class: "muted small" }, "No calls yet."));
+      return;
+    }
+    const newest = [...rows].sort((a, b) => b.seq - a.seq);
+    replaceChildren(this.auditEl, h("table", { class: "audit-table" },
+      h("thead", null, h("tr", null, ["Time", "Weblet", "Command", "Arguments", "Asked", "Decision", "Outcome"]
+        .map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", null, newest.map((r) => h("tr", {
+        class: "audit-row", dataset: { call: String(r.call), decision: String(r.decision), outcome: String(r.outcome) },
+      },
+      h("td", { class: "audit-time" }, timeText(r.time)),
+      h("td", { class: "audit-weblet", title: String(r.weblet_name) }, this.titleOf(r.weblet, r.weblet_name)),
+      h("td", null, h("code", { class: "audit-command" }, String(r.command))),
+      h("td", null, h("code", { class: "audit-args" }, String(r.args))),
+      h("td", { class: "audit-asked" }, ASKED_BY[r.asked_by] ?? String(r.asked_by)),
+      h("td", { class: "audit-decision" }, DECISION_WORDS[r.decision] ?? String(r.decision)),
+      h("td", { class: "audit-outcome" }, String(r.outcome), r.detail ? h("div", { class: "audit-detail small muted" }, String(r.detail)) : null))))));
+  }
+
   // -- acting -----------------------------------------------------------------------------------
 
   async setEnabled(entry, enabled) {
@@ -528,6 +619,12 @@ export class WebletManagerView {
           onclick: () => this.install({ store, id: item.id, version: select.value }, null, String(item.title)),
         }, installed ? "Installed" : "Install")));
   }
+}
+
+/** Seconds since the epoch as local date and time, to the second. */
+function timeText(seconds) {
+  const date = new Date(Number(seconds) * 1000);
+  return Number.isNaN(date.getTime()) ? "" : date.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
 }
 
 function sourceText(entry) {

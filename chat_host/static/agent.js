@@ -1,0 +1,450 @@
+// @ts-check
+// The chat agent in the chat page (docs/agent.md, "In the chat page").
+//
+// Plain text typed in the chat (anything not a `/command`) goes to the host's
+// chat agent, E(host).agent(), with the page's open panels as the visible
+// hint; the agent's server side picks the command from manifests it holds
+// (never from this page). Each call shows in the transcript as the weblet's:
+// a line labelled with its title, the command, the arguments, the status, and
+// the result or the error — all as text (dom.js's `h`; manifest strings, the
+// arguments and results are the weblet's and may be markup).
+//
+// A call that writes waits as `needs_permission` until the user answers in the
+// Allow dialog this page draws — never inside a weblet's frame, which could
+// dress up a fake one: the weblet's title, the command, its description and
+// arguments, and Allow once / Always for this weblet+command / Deny. Calls
+// queue, one dialog at a time; "Later" closes the dialog without answering
+// (the call keeps waiting; its transcript line reopens it) so the page is never
+// locked behind a queue, and "Later for this weblet" sets aside all of one
+// weblet's waiting calls at once. Calls asked for elsewhere (a model, an MCP client,
+// another tab) are found by asking `pending()` when a session starts and every
+// few seconds; a call that leaves the pending list without this page answering
+// it (it expired, or was answered elsewhere) is looked up in the audit log and
+// its line says how it ended.
+
+import { byId, h, replaceChildren } from "./dom.js";
+import { formatValue } from "./format.js";
+
+/** Allow is not clickable for this long after the dialog shows (a click meant for a weblet must not land on it). */
+const ARM_DELAY_MS = 500;
+/** How often the page asks for calls waiting for an answer (asked by a model or MCP, or expired meanwhile). */
+export const PENDING_POLL_MS = 2000;
+/** Newest audit rows read to learn how a call the page did not answer ended. */
+const AUDIT_LOOKBACK = 200;
+/** Longest argument or result text shown; they are the weblet's, so bounded like any untrusted text. */
+const MAX_TEXT = 2000;
+
+/** Who asked for a call, in words. */
+export const ASKED_BY = { user: "you typed it", model: "the model chose it", mcp: "an MCP client called it" };
+
+/** A call's status, in words for its transcript line. */
+export const STATUS_WORDS = {
+  done: "done", needs_permission: "waiting for your answer", denied: "denied: not run", error: "failed",
+  expired: "expired: not run",
+};
+
+/**
+ * @typedef {{call: string, weblet: string, weblet_name: string, title: string, tool: string, command: string,
+ *            args: Record<string, any>, status: string, result?: any, error?: string, readOnly: boolean,
+ *            description: string, asked_by: string, expires_in?: number}} AgentCall
+ * @typedef {{seq: number, time: number, call: string, weblet: string, weblet_name: string, command: string,
+ *            args: string, asked_by: string, decision: string, outcome: string, detail: string}} AuditEntry
+ */
+
+/** Cut untrusted text to a length the page shows. */
+export function cut(text, max = MAX_TEXT) {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}
+
+/** A call's arguments on one line: `{"by": 5}`, or "" when there are none. */
+export function argsLine(args) {
+  if (!args || typeof args !== "object" || Object.keys(args).length === 0) return "";
+  return cut(formatValue(args));
+}
+
+/**
+ * How a call ended, from its audit row: the state its line shows.
+ * @param {AuditEntry} row
+ * @returns {{status: string, result?: string, error?: string}}
+ */
+export function stateFromAudit(row) {
+  if (row.decision === "expired") return { status: "expired", error: row.detail || "nobody answered in time" };
+  if (row.decision === "denied") return { status: "denied" };
+  if (row.outcome === "done") return { status: "done", result: row.detail };
+  return { status: "error", error: row.detail || "not run" };
+}
+
+/** The weblet's name for a call: its title, else the name it was installed as. */
+function titleOf(call) {
+  return String(call.title || call.weblet_name || call.weblet || "a weblet");
+}
+
+/**
+ * One call's line in the transcript, kept up to date as the call moves on.
+ */
+class CallLine {
+  /**
+   * @param {HTMLElement} el
+   * @param {AgentCall} call
+   * @param {(call: AgentCall) => void} answer  reopen the Allow dialog for this call
+   */
+  constructor(el, call, answer) {
+    this.el = el;
+    this.call = call;
+    this.answer = answer;
+    this.render();
+  }
+
+  /** @param {Partial<AgentCall> & {status: string}} state */
+  update(state) {
+    this.call = { ...this.call, ...state };
+    this.render();
+  }
+
+  render() {
+    const call = this.call;
+    this.el.dataset.call = call.call;
+    this.el.dataset.status = call.status;
+    const args = argsLine(call.args);
+    /** @type {HTMLElement | null} */
+    let outcome = null;
+    if (call.status === "done") {
+      outcome = h("output", { class: "agent-result" }, cut(formatValue(call.result)));
+    } else if (call.error) {
+      outcome = h("span", { class: "agent-error" }, cut(String(call.error)));
+    }
+    replaceChildren(this.el,
+      h("span", { class: "agent-from", title: `${call.weblet_name} (${call.tool})` }, titleOf(call)),
+      h("code", { class: "agent-tool" }, call.command),
+      args ? h("code", { class: "agent-args" }, args) : null,
+      h("span", { class: `agent-status status-${call.status}` }, STATUS_WORDS[call.status] ?? call.status),
+      outcome,
+      call.status === "needs_permission" ? h("button", {
+        class: "button secondary small", type: "button", dataset: { action: "answer" },
+        onclick: () => this.answer(this.call),
+      }, "Answer…") : null);
+  }
+}
+
+/**
+ * The Allow dialog: one waiting call at a time, the rest queued.
+ */
+export class AllowDialog {
+  /**
+   * @param {{decide: (call: AgentCall, decision: "once"|"always"|"deny") => Promise<boolean>,
+   *          onClose: (call: AgentCall | null) => void,
+   *          setAside: (calls: AgentCall[]) => void,
+   *          deadline: (id: string) => number | undefined}} hooks  onClose: the call it showed; setAside: calls
+   *          taken off the queue unanswered; deadline: when a call expires (Date.now() ms), once known
+   */
+  constructor(hooks) {
+    this.hooks = hooks;
+    /** @type {HTMLDialogElement} */
+    this.dialog = byId("agent-dialog");
+    this.whoEl = byId("agent-who");
+    this.commandEl = byId("agent-command");
+    this.descriptionEl = byId("agent-description");
+    this.argsEl = byId("agent-args");
+    this.askedEl = byId("agent-asked");
+    this.queueEl = byId("agent-queue");
+    this.errorEl = byId("agent-error");
+    this.expiresEl = byId("agent-expires");
+    /** @type {ReturnType<typeof setInterval> | undefined} */
+    this.clock = undefined;
+    /** @type {HTMLButtonElement} */
+    this.onceButton = byId("agent-once");
+    /** @type {HTMLButtonElement} */
+    this.alwaysButton = byId("agent-always");
+    /** @type {HTMLButtonElement} */
+    this.denyButton = byId("agent-deny");
+    /** @type {AgentCall[]} */
+    this.queue = [];
+    /** @type {AgentCall | null} */
+    this.current = null;
+    this.armed = false;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.armTimer = undefined;
+    this.onceButton.addEventListener("click", () => this.decide("once"));
+    this.alwaysButton.addEventListener("click", () => this.decide("always"));
+    this.denyButton.addEventListener("click", () => this.decide("deny"));
+    byId("agent-later").addEventListener("click", () => this.dialog.close());
+    byId("agent-later-weblet").addEventListener("click", () => this.laterForWeblet());
+    this.dialog.addEventListener("close", () => this.closed());
+  }
+
+  /** Ask about `call` (after those already queued; `first`: next). */
+  ask(call, first = false) {
+    if (this.current?.call === call.call || this.queue.some((q) => q.call === call.call)) return;
+    if (first) this.queue.unshift(call);
+    else this.queue.push(call);
+    this.showNext();
+    this.showQueue();
+  }
+
+  /** Under the current call: how many more wait, and how many of them from its weblet. */
+  showQueue() {
+    const weblet = this.current?.weblet;
+    const fromSame = this.queue.filter((q) => q.weblet === weblet).length;
+    this.queueEl.hidden = this.queue.length === 0;
+    this.queueEl.textContent = this.queue.length ? `${this.queue.length} more waiting (${fromSame} from this weblet).` : "";
+  }
+
+  /**
+   * Close the current call and set aside every queued one of the same weblet,
+   * unanswered (a model or script asking again and again cannot keep the
+   * dialog up); they keep waiting, each with its line's "Answer…".
+   */
+  laterForWeblet() {
+    const current = this.current;
+    if (!current) return;
+    const aside = this.queue.filter((q) => q.weblet === current.weblet);
+    this.queue = this.queue.filter((q) => q.weblet !== current.weblet);
+    this.hooks.setAside(aside);
+    this.dialog.close();
+  }
+
+  /** Call `id` was settled (here or elsewhere): it is not asked about any more. */
+  settled(id) {
+    this.queue = this.queue.filter((q) => q.call !== id);
+    if (this.current?.call === id && this.dialog.open) this.dialog.close();
+    else this.showQueue();
+  }
+
+  /** A new session: what waits is asked for again. */
+  reset() {
+    this.queue = [];
+    this.current = null; // closed by the reset, not set aside: asked again when the new session lists it
+    if (this.dialog.open) this.dialog.close();
+  }
+
+  showNext() {
+    if (this.current || this.queue.length === 0) return;
+    const call = this.queue.shift();
+    if (!call) return;
+    this.current = call;
+    this.showQueue();
+    this.whoEl.textContent = titleOf(call);
+    this.commandEl.textContent = call.command;
+    this.descriptionEl.textContent = cut(String(call.description ?? ""), 500);
+    this.descriptionEl.hidden = !call.description;
+    const args = Object.entries(call.args ?? {});
+    replaceChildren(this.argsEl, args.length
+      ? args.map(([name, value]) => [h("dt", null, name), h("dd", null, cut(formatValue(value)))])
+      : h("dd", { class: "muted" }, "no arguments"));
+    replaceChildren(this.askedEl,
+      "weblet ", h("code", null, call.weblet_name || call.weblet), " · ", h("code", null, call.tool),
+      ` · ${ASKED_BY[call.asked_by] ?? call.asked_by}`);
+    this.errorEl.hidden = true;
+    this.dialog.dataset.call = call.call;
+    this.tick();
+    clearInterval(this.clock);
+    this.clock = setInterval(() => this.tick(), 1000);
+    this.armed = false;
+    this.arm();
+    clearTimeout(this.armTimer);
+    this.armTimer = setTimeout(() => {
+      this.armed = true;
+      this.arm();
+    }, ARM_DELAY_MS);
+    this.dialog.showModal();
+    this.denyButton.focus();
+  }
+
+  /** How long the current call still waits (known once `pending()` said so). */
+  tick() {
+    const deadline = this.current ? this.hooks.deadline(this.current.call) : undefined;
+    this.expiresEl.hidden = deadline === undefined;
+    if (deadline === undefined) return;
+    const left = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+    this.expiresEl.textContent = left > 0
+      ? `Unanswered, it expires in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}.`
+      : "It has expired: it can no longer be allowed.";
+  }
+
+  arm() {
+    this.onceButton.disabled = !this.armed;
+    this.alwaysButton.disabled = !this.armed;
+  }
+
+  /** @param {"once"|"always"|"deny"} decision */
+  async decide(decision) {
+    const call = this.current;
+    if (!call || (decision !== "deny" && !this.armed)) return;
+    this.onceButton.disabled = this.alwaysButton.disabled = this.denyButton.disabled = true;
+    try {
+      if (await this.hooks.decide(call, decision)) {
+        if (this.current === call) this.dialog.close();
+      } else {
+        this.errorEl.textContent = "That did not work (see the transcript).";
+        this.errorEl.hidden = false;
+      }
+    } finally {
+      this.denyButton.disabled = false;
+      this.arm();
+    }
+  }
+
+  closed() {
+    clearTimeout(this.armTimer);
+    clearInterval(this.clock);
+    const call = this.current;
+    this.current = null;
+    delete this.dialog.dataset.call;
+    this.hooks.onClose(call);
+    setTimeout(() => this.showNext(), 0); // one dialog visibly closes before the next opens
+  }
+}
+
+/**
+ * The agent's side of the chat: sends messages, keeps each call's line, asks
+ * through the Allow dialog, and follows calls waiting elsewhere.
+ */
+export class AgentChat {
+  /**
+   * @param {{agent: () => Promise<any>, callOn: (ref: any, method: string, ...args: any[]) => Promise<any>,
+   *          visible: () => string[], transcript: any, onClose: () => void, changed: () => void}} hooks
+   */
+  constructor(hooks) {
+    this.hooks = hooks;
+    /** @type {Map<string, CallLine>} every call this page shows, by id */
+    this.lines = new Map();
+    /** Calls being answered from this page (their end comes with the answer, not from the audit). */
+    this.answering = new Set();
+    /** Calls closed with "Later": not asked again by the poll (their line's "Answer…" asks). */
+    this.deferred = new Set();
+    /** @type {Map<string, number>} when each waiting call expires (Date.now() ms), from `pending()` */
+    this.deadlines = new Map();
+    this.polling = false;
+    this.dialog = new AllowDialog({
+      decide: (call, decision) => this.decide(call, decision),
+      onClose: (call) => {
+        // Closed unanswered (Later, Esc): it keeps waiting, and the poll does not ask again.
+        if (call && this.lines.get(call.call)?.call.status === "needs_permission") this.deferred.add(call.call);
+        hooks.onClose();
+      },
+      setAside: (calls) => {
+        for (const call of calls) this.deferred.add(call.call);
+      },
+      deadline: (id) => this.deadlines.get(id),
+    });
+  }
+
+  /** A new session: waiting calls are looked at again. */
+  beginSession() {
+    this.dialog.reset();
+    this.deferred.clear();
+    this.poll();
+  }
+
+  /**
+   * Send typed text to the agent; the reply and the calls are written under `out` (the line's writer).
+   * @param {string} text
+   * @param {any} out
+   */
+  async message(text, out) {
+    const agent = await this.hooks.agent();
+    const answer = await this.hooks.callOn(agent, "message", text, this.hooks.visible());
+    const calls = Array.isArray(answer?.calls) ? answer.calls : [];
+    let reply = typeof answer?.reply === "string" ? answer.reply : "";
+    if (typeof answer?.model_error === "string") {
+      // A configured model failed: one line says so (the reply's first), then the router's answer.
+      out.warn(cut(reply.split("\n")[0] || `Model error: ${answer.model_error}`, 500));
+      reply = reply.split("\n").slice(1).join("\n");
+    }
+    for (const call of calls) this.show(call, out);
+    // The router's reply repeats its one call (the call's line says it all); a model's words are its own.
+    if (reply && (calls.length === 0 || answer?.routed_by === "model")) out.add("agent-reply", cut(reply));
+    this.hooks.changed();
+    if (calls.some((c) => c.status === "needs_permission")) this.poll(); // how long it waits: pending() says
+  }
+
+  /** Show `call` (once) under `out`, and ask about it if it waits. */
+  show(call, out) {
+    let line = this.lines.get(call.call);
+    if (line) line.update(call);
+    else {
+      line = new CallLine(out.add("agent-call"), call, (c) => this.reopen(c));
+      this.lines.set(call.call, line);
+    }
+    if (call.status === "needs_permission") this.dialog.ask(call);
+    else this.dialog.settled(call.call);
+  }
+
+  /** The line's "Answer…": ask about a call closed with Later. */
+  reopen(call) {
+    this.deferred.delete(call.call);
+    this.dialog.ask(call, true);
+  }
+
+  /** Answer a waiting call; true when the answer was taken. */
+  async decide(call, decision) {
+    const line = this.lines.get(call.call);
+    this.answering.add(call.call);
+    try {
+      const agent = await this.hooks.agent();
+      const settled = await this.hooks.callOn(agent, "permission", call.call, decision);
+      line?.update(settled);
+      this.dialog.settled(call.call);
+      this.hooks.changed();
+      return true;
+    } catch (error) {
+      // Expired or answered elsewhere meanwhile: the audit says how it ended.
+      if (!(await this.settleFromAudit([call.call]))) this.hooks.transcript.error(error);
+      return this.lines.get(call.call)?.call.status !== "needs_permission";
+    } finally {
+      this.answering.delete(call.call);
+    }
+  }
+
+  /** Ask for the calls waiting now: new ones get a line and a dialog; those gone are settled from the audit. */
+  async poll() {
+    if (this.polling) return;
+    this.polling = true;
+    try {
+      const agent = await this.hooks.agent();
+      /** @type {AgentCall[]} */
+      const pending = await this.hooks.callOn(agent, "pending");
+      const waiting = new Set(pending.map((c) => c.call));
+      const now = Date.now();
+      for (const call of pending) {
+        if (typeof call.expires_in === "number") this.deadlines.set(call.call, now + call.expires_in * 1000);
+        if (this.answering.has(call.call)) continue;
+        if (!this.lines.has(call.call)) {
+          this.lines.set(call.call, new CallLine(this.hooks.transcript.add("agent-call"), call, (c) => this.reopen(c)));
+        }
+        if (!this.deferred.has(call.call)) this.dialog.ask(call);
+      }
+      for (const [id, line] of this.lines) {
+        // Lines the transcript dropped (its cap, /clear) are forgotten once their call has ended.
+        if (!line.el.isConnected && line.call.status !== "needs_permission") this.lines.delete(id);
+      }
+      for (const id of this.deadlines.keys()) if (!waiting.has(id)) this.deadlines.delete(id);
+      this.dialog.tick();
+      const gone = [...this.lines.values()]
+        .filter((l) => l.call.status === "needs_permission" && !waiting.has(l.call.call) && !this.answering.has(l.call.call))
+        .map((l) => l.call.call);
+      if (gone.length) await this.settleFromAudit(gone);
+    } catch {
+      // No agent here (a guest's chat), or the session went: nothing to follow.
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  /** Settle the lines of `ids` from their audit rows; true if all were found. */
+  async settleFromAudit(ids) {
+    const agent = await this.hooks.agent();
+    /** @type {AuditEntry[]} */
+    const rows = await this.hooks.callOn(agent, "audit", -1, AUDIT_LOOKBACK);
+    let found = 0;
+    for (const id of ids) {
+      const row = rows.find((r) => r.call === id);
+      if (!row) continue;
+      found += 1;
+      this.lines.get(id)?.update(stateFromAudit(row));
+      this.deferred.delete(id);
+      this.dialog.settled(id);
+    }
+    return found === ids.length;
+  }
+}
