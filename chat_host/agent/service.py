@@ -42,6 +42,7 @@ from ocapd.daemon.hosts import control
 from ocapd.daemon.registry import BUILTINS, WebletRegistry, registry_of
 
 from .dispatch import CommandFailed, dispatch
+from .model import ModelConfig, ModelError, ToolOutcome, converse, make_config
 from .prompt import Prompt, build_prompt
 from .router import route
 from .store import AgentStore, AskedBy, Decision
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from ocapd.daemon.kernel import Kernel
     from ocapd.daemon.registry import InstalledWeblet
 
-__all__ = ["AgentService", "AgentSettings", "CallError", "HostAgent", "agent_hook"]
+__all__ = ["AgentConsole", "AgentService", "AgentSettings", "CallError", "HostAgent", "agent_hook"]
 
 log = logging.getLogger("ocapd.agent")
 
@@ -59,6 +60,8 @@ SETTINGS_FILE = "agent.json"
 #: Calls waiting for an answer, per daemon: a runaway model or script cannot pile up more.
 MAX_PENDING = 256
 DECISIONS = ("once", "always", "deny")
+#: Why a write called over MCP with no chat open is refused (there is nobody to ask).
+NO_CHAT_OPEN = "no chat is open to ask you: open the chat (`ocapd chat`) and call it again, or allow it \"always\" there"
 
 
 class CallError(ValueError):
@@ -168,6 +171,11 @@ class AgentService:
         await self.store()
         return HostAgent(self, host)
 
+    async def console_for(self, host: Any) -> AgentConsole:
+        """The host's console: its model setting and MCP — for the daemon's socket only, never the gateway."""
+        await self.store()
+        return AgentConsole(self, host)
+
     async def registry(self) -> WebletRegistry:
         return await registry_of(self.kernel)
 
@@ -190,22 +198,103 @@ class AgentService:
 
     # -- calls ---------------------------------------------------------------------------------------
     async def message(self, host: Any, text: Any, visible: Any) -> dict[str, Any]:
-        """A typed message through the deterministic router: ``{reply, calls}``."""
+        """A typed message: ``{reply, calls, routed_by}`` — through the host's model when one is set, else the router.
+
+        A model that fails before any tool call ran (unreachable, an HTTP
+        error, a malformed answer, a timeout) leaves the message to the
+        deterministic router: the reply's first line says what went wrong,
+        ``model_error`` holds that line and ``routed_by`` is ``"router"``.
+        """
         if not isinstance(text, str):
             raise CallError("text is a string")
         visible_list = clean_visible(visible)
         tools = await self.tools(host, visible_list)
+        config = (await self.store()).model_of(control(host).id)
+        if config is None:
+            return await self._route(host, text, visible_list, tools)
+        try:
+            return await self._ask_model(host, config, text, visible_list, tools)
+        except ModelError as e:
+            log.warning("the model failed: %s", e)
+            routed = await self._route(host, text, visible_list, tools)
+            return {**routed, "reply": f"Model error: {e}; the built-in router answered instead.\n{routed['reply']}", "model_error": str(e)}
+
+    async def _route(self, host: Any, text: str, visible: list[str], tools: Sequence[Tool]) -> dict[str, Any]:
         routed = route(text, tools)
         log.debug("weblet_intent_routed how=%s tool=%s", routed.how, routed.tool.name if routed.tool else "-")
         if routed.tool is None:
-            return {"reply": routed.reply, "calls": []}
-        call = await self.call(host, routed.tool.name, routed.args, visible_list, "user", tools=tools)
-        return {"reply": reply_for(call), "calls": [call.public()]}
+            return {"reply": routed.reply, "calls": [], "routed_by": "router"}
+        call = await self.call(host, routed.tool.name, routed.args, visible, "user", tools=tools)
+        return {"reply": reply_for(call), "calls": [call.public()], "routed_by": "router"}
+
+    async def _ask_model(self, host: Any, config: ModelConfig, text: str, visible: list[str], tools: Sequence[Tool]) -> dict[str, Any]:
+        prompt = build_prompt(tools)
+        log.debug("weblet_prompt_built tools=%d left_out=%d chars=%d", prompt.tools, prompt.left_out, len(prompt.text))
+
+        async def run_tool(name: str, args: Any) -> ToolOutcome:
+            try:
+                call = await self.call(host, name, args, visible, "model", tools=tools)
+            except CallError as e:
+                return ToolOutcome({"status": "error", "error": str(e)})
+            log.debug("weblet_intent_routed how=model tool=%s", call.tool.name)
+            content: dict[str, Any] = {"status": call.status}
+            if call.status == "done":
+                content["result"] = call.result
+            elif call.status == "needs_permission":
+                content["note"] = "waiting for the user's answer in the chat; it runs only if they allow it"
+            elif call.error is not None:
+                content["error"] = call.error
+            return ToolOutcome(content, call)
+
+        reply, calls = await converse(config, prompt, text, tools, run_tool)
+        if not reply.strip():
+            reply = "\n".join(reply_for(c) for c in calls) or "(the model gave no answer)"
+        return {"reply": reply, "calls": [c.public() for c in calls], "routed_by": "model"}
+
+    # -- the model setting and MCP (the console: local programs only) ----------------------------------
+    async def set_model(self, host: Any, url: Any, model: Any, key_env: Any = None, timeout: Any = None) -> ModelConfig:
+        try:
+            config = make_config(url, model, key_env, timeout)
+        except ValueError as e:
+            raise CallError(str(e)) from None
+        await (await self.store()).set_model(control(host).id, config)
+        return config
+
+    async def unset_model(self, host: Any) -> bool:
+        return await (await self.store()).unset_model(control(host).id)
+
+    async def model_of(self, host: Any) -> ModelConfig | None:
+        return (await self.store()).model_of(control(host).id)
+
+    async def all_panels(self, host: Any) -> list[str]:
+        """Every panel of the host's enabled weblets, built-ins last: what MCP sees as visible."""
+        registry = await self.registry()
+        panels = [i.panel for r in registry.weblets_of(control(host).id) if r.enabled for i in registry.instances_of(r.id)]
+        return [*panels, *(b.panel for b in BUILTINS)]
+
+    def chat_open(self, host: Any) -> bool:
+        """Whether a chat page of this host is connected now (a live, authenticated CapTP session of the chat)."""
+        gateway = self.kernel.services.gateway
+        return gateway is not None and gateway.chat_sessions(control(host).id) > 0
+
+    async def call_for_mcp(self, host: Any, tool_name: Any, args: Any) -> Call:
+        """An MCP client's call: run, or ask in the open chat and wait for the answer; refused when no chat is open."""
+        if not isinstance(tool_name, str):
+            raise CallError("the tool's name is a string")
+        visible = await self.all_panels(host)
+        call = await self.call(host, tool_name, args, visible, "mcp", ask=self.chat_open(host))
+        await call.settled.wait()
+        return call
 
     async def call(
-        self, host: Any, tool_name: str, args: Any, visible: Any, asked_by: AskedBy, *, tools: Sequence[Tool] | None = None
+        self, host: Any, tool_name: str, args: Any, visible: Any, asked_by: AskedBy, *, tools: Sequence[Tool] | None = None,
+        ask: bool = True,
     ) -> Call:
-        """Ask to run ``tool_name`` (typed, chosen by a model, or called over MCP): the call, run or waiting."""
+        """Ask to run ``tool_name`` (typed, chosen by a model, or called over MCP): the call, run or waiting.
+
+        ``ask=False``: nobody can be asked (MCP with no chat open), so a call
+        that would wait for permission is refused instead (``invalid``).
+        """  # fmt: skip
         await self._sweep()
         visible_list = clean_visible(visible)
         if tools is None:
@@ -226,6 +315,8 @@ class AgentService:
             await self._run(host, call, "read_only")
         elif await store.has_grant(host_id, tool.weblet, tool.command, tool.manifest_hash):
             await self._run(host, call, "granted")
+        elif not ask:
+            await self._finish(call, "invalid", "not_run", error=NO_CHAT_OPEN)
         else:
             if sum(1 for c in self._calls.values() if c.status == "needs_permission") >= MAX_PENDING:
                 await self._finish(call, "invalid", "not_run", error="too many calls are waiting for permission; answer those first")
@@ -429,6 +520,45 @@ class HostAgent:
         host_id = control(self._host).id
         rows = store.last_audit(host_id, limit) if after < 0 else store.read_audit(host_id, after=after, limit=limit)
         return [r.public() for r in rows]
+
+
+@far("ChatAgentConsole")
+class AgentConsole:
+    """A host's chat agent as local programs reach it (``DaemonFacet.agent_console``, the Unix socket's authority).
+
+    Not reachable with a gateway token: the model setting decides where
+    chat messages go and which of the daemon's environment variables is sent
+    as the key, and MCP calls are audited as ``mcp``.
+    """
+
+    def __init__(self, service: AgentService, host: Any) -> None:
+        self._service = service
+        self._host = host
+
+    async def model(self) -> dict[str, Any] | None:
+        """The model setting (``ocapd agent show``): URL, model, key variable and whether it is set, timeout."""
+        config = await self._service.model_of(self._host)
+        return None if config is None else config.public()
+
+    async def set_model(self, url: Any, model: Any, key_env: Any = None, timeout: Any = None) -> dict[str, Any]:
+        """Send this host's chat messages to an OpenAI-compatible endpoint (``ocapd agent set``)."""
+        return (await self._service.set_model(self._host, url, model, key_env, timeout)).public()
+
+    async def unset_model(self) -> bool:
+        """Back to the deterministic router only; whether a setting was removed."""
+        return await self._service.unset_model(self._host)
+
+    async def tools(self) -> list[dict[str, Any]]:
+        """What MCP lists: the tools of every enabled weblet with a panel, and the built-ins."""
+        return [t.describe() for t in await self._service.tools(self._host, await self._service.all_panels(self._host))]
+
+    async def call(self, tool: Any, args: Any = None) -> dict[str, Any]:
+        """An MCP tool call: its settled state (``done``, ``error``, ``denied``, ``expired``) with a one-line ``reply``."""
+        settled = await self._service.call_for_mcp(self._host, tool, args)
+        return {**settled.public(), "reply": reply_for(settled)}
+
+    def chat_open(self) -> bool:
+        return self._service.chat_open(self._host)
 
 
 def agent_hook(kernel: Kernel) -> AgentService:
