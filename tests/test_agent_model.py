@@ -225,6 +225,7 @@ async def test_a_write_tool_call_of_the_model_waits_for_allow(setup: dict[str, A
     answer = await rest.message("add two please", visible)
     [call] = answer["calls"]
     assert (call["status"], call["args"], call["asked_by"]) == ("needs_permission", {"by": 2}, "model")
+    assert answer["reply"] == "I asked to add 2.\ncounter.increment changes things in Counter: allow it?"  # the model cannot hide it
     assert json.loads(model.bodies[-1]["messages"][-1]["content"])["status"] == "needs_permission"
     assert _count(await _router(rest, "value", visible, model)) == start  # nothing ran yet
     allowed = await rest.permission(call["call"], "once")
@@ -313,6 +314,11 @@ async def test_a_model_that_does_not_answer_in_time_is_one_line_and_the_router_a
         daemon.out("agent", "set", "--url", model.url, "--model", "test-model")
     assert "the model did not answer within 0.5 s" in answer["model_error"]
     assert answer["routed_by"] == "router" and answer["calls"][0]["status"] == "done"
+
+
+async def test_a_message_too_long_for_the_model_goes_to_the_router(setup: dict[str, Any], model: ScriptedModel) -> None:
+    answer = await setup["rest"].message("value " + "x" * 17000, [setup["counter"]["panel"]])
+    assert model.bodies == [] and answer["routed_by"] == "router" and "too long to send" in answer["model_error"]
 
 
 async def test_an_unreachable_model_is_one_line_and_the_router_answers(setup: dict[str, Any], model: ScriptedModel) -> None:

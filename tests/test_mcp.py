@@ -113,6 +113,7 @@ async def test_mcp_runs_a_read_tool_and_audits_it_as_mcp(setup: dict[str, Any]) 
 
 async def test_mcp_refuses_a_write_when_no_chat_is_open(setup: dict[str, Any]) -> None:
     rest: Rest = setup["rest"]
+    start = (await rest.ok("GET", "/api/audit", params={"after": "-1", "limit": "1"}))["entries"][-1]["seq"]
     async with mcp_session(setup["daemon"]) as session:
         before = await _count(session)
         result = await session.call_tool("counter__increment", {"by": 3})
@@ -138,7 +139,7 @@ async def test_mcp_refuses_a_write_when_no_chat_is_open(setup: dict[str, Any]) -
     assert as_guest.is_error and "no chat is open" in _text(as_guest)
     assert closed.is_error and "no chat is open" in _text(closed)
     assert (await rest.ok("GET", "/api/agent/pending"))["calls"] == []
-    rows = (await rest.ok("GET", "/api/audit", params={"after": "-1", "limit": "7"}))["entries"]
+    rows = (await rest.ok("GET", "/api/audit", params={"after": str(start), "limit": "100"}))["entries"]
     assert [(r["command"], r["asked_by"], r["decision"], r["outcome"]) for r in rows if r["command"] == "increment"] == [
         ("increment", "mcp", "invalid", "not_run")] * 3  # fmt: skip
 
@@ -174,6 +175,23 @@ async def test_mcp_waits_for_the_chats_answer_to_a_write(setup: dict[str, Any]) 
     assert after == before + 4
     assert await audit_of(rest, allowed) == [("once", "done")]
     assert await audit_of(rest, denied) == [("denied", "not_run")]
+
+
+async def test_a_write_asked_by_an_mcp_client_that_goes_away_is_withdrawn(setup: dict[str, Any]) -> None:
+    rest: Rest = setup["rest"]
+    async with open_chat(rest.port, setup["token"]):
+        async with mcp_session(setup["daemon"]) as session, trio.open_nursery() as nursery:
+            nursery.start_soon(session.call_tool, "counter__increment", {"by": 9})
+            with trio.fail_after(30):
+                while not (pending := (await rest.ok("GET", "/api/agent/pending"))["calls"]):
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()  # the client quits while its call waits
+        with trio.fail_after(30):
+            while (await rest.ok("GET", "/api/agent/pending"))["calls"]:
+                await trio.sleep(0.05)
+        late = await rest.call("POST", "/api/agent/permission", json={"call": pending[0]["call"], "decision": "once"})
+    assert late.status_code == 404
+    assert await audit_of(rest, pending[0]["call"]) == [("invalid", "not_run")]
 
 
 def test_mcp_as_a_guest_is_refused_in_one_line(setup: dict[str, Any]) -> None:

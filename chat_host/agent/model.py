@@ -213,7 +213,7 @@ async def _post(client: Any, config: ModelConfig, body: dict[str, Any]) -> bytes
                     data += chunk
                     if len(data) > MAX_RESPONSE:
                         raise ModelError(f"the model's answer was larger than {MAX_RESPONSE // 1024} KiB")
-    except trio.TooSlowError:
+    except (trio.TooSlowError, httpx.TimeoutException):
         raise ModelError(f"the model did not answer within {config.timeout:g} s") from None
     except httpx.HTTPError as e:
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__

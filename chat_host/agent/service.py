@@ -60,6 +60,10 @@ SETTINGS_FILE = "agent.json"
 #: Calls waiting for an answer, per daemon: a runaway model or script cannot pile up more.
 MAX_PENDING = 256
 DECISIONS = ("once", "always", "deny")
+#: A chat message sent to a model, in characters: a message, not a document (longer ones go to the router).
+MAX_MODEL_MESSAGE = 16 * 1024
+#: Why a write an MCP client asked for is withdrawn from the chat.
+MCP_GONE = "the MCP client went away before you answered"
 #: Why a write called over MCP with no chat open is refused (there is nobody to ask).
 NO_CHAT_OPEN = "no chat is open to ask you: open the chat (`ocapd chat`) and call it again, or allow it \"always\" there"
 
@@ -246,9 +250,14 @@ class AgentService:
                 content["error"] = call.error
             return ToolOutcome(content, call)
 
+        if len(text) > MAX_MODEL_MESSAGE:
+            raise ModelError(f"the message is longer than {MAX_MODEL_MESSAGE} characters, too long to send")
         reply, calls = await converse(config, prompt, text, tools, run_tool)
         if not reply.strip():
             reply = "\n".join(reply_for(c) for c in calls) or "(the model gave no answer)"
+        else:  # the model's words cannot hide (or claim done) a call that waits for the user's Allow
+            waiting = [reply_for(c) for c in calls if c.status == "needs_permission"]
+            reply = "\n".join([reply, *waiting])
         return {"reply": reply, "calls": [c.public() for c in calls], "routed_by": "model"}
 
     # -- the model setting and MCP (the console: local programs only) ----------------------------------
@@ -283,7 +292,15 @@ class AgentService:
             raise CallError("the tool's name is a string")
         visible = await self.all_panels(host)
         call = await self.call(host, tool_name, args, visible, "mcp", ask=self.chat_open(host))
-        await call.settled.wait()
+        try:
+            await call.settled.wait()
+        except BaseException:
+            # The MCP client went away (its session closed and cancelled this wait): nobody
+            # would get the result, so the question is withdrawn rather than left to be allowed.
+            if call.status == "needs_permission":
+                with trio.CancelScope(shield=True):
+                    await self._finish(call, "invalid", "not_run", error=MCP_GONE)
+            raise
         return call
 
     async def call(
