@@ -164,7 +164,8 @@ def test_agent_set_show_unset_keep_the_setting_in_the_daemon_and_never_the_key(d
     assert "test-model" in text and "OCAPD_AGENT_KEY" in text and KEY not in text
     db = (daemon.db_path).read_bytes() + (Path(str(daemon.db_path) + "-wal").read_bytes() if Path(str(daemon.db_path) + "-wal").exists() else b"")
     assert KEY.encode() not in db and b"test-model" in db  # kept in the daemon's state, the key never
-    for bad, says in ((["--url", "file:///etc/passwd", "--model", "m"], "--url"), (["--url", model.url, "--model", ""], "--model"),
+    for bad, says in ((["--url", "file:///etc/passwd", "--model", "m"], "--url"), (["--url", "http://example.com/v1", "--model", "m"], "use https"),
+                      (["--url", "https://user:pw@example.com/v1", "--model", "m"], "--url"), (["--url", model.url, "--model", ""], "--model"),
                       (["--url", model.url, "--model", "m", "--key-env", "A B"], "--key-env"),
                       (["--url", model.url, "--model", "m", "--timeout", "0"], "--timeout"),
                       (["--url", model.url, "--model", "m", "--timeout", "9999"], "--timeout")):  # fmt: skip

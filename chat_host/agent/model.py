@@ -58,6 +58,8 @@ MAX_REPLY = 4000
 #: What a tool's outcome tells the model (JSON characters).
 MAX_TOOL_RESULT = 8 * 1024
 MAX_MODEL_NAME = 200
+#: Hosts plain http may reach: nothing leaves the machine.
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 #: OpenAI's limit on a function's name (and what MCP clients such as Claude accept).
 MAX_WIRE_NAME = 64
 _WIRE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -91,6 +93,8 @@ def make_config(url: Any, model: Any, key_env: Any = None, timeout: Any = None) 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password or parts.fragment:
         raise ValueError("--url: give the endpoint's http(s) URL (no user name, password or fragment in it)")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        raise ValueError("--url: use https (plain http only to this machine: localhost, 127.0.0.1, ::1), the key and your messages travel in it")
     if not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_NAME or not model.isprintable():
         raise ValueError(f"--model: give the model's name (1 to {MAX_MODEL_NAME} printable characters)")
     key_env = DEFAULT_KEY_ENV if key_env is None else key_env
