@@ -199,3 +199,25 @@ def test_mcp_as_a_guest_is_refused_in_one_line(setup: dict[str, Any]) -> None:
     daemon.out("mkguest", "visitor", "visitor-agent")
     r = daemon.cli("mcp", "--as", "visitor-agent", check=False, input=b"")
     assert r.returncode == 1 and r.stderr.strip() == "ocapd: mcp: the chat agent's console is a host's", r.stderr
+
+
+async def test_mcp_lists_every_weblet_and_the_builtins_however_many_panels_are_open(setup: dict[str, Any]) -> None:
+    """The page's visible list is capped (a hint); MCP's list is the server's own and is not."""
+    rest: Rest = setup["rest"]
+    counter = setup["counter"]["id"]
+    while await _panels(rest, counter) < 64:  # the most a weblet may have, and as many as a page may report
+        await rest.ok("POST", f"/api/weblets/{counter}/instances", 201)
+    later = {"title": "Later", "version": "1.0.0", "interface": {"commands": {"look": {"description": "Look.", "readOnly": True}}}}
+    bundle = _zip({"weblet.json": json.dumps(later), "index.html": "<p>later</p>"})
+    wid = (await rest.ok("POST", "/api/weblets/install", 201, files={"file": ("later.zip", bundle)}, data={"name": "later"}))["weblet"]["id"]
+    await rest.ok("POST", f"/api/weblets/{wid}/instances", 201)
+    async with mcp_session(setup["daemon"]) as session:
+        names = {t.name for t in (await session.list_tools()).tools}
+        result = await session.call_tool("later__look", {})
+    assert names == {"counter__increment", "counter__value", "later__look", "inventory__list", "inbox__pending"}
+    assert result.is_error and "open it in the chat" in _text(result)  # listed and called; no page answers it
+
+
+async def _panels(rest: Rest, weblet: str) -> int:
+    listed = (await rest.ok("GET", "/api/weblets/list"))["weblets"]
+    return len(next(w for w in listed if w.get("id") == weblet)["instances"])

@@ -275,11 +275,21 @@ class AgentService:
     async def model_of(self, host: Any) -> ModelConfig | None:
         return (await self.store()).model_of(control(host).id)
 
-    async def all_panels(self, host: Any) -> list[str]:
-        """Every panel of the host's enabled weblets, built-ins last: what MCP sees as visible."""
+    async def host_tools(self, host: Any) -> tuple[list[Tool], list[str]]:
+        """What MCP sees: the tools of every enabled weblet of the host with a panel, built-ins last, and those panels.
+
+        The server's own list, not a page's hint, so not capped like one: one
+        panel per weblet (its first) is enough to find its manifest.
+        """
         registry = await self.registry()
-        panels = [i.panel for r in registry.weblets_of(control(host).id) if r.enabled for i in registry.instances_of(r.id)]
-        return [*panels, *(b.panel for b in BUILTINS)]
+        host_id = control(host).id
+        panels = []
+        for record in registry.weblets_of(host_id):
+            instances = registry.instances_of(record.id) if record.enabled else []
+            if instances:
+                panels.append(instances[0].panel)
+        panels += [b.panel for b in BUILTINS]
+        return build_tools(registry.manifests_for(host_id, panels)), panels
 
     def chat_open(self, host: Any) -> bool:
         """Whether a chat page of this host is connected now (a live, authenticated CapTP session of the chat)."""
@@ -290,8 +300,8 @@ class AgentService:
         """An MCP client's call: run, or ask in the open chat and wait for the answer; refused when no chat is open."""
         if not isinstance(tool_name, str):
             raise CallError("the tool's name is a string")
-        visible = await self.all_panels(host)
-        call = await self.call(host, tool_name, args, visible, "mcp", ask=self.chat_open(host))
+        tools, panels = await self.host_tools(host)
+        call = await self.call(host, tool_name, args, panels, "mcp", tools=tools, ask=self.chat_open(host))
         try:
             await call.settled.wait()
         except BaseException:
@@ -567,7 +577,7 @@ class AgentConsole:
 
     async def tools(self) -> list[dict[str, Any]]:
         """What MCP lists: the tools of every enabled weblet with a panel, and the built-ins."""
-        return [t.describe() for t in await self._service.tools(self._host, await self._service.all_panels(self._host))]
+        return [t.describe() for t in (await self._service.host_tools(self._host))[0]]
 
     async def call(self, tool: Any, args: Any = None) -> dict[str, Any]:
         """An MCP tool call: its settled state (``done``, ``error``, ``denied``, ``expired``) with a one-line ``reply``."""
