@@ -221,3 +221,12 @@ async def test_mcp_lists_every_weblet_and_the_builtins_however_many_panels_are_o
 async def _panels(rest: Rest, weblet: str) -> int:
     listed = (await rest.ok("GET", "/api/weblets/list"))["weblets"]
     return len(next(w for w in listed if w.get("id") == weblet)["instances"])
+
+
+def test_mcp_without_a_daemon_is_one_line(tmp_path: Any) -> None:
+    import os
+    import subprocess
+
+    env = {**os.environ, "OCAPD_HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "ocapd", "mcp"], env=env, input="", capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (1, "ocapd: the daemon is not running; start it with `ocapd start`\n")
