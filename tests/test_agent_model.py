@@ -234,6 +234,17 @@ async def test_a_write_tool_call_of_the_model_waits_for_allow(setup: dict[str, A
     assert await audit_of(rest, call["call"]) == [("once", "done")]
 
 
+async def test_tool_call_arguments_given_as_an_object_are_taken_too(setup: dict[str, Any], model: ScriptedModel) -> None:
+    """Some OpenAI-compatible servers send the arguments as an object rather than a JSON string."""
+    answer = tool_answer("counter__increment", {})
+    answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = {"by": 7}
+    model.script += [answer, text_answer("asked")]
+    reply = await setup["rest"].message("add seven", [setup["counter"]["panel"]])
+    [call] = reply["calls"]
+    assert (call["status"], call["args"]) == ("needs_permission", {"by": 7})
+    await setup["rest"].permission(call["call"], "deny")
+
+
 async def _router(rest: Rest, text: str, visible: list[str], model: ScriptedModel) -> dict[str, Any]:
     """A message the model answers by calling the tool the text names (so the count can be read)."""
     model.script += [tool_answer(f"counter__{text}", {}), text_answer("done")]

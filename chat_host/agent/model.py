@@ -192,8 +192,10 @@ def _parse(data: bytes) -> tuple[str | None, list[tuple[str, str, str]], dict[st
         if not isinstance(fn, dict) or not isinstance(raw.get("id"), str) or not isinstance(fn.get("name"), str):
             raise _malformed("a tool call without an id or a function name")
         arguments = fn.get("arguments", "{}")
+        if isinstance(arguments, dict):  # some servers send the object itself
+            arguments = json.dumps(arguments)
         if not isinstance(arguments, str):
-            raise _malformed("a tool call's arguments are not a JSON string")
+            raise _malformed("a tool call's arguments are neither a JSON string nor an object")
         calls.append((raw["id"][:128], fn["name"][:256], arguments))
     echoed: dict[str, Any] = {"role": "assistant", "content": text}
     if calls:
