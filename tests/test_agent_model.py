@@ -156,6 +156,28 @@ def _count(answer: dict[str, Any]) -> int:
 
 
 # ---- the setting ----------------------------------------------------------------------------------------
+async def test_the_agents_tables_upgrade_from_schema_1_and_keep_the_model_setting(tmp_path: Path) -> None:
+    from ocapd.chat_host.agent import store
+    from ocapd.chat_host.agent.model import make_config
+    from ocapd.daemon.db import Database
+
+    db = await Database.open(tmp_path / "ocapd.sqlite")
+    try:
+        assert await db.migrate_namespace(store.AGENT_NAMESPACE, store.MIGRATIONS[:1]) == 1  # a file from before models
+        await db.execute("INSERT INTO agent_grants VALUES ('h', 'w', 'c', 'hash', 1.0)")
+        agents = await store.AgentStore.open(db)
+        assert db.get_meta("schema_version:agent") == "2" and await agents.has_grant("h", "w", "c", "hash")
+        assert agents.model_of("h") is None
+        await agents.set_model("h", make_config("https://models.example/v1", "m", "MY_KEY", 5))
+        await db.aclose()
+        db = await Database.open(tmp_path / "ocapd.sqlite")
+        again = await store.AgentStore.open(db)
+        assert again.model_of("h") == make_config("https://models.example/v1", "m", "MY_KEY", 5) and again.model_of("other") is None
+        assert await again.unset_model("h") is True and await again.unset_model("h") is False
+        assert (await store.AgentStore.open(db)).model_of("h") is None
+    finally:
+        await db.aclose()
+
 def test_agent_set_show_unset_keep_the_setting_in_the_daemon_and_never_the_key(daemon: DaemonProcess, model: ScriptedModel,
                                                                               setup: dict[str, Any]) -> None:  # fmt: skip
     shown = json.loads(daemon.out("agent", "show", "--json"))
