@@ -10,10 +10,11 @@ as the host (or ``--as`` another host) through the host's chat-agent console
   (MCP clients and the models behind them accept ``[a-zA-Z0-9_-]``; see
   ``chat_host/agent/model.py``'s ``wire_names``), ``readOnlyHint`` from the
   manifest's ``readOnly``, the manifest's description quoted and capped;
-- ``tools/call``: ``AgentConsole.call`` — a read runs; a write runs under an
-  "always" grant, else waits for the user's answer in the open chat, or is
-  refused when no chat of the host is open. Every call is audited with
-  ``mcp`` as who asked.
+- ``tools/call``: ``AgentConsole.ask`` — a read runs; a write runs under an
+  "always" grant, else waits for the user's answer in the open chat
+  (``AgentConsole.wait``; a request the client cancels is taken back with
+  ``withdraw``), or is refused when no chat of the host is open. Every call
+  is audited with ``mcp`` as who asked.
 
 The ``mcp`` package is imported here only, when the command runs.
 """
@@ -103,6 +104,7 @@ async def _serve(args: argparse.Namespace) -> None:
 async def _serve_console(console: Any) -> None:
     """Serve MCP on stdin/stdout until the client closes it, each request one call on the host's console."""
     import mcp_types as types
+    import trio
     from mcp.server.lowlevel import Server
     from mcp.server.stdio import stdio_server
 
@@ -131,7 +133,15 @@ async def _serve_console(console: Any) -> None:
         if name is None:
             return _error(f"no tool {params.name[:128]!r}: list the tools again")
         try:
-            return _result(await E(console).call(name, params.arguments or {}))
+            state = await E(console).ask(name, params.arguments or {})
+            if state["status"] == "needs_permission":
+                try:
+                    state = await E(console).wait(state["call"])
+                except trio.Cancelled:  # the client cancelled its request: take the question back
+                    with trio.CancelScope(shield=True):
+                        await E(console).withdraw(state["call"])
+                    raise
+            return _result(state)
         except RemoteError as e:
             return _error(e.message)
 

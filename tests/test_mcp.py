@@ -194,6 +194,23 @@ async def test_a_write_asked_by_an_mcp_client_that_goes_away_is_withdrawn(setup:
     assert await audit_of(rest, pending[0]["call"]) == [("invalid", "not_run")]
 
 
+async def test_a_write_whose_mcp_request_is_cancelled_is_withdrawn(setup: dict[str, Any]) -> None:
+    """The client stays connected but gives up on the request (``notifications/cancelled``): the question goes too."""
+    rest: Rest = setup["rest"]
+    async with open_chat(rest.port, setup["token"]), mcp_session(setup["daemon"]) as session:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.call_tool, "counter__increment", {"by": 9})
+            with trio.fail_after(30):
+                while not (pending := (await rest.ok("GET", "/api/agent/pending"))["calls"]):
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        with trio.fail_after(30):
+            while (await rest.ok("GET", "/api/agent/pending"))["calls"]:
+                await trio.sleep(0.05)
+        assert not (await session.call_tool("counter__value", {})).is_error  # the session goes on
+    assert await audit_of(rest, pending[0]["call"]) == [("invalid", "not_run")]
+
+
 def test_mcp_as_a_guest_is_refused_in_one_line(setup: dict[str, Any]) -> None:
     daemon: DaemonProcess = setup["daemon"]
     daemon.out("mkguest", "visitor", "visitor-agent")

@@ -64,6 +64,7 @@ DECISIONS = ("once", "always", "deny")
 MAX_MODEL_MESSAGE = 16 * 1024
 #: Why a write an MCP client asked for is withdrawn from the chat.
 MCP_GONE = "the MCP client went away before you answered"
+MCP_CANCELLED = "the MCP client cancelled the call before you answered"
 #: Why a write called over MCP with no chat open is refused (there is nobody to ask).
 NO_CHAT_OPEN = "no chat is open to ask you: open the chat (`ocapd chat`) and call it again, or allow it \"always\" there"
 
@@ -296,22 +297,18 @@ class AgentService:
         gateway = self.kernel.services.gateway
         return gateway is not None and gateway.chat_sessions(control(host).id) > 0
 
-    async def call_for_mcp(self, host: Any, tool_name: Any, args: Any) -> Call:
-        """An MCP client's call: run, or ask in the open chat and wait for the answer; refused when no chat is open."""
+    async def ask_for_mcp(self, host: Any, tool_name: Any, args: Any) -> Call:
+        """An MCP client's call: run, waiting for the user's answer in the open chat, or refused when no chat is open."""
         if not isinstance(tool_name, str):
             raise CallError("the tool's name is a string")
         tools, panels = await self.host_tools(host)
-        call = await self.call(host, tool_name, args, panels, "mcp", tools=tools, ask=self.chat_open(host))
-        try:
-            await call.settled.wait()
-        except BaseException:
-            # The MCP client went away (its session closed and cancelled this wait): nobody
-            # would get the result, so the question is withdrawn rather than left to be allowed.
-            if call.status == "needs_permission":
-                with trio.CancelScope(shield=True):
-                    await self._finish(call, "invalid", "not_run", error=MCP_GONE)
-            raise
-        return call
+        return await self.call(host, tool_name, args, panels, "mcp", tools=tools, ask=self.chat_open(host))
+
+    async def withdraw(self, call: Call, why: str) -> None:
+        """Take back a question nobody will hear the answer to (its MCP client gave up or went away)."""
+        if call.status == "needs_permission":
+            with trio.CancelScope(shield=True):
+                await self._finish(call, "invalid", "not_run", error=why)
 
     async def call(
         self, host: Any, tool_name: str, args: Any, visible: Any, asked_by: AskedBy, *, tools: Sequence[Tool] | None = None,
@@ -561,6 +558,8 @@ class AgentConsole:
     def __init__(self, service: AgentService, host: Any) -> None:
         self._service = service
         self._host = host
+        #: Calls this console's client asked for that wait for the user (``ask`` -> ``wait``/``withdraw``).
+        self._waiting: dict[str, Call] = {}
 
     async def model(self) -> dict[str, Any] | None:
         """The model setting (``ocapd agent show``): URL, model, key variable and whether it is set, timeout."""
@@ -579,10 +578,39 @@ class AgentConsole:
         """What MCP lists: the tools of every enabled weblet with a panel, and the built-ins."""
         return [t.describe() for t in (await self._service.host_tools(self._host))[0]]
 
-    async def call(self, tool: Any, args: Any = None) -> dict[str, Any]:
-        """An MCP tool call: its settled state (``done``, ``error``, ``denied``, ``expired``) with a one-line ``reply``."""
-        settled = await self._service.call_for_mcp(self._host, tool, args)
-        return {**settled.public(), "reply": reply_for(settled)}
+    async def ask(self, tool: Any, args: Any = None) -> dict[str, Any]:
+        """An MCP tool call: its state now (``done``, ``error``, or ``needs_permission``: then :meth:`wait`), with a ``reply``."""
+        call = await self._service.ask_for_mcp(self._host, tool, args)
+        if call.status == "needs_permission":
+            self._waiting[call.id] = call
+        return {**call.public(), "reply": reply_for(call)}
+
+    async def wait(self, call: Any) -> dict[str, Any]:
+        """Wait for the user's answer to a call :meth:`ask` left waiting: its settled state.
+
+        If this wait is cancelled — the MCP client's session closed — the
+        question is withdrawn: nobody would get the result.
+        """
+        waiting = self._waiting.get(call) if isinstance(call, str) else None
+        if waiting is None:
+            raise CallError("no such call of this client waiting")
+        try:
+            await waiting.settled.wait()
+        except BaseException:
+            await self._service.withdraw(waiting, MCP_GONE)
+            raise
+        finally:
+            if waiting.settled.is_set():
+                self._waiting.pop(waiting.id, None)
+        return {**waiting.public(), "reply": reply_for(waiting)}
+
+    async def withdraw(self, call: Any) -> dict[str, Any]:
+        """The MCP client cancelled its request: take the question back from the chat (if still unanswered)."""
+        waiting = self._waiting.pop(call, None) if isinstance(call, str) else None
+        if waiting is None:
+            raise CallError("no such call of this client waiting")
+        await self._service.withdraw(waiting, MCP_CANCELLED)
+        return {**waiting.public(), "reply": reply_for(waiting)}
 
     def chat_open(self) -> bool:
         return self._service.chat_open(self._host)
