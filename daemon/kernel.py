@@ -57,16 +57,19 @@ class GatewayControls(Protocol):
     def close_weblet_instances(self, weblet_id: str, reason: str = "cancelled") -> int: ...
     def list_instances(self) -> list[dict[str, Any]]: ...
     async def invoke_command(self, label: str, name: str, args: dict[str, Any] | None = None) -> Any: ...
+    def chat_sessions(self, agent_id: str) -> int: ...
 
 
 class ChatAgents(Protocol):
     """The chat agent (``ocapd.chat_host.agent``, another layer, plugged in by the composition root).
 
     ``for_host(host)`` is the agent facet of one host: what ``Host.agent()``
-    returns over CapTP and what the gateway's ``/api/agent/…`` routes call.
+    returns over CapTP and what the gateway's ``/api/agent/…`` routes call;
+    ``console_for(host)`` its model setting and MCP, for the CLI's socket only.
     """
 
     async def for_host(self, host: Any) -> Any: ...
+    async def console_for(self, host: Any) -> Any: ...
 
 
 @dataclass

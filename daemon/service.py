@@ -137,6 +137,21 @@ class DaemonFacet:
             table["gateway"] = gateway.info()["url"]
         return table
 
+    async def agent_console(self, agent: Any) -> Any:
+        """A host's chat-agent console: its model setting and MCP (``ocapd agent``, ``ocapd mcp``).
+
+        Only here, behind the socket's folder permission: the model setting
+        chooses where chat messages go and which environment variable of the
+        daemon is sent as the key, so a gateway token must not reach it.
+        """
+        agents = self._kernel.services.agent
+        if agents is None:
+            raise RuntimeError("this daemon runs without the chat agent")
+        agent_id = self._kernel.identify_value(agent)
+        if agent_id is None or self._kernel.type_of(agent_id) != "host":
+            raise TypeError("the chat agent's console is a host's")
+        return await agents.console_for(agent)
+
     async def gateway(self) -> Any:
         """The gateway's control object (tokens, chat URL), if this daemon runs one.
 

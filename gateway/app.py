@@ -255,6 +255,14 @@ class GatewayControl:
         """Run a command the manifest declares, through the handlers the page registered."""
         return await self._service.weblets.invoke(label, name, args)
 
+    def chat_sessions(self, agent_id: str) -> int:
+        """Chat pages connected now for ``agent_id``: live CapTP sessions of the chat site that showed its token.
+
+        The chat agent asks this before an MCP call waits for the user's
+        Allow: with no chat open there is nobody to ask.
+        """
+        return sum(1 for live in self._service.sessions.values() if live.site.name == "chat" and agent_id in live.agents)
+
     async def _agent_id(self, agent: Any) -> str:
         if isinstance(agent, Promise):  # a pipelined E(facet).host(), say
             agent = await agent
@@ -392,6 +400,8 @@ class GatewayService:
         untrusted peers spend can never lock the owner out.
         """
         live = self.sessions.get(name)
+        if live is not None:
+            live.agents.add(agent_id)
         if live is None or not live.anonymous:
             return
         if self.authenticated_count() >= self.max_sessions:
@@ -473,6 +483,7 @@ class GatewayService:
                 if anonymous:
                     self.anonymous += 1
                 elif agent_id is not None:
+                    live.agents.add(agent_id)
                     self._promote(conn, agent_id)
                 sessions[name] = conn
                 try:

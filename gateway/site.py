@@ -66,7 +66,7 @@ def plain_response(status: int, text: str, headers: dict[str, str] | None = None
 class LiveSession:
     """A CapTP session open on a site: its connection, its WebSocket, and whether it has shown a token yet."""
 
-    __slots__ = ("name", "conn", "site", "transport", "anonymous", "authenticated")
+    __slots__ = ("name", "conn", "site", "transport", "anonymous", "authenticated", "agents")
 
     def __init__(self, name: str, conn: Any, site: Site, transport: QuartWebSocketTransport, anonymous: bool = False) -> None:
         self.name = name
@@ -77,3 +77,5 @@ class LiveSession:
         self.anonymous = anonymous
         #: Set when an anonymous session presents a valid token.
         self.authenticated = trio.Event()
+        #: The agents this session holds a valid token for (the handshake's, and each ``fetch``'s).
+        self.agents: set[str] = set()

@@ -163,6 +163,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         from .agent_cli import add_audit_parser
 
         add_audit_parser(sub, common)
+    if only in (None, "agent"):
+        from .agent_cli import add_agent_parser
+
+        add_agent_parser(sub, common)
+    if sp := add("mcp", "mcp_server.cmd_mcp", "serve the chat agent's tools over MCP on stdin/stdout (for an MCP client)", base):
+        sp.set_defaults(json=False)
     if sp := add(
         "cancel",
         "commands.cmd_cancel",

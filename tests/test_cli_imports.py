@@ -42,6 +42,8 @@ FORBIDDEN = (
     "httpcore",
     "cryptography",
     "pyseccomp",
+    "mcp",
+    "mcp_types",
     "ocapd.workers",
     "ocapd.gateway",
     "ocapd.chat_host",
@@ -52,7 +54,7 @@ FORBIDDEN = (
 DAEMON_MODULES_ALLOWED = {"ocapd.daemon", "ocapd.daemon.paths"}
 
 #: Commands that talk to the daemon through the blocking client.
-COMMANDS = (["list"], ["ping"], ["show", "x"], ["list", "--json"], ["inbox"], ["weblets", "list"])
+COMMANDS = (["list"], ["ping"], ["show", "x"], ["list", "--json"], ["inbox"], ["weblets", "list"], ["agent", "show"])
 
 
 #: The ``ocapd`` script, telling what it imported on its way out.

@@ -42,6 +42,7 @@ from ocapd.daemon.hosts import control
 from ocapd.daemon.registry import BUILTINS, WebletRegistry, registry_of
 
 from .dispatch import CommandFailed, dispatch
+from .model import ModelConfig, ModelError, ToolOutcome, converse, make_config
 from .prompt import Prompt, build_prompt
 from .router import route
 from .store import AgentStore, AskedBy, Decision
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from ocapd.daemon.kernel import Kernel
     from ocapd.daemon.registry import InstalledWeblet
 
-__all__ = ["AgentService", "AgentSettings", "CallError", "HostAgent", "agent_hook"]
+__all__ = ["AgentConsole", "AgentService", "AgentSettings", "CallError", "HostAgent", "agent_hook"]
 
 log = logging.getLogger("ocapd.agent")
 
@@ -59,6 +60,13 @@ SETTINGS_FILE = "agent.json"
 #: Calls waiting for an answer, per daemon: a runaway model or script cannot pile up more.
 MAX_PENDING = 256
 DECISIONS = ("once", "always", "deny")
+#: A chat message sent to a model, in characters: a message, not a document (longer ones go to the router).
+MAX_MODEL_MESSAGE = 16 * 1024
+#: Why a write an MCP client asked for is withdrawn from the chat.
+MCP_GONE = "the MCP client went away before you answered"
+MCP_CANCELLED = "the MCP client cancelled the call before you answered"
+#: Why a write called over MCP with no chat open is refused (there is nobody to ask).
+NO_CHAT_OPEN = "no chat is open to ask you: open the chat (`ocapd chat`) and call it again, or allow it \"always\" there"
 
 
 class CallError(ValueError):
@@ -168,6 +176,11 @@ class AgentService:
         await self.store()
         return HostAgent(self, host)
 
+    async def console_for(self, host: Any) -> AgentConsole:
+        """The host's console: its model setting and MCP — for the daemon's socket only, never the gateway."""
+        await self.store()
+        return AgentConsole(self, host)
+
     async def registry(self) -> WebletRegistry:
         return await registry_of(self.kernel)
 
@@ -190,22 +203,122 @@ class AgentService:
 
     # -- calls ---------------------------------------------------------------------------------------
     async def message(self, host: Any, text: Any, visible: Any) -> dict[str, Any]:
-        """A typed message through the deterministic router: ``{reply, calls}``."""
+        """A typed message: ``{reply, calls, routed_by}`` — through the host's model when one is set, else the router.
+
+        A model that fails before any tool call ran (unreachable, an HTTP
+        error, a malformed answer, a timeout) leaves the message to the
+        deterministic router: the reply's first line says what went wrong,
+        ``model_error`` holds that line and ``routed_by`` is ``"router"``.
+        """
         if not isinstance(text, str):
             raise CallError("text is a string")
         visible_list = clean_visible(visible)
         tools = await self.tools(host, visible_list)
+        config = (await self.store()).model_of(control(host).id)
+        if config is None:
+            return await self._route(host, text, visible_list, tools)
+        try:
+            return await self._ask_model(host, config, text, visible_list, tools)
+        except ModelError as e:
+            log.warning("the model failed: %s", e)
+            routed = await self._route(host, text, visible_list, tools)
+            return {**routed, "reply": f"Model error: {e}; the built-in router answered instead.\n{routed['reply']}", "model_error": str(e)}
+
+    async def _route(self, host: Any, text: str, visible: list[str], tools: Sequence[Tool]) -> dict[str, Any]:
         routed = route(text, tools)
         log.debug("weblet_intent_routed how=%s tool=%s", routed.how, routed.tool.name if routed.tool else "-")
         if routed.tool is None:
-            return {"reply": routed.reply, "calls": []}
-        call = await self.call(host, routed.tool.name, routed.args, visible_list, "user", tools=tools)
-        return {"reply": reply_for(call), "calls": [call.public()]}
+            return {"reply": routed.reply, "calls": [], "routed_by": "router"}
+        call = await self.call(host, routed.tool.name, routed.args, visible, "user", tools=tools)
+        return {"reply": reply_for(call), "calls": [call.public()], "routed_by": "router"}
+
+    async def _ask_model(self, host: Any, config: ModelConfig, text: str, visible: list[str], tools: Sequence[Tool]) -> dict[str, Any]:
+        prompt = build_prompt(tools)
+        log.debug("weblet_prompt_built tools=%d left_out=%d chars=%d", prompt.tools, prompt.left_out, len(prompt.text))
+
+        async def run_tool(name: str, args: Any) -> ToolOutcome:
+            try:
+                call = await self.call(host, name, args, visible, "model", tools=tools)
+            except CallError as e:
+                return ToolOutcome({"status": "error", "error": str(e)})
+            log.debug("weblet_intent_routed how=model tool=%s", call.tool.name)
+            content: dict[str, Any] = {"status": call.status}
+            if call.status == "done":
+                content["result"] = call.result
+            elif call.status == "needs_permission":
+                content["note"] = "waiting for the user's answer in the chat; it runs only if they allow it"
+            elif call.error is not None:
+                content["error"] = call.error
+            return ToolOutcome(content, call)
+
+        if len(text) > MAX_MODEL_MESSAGE:
+            raise ModelError(f"the message is longer than {MAX_MODEL_MESSAGE} characters, too long to send")
+        reply, calls = await converse(config, prompt, text, tools, run_tool)
+        if not reply.strip():
+            reply = "\n".join(reply_for(c) for c in calls) or "(the model gave no answer)"
+        else:  # the model's words cannot hide (or claim done) a call that waits for the user's Allow
+            waiting = [reply_for(c) for c in calls if c.status == "needs_permission"]
+            reply = "\n".join([reply, *waiting])
+        return {"reply": reply, "calls": [c.public() for c in calls], "routed_by": "model"}
+
+    # -- the model setting and MCP (the console: local programs only) ----------------------------------
+    async def set_model(self, host: Any, url: Any, model: Any, key_env: Any = None, timeout: Any = None) -> ModelConfig:
+        try:
+            config = make_config(url, model, key_env, timeout)
+        except ValueError as e:
+            raise CallError(str(e)) from None
+        await (await self.store()).set_model(control(host).id, config)
+        return config
+
+    async def unset_model(self, host: Any) -> bool:
+        return await (await self.store()).unset_model(control(host).id)
+
+    async def model_of(self, host: Any) -> ModelConfig | None:
+        return (await self.store()).model_of(control(host).id)
+
+    async def host_tools(self, host: Any) -> tuple[list[Tool], list[str]]:
+        """What MCP sees: the tools of every enabled weblet of the host with a panel, built-ins last, and those panels.
+
+        The server's own list, not a page's hint, so not capped like one: one
+        panel per weblet (its first) is enough to find its manifest.
+        """
+        registry = await self.registry()
+        host_id = control(host).id
+        panels = []
+        for record in registry.weblets_of(host_id):
+            instances = registry.instances_of(record.id) if record.enabled else []
+            if instances:
+                panels.append(instances[0].panel)
+        panels += [b.panel for b in BUILTINS]
+        return build_tools(registry.manifests_for(host_id, panels)), panels
+
+    def chat_open(self, host: Any) -> bool:
+        """Whether a chat page of this host is connected now (a live, authenticated CapTP session of the chat)."""
+        gateway = self.kernel.services.gateway
+        return gateway is not None and gateway.chat_sessions(control(host).id) > 0
+
+    async def ask_for_mcp(self, host: Any, tool_name: Any, args: Any) -> Call:
+        """An MCP client's call: run, waiting for the user's answer in the open chat, or refused when no chat is open."""
+        if not isinstance(tool_name, str):
+            raise CallError("the tool's name is a string")
+        tools, panels = await self.host_tools(host)
+        return await self.call(host, tool_name, args, panels, "mcp", tools=tools, ask=self.chat_open(host))
+
+    async def withdraw(self, call: Call, why: str) -> None:
+        """Take back a question nobody will hear the answer to (its MCP client gave up or went away)."""
+        if call.status == "needs_permission":
+            with trio.CancelScope(shield=True):
+                await self._finish(call, "invalid", "not_run", error=why)
 
     async def call(
-        self, host: Any, tool_name: str, args: Any, visible: Any, asked_by: AskedBy, *, tools: Sequence[Tool] | None = None
+        self, host: Any, tool_name: str, args: Any, visible: Any, asked_by: AskedBy, *, tools: Sequence[Tool] | None = None,
+        ask: bool = True,
     ) -> Call:
-        """Ask to run ``tool_name`` (typed, chosen by a model, or called over MCP): the call, run or waiting."""
+        """Ask to run ``tool_name`` (typed, chosen by a model, or called over MCP): the call, run or waiting.
+
+        ``ask=False``: nobody can be asked (MCP with no chat open), so a call
+        that would wait for permission is refused instead (``invalid``).
+        """  # fmt: skip
         await self._sweep()
         visible_list = clean_visible(visible)
         if tools is None:
@@ -226,6 +339,8 @@ class AgentService:
             await self._run(host, call, "read_only")
         elif await store.has_grant(host_id, tool.weblet, tool.command, tool.manifest_hash):
             await self._run(host, call, "granted")
+        elif not ask:
+            await self._finish(call, "invalid", "not_run", error=NO_CHAT_OPEN)
         else:
             if sum(1 for c in self._calls.values() if c.status == "needs_permission") >= MAX_PENDING:
                 await self._finish(call, "invalid", "not_run", error="too many calls are waiting for permission; answer those first")
@@ -430,6 +545,76 @@ class HostAgent:
         host_id = control(self._host).id
         rows = store.last_audit(host_id, limit) if after < 0 else store.read_audit(host_id, after=after, limit=limit)
         return [r.public() for r in rows]
+
+
+@far("ChatAgentConsole")
+class AgentConsole:
+    """A host's chat agent as local programs reach it (``DaemonFacet.agent_console``, the Unix socket's authority).
+
+    Not reachable with a gateway token: the model setting decides where
+    chat messages go and which of the daemon's environment variables is sent
+    as the key, and MCP calls are audited as ``mcp``.
+    """
+
+    def __init__(self, service: AgentService, host: Any) -> None:
+        self._service = service
+        self._host = host
+        #: Calls this console's client asked for that wait for the user (``ask`` -> ``wait``/``withdraw``).
+        self._waiting: dict[str, Call] = {}
+
+    async def model(self) -> dict[str, Any] | None:
+        """The model setting (``ocapd agent show``): URL, model, key variable and whether it is set, timeout."""
+        config = await self._service.model_of(self._host)
+        return None if config is None else config.public()
+
+    async def set_model(self, url: Any, model: Any, key_env: Any = None, timeout: Any = None) -> dict[str, Any]:
+        """Send this host's chat messages to an OpenAI-compatible endpoint (``ocapd agent set``)."""
+        return (await self._service.set_model(self._host, url, model, key_env, timeout)).public()
+
+    async def unset_model(self) -> bool:
+        """Back to the deterministic router only; whether a setting was removed."""
+        return await self._service.unset_model(self._host)
+
+    async def tools(self) -> list[dict[str, Any]]:
+        """What MCP lists: the tools of every enabled weblet with a panel, and the built-ins."""
+        return [t.describe() for t in (await self._service.host_tools(self._host))[0]]
+
+    async def ask(self, tool: Any, args: Any = None) -> dict[str, Any]:
+        """An MCP tool call: its state now (``done``, ``error``, or ``needs_permission``: then :meth:`wait`), with a ``reply``."""
+        call = await self._service.ask_for_mcp(self._host, tool, args)
+        if call.status == "needs_permission":
+            self._waiting[call.id] = call
+        return {**call.public(), "reply": reply_for(call)}
+
+    async def wait(self, call: Any) -> dict[str, Any]:
+        """Wait for the user's answer to a call :meth:`ask` left waiting: its settled state.
+
+        If this wait is cancelled — the MCP client's session closed — the
+        question is withdrawn: nobody would get the result.
+        """
+        waiting = self._waiting.get(call) if isinstance(call, str) else None
+        if waiting is None:
+            raise CallError("no such call of this client waiting")
+        try:
+            await waiting.settled.wait()
+        except BaseException:
+            await self._service.withdraw(waiting, MCP_GONE)
+            raise
+        finally:
+            if waiting.settled.is_set():
+                self._waiting.pop(waiting.id, None)
+        return {**waiting.public(), "reply": reply_for(waiting)}
+
+    async def withdraw(self, call: Any) -> dict[str, Any]:
+        """The MCP client cancelled its request: take the question back from the chat (if still unanswered)."""
+        waiting = self._waiting.pop(call, None) if isinstance(call, str) else None
+        if waiting is None:
+            raise CallError("no such call of this client waiting")
+        await self._service.withdraw(waiting, MCP_CANCELLED)
+        return {**waiting.public(), "reply": reply_for(waiting)}
+
+    def chat_open(self) -> bool:
+        return self._service.chat_open(self._host)
 
 
 def agent_hook(kernel: Kernel) -> AgentService:

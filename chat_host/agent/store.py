@@ -5,6 +5,10 @@
   while the weblet's manifest hash is the same: an update that changes the
   manifest (its description, its arguments, anything the user was shown)
   voids it, and the row is deleted when next looked at.
+- ``agent_models`` — per host, the OpenAI-compatible model its chat messages
+  go to (``ocapd agent set``): URL, model name, the *name* of the daemon's
+  environment variable that holds the key (the key itself is never stored),
+  and the timeout.
 - ``agent_audit`` — one row per invocation once its fate is known: time,
   host, call id, weblet, command, arguments (JSON, capped), who asked
   (``user`` typed it, ``model`` chose it, ``mcp`` called it), the decision
@@ -15,8 +19,8 @@
   detail (result or error, capped). Triggers refuse every UPDATE and DELETE:
   the table only grows.
 
-Grants are kept in memory (loaded once, written through); the audit is read
-from the file.
+Grants and model settings are kept in memory (loaded once, written
+through); the audit is read from the file.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from .model import ModelConfig
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -78,8 +84,21 @@ def _schema_1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TRIGGER agent_audit_no_delete BEFORE DELETE ON agent_audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
 
 
+def _schema_2(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE agent_models (
+            host TEXT PRIMARY KEY,
+            url TEXT NOT NULL,             -- the chat-completions endpoint (or its base URL)
+            model TEXT NOT NULL,
+            key_env TEXT NOT NULL,         -- the daemon's environment variable holding the key (never the key)
+            timeout REAL NOT NULL,
+            updated REAL NOT NULL
+        )"""
+    )
+
+
 #: MIGRATIONS[n] takes the agent's tables from version n to n + 1. Append, never edit.
-MIGRATIONS: list[Migration] = [_schema_1]
+MIGRATIONS: list[Migration] = [_schema_1, _schema_2]
 
 _AUDIT_COLUMNS = "seq, time, host, call, weblet, weblet_name, command, args, asked_by, decision, outcome, detail"
 
@@ -123,6 +142,7 @@ class AgentStore:
         """Use :meth:`open`."""
         self.db = db
         self._grants: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._models: dict[str, ModelConfig] = {}
 
     @classmethod
     async def open(cls, db: Database) -> AgentStore:
@@ -130,7 +150,27 @@ class AgentStore:
         store = cls(db)
         for host, weblet, command, mhash, created in db.select("SELECT host, weblet, command, manifest_hash, created FROM agent_grants"):
             store._grants[(host, weblet, command)] = (mhash, float(created))
+        for host, url, model, key_env, timeout in db.select("SELECT host, url, model, key_env, timeout FROM agent_models"):
+            store._models[host] = ModelConfig(url=url, model=model, key_env=key_env, timeout=float(timeout))
         return store
+
+    # -- the model setting ------------------------------------------------------------------------------
+    def model_of(self, host: str) -> ModelConfig | None:
+        return self._models.get(host)
+
+    async def set_model(self, host: str, config: ModelConfig) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO agent_models (host, url, model, key_env, timeout, updated) VALUES (?, ?, ?, ?, ?, ?)",
+            (host, config.url, config.model, config.key_env, config.timeout, time.time()),
+        )
+        self._models[host] = config
+
+    async def unset_model(self, host: str) -> bool:
+        if host not in self._models:
+            return False
+        await self.db.execute("DELETE FROM agent_models WHERE host = ?", (host,))
+        del self._models[host]
+        return True
 
     # -- grants ---------------------------------------------------------------------------------------
     async def grant(self, host: str, weblet: str, command: str, manifest_hash: str) -> None:

@@ -13,7 +13,10 @@ its Python backend), opens a panel of each, and reports:
   and ``GET /api/agent/tools`` / ``E(agent).tools()`` as clients see them;
 - ``read_command``: ``message("value", visible)`` -> the deterministic router
   -> ``counter.value`` on the backend (``invoke``) -> the result, over CapTP
-  (the chat page's path) and REST (budget 10 ms round trip), beside a ping.
+  (the chat page's path) and REST (budget 10 ms round trip), beside a ping;
+  and the same command as an MCP client calls it: ``tools/call
+  counter__value`` over stdio to ``ocapd mcp`` (the mcp package's client),
+  which calls the daemon over its socket (``mcp_ms``, ``mcp_over_captp``).
 
 Only the JSON goes to stdout; progress goes to stderr.
 """
@@ -118,6 +121,9 @@ async def run(quick: bool) -> dict[str, Any]:
                     pings.append(time.perf_counter() - t0)
                 assert answer["calls"][0]["status"] == "done", answer
 
+            log("through MCP ...")
+            mcp_reads = await _mcp_reads(d, rounds)
+
             log("over REST ...")
             rest_tools, rest_reads = [], []
             headers = {"Authorization": f"Bearer {token}"}
@@ -175,10 +181,31 @@ async def run(quick: bool) -> dict[str, Any]:
         "captp_ms": stats(reads),
         "rest_ms": stats(rest_reads),
         "captp_ping_ms": stats(pings),
+        "mcp_ms": stats(mcp_reads),
+        "mcp_over_captp": round(statistics.median(mcp_reads) / r50, 2),
         "budget_ms": READ_COMMAND_BUDGET_MS,
         "meets": r50 * 1000 <= READ_COMMAND_BUDGET_MS,
+        "meets_mcp": statistics.median(mcp_reads) * 1000 <= READ_COMMAND_BUDGET_MS,
     }
     return out
+
+
+async def _mcp_reads(d: DaemonProcess, rounds: int) -> list[float]:
+    """``counter__value`` called ``rounds`` times by an MCP client over stdio (``ocapd mcp`` as a child process)."""
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "ocapd", "mcp"], env={"OCAPD_HOME": str(d.home)})
+    samples = []
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        assert "counter__value" in {t.name for t in (await session.list_tools()).tools}
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            result = await session.call_tool("counter__value", {})
+            samples.append(time.perf_counter() - t0)
+        assert not result.is_error and "count" in result.structured_content, result
+    return samples
 
 
 def main() -> None:
