@@ -65,7 +65,7 @@ class Weblet:
             raise LookupError(f"no open instance {label!r} of this weblet")
         return gateway.close_instance(label)
 
-    def follow_notices(self, label: str) -> Any:
+    async def follow_notices(self, label: str) -> Any:
         """What the browser reported it blocked in one of this weblet's open pages (its CSP).
 
         A stream (``next()``) of ``{"label", "seq", "directive", "blocked"}``:
@@ -76,9 +76,9 @@ class Weblet:
         from anyone), and few per instance.
         """
         gateway = self._kernel.services.gateway
-        if gateway is None or label not in {i["label"] for i in gateway.list_instances() if i["weblet"] == self._id}:
+        if gateway is None or not isinstance(label, str):
             raise LookupError(f"no open instance {label!r} of this weblet")
-        return gateway.follow_instance_notices(label)
+        return await gateway.follow_instance_notices(label, self._id)
 
     def info(self) -> dict[str, Any]:
         """What a host page needs to present this weblet: title, level, and its guest's

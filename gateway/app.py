@@ -263,9 +263,9 @@ class GatewayControl:
         """The open instances: label, url, weblet id, title, sessions, events recorded."""
         return self._service.weblets.list()
 
-    def follow_instance_notices(self, label: str) -> Any:
-        """What the browser reported the instance's CSP blocked: a stream (``Weblet.follow_notices``)."""
-        return self._service.weblets.follow_notices(label)
+    async def follow_instance_notices(self, label: str, weblet_id: str) -> Any:
+        """What the browser reported the CSP of ``weblet_id``'s instance ``label`` blocked: a stream (``Weblet.follow_notices``)."""
+        return await self._service.weblets.follow_notices(label, weblet_id)
 
     def instance_events(self, label: str) -> list[dict[str, Any]]:
         """What an instance's page emitted (``events.emit``), oldest first."""

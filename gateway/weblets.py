@@ -498,9 +498,15 @@ class WebletHosting:
                     stream.push(dict(notice))
         return 204
 
-    def follow_notices(self, label: str) -> ChangeStream:
-        """A stream of the instance's notices: those recorded so far, then each new one."""
-        instance = self._get(label)
+    async def follow_notices(self, label: str, weblet_id: str) -> ChangeStream:
+        """A stream of the notices of ``weblet_id``'s instance ``label``: those recorded so far, then each new one.
+
+        A manager's panel not served yet (its page is loading) is served now.
+        """
+        await self.revive(label)
+        instance = self._instances.get(label)
+        if instance is None or instance.weblet_id != weblet_id or self.site(label) is None:
+            raise LookupError(f"no open instance {label!r} of this weblet")
         stream = ChangeStream(on_close=instance.followers.discard)
         for notice in instance.board.notices:
             stream.push(dict(notice))
