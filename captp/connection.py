@@ -128,7 +128,8 @@ class Connection:
         return self.session.aborted
 
     def stats(self) -> dict[str, int]:
-        return self.session.stats()
+        """The session's table sizes and counts, and ``outbox_bytes``: what waits for the peer (``backlog``)."""
+        return {**self.session.stats(), "outbox_bytes": self.backlog()}
 
     def close(self, reason: str = R_CLOSED) -> None:
         """Abort the session; the abort frame is sent and the transport closed."""

@@ -65,6 +65,21 @@ class Weblet:
             raise LookupError(f"no open instance {label!r} of this weblet")
         return gateway.close_instance(label)
 
+    async def follow_notices(self, label: str) -> Any:
+        """What the browser reported it blocked in one of this weblet's open pages (its CSP).
+
+        A stream (``next()``) of ``{"label", "seq", "directive", "blocked"}``:
+        those recorded so far, then each new one; it ends when the instance
+        closes. ``directive`` is a CSP directive (``script-src``, …) and
+        ``blocked`` one of ``inline``, ``eval``, ``wasm-eval``, an origin or
+        ``other``: the gateway keeps nothing else of a report (it may come
+        from anyone), and few per instance.
+        """
+        gateway = self._kernel.services.gateway
+        if gateway is None or not isinstance(label, str):
+            raise LookupError(f"no open instance {label!r} of this weblet")
+        return await gateway.follow_instance_notices(label, self._id)
+
     def info(self) -> dict[str, Any]:
         """What a host page needs to present this weblet: title, level, and its guest's
         handle id (mail from the weblet carries it, so requests can be shown as its own)."""

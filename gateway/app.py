@@ -62,6 +62,7 @@ from ocapd.daemon.limits import DaemonLimits, session_limits
 from ocapd.daemon.registry import registry_of
 
 from .api import Api, LimitedHTTPConnection
+from .csp_reports import CSP_REPORT_PATH, MAX_REPORT_BYTES, REPORT_CONTENT_TYPES
 from .hook import DEFAULT_HOST, DEFAULT_PORT, LISTEN_BACKLOG, GatewayBindError, bind_listener
 from .site import LiveSession, Site, plain_response
 from .static import DEFAULT_STATIC_DIR, build_table, split_runtime
@@ -135,6 +136,21 @@ def chat_csp(port: int) -> str:
         f"frame-src http://*.localhost:{port}; "
         "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
     )
+
+
+async def _csp_report(site: Site, take: Any) -> Response:
+    """A browser's CSP violation report for a weblet instance (csp_reports.py says what is kept)."""
+    if (request.mimetype or "").lower() not in REPORT_CONTENT_TYPES:
+        return plain_response(415, "not a CSP report", site.headers)
+    if (request.content_length or 0) > MAX_REPORT_BYTES:
+        return plain_response(413, "report too large", site.headers)
+    body = await request.get_data(cache=False)  # also bounded by MAX_CONTENT_LENGTH
+    if len(body) > MAX_REPORT_BYTES:
+        return plain_response(413, "report too large", site.headers)
+    status = take(body)
+    if status == 204:
+        return Response(b"", status=204)
+    return plain_response(status, {400: "not a CSP report", 404: "not found", 429: "too many reports"}[status], site.headers)
 
 
 # ---- what the browser reaches --------------------------------------------------------------
@@ -246,6 +262,10 @@ class GatewayControl:
     def list_instances(self) -> list[dict[str, Any]]:
         """The open instances: label, url, weblet id, title, sessions, events recorded."""
         return self._service.weblets.list()
+
+    async def follow_instance_notices(self, label: str, weblet_id: str) -> Any:
+        """What the browser reported the CSP of ``weblet_id``'s instance ``label`` blocked: a stream (``Weblet.follow_notices``)."""
+        return await self._service.weblets.follow_notices(label, weblet_id)
 
     def instance_events(self, label: str) -> list[dict[str, Any]]:
         """What an instance's page emitted (``events.emit``), oldest first."""
@@ -374,6 +394,8 @@ class GatewayService:
                 return plain_response(404, "unknown host", _BASE_HEADERS)
             if site.name == "chat" and self.api.is_api(request.path):
                 return await self.api.dispatch(request.path)
+            if request.method == "POST" and request.path == CSP_REPORT_PATH and site.on_report is not None:
+                return await _csp_report(site, site.on_report)
             if request.method not in ("GET", "HEAD"):
                 response = plain_response(405, "method not allowed", site.headers)
                 response.headers["Allow"] = "GET, HEAD"

@@ -37,6 +37,8 @@ class Site:
     require_origin: bool = False
     #: Set: every request gets 400 with this line (a panel the gateway will not frame, e.g. a bad external entry).
     refusal: str | None = None
+    #: Takes a CSP violation report posted to this site (a weblet instance's); returns the HTTP status.
+    on_report: Callable[[bytes], int] | None = None
 
     def response_for(self, path: str, if_none_match: str | None) -> Response:
         if self.refusal is not None:

@@ -25,6 +25,11 @@ What an instance's site serves:
   same-origin``, and ``Connection-Allowlist`` with ``webrtc=block`` unless
   the manifest declares ``"webrtc": true`` (``connection_allowlist``: CSP
   does not govern WebRTC; Chromium 152+ enforces this).
+- ``POST /_ocapd/csp-report``: the browser's reports of what the CSP
+  blocked in the page (the CSP's ``report-uri``); each distinct violation
+  becomes one bounded notice for whoever follows the instance's notices
+  (``Weblet.follow_notices``: the Chat shows a line). ``csp_reports.py``
+  says how reports are bounded and reduced.
 - ``WS /_ocapd/ws``: CapTP, accepted only with ``Origin:
   http://<label>.localhost:PORT`` exactly. Other weblets, the Chat UI, any
   other page and clients sending no ``Origin`` at all get 403: only a page
@@ -61,6 +66,7 @@ import hashlib
 import logging
 import secrets
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -69,8 +75,10 @@ import trio
 from ocapd.captp import E, RemotePromise, RemoteRef, encode, far, is_remotable
 from ocapd.daemon.formulas import WebletFormula
 from ocapd.daemon.limits import DaemonLimits
+from ocapd.daemon.petstore import ChangeStream
 from ocapd.daemon.weblet import WebletManifest, connection_allowlist, csp_for, parse_manifest, read_bundle
 
+from .csp_reports import CSP_REPORT_PATH, NoticeBoard, reduce_report
 from .external import entry_problem, wrapper_csp, wrapper_page
 from .site import LiveSession, Site
 from .static import StaticFile
@@ -235,6 +243,10 @@ class _Instance:
     opened: float = field(default_factory=time.time)
     closed: bool = False
     panel: str | None = None  # the widget manager's panel id, if it is a persisted panel
+    #: What the browser reported the CSP blocked in the page (bounded: see csp_reports.py).
+    board: NoticeBoard = field(default_factory=NoticeBoard)
+    #: Who follows those notices (held weakly: a stream lives as long as its follower holds it).
+    followers: weakref.WeakSet[ChangeStream] = field(default_factory=weakref.WeakSet)
 
 
 class WebletHosting:
@@ -323,6 +335,7 @@ class WebletHosting:
         else:
             headers["Content-Security-Policy"] = csp_for(
                 manifest, self_origin=origin, ws_url=f"ws://{label}.localhost:{port}{WS_PATH}", frame_ancestor=chat_origin,
+                report_path=CSP_REPORT_PATH,
             )  # fmt: skip
             # CSP does not govern WebRTC; this does (Chromium 152+), unless the manifest declares it.
             headers["Connection-Allowlist"] = connection_allowlist(manifest)
@@ -338,6 +351,7 @@ class WebletHosting:
             max_sessions=self._service.limits.instance_sessions,
             require_origin=True,
             refusal=refusal,
+            on_report=(lambda body: self.report(instance, body)) if kind == "iframe" else None,
         )
         instance = _Instance(
             label=label, weblet_id=weblet_id, weblet=weblet, formula=formula,
@@ -416,6 +430,8 @@ class WebletHosting:
         for live in list(self._service.sessions.values()):
             if live.site is instance.site:
                 live.conn.close(reason)
+        for stream in list(instance.followers):
+            stream.close()
         log.info("weblet instance %s closed (%s)", instance.label, reason)
 
     def close(self, label: str, reason: str = CLOSED_REASON) -> bool:
@@ -454,6 +470,7 @@ class WebletHosting:
                     "opened": instance.opened,
                     "sessions": sum(1 for s in self._service.sessions.values() if s.site is instance.site),
                     "events": len(instance.events),
+                    "notices": len(instance.board.notices),
                     "commands": instance.commands is not None,
                 }
             )
@@ -461,6 +478,40 @@ class WebletHosting:
 
     def events(self, label: str) -> builtins.list[dict[str, Any]]:
         return list(self._get(label).events)
+
+    # -- what the browser reports -------------------------------------------------------------
+    def report(self, instance: _Instance, body: bytes) -> int:
+        """A CSP violation report posted to ``instance``'s origin: the HTTP status to answer."""
+        if instance.closed:
+            return 404
+        if not instance.board.allow():
+            return 429
+        try:
+            pairs = reduce_report(body)
+        except ValueError:
+            return 400
+        for directive, blocked in pairs:
+            notice = instance.board.add(instance.label, directive, blocked)
+            if notice is not None:
+                log.info("weblet instance %s: the browser blocked %s (%s)", instance.label, blocked, directive)
+                for stream in list(instance.followers):
+                    stream.push(dict(notice))
+        return 204
+
+    async def follow_notices(self, label: str, weblet_id: str) -> ChangeStream:
+        """A stream of the notices of ``weblet_id``'s instance ``label``: those recorded so far, then each new one.
+
+        A manager's panel not served yet (its page is loading) is served now.
+        """
+        await self.revive(label)
+        instance = self._instances.get(label)
+        if instance is None or instance.weblet_id != weblet_id or self.site(label) is None:
+            raise LookupError(f"no open instance {label!r} of this weblet")
+        stream = ChangeStream(on_close=instance.followers.discard)
+        for notice in instance.board.notices:
+            stream.push(dict(notice))
+        instance.followers.add(stream)
+        return stream
 
     async def invoke(self, label: str, name: str, args: dict[str, Any] | None = None) -> Any:
         """Run a command the instance's page registered (it must be declared in the manifest)."""

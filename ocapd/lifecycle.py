@@ -280,7 +280,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         print(f"  {w['id'][:16]}  pid {w['pid']:<7} {w['level']:6} rss {w['rss_bytes'] / 2**20:6.1f} MiB  up {w['uptime_s']:7.1f} s  confinement: {applied}")
     print(f"\nsessions ({len(report['sessions'])})")
     width = max([len(s["name"]) for s in report["sessions"]] + [4])
-    print(f"  {'name':{width}} {'exports':>8} {'imports':>8} {'questions':>9} {'answers':>8} {'in':>8} {'out':>8}")
+    print(f"  {'name':{width}} {'exports':>8} {'imports':>8} {'questions':>9} {'answers':>8} {'in':>8} {'out':>8} {'waiting':>10}")
     for s in report["sessions"]:
-        print(f"  {s['name']:{width}} {s['exports']:8} {s['imports']:8} {s['questions']:9} {s['answers']:8} {s['frames_in']:8} {s['frames_out']:8}")
+        counts = f"{s['exports']:8} {s['imports']:8} {s['questions']:9} {s['answers']:8} {s['frames_in']:8} {s['frames_out']:8}"
+        print(f"  {s['name']:{width}} {counts} {s.get('outbox_bytes', 0):10}")
 

@@ -17,15 +17,20 @@ from trio_websocket import ConnectionRejected, wrap_client_stream
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
-async def http(port: int, target: str, host: str | None = "default", *, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+async def http(
+    port: int, target: str, host: str | None = "default", *, method: str = "GET", body: bytes | None = None,
+    content_type: str = "application/octet-stream",
+) -> tuple[int, dict[str, str], bytes]:
     """One raw HTTP/1.1 request (the target is sent exactly as given; ``host`` None sends no Host)."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     try:
         lines = [f"{method} {target} HTTP/1.1"]
         if host is not None:
             lines.append(f"Host: {f'localhost:{port}' if host == 'default' else host}")
+        if body is not None:
+            lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
         lines += ["Connection: close", "", ""]
-        await stream.send_all("\r\n".join(lines).encode())
+        await stream.send_all("\r\n".join(lines).encode() + (body or b""))
         data = b""
         with trio.fail_after(10):
             while b"\r\n\r\n" not in data and (chunk := await stream.receive_some(65536)):

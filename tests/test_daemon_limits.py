@@ -7,6 +7,7 @@ property quickly; throughout, the owner's ``ocapd ping`` still answers.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,146 @@ async def test_a_listing_never_exceeds_a_frame_even_with_huge_old_messages(daemo
         assert page[1]["oversize"] > 9 * 1024 * 1024
         await E(host).dismiss(100)
     assert d.out("ping") == "pong"
+
+
+# -- item 7: a confined worker floods its own pipe to the daemon --------------------------------
+
+#: The flooder: a NONE bundle whose methods write raw CapTP frames on the worker's own pipe from
+#: the worker's event loop, so the worker never reads what the daemon answers.
+FLOODER = '''
+import gc, os, select, struct
+
+import msgpack
+import trio
+from ocapd.captp import Far
+
+EXPORT_0 = msgpack.ExtType(12, b"\\x00")  # the daemon's position 0 on this pipe
+OUR_FACET = msgpack.ExtType(10, b"\\x00")  # the worker's own position 0, as the daemon sees it
+
+
+def _pipe_to_daemon():
+    for o in gc.get_objects():
+        if isinstance(o, trio.StapledStream) and isinstance(o.send_stream, trio.lowlevel.FdStream):
+            return o.send_stream.fileno()
+    raise RuntimeError("no pipe")
+
+
+def _frame(body):
+    return struct.pack(">I", len(body)) + body
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def flood(total):
+    """Calls whose answers come back to us, ``total`` bytes of them; then wait, never reading, until hung up."""
+    fd = _pipe_to_daemon()
+    os.set_blocking(fd, True)
+    call = _frame(msgpack.packb(["deliver", EXPORT_0, "m" * 120, [], None, OUR_FACET]))
+    batch = call * 256
+    sent = 0
+    try:
+        while sent < total:
+            _write_all(fd, batch)
+            sent += len(batch)
+        poll = select.poll()
+        poll.register(fd, 0)
+        poll.poll()  # returns once the daemon closes its end
+    except BrokenPipeError:
+        pass
+    return sent
+
+
+def empty_arrays(count):
+    """One frame of ``count`` empty arrays (1 byte each)."""
+    fd = _pipe_to_daemon()
+    os.set_blocking(fd, True)
+    head = b"\\x94" + msgpack.packb("deliver-only") + msgpack.packb(EXPORT_0) + msgpack.packb("x")
+    _write_all(fd, _frame(head + b"\\xdd" + struct.pack(">I", count) + b"\\x90" * count))
+    return count
+
+
+def make(powers, context):
+    return Far("Flooder", flood=flood, empty_arrays=empty_arrays)
+'''
+
+#: What the daemon may hold for one worker that does not read (small here, 32 MiB by default).
+OUTBOX = 256 * 1024
+#: Answers to one batch of frames read before the daemon sees the outbox full.
+ONE_BATCH = 512 * 1024
+FLOOD_LIMITS = {"outbox_bytes": OUTBOX, "stall_timeout": 2.0}
+
+
+@pytest.fixture
+def flood_daemon(tmp_path: Path):
+    d = make_daemon(tmp_path, **FLOOD_LIMITS)
+    d.start()
+    try:
+        bundle = tmp_path / "flooder.zip"
+        with zipfile.ZipFile(bundle, "w") as z:
+            z.writestr("main.py", FLOODER)
+        d.out("store", "--path", str(bundle), "-n", "flooder-zip")
+        d.out("make", "--bundle", "flooder-zip", "-p", "NONE", "-n", "flooder")
+        yield d
+    finally:
+        d.stop()
+
+
+def worker_sessions(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in info["sessions"] if s["name"].startswith("worker-")}
+
+
+async def test_a_worker_that_floods_its_pipe_without_reading_is_held_to_its_outbox_and_cut_off(
+    flood_daemon: DaemonProcess,
+) -> None:
+    d = flood_daemon
+    async with d.connect() as (host, facet, _):
+        flooder = await E(host).lookup("flooder")
+        (name,) = worker_sessions(await E(facet).inspect())
+        # 16 MiB of calls: unread, their answers would be about as much again in the daemon.
+        call = E(flooder).flood(16 * 1024 * 1024)
+        seen = 0
+        pongs = 0
+
+        async def ping_meanwhile() -> None:
+            nonlocal pongs
+            while True:
+                assert await trio.to_thread.run_sync(d.out, "ping") == "pong"
+                pongs += 1
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ping_meanwhile)
+                while name in (sessions := worker_sessions(await E(facet).inspect())):
+                    backlog = sessions[name]["outbox_bytes"]
+                    seen = max(seen, backlog)
+                    # The daemon stops reading the worker once its outbox is full: one batch of answers over it, at most.
+                    assert backlog <= OUTBOX + ONE_BATCH, backlog
+                    await trio.sleep(0.02)
+                while pongs == 0:  # a ping asked while the worker flooded was answered
+                    await trio.sleep(0.02)
+                nursery.cancel_scope.cancel()
+        assert seen >= OUTBOX  # it did fill up
+        with pytest.raises(RemoteError, match="peer-not-reading"):
+            await call
+        # Only that worker paid: the daemon answers, and the flooder comes back on its next use.
+        assert d.out("ping") == "pong"
+        assert d.out("eval", "1 + 1") == "2"
+
+
+async def test_one_huge_frame_of_empty_arrays_from_a_worker_ends_only_its_session(flood_daemon: DaemonProcess) -> None:
+    d = flood_daemon
+    async with d.connect() as (host, facet, _):
+        flooder = await E(host).lookup("flooder")
+        (pid,) = [w["pid"] for w in (await E(facet).inspect())["workers"]]
+        with pytest.raises(RemoteError, match="too-many-elements"):
+            with trio.fail_after(60):
+                await E(flooder).empty_arrays(15 * 1024 * 1024)
+        with trio.fail_after(30):  # the daemon ends that worker
+            while pid in [w["pid"] for w in (await E(facet).inspect())["workers"]]:
+                await trio.sleep(0.05)
+        assert d.out("ping") == "pong"
+        assert "SELF" in await E(host).list()

@@ -318,6 +318,84 @@ async def test_a_weblet_closes_only_its_own_instances(installed: DaemonProcess) 
         assert (await http(port, "/", vhost(mine, port)))[0] == 404
 
 
+# -- CSP violation reports -----------------------------------------------------------------------
+
+REPORT_TYPE = "application/csp-report"
+
+
+def csp_report(directive: str = "script-src-elem", blocked: str = "inline", **extra: str) -> bytes:
+    """A report as Chromium posts it to ``report-uri``."""
+    return json.dumps(
+        {"csp-report": {"document-uri": "http://x.localhost/", "effective-directive": directive,
+                        "violated-directive": directive, "blocked-uri": blocked, "disposition": "enforce", **extra}}
+    ).encode()  # fmt: skip
+
+
+async def post_report(port: int, label: str, body: bytes, content_type: str = REPORT_TYPE) -> int:
+    return (await http(port, "/_ocapd/csp-report", vhost(label, port), method="POST", body=body, content_type=content_type))[0]
+
+
+async def notices_of(d: DaemonProcess, label: str) -> int:
+    async with d.connect() as (_, facet, _):
+        (instance,) = [i for i in await E(E(facet).gateway()).list_instances() if i["label"] == label]
+        return instance["notices"]
+
+
+async def test_the_weblets_csp_sends_violation_reports_to_its_own_origin(installed: DaemonProcess) -> None:
+    port = installed.gateway_port
+    label = (await open_weblet(installed, "counter"))["label"]
+    _, headers, _ = await http(port, "/", vhost(label, port))
+    parts = [p.strip() for p in headers["content-security-policy"].split(";")]
+    # report-uri, not report-to: Chromium posts report-uri at once, and ignores it when report-to is present.
+    assert "report-uri /_ocapd/csp-report" in parts
+    assert not [p for p in parts if p.startswith("report-to")]
+
+
+async def test_a_csp_report_becomes_one_notice_for_the_holder_of_that_weblet(installed: DaemonProcess) -> None:
+    port = installed.gateway_port
+    mine = (await open_weblet(installed, "counter"))["label"]
+    other = (await open_weblet(installed, "counter"))["label"]
+    async with installed.connect() as (host, _, _):
+        counter = await E(host).lookup("counter")
+        prober = await E(host).lookup("prober")
+        with pytest.raises(RemoteError, match="no open instance"):
+            await E(prober).follow_notices(mine)  # only the weblet's own instances
+        stream = await E(counter).follow_notices(mine)
+        assert await post_report(port, mine, csp_report()) == 204
+        with trio.fail_after(10):
+            first = await E(stream).next()
+        assert first["value"] == {"label": mine, "seq": 1, "directive": "script-src", "blocked": "inline"}
+        # The same violation again, and one on another instance: nothing new here.
+        assert await post_report(port, mine, csp_report("script-src-elem", "inline")) == 204
+        assert await post_report(port, other, csp_report("style-src-attr", "inline")) == 204
+        # Only what the browser says, reduced to known words: a URL to its origin, unknown directives dropped.
+        assert await post_report(port, mine, csp_report("<img src=x onerror=alert(1)>", "inline")) == 204
+        assert await post_report(port, mine, csp_report("connect-src", "http://evil.example:81/a?b=<script>")) == 204
+        with trio.fail_after(10):
+            second = await E(stream).next()
+        assert second["value"] == {"label": mine, "seq": 2, "directive": "connect-src", "blocked": "http://evil.example:81"}
+        assert await post_report(port, mine, csp_report("img-src", "<b>x</b>")) == 204
+        with trio.fail_after(10):
+            third = await E(stream).next()
+        assert third["value"]["blocked"] == "other"
+    assert await notices_of(installed, mine) == 3
+    assert await notices_of(installed, other) == 1
+
+
+async def test_csp_reports_are_bounded_in_size_kind_rate_and_number(installed: DaemonProcess) -> None:
+    port = installed.gateway_port
+    label = (await open_weblet(installed, "counter"))["label"]
+    assert await post_report(port, label, csp_report(), content_type="text/plain") == 415  # a page's own form or fetch
+    assert await post_report(port, label, b"not json") == 400
+    assert await post_report(port, label, csp_report(extra="x" * (64 * 1024))) == 413
+    assert await post_report(port, "0" * 32, csp_report()) == 404
+    assert (await http(port, "/_ocapd/csp-report", method="POST", body=csp_report(), content_type=REPORT_TYPE))[0] == 405
+    # A flood of different violations: refused once the instance's allowance is spent, and few are kept.
+    statuses = [await post_report(port, label, csp_report("connect-src", f"http://h{i}.example")) for i in range(100)]
+    assert statuses.count(429) > 0 and set(statuses) == {204, 429}
+    assert 0 < await notices_of(installed, label) <= 8
+
+
 # -- confinement ---------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ import { formatError } from "./format.js";
 import { Inbox } from "./inbox.js";
 import { InstallDialog } from "./installdialog.js";
 import { Inventory } from "./inventory.js";
+import { followNotices } from "./notices.js";
 import { WebletManagerView } from "./manager.js";
 import { referenceAt, suggestWebletName } from "./parse.js";
 import { PermissionPrompts } from "./prompts.js";
@@ -388,6 +389,17 @@ function keepTabPanel(panelId, shown) {
   sessionStorage.setItem(PANELS_KEY, JSON.stringify([...tabPanels]));
 }
 
+/** Show, one line each, what the browser's CSP blocks in the page of `name`'s instance `label` (notices.js). */
+function followWebletNotices(name, info, label) {
+  const session = connection.session;
+  followNotices({
+    follow: async () => connection.callOn(await connection.call("lookup", name), "follow_notices", label),
+    next: (stream) => connection.callOn(stream, "next"),
+    alive: () => isCurrent(session),
+    show: (line) => transcript.warn(line),
+  }, String(info.title || name));
+}
+
 /** Show a registry panel of `entry` as `name`. */
 function showPanel(m, name, entry, instance, info) {
   const panelId = instance.panel;
@@ -405,6 +417,7 @@ function showPanel(m, name, entry, instance, info) {
       image: async (src) => connection.callOn(await connection.call("lookup", currentName()), "projection_image", src),
     },
   });
+  if (entry.kind !== "projection-only") followWebletNotices(name, info, instance.label);
 }
 
 async function openWeblet(name, out) {
@@ -432,6 +445,7 @@ async function openWeblet(name, out) {
     } else {
       const instance = await connection.callOn(weblet, "open");
       panel.add(name, info, instance, () => connection.callOn(weblet, "close", instance.label));
+      followWebletNotices(name, info, instance.label);
     }
     out.ok(`Opened ${info.title || name}.`);
     scheduleRefresh();
@@ -609,6 +623,8 @@ function startSession(session) {
   inventory.beginSession();
   inbox.beginSession();
   prompts.beginSession();
+  // Pages still open from the last session: follow their notices again on this one.
+  for (const tab of panel.tabs) if (tab.kind !== "projection-only") followWebletNotices(tab.name, tab.info, tab.label);
   const names = connection.call("follow_name_changes");
   const messages = connection.call("follow_messages");
   pump(session, names, (event) => {

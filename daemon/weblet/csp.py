@@ -32,14 +32,22 @@ def _header_url(value: str, name: str, *, schemes: tuple[str, ...], path: bool) 
     return match.group(1), match.group(2)
 
 
-def csp_for(manifest: WebletManifest, *, self_origin: str, ws_url: str, frame_ancestor: str) -> str:
+_REPORT_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
+
+
+def csp_for(
+    manifest: WebletManifest, *, self_origin: str, ws_url: str, frame_ancestor: str, report_path: str | None = None
+) -> str:
     """The Content-Security-Policy header for a weblet served at ``self_origin``.
 
     Restrictive by default: scripts, styles, images, fonts and media from the
     weblet's own origin only; network connections only to its own CapTP
     WebSocket ``ws_url`` plus the manifest's declared ``connectSrc``; frames
     only from its declared ``frameSrc``; framed only by ``frame_ancestor``
-    (the Chat page's origin). The manifest's origins are checked again here,
+    (the Chat page's origin). ``report_path``, if given, is where the browser
+    posts violation reports on the weblet's own origin (``report-uri``:
+    Chromium sends those at once, while ``report-to`` reports wait in a
+    batch, and a policy with both ignores ``report-uri``). The manifest's origins are checked again here,
     so the header never carries anything unchecked. ``ws_url`` must belong to
     ``self_origin`` (same host and port; ws for http, wss for https):
     ValueError otherwise.
@@ -47,6 +55,8 @@ def csp_for(manifest: WebletManifest, *, self_origin: str, ws_url: str, frame_an
     origin_scheme, origin_host = _header_url(self_origin, "self_origin", schemes=("http", "https"), path=False)
     ws_scheme, ws_host = _header_url(ws_url, "ws_url", schemes=("ws", "wss"), path=True)
     _header_url(frame_ancestor, "frame_ancestor", schemes=("http", "https"), path=False)
+    if report_path is not None and not _REPORT_PATH.fullmatch(report_path):
+        raise ValueError(f"csp_for: report_path {echo(report_path)} is not a plain path")
     if ws_host != origin_host or ws_scheme != {"http": "ws", "https": "wss"}[origin_scheme]:
         raise ValueError(f"csp_for: ws_url {echo(ws_url)} is not on the weblet's own origin {echo(self_origin)}")
     try:
@@ -68,6 +78,7 @@ def csp_for(manifest: WebletManifest, *, self_origin: str, ws_url: str, frame_an
             "object-src 'none'",
             "base-uri 'none'",
             "form-action 'self'",
+            *([f"report-uri {report_path}"] if report_path is not None else []),
         ]
     )
 
