@@ -71,6 +71,7 @@ EXT_ANSWER = 13
 _DESC_CODES = frozenset({EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER})
 #: The ``DescKind`` of each descriptor ext code (the kinds' numbers are these codes).
 _KIND_OF_CODE = {kind.value: kind for kind in DescKind}
+_new_tuple = tuple.__new__
 
 #: Deepest nesting of lists, records and tagged values. Real data rarely goes
 #: past a few dozen levels; 128 keeps recursive walks far from Python's
@@ -271,7 +272,7 @@ def _make_ext_hook(depth: int) -> Callable[[int, bytes], Any]:
             pos = int.from_bytes(data, "big")
             if pos > MAX_POSITION:
                 raise CodecError("position out of range")
-            return Desc(_KIND_OF_CODE[code], pos)
+            return _new_tuple(Desc, (_KIND_OF_CODE[code], pos))  # Desc(...) without its Python __new__
         if code == EXT_BIGINT:
             if not 0 < len(data) <= MAX_BIGINT_BYTES:
                 raise CodecError("bigint payload has a bad length")

@@ -93,8 +93,8 @@ __all__ = [
 
 log = logging.getLogger("captp")
 
-#: Builds a message from its fields without running Python code (``captp.messages``):
-#: for the messages of every call.
+#: Builds a message or a descriptor from its fields without running Python
+#: code (a third cheaper than calling the NamedTuple): for those of every call.
 _new = tuple.__new__
 
 # The descriptor kinds as module globals: a global is read faster than an enum attribute.
@@ -375,7 +375,11 @@ class Session:
     ) -> None:
         self.name = name
         #: How messages are written (``captp.profile``); the msgpack one unless told.
+        #: Fixed for the session's life: its methods are looked up once, here.
         self.profile = profile
+        self._encode_message = profile.encode_message
+        self._decode_message = profile.decode_message
+        self._decode_args = profile.decode_args
         self.limits = limits
         self.debug = debug
         self.spawn = spawn
@@ -466,7 +470,7 @@ class Session:
             if len(frame) > self.limits.max_frame_size:
                 raise ProtocolError(R_FRAME_TOO_LARGE, f"{len(frame)} bytes")
             try:
-                msg = self.profile.decode_message(frame, self.limits)
+                msg = self._decode_message(frame, self.limits)
             except ProtocolError as e:
                 if self._peer_started or e.op is StartSession:
                     raise
@@ -542,7 +546,7 @@ class Session:
         journal: list[tuple[int, bool]] = []
         self._journal = journal
         try:
-            return self.profile.encode_message(message, self._describe, self.limits)
+            return self._encode_message(message, self._describe, self.limits)
         except BaseException:
             for pos, created in reversed(journal):
                 entry = self._exports.get(pos)
@@ -571,10 +575,10 @@ class Session:
 
     def _target_desc(self, target: RemoteRef | RemotePromise) -> Descriptor:
         if isinstance(target, RemoteRef):
-            return Descriptor(_EXPORT, target._position)
+            return _new(Descriptor, (_EXPORT, target._position))
         if target._kind == "answer":
-            return Descriptor(_ANSWER, target._position)
-        return Descriptor(_EXPORT, target._position)
+            return _new(Descriptor, (_ANSWER, target._position))
+        return _new(Descriptor, (_EXPORT, target._position))
 
     def send(
         self, target: RemoteRef | RemotePromise, method: str | None, args: tuple[Any, ...] | list[Any]
@@ -631,11 +635,11 @@ class Session:
         """The descriptor for ``obj`` as the peer will see it (encode callback)."""
         tobj = type(obj)
         if tobj is RemoteRef and obj._session is self:
-            return Descriptor(_EXPORT, obj._position)
+            return _new(Descriptor, (_EXPORT, obj._position))
         if tobj is RemotePromise and obj._session is self:
             if obj._kind == "answer":
-                return Descriptor(_ANSWER, obj._position)
-            return Descriptor(_EXPORT, obj._position)
+                return _new(Descriptor, (_ANSWER, obj._position))
+            return _new(Descriptor, (_EXPORT, obj._position))
         is_promise = isinstance(obj, Promise)
         if not (is_promise or tobj is RemoteRef or tobj is _ResultResolver or is_remotable(obj)):
             raise TypeError(
@@ -658,7 +662,7 @@ class Session:
         entry.wire_count += 1
         if self._journal is not None:
             self._journal.append((pos, created))
-        return Descriptor(_IMPORT_PROMISE if entry.is_promise else _IMPORT_OBJECT, pos)
+        return _new(Descriptor, (_IMPORT_PROMISE if entry.is_promise else _IMPORT_OBJECT, pos))
 
     # -- receiving ---------------------------------------------------------------
     def _on_start(self, msg: StartSession) -> None:
@@ -726,7 +730,7 @@ class Session:
             if type(resolve_me) is not Descriptor or resolve_me.kind != _IMPORT_OBJECT:
                 raise ProtocolError(R_BAD_FIELD, "resolve_me must be null or an import-object")
         target = self._local_target(msg.target)
-        args = self.profile.decode_args(msg.args, self._revive_desc)
+        args = self._decode_args(msg.args, self._revive_desc)
         resolver = self._revive_desc(resolve_me) if resolve_me is not None else None
         if answer_pos is not None and self._budget is not None and not self._budget.take("answers"):
             raise ProtocolError(R_BUDGET, f"{self._budget.max_answers} answers are pending over all sessions")
@@ -740,7 +744,7 @@ class Session:
         method = msg.method
         self._check_method(method)
         target = self._local_target(msg.target)
-        args = self.profile.decode_args(msg.args, self._revive_desc)
+        args = self._decode_args(msg.args, self._revive_desc)
         if type(target) is _ResultResolver and (method == "fulfill" or method == "break"):
             # The answer to one of our calls: one per call, so it skips the
             # general path (eventual_send, a result promise nobody observes).
@@ -821,7 +825,7 @@ class Session:
         def report(p: Promise) -> None:
             if self._aborted is not None:
                 return
-            target = Descriptor(_EXPORT, resolver._position)
+            target = _new(Descriptor, (_EXPORT, resolver._position))
             if p._state == FULFILLED:
                 try:
                     self._queue(_new(DeliverOnly, (target, "fulfill", [p._result])))
@@ -853,7 +857,7 @@ class Session:
             return
         if promise._position < 0:
             return
-        self._queue(Listen(Descriptor(_EXPORT, promise._position), _ResultResolver(promise), False))
+        self._queue(Listen(_new(Descriptor, (_EXPORT, promise._position)), _ResultResolver(promise), False))
 
     # -- garbage collection ----------------------------------------------------------
     def _drop_import(self, pos: int, proxy: Any) -> None:
@@ -893,7 +897,7 @@ class Session:
             gc_exports, self._gc_exports = self._gc_exports, {}
             gc_answers, self._gc_answers = self._gc_answers, []
         # Positions and counts are our own small ints: no references, nothing to roll back.
-        encode = self.profile.encode_message
+        encode = self._encode_message
         if gc_exports:
             frame = encode(_new(GcExports, (list(gc_exports), list(gc_exports.values()))), self._describe, self.limits)
             self._outbox.append(frame)
