@@ -42,6 +42,7 @@ _LAZY = {
     "open_stream_connection": "connection",
     "open_websocket_connection": "connection",
     "FramedStream": "transport",
+    "ProfileStream": "transport",
     "MessageTransport": "transport",
     "TransportClosed": "transport",
     "WebSocketTransport": "transport",

@@ -53,6 +53,8 @@ from typing import Any
 
 import trio
 
+from .msgpack_profile import MSGPACK, MsgpackProfile
+from .profile import WireProfile
 from .session import (
     DEFAULT_LIMITS,
     R_CLOSED,
@@ -67,6 +69,7 @@ from .session import (
 from .transport import (
     FramedStream,
     MessageTransport,
+    ProfileStream,
     TransportClosed,
     WebSocketTransport,
     memory_transport_pair,
@@ -356,14 +359,17 @@ async def open_connection(
     limits: Limits = DEFAULT_LIMITS,
     debug: bool = False,
     budget: Budget | None = None,
+    profile: WireProfile | None = None,
 ) -> AsyncIterator[Connection]:
     """Run a CapTP session over ``transport`` for the body of the ``async with``.
 
-    ``budget``, if given, is shared with other sessions (see ``Budget``).
+    ``budget``, if given, is shared with other sessions (see ``Budget``);
+    ``profile`` is the session's wire profile (default: msgpack).
     """
     async with trio.open_nursery() as nursery:
         session = Session(
-            bootstrap, limits=limits, name=name, spawn=nursery.start_soon, debug=debug, budget=budget
+            bootstrap, limits=limits, name=name, spawn=nursery.start_soon, debug=debug, budget=budget,
+            profile=MSGPACK if profile is None else profile,
         )
         conn = Connection(session, transport)
         nursery.start_soon(conn._pump)
@@ -381,9 +387,19 @@ async def open_connection(
 def open_stream_connection(
     stream: trio.abc.Stream, bootstrap: Any = None, **kwargs: Any
 ) -> Any:
-    """``open_connection`` over length-prefixed frames on a trio stream."""
+    """``open_connection`` over a trio stream, framed as the profile frames a stream.
+
+    The msgpack profile's length prefix is ``FramedStream``; any other
+    profile's framing is its own splitter's (``ProfileStream``).
+    """
     limits = kwargs.get("limits", DEFAULT_LIMITS)
-    return open_connection(FramedStream(stream, max_frame_size=limits.max_frame_size), bootstrap, **kwargs)
+    profile = kwargs.get("profile")
+    transport: MessageTransport
+    if profile is None or type(profile) is MsgpackProfile:
+        transport = FramedStream(stream, max_frame_size=limits.max_frame_size)
+    else:
+        transport = ProfileStream(stream, profile, max_frame_size=limits.max_frame_size)
+    return open_connection(transport, bootstrap, **kwargs)
 
 
 def open_websocket_connection(ws: Any, bootstrap: Any = None, **kwargs: Any) -> Any:

@@ -45,7 +45,7 @@ from ocapd.captp.messages import (
 )
 from ocapd.captp.msgpack_profile import MSGPACK, PROTOCOL_VERSION, MsgpackProfile
 from ocapd.captp.passable import Rejected
-from ocapd.captp.transport import FramedStream
+from ocapd.captp.transport import FramedStream, ProfileStream
 from ocapd.captp.turns import run_turns
 
 VECTORS = json.loads((Path(__file__).resolve().parent / "vectors" / "messages.json").read_text(encoding="utf-8"))
@@ -556,6 +556,57 @@ async def test_the_drain_after_an_abort_is_bounded_in_time() -> None:
         # A peer that neither sends nor closes: the driver gives up waiting and closes.
         with trio.fail_after(SAFETY_NET):
             await record["done"].wait()
+        frames, _ = await trio.to_thread.run_sync(read_frames, client)
+        assert [f[0] for f in frames] == ["start-session", "abort"]
+        client.close()
+        nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------------
+# Streams framed by the profile: a profile other than msgpack's gets ProfileStream.
+
+
+async def test_a_connection_with_another_profile_is_framed_by_that_profile_over_tcp() -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    served: dict[str, Any] = {"done": trio.Event()}
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with open_stream_connection(stream, Maker(), profile=OtherVersion()) as conn:
+            served["transport"] = conn.transport
+            await conn.wait_closed()
+        served["done"].set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, handle, listeners)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with open_stream_connection(stream, profile=OtherVersion()) as conn:
+            assert type(conn.transport) is ProfileStream
+            adder = await E(conn.bootstrap()).adder(40)
+            assert await E(adder)(2) == 42
+        with trio.fail_after(SAFETY_NET):
+            await served["done"].wait()
+        assert type(served["transport"]) is ProfileStream
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_profile_stream_refuses_an_oversized_frame_from_its_header() -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    served: dict[str, Any] = {"done": trio.Event()}
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with open_stream_connection(stream, Maker(), profile=OtherVersion(), limits=Limits(max_frame_size=1024)) as conn:
+            served["reason"] = await conn.wait_closed()
+        served["done"].set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, handle, listeners)
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(MSGPACK.stream_bytes([packed("start-session", "other-captp/9")]) + struct.pack(">I", 1025))
+        with trio.fail_after(SAFETY_NET):
+            await served["done"].wait()
+        assert served["reason"].code == "frame-too-large"
         frames, _ = await trio.to_thread.run_sync(read_frames, client)
         assert [f[0] for f in frames] == ["start-session", "abort"]
         client.close()
