@@ -21,7 +21,10 @@ from typing import Any
 
 from .codec import CodecError, Desc, decode, encode
 from .eventual import E
-from .passable import Far, RemoteError, Symbol, Tagged, far, interface_of, is_remotable
+from .messages import DescKind, Descriptor
+from .msgpack_profile import MSGPACK, MsgpackProfile
+from .passable import Far, Rejected, RemoteError, Symbol, Tagged, far, interface_of, is_far_function, is_remotable
+from .profile import WireProfile
 from .promise import Promise, Resolver, make_promise_kit
 from .session import (
     PROTOCOL_VERSION,
@@ -42,6 +45,7 @@ _LAZY = {
     "open_stream_connection": "connection",
     "open_websocket_connection": "connection",
     "FramedStream": "transport",
+    "ProfileStream": "transport",
     "MessageTransport": "transport",
     "TransportClosed": "transport",
     "WebSocketTransport": "transport",
@@ -64,12 +68,17 @@ __all__ = [
     "CodecError",
     "LimitExceeded",
     "Desc",
+    "DescKind",
+    "Descriptor",
     "E",
     "Far",
     "Limits",
+    "MSGPACK",
+    "MsgpackProfile",
     "PROTOCOL_VERSION",
     "Promise",
     "ProtocolError",
+    "Rejected",
     "RemoteError",
     "RemotePromise",
     "RemoteRef",
@@ -78,10 +87,12 @@ __all__ = [
     "SessionAborted",
     "Symbol",
     "Tagged",
+    "WireProfile",
     "decode",
     "encode",
     "far",
     "interface_of",
+    "is_far_function",
     "is_remotable",
     "make_promise_kit",
     *_LAZY,

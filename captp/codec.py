@@ -21,7 +21,8 @@ code   meaning                payload
 Descriptors name positions in a session's tables; the codec does not interpret
 them. ``encode`` asks ``on_ref(obj)`` for the descriptor of each remotable or
 promise it meets; ``decode`` hands each descriptor to ``on_desc`` (or returns
-``Desc`` values when none is given).
+``Desc`` values when none is given). ``Desc`` is ``messages.Descriptor``: a
+``DescKind``, whose numbers are the ext codes above, and a position.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from .messages import DescKind
+from .messages import Descriptor as Desc
 from .passable import RemoteError, Tagged
 
 __all__ = [
@@ -66,6 +69,9 @@ EXT_IMPORT_PROMISE = 11
 EXT_EXPORT = 12
 EXT_ANSWER = 13
 _DESC_CODES = frozenset({EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER})
+#: The ``DescKind`` of each descriptor ext code (the kinds' numbers are these codes).
+_KIND_OF_CODE = {kind.value: kind for kind in DescKind}
+_new_tuple = tuple.__new__
 
 #: Deepest nesting of lists, records and tagged values. Real data rarely goes
 #: past a few dozen levels; 128 keeps recursive walks far from Python's
@@ -117,24 +123,6 @@ class BudgetExceeded(CodecError):
         self.what = what
         self.limit = limit
 
-
-class Desc(NamedTuple):
-    """A descriptor as it appears on the wire: which table (ext code) and which position."""
-
-    kind: int
-    position: int
-
-    @property
-    def kind_name(self) -> str:
-        return _DESC_NAMES.get(self.kind, str(self.kind))
-
-
-_DESC_NAMES = {
-    EXT_IMPORT_OBJECT: "import-object",
-    EXT_IMPORT_PROMISE: "import-promise",
-    EXT_EXPORT: "export",
-    EXT_ANSWER: "answer",
-}
 
 OnRef = Callable[[Any], Desc]
 OnDesc = Callable[[Desc], Any]
@@ -284,7 +272,7 @@ def _make_ext_hook(depth: int) -> Callable[[int, bytes], Any]:
             pos = int.from_bytes(data, "big")
             if pos > MAX_POSITION:
                 raise CodecError("position out of range")
-            return Desc(code, pos)
+            return _new_tuple(Desc, (_KIND_OF_CODE[code], pos))  # Desc(...) without its Python __new__
         if code == EXT_BIGINT:
             if not 0 < len(data) <= MAX_BIGINT_BYTES:
                 raise CodecError("bigint payload has a bad length")

@@ -28,6 +28,12 @@ turns of ``captp.turns``: ``receive_frame`` only records work, and the pump
 that fed it drains the turn queue before it sends the replies — still one
 scheduler pass per batch of frames.
 
+After an abort of our own, the pump that sends it half-closes the transport
+(if it can): it closes its sending side, so the peer reads the abort and then
+EOF, and drops whatever the peer still sends until the peer's EOF or
+``Limits.drain_timeout``/``drain_bytes``; then it closes. The peer's late
+frames are not looked at, so they are no protocol violation either.
+
 Backpressure: frames wait in the session's outbox (and in a blocked send)
 only up to ``Limits.max_outbox_bytes``. Beyond that the pump that would
 receive stops reading the peer's frames until the sending pump makes room,
@@ -47,6 +53,8 @@ from typing import Any
 
 import trio
 
+from .msgpack_profile import MSGPACK, MsgpackProfile
+from .profile import WireProfile
 from .session import (
     DEFAULT_LIMITS,
     R_CLOSED,
@@ -61,6 +69,7 @@ from .session import (
 from .transport import (
     FramedStream,
     MessageTransport,
+    ProfileStream,
     TransportClosed,
     WebSocketTransport,
     memory_transport_pair,
@@ -98,6 +107,8 @@ class Connection:
         self._closing = False
         #: A pump is sending the last frames of an ended session.
         self._finishing = False
+        #: Set when the other pump has left (the finishing pump may wait for it to stop reading).
+        self._pump_left = trio.Event()
         #: Bytes handed to the transport by the send in progress.
         self._in_flight = 0
         #: Set (and replaced) whenever a send completes: there may be room now.
@@ -298,7 +309,10 @@ class Connection:
         its last frame is out, and watches it: a peer that does not read
         gets ``Limits.stall_timeout`` seconds, then the transport is closed.
         """
-        if self._closing or self._finishing:
+        if self._closing:
+            return
+        if self._finishing:
+            self._pump_left.set()
             return
         timeout = self.session.limits.stall_timeout
         if self._sending:
@@ -315,10 +329,26 @@ class Connection:
             self.session.connection_lost(str(e))
         if self._closing:
             return
-        self._closing = True
-        self._wake.set()  # the other pump, if waiting, ends too
-        await self.transport.aclose()
-        self._closed.set()
+        try:
+            if self.session.abort_queued:
+                await self._half_close()
+        finally:
+            self._closing = True
+            self._wake.set()  # the other pump, if waiting, ends too
+            await self.transport.aclose()
+            self._closed.set()
+
+    async def _half_close(self) -> None:
+        """After our abort has gone out: EOF to the peer, drop its late input, within the limits."""
+        half_close = getattr(self.transport, "half_close", None)
+        if half_close is None:
+            return
+        limits = self.session.limits
+        with trio.move_on_after(limits.drain_timeout):
+            self._wake.set()  # a pump waiting for work leaves; one reading leaves with its read
+            if self._receiving:
+                await self._pump_left.wait()
+            await half_close(limits.drain_bytes)
 
 
 @asynccontextmanager
@@ -330,14 +360,17 @@ async def open_connection(
     limits: Limits = DEFAULT_LIMITS,
     debug: bool = False,
     budget: Budget | None = None,
+    profile: WireProfile | None = None,
 ) -> AsyncIterator[Connection]:
     """Run a CapTP session over ``transport`` for the body of the ``async with``.
 
-    ``budget``, if given, is shared with other sessions (see ``Budget``).
+    ``budget``, if given, is shared with other sessions (see ``Budget``);
+    ``profile`` is the session's wire profile (default: msgpack).
     """
     async with trio.open_nursery() as nursery:
         session = Session(
-            bootstrap, limits=limits, name=name, spawn=nursery.start_soon, debug=debug, budget=budget
+            bootstrap, limits=limits, name=name, spawn=nursery.start_soon, debug=debug, budget=budget,
+            profile=MSGPACK if profile is None else profile,
         )
         conn = Connection(session, transport)
         nursery.start_soon(conn._pump)
@@ -355,9 +388,19 @@ async def open_connection(
 def open_stream_connection(
     stream: trio.abc.Stream, bootstrap: Any = None, **kwargs: Any
 ) -> Any:
-    """``open_connection`` over length-prefixed frames on a trio stream."""
+    """``open_connection`` over a trio stream, framed as the profile frames a stream.
+
+    The msgpack profile's length prefix is ``FramedStream``; any other
+    profile's framing is its own splitter's (``ProfileStream``).
+    """
     limits = kwargs.get("limits", DEFAULT_LIMITS)
-    return open_connection(FramedStream(stream, max_frame_size=limits.max_frame_size), bootstrap, **kwargs)
+    profile = kwargs.get("profile")
+    transport: MessageTransport
+    if profile is None or type(profile) is MsgpackProfile:
+        transport = FramedStream(stream, max_frame_size=limits.max_frame_size)
+    else:
+        transport = ProfileStream(stream, profile, max_frame_size=limits.max_frame_size)
+    return open_connection(transport, bootstrap, **kwargs)
 
 
 def open_websocket_connection(ws: Any, bootstrap: Any = None, **kwargs: Any) -> Any:

@@ -4,7 +4,10 @@ A transport moves whole frames (one encoded message each). Three kinds:
 
 - ``FramedStream``: any ``trio.abc.Stream`` (Unix socket, TCP, subprocess
   pipes), each frame preceded by its length as a 4-byte big-endian unsigned
-  integer.
+  integer (the msgpack profile's stream framing, written out here for speed).
+- ``ProfileStream``: any ``trio.abc.Stream``, cut into frames by a wire
+  profile's own splitter (``WireProfile.frame_splitter``): for profiles
+  whose frames are not length-prefixed, such as OCapN's Syrup.
 - ``WebSocketTransport``: one binary WebSocket message per frame
   (trio-websocket client or server connection).
 - ``memory_transport_pair()``: two transports joined in memory, for tests.
@@ -15,16 +18,20 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from .session import DEFAULT_LIMITS, R_FRAME_TOO_LARGE, R_MALFORMED, ProtocolError
 
+if TYPE_CHECKING:
+    from .profile import WireProfile
+
 __all__ = [
     "MessageTransport",
     "TransportClosed",
     "FramedStream",
+    "ProfileStream",
     "WebSocketTransport",
     "MemoryTransport",
     "memory_transport_pair",
@@ -52,6 +59,12 @@ class MessageTransport(Protocol):
     # A transport may also offer ``async receive_frames() -> list[bytes]``: the
     # next frame and any more that arrived with it. The driver then processes
     # them as one batch and answers them with one write.
+    #
+    # And ``async half_close(max_bytes) -> None``: close the sending side (the
+    # peer reads everything sent, then EOF), then read and drop what the peer
+    # still sends until EOF or ``max_bytes``; never raises. The driver uses it
+    # after an abort, so a peer that was still writing is not reset before it
+    # has read the abort.
 
     async def aclose(self) -> None:
         """Close; idempotent."""
@@ -195,6 +208,90 @@ class FramedStream:
             pos += length
         self._pos = pos
         return frames
+
+    async def half_close(self, max_bytes: int) -> None:
+        """See ``MessageTransport``: EOF to the peer, then drop its input until EOF or ``max_bytes``.
+
+        Reads raw bytes, not frames: nothing is buffered, whatever the peer
+        announces. A stream that cannot close only its sending side does nothing.
+        """
+        send_eof = getattr(self.stream, "send_eof", None)
+        if send_eof is None:
+            return
+        try:
+            await send_eof()
+            dropped = len(self._buf) - self._pos
+            self._buf.clear()
+            self._pos = 0
+            while dropped < max_bytes:
+                chunk = await self.stream.receive_some(_READ_SIZE)
+                if not chunk:
+                    return
+                dropped += len(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+            return
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, OSError):
+                pass
+
+
+class ProfileStream:
+    """Frames of a byte stream as a wire profile writes and cuts them."""
+
+    def __init__(
+        self, stream: trio.abc.Stream, profile: WireProfile, *, max_frame_size: int = DEFAULT_LIMITS.max_frame_size
+    ) -> None:
+        self.stream = stream
+        self.max_frame_size = max_frame_size
+        self._stream_bytes = profile.stream_bytes
+        self._splitter = profile.frame_splitter(max_frame_size)
+        self._frames: list[bytes] = []
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        if not frames:
+            return
+        try:
+            await self.stream.send_all(self._stream_bytes(frames))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            raise TransportClosed(str(e)) from None
+
+    async def receive_frames(self) -> list[bytes]:
+        """Every frame complete so far (at least one); ``ProtocolError`` from the splitter."""
+        while not self._frames:
+            try:
+                chunk = await self.stream.receive_some(_READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                raise TransportClosed(str(e)) from None
+            if not chunk:
+                raise TransportClosed("end of stream")
+            self._frames = self._splitter.feed(bytes(chunk))  # the same object when it is bytes already
+        frames, self._frames = self._frames, []
+        return frames
+
+    async def receive_frame(self) -> bytes:
+        if not self._frames:
+            self._frames = await self.receive_frames()
+        return self._frames.pop(0)
+
+    async def half_close(self, max_bytes: int) -> None:
+        """See ``MessageTransport``: EOF to the peer, then drop its input until EOF or ``max_bytes``."""
+        send_eof = getattr(self.stream, "send_eof", None)
+        if send_eof is None:
+            return
+        try:
+            await send_eof()
+            dropped = self._splitter.buffered
+            while dropped < max_bytes:
+                chunk = await self.stream.receive_some(_READ_SIZE)
+                if not chunk:
+                    return
+                dropped += len(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+            return
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
