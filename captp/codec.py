@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from .messages import Descriptor
 from .passable import RemoteError, Tagged
 
 __all__ = [
@@ -66,6 +67,8 @@ EXT_IMPORT_PROMISE = 11
 EXT_EXPORT = 12
 EXT_ANSWER = 13
 _DESC_CODES = frozenset({EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER})
+#: The ext code of each ``messages.DescKind``, indexed by the kind's value.
+_EXT_OF_KIND = (EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER)
 
 #: Deepest nesting of lists, records and tagged values. Real data rarely goes
 #: past a few dozen levels; 128 keeps recursive walks far from Python's
@@ -136,7 +139,9 @@ _DESC_NAMES = {
     EXT_ANSWER: "answer",
 }
 
-OnRef = Callable[[Any], Desc]
+#: ``encode``'s callback may answer with either descriptor type: a ``Desc``
+#: (ext code, position) or a ``messages.Descriptor`` (the session's, by kind).
+OnRef = Callable[[Any], "Desc | Descriptor"]
 OnDesc = Callable[[Desc], Any]
 
 # ---------------------------------------------------------------------------
@@ -193,7 +198,7 @@ def _to_wire(value: Any, on_ref: OnRef, depth: int) -> Any:
                 raise TypeError(f"record keys must be str, not {type(k).__name__}")
             out[k] = v if type(v) in _AS_IS else _to_wire(v, on_ref, depth)
         return out
-    if t is Desc:
+    if t is Desc or t is Descriptor:
         return _desc_ext(value)
     if t is Tagged:
         inner = [value.tag, _to_wire(value.payload, on_ref, depth + 1)]
@@ -209,8 +214,10 @@ def _to_wire(value: Any, on_ref: OnRef, depth: int) -> Any:
     return _desc_ext(on_ref(value))
 
 
-def _desc_ext(desc: Desc) -> msgpack.ExtType:
+def _desc_ext(desc: Desc | Descriptor) -> msgpack.ExtType:
     # The encoder refuses exactly what decoders refuse: never write bytes a peer must reject.
+    if type(desc) is Descriptor:  # the session's own: its kind maps onto an ext code
+        desc = Desc(_EXT_OF_KIND[desc.kind], desc.position)
     if desc.kind not in _DESC_CODES or type(desc.position) is not int or not 0 <= desc.position <= MAX_POSITION:
         raise TypeError(f"not a valid descriptor: {desc!r}")
     return msgpack.ExtType(desc.kind, _position_bytes(desc.position))

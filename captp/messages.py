@@ -1,0 +1,271 @@
+"""The CapTP messages as the session sees them, whatever their encoding.
+
+A wire profile (``captp.profile``) turns each message into a frame and a frame
+back into a message; the session (``captp.session``) only ever handles these
+classes. One class per op:
+
+=================  =========================================================
+class              op (docs/protocol.md §5)
+=================  =========================================================
+``StartSession``   start-session: the profile's version, and whatever else
+                   its start-session carries (``extra``)
+``Deliver``        deliver: a call whose result the caller wants
+``DeliverOnly``    deliver-only: a call whose result is dropped
+``Listen``         listen: report how a promise settles to a resolver
+``GcExports``      gc-exports: the sender dropped its imports
+``GcAnswers``      gc-answers: the sender dropped its answers
+``Abort``          abort: the session ends, with a reason
+=================  =========================================================
+
+**Fields as decoded are unchecked.** A profile decodes a frame into one of
+these classes and checks only what makes it that message (an op it knows,
+the right number of fields); every field is then whatever the peer sent,
+with references already read as ``Descriptor`` values. The session checks
+the fields itself, in the order docs/protocol.md fixes, so every profile
+refuses a bad message with the same reason code. ``args`` of a decoded
+``Deliver``/``DeliverOnly`` is the profile's own undecoded form: the session
+hands it back to ``WireProfile.decode_args`` once the target is known good.
+
+In a message the session sends, ``args`` holds live values (references among
+them), ``target`` is a ``Descriptor`` and ``resolve_me``/``resolver`` is the
+local resolver object: the profile asks the session's ``describe`` callback
+for the descriptor of each reference it meets, in the order it writes them.
+
+The classes use ``__slots__`` and plain ``__init__``: a call builds two of
+them, so they must cost no more than the lists they replaced. They are not
+mutated once built.
+
+``ProtocolError`` (the peer broke the protocol; ``code`` is one of the
+``R_*`` reason codes) and ``LimitExceeded`` (we cannot send a message) live
+here too: profiles raise them, and the session re-exports them.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+__all__ = [
+    "DescKind",
+    "Descriptor",
+    "Message",
+    "StartSession",
+    "Deliver",
+    "DeliverOnly",
+    "Listen",
+    "GcExports",
+    "GcAnswers",
+    "Abort",
+    "ProtocolError",
+    "LimitExceeded",
+    "MAX_POSITION",
+    "brief",
+]
+
+#: Largest table position: 2**53 - 1, the largest integer JavaScript numbers
+#: hold exactly, so the browser implementation can use plain numbers.
+MAX_POSITION = 2**53 - 1
+
+# Abort reason codes. The wire reason is "<code>: <detail>"; tests compare codes.
+R_FRAME_TOO_LARGE = "frame-too-large"
+R_MALFORMED = "malformed-frame"
+R_UNKNOWN_OP = "unknown-op"
+R_BAD_ARITY = "bad-arity"
+R_BAD_FIELD = "bad-field"
+R_UNKNOWN_POSITION = "unknown-position"
+R_POSITION_IN_USE = "position-in-use"
+R_LIMIT = "limit-exceeded"
+R_VERSION = "version-mismatch"
+R_NOT_STARTED = "not-started"
+R_PEER_ABORT = "peer-aborted"
+R_CLOSED = "closed"
+R_DISCONNECTED = "disconnected"
+R_TOO_MANY_ELEMENTS = "too-many-elements"
+R_TOO_MANY_DESCRIPTORS = "too-many-descriptors"
+R_BUDGET = "budget-exceeded"
+R_STALLED = "peer-not-reading"
+
+
+def brief(value: Any) -> str:
+    """A short, always-printable description of a value the peer sent (for abort details)."""
+    if type(value) is int and value.bit_length() > 64:
+        return f"<int of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text[:64]
+
+
+class DescKind(IntEnum):
+    """Which of the receiver's tables a descriptor names (docs/protocol.md §4).
+
+    The values are this module's own, not any encoding's: each profile maps
+    them to what its wire writes (msgpack ext codes 10-13, OCapN
+    ``desc:import-object`` records, ...). An ``IntEnum`` so that comparing
+    and hashing kinds costs what an int does.
+    """
+
+    #: imports[n]: an object the sender exported at its position n.
+    IMPORT_OBJECT = 0
+    #: imports[n]: a promise the sender exported at n.
+    IMPORT_PROMISE = 1
+    #: exports[n]: the receiver's own export n, handed back.
+    EXPORT = 2
+    #: answers[n]: the result of the sender's call with answer position n.
+    ANSWER = 3
+
+    @property
+    def wire_name(self) -> str:
+        """The kind as docs/protocol.md names it ("import-object", ...)."""
+        return _WIRE_NAMES[self]
+
+
+_WIRE_NAMES = {
+    DescKind.IMPORT_OBJECT: "import-object",
+    DescKind.IMPORT_PROMISE: "import-promise",
+    DescKind.EXPORT: "export",
+    DescKind.ANSWER: "answer",
+}
+
+
+class Descriptor(NamedTuple):
+    """A reference as it travels: which of the receiver's tables, which position.
+
+    Profiles build these when they decode (``position`` already checked to be
+    an int in 0..``MAX_POSITION``) and write them when they encode.
+    """
+
+    kind: DescKind
+    position: int
+
+
+class Message:
+    """Base of the message classes: equality and repr from the slots, for tests and logs."""
+
+    __slots__ = ()
+
+    def _fields(self) -> tuple[Any, ...]:
+        names: tuple[str, ...] = self.__slots__
+        return tuple(getattr(self, name) for name in names)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        names: tuple[str, ...] = self.__slots__
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        return f"{type(self).__name__}({inner})"
+
+
+class StartSession(Message):
+    """start-session: the first message each side sends.
+
+    ``version`` is the profile's protocol version (``ocapd-captp/1`` for
+    msgpack). ``extra`` is anything else a profile's start-session carries
+    (OCapN: the session public key, the location and its signature), as the
+    profile decoded it; the msgpack profile has none (``None``). Produced by
+    ``WireProfile.start_session`` and checked by ``WireProfile.check_start``.
+    """
+
+    __slots__ = ("version", "extra")
+
+    def __init__(self, version: Any, extra: Any = None) -> None:
+        self.version = version
+        self.extra = extra
+
+
+class Deliver(Message):
+    """deliver: call ``method`` on ``target`` with ``args``; the result is wanted.
+
+    ``method`` is None for a call of the target itself (Endo's ``E(fn)(...)``):
+    the receiver applies the target to ``args``. ``answer_pos`` (int or None)
+    is where the receiver keeps the result for pipelining; ``resolve_me``
+    (None, or the resolver to report the result to) is a local resolver
+    object when sending and a ``Descriptor`` (unchecked) when received.
+    """
+
+    __slots__ = ("target", "method", "args", "answer_pos", "resolve_me")
+
+    def __init__(self, target: Any, method: Any, args: Any, answer_pos: Any, resolve_me: Any) -> None:
+        self.target = target
+        self.method = method
+        self.args = args
+        self.answer_pos = answer_pos
+        self.resolve_me = resolve_me
+
+
+class DeliverOnly(Message):
+    """deliver-only: as ``Deliver`` without an answer or a resolver; the result is dropped."""
+
+    __slots__ = ("target", "method", "args")
+
+    def __init__(self, target: Any, method: Any, args: Any) -> None:
+        self.target = target
+        self.method = method
+        self.args = args
+
+
+class Listen(Message):
+    """listen: tell ``resolver`` (fulfill/break) when the promise at ``target`` settles."""
+
+    __slots__ = ("target", "resolver", "wants_partial")
+
+    def __init__(self, target: Any, resolver: Any, wants_partial: Any = False) -> None:
+        self.target = target
+        self.resolver = resolver
+        self.wants_partial = wants_partial
+
+
+class GcExports(Message):
+    """gc-exports: the sender dropped imports; ``deltas[i]`` arrivals of ``positions[i]``."""
+
+    __slots__ = ("positions", "deltas")
+
+    def __init__(self, positions: Any, deltas: Any) -> None:
+        self.positions = positions
+        self.deltas = deltas
+
+
+class GcAnswers(Message):
+    """gc-answers: the sender will never target these answer positions again."""
+
+    __slots__ = ("positions",)
+
+    def __init__(self, positions: Any) -> None:
+        self.positions = positions
+
+
+class Abort(Message):
+    """abort: the session ends. ``reason`` is "<code>: <detail>" (a str when well-formed)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: Any) -> None:
+        self.reason = reason
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol. ``code`` is one of the ``R_*`` reason codes.
+
+    ``op`` is the message class the frame claimed to be, when a profile knows
+    it but refuses the frame (``R_BAD_ARITY``); None otherwise. The session
+    needs it before the peer's start-session: a frame claiming to be
+    anything but a start-session is refused with ``not-started`` (or taken as
+    the peer's abort) before its shape is looked at.
+    """
+
+    def __init__(self, code: str, detail: str = "", *, op: type[Message] | None = None) -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+        self.op = op
+
+
+class LimitExceeded(TypeError):
+    """A message could not be sent: too large for the peer, or over a shared budget.
+
+    A ``TypeError`` so that it travels the same paths as a value that cannot
+    be passed: the caller of ``send`` gets it raised, and a result that hits
+    it is reported to the peer as a broken promise rather than killing the session.
+    """

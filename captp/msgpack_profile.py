@@ -1,0 +1,239 @@
+"""The msgpack wire profile: docs/protocol.md, spoken by every ocapd party and captp.js.
+
+Each message is a msgpack array whose first element names the op; values are
+written by ``captp.codec``; descriptors are the ext types 10-13; on a byte
+stream each frame is preceded by its length in 4 bytes, big-endian. The bytes
+are those of ``tests/vectors``, which pin them.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from .codec import (
+    EXT_ANSWER,
+    EXT_EXPORT,
+    EXT_IMPORT_OBJECT,
+    EXT_IMPORT_PROMISE,
+    BudgetExceeded,
+    CodecError,
+    Desc,
+)
+from .messages import (
+    R_BAD_ARITY,
+    R_BAD_FIELD,
+    R_FRAME_TOO_LARGE,
+    R_MALFORMED,
+    R_TOO_MANY_DESCRIPTORS,
+    R_TOO_MANY_ELEMENTS,
+    R_UNKNOWN_OP,
+    R_VERSION,
+    Abort,
+    Deliver,
+    DeliverOnly,
+    DescKind,
+    Descriptor,
+    GcAnswers,
+    GcExports,
+    LimitExceeded,
+    Listen,
+    Message,
+    ProtocolError,
+    StartSession,
+    brief,
+)
+from .profile import Describe, Revive
+
+if TYPE_CHECKING:
+    from .session import Limits
+
+__all__ = ["MsgpackProfile", "MSGPACK", "PROTOCOL_VERSION", "LengthPrefixSplitter"]
+
+#: Sent in start-session; a peer speaking anything else is refused.
+PROTOCOL_VERSION = "ocapd-captp/1"
+
+OP_START = "start-session"
+OP_DELIVER = "deliver"
+OP_DELIVER_ONLY = "deliver-only"
+OP_LISTEN = "listen"
+OP_GC_EXPORTS = "gc-exports"
+OP_GC_ANSWERS = "gc-answers"
+OP_ABORT = "abort"
+
+#: op -> (message class, number of array elements including the op).
+_OPS: dict[str, tuple[type[Message], int]] = {
+    OP_START: (StartSession, 2),
+    OP_DELIVER: (Deliver, 6),
+    OP_DELIVER_ONLY: (DeliverOnly, 4),
+    OP_LISTEN: (Listen, 4),
+    OP_GC_EXPORTS: (GcExports, 3),
+    OP_GC_ANSWERS: (GcAnswers, 2),
+    OP_ABORT: (Abort, 2),
+}
+
+#: DescKind -> ext code (indexed by the kind's int value) and back.
+_EXT_OF_KIND = (EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER)
+_KIND_OF_EXT = {
+    EXT_IMPORT_OBJECT: DescKind.IMPORT_OBJECT,
+    EXT_IMPORT_PROMISE: DescKind.IMPORT_PROMISE,
+    EXT_EXPORT: DescKind.EXPORT,
+    EXT_ANSWER: DescKind.ANSWER,
+}
+
+_HEADER = struct.Struct(">I")
+
+
+def _to_ext(desc: Descriptor) -> Desc:
+    return Desc(_EXT_OF_KIND[desc.kind], desc.position)
+
+
+def _from_wire(value: Any) -> Any:
+    """A decoded field: a descriptor becomes a ``Descriptor``; anything else stays as the peer sent it."""
+    if type(value) is Desc:
+        return Descriptor(_KIND_OF_EXT[value.kind], value.position)
+    return value
+
+
+def _no_refs(obj: Any) -> Descriptor:
+    raise TypeError(f"cannot encode {type(obj).__name__} here: no references in this message")
+
+
+class LengthPrefixSplitter:
+    """Frames of a byte stream, each preceded by its length (4 bytes, big-endian, unsigned)."""
+
+    __slots__ = ("max_frame_size", "_buf")
+
+    def __init__(self, max_frame_size: int) -> None:
+        self.max_frame_size = max_frame_size
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        pos = 0
+        while len(buf) - pos >= 4:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            if size > self.max_frame_size:
+                raise ProtocolError(R_FRAME_TOO_LARGE, f"{size} bytes")
+            end = pos + 4 + size
+            if len(buf) < end:
+                break
+            frames.append(bytes(buf[pos + 4 : end]))
+            pos = end
+        del buf[:pos]
+        return frames
+
+
+class MsgpackProfile:
+    """The msgpack profile (see the module docstring). Stateless: one instance serves every session."""
+
+    name = "msgpack"
+    version = PROTOCOL_VERSION
+
+    def start_session(self) -> StartSession:
+        return StartSession(PROTOCOL_VERSION)
+
+    def check_start(self, message: StartSession) -> None:
+        if message.version != PROTOCOL_VERSION:
+            raise ProtocolError(R_VERSION, f"peer speaks {brief(message.version)}")
+
+    # -- encoding ---------------------------------------------------------------
+    def encode_message(self, message: Message, describe: Describe, limits: Limits) -> bytes:
+        t = type(message)
+        if t is Deliver:
+            m: Any = message
+            wire: list[Any] = [OP_DELIVER, _to_ext(m.target), m.method, list(m.args), m.answer_pos, m.resolve_me]
+        elif t is DeliverOnly:
+            m = message
+            wire = [OP_DELIVER_ONLY, _to_ext(m.target), m.method, list(m.args)]
+        elif t is GcExports:
+            m = message
+            # Positions and counts are the session's own small ints: nothing to check.
+            return codec.encode_plain([OP_GC_EXPORTS, list(m.positions), list(m.deltas)])
+        elif t is GcAnswers:
+            return codec.encode_plain([OP_GC_ANSWERS, list(message.positions)])  # type: ignore[attr-defined]
+        elif t is Listen:
+            m = message
+            wire = [OP_LISTEN, _to_ext(m.target), m.resolver, bool(m.wants_partial)]
+        elif t is Abort:
+            wire = [OP_ABORT, message.reason]  # type: ignore[attr-defined]
+        elif t is StartSession:
+            wire = [OP_START, message.version]  # type: ignore[attr-defined]
+        else:
+            raise TypeError(f"the msgpack profile cannot write {t.__name__}")
+        frame = codec.encode(wire, describe)
+        # Never write a frame the peer must refuse: it would end the whole
+        # session over one value. (Counting runs only for long frames.)
+        if len(frame) > limits.max_frame_size:
+            raise LimitExceeded(f"message of {len(frame)} bytes is over the {limits.max_frame_size}-byte frame limit")
+        if len(frame) > limits.max_elements and not codec.count_within_budget(
+            frame, limits.max_elements, limits.max_descriptors
+        ):
+            raise LimitExceeded(
+                f"message holds more than {limits.max_elements} values or {limits.max_descriptors} references"
+            )
+        return frame
+
+    # -- decoding ---------------------------------------------------------------
+    def decode_message(self, frame: bytes, limits: Limits) -> Message:
+        try:
+            msg = codec.unpack(frame, limits.max_elements, limits.max_descriptors)
+        except BudgetExceeded as e:
+            code = R_TOO_MANY_ELEMENTS if e.what == "elements" else R_TOO_MANY_DESCRIPTORS
+            raise ProtocolError(code, str(e)) from None
+        except CodecError as e:
+            raise ProtocolError(R_MALFORMED, str(e)) from None
+        if type(msg) is not list or not msg:
+            raise ProtocolError(R_MALFORMED, "a message must be a non-empty array")
+        op = msg[0]
+        spec = _OPS.get(op) if type(op) is str else None
+        if spec is None:
+            raise ProtocolError(R_UNKNOWN_OP, brief(op))
+        cls, arity = spec
+        if len(msg) != arity:
+            raise ProtocolError(R_BAD_ARITY, f"{op} takes {arity - 1} fields, got {len(msg) - 1}", op=cls)
+        if cls is Deliver:
+            return Deliver(_from_wire(msg[1]), msg[2], msg[3], msg[4], _from_wire(msg[5]))
+        if cls is DeliverOnly:
+            return DeliverOnly(_from_wire(msg[1]), msg[2], msg[3])
+        if cls is Listen:
+            return Listen(_from_wire(msg[1]), _from_wire(msg[2]), msg[3])
+        if cls is GcExports:
+            return GcExports(msg[1], msg[2])
+        if cls is GcAnswers:
+            return GcAnswers(msg[1])
+        if cls is Abort:
+            return Abort(msg[1])
+        return StartSession(msg[1])
+
+    def decode_args(self, args: Any, revive: Revive) -> list[Any]:
+        if type(args) is not list:
+            raise ProtocolError(R_BAD_FIELD, "args must be an array")
+
+        def on_desc(desc: Desc) -> Any:
+            return revive(Descriptor(_KIND_OF_EXT[desc.kind], desc.position))
+
+        try:
+            revived: list[Any] = codec.revive(args, on_desc)
+        except CodecError as e:
+            raise ProtocolError(R_MALFORMED, str(e)) from None
+        return revived
+
+    # -- byte streams -------------------------------------------------------------
+    def frame_splitter(self, max_frame_size: int) -> LengthPrefixSplitter:
+        return LengthPrefixSplitter(max_frame_size)
+
+    def stream_bytes(self, frames: list[bytes]) -> bytes:
+        pack = _HEADER.pack
+        return b"".join([part for f in frames for part in (pack(len(f)), f)])
+
+
+#: The default profile of every session.
+MSGPACK = MsgpackProfile()
