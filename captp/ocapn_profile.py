@@ -73,14 +73,14 @@ if TYPE_CHECKING:
 
     from .session import Limits
 
-__all__ = ["CAPTP_VERSION", "OcapnProfile", "PeerInfo"]
+__all__ = ["CAPTP_VERSION", "HANDOFF_GIVE", "OcapnProfile", "PeerInfo"]
 
 #: The version every ``op:start-session`` carries (the draft spec's and the suite's).
 CAPTP_VERSION = "1.0"
 
 _S = Symbol
 VOID, NULL, TAGGED, ERROR = _S("void"), _S("null"), _S("desc:tagged"), _S("desc:error")
-SIG_ENVELOPE = _S("desc:sig-envelope")
+SIG_ENVELOPE, HANDOFF_GIVE = _S("desc:sig-envelope"), _S("desc:handoff-give")
 PEER, STURDYREF = _S("ocapn-peer"), _S("ocapn-sturdyref")
 DESC_LABEL = {
     DescKind.IMPORT_OBJECT: _S("desc:import-object"),
