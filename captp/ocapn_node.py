@@ -63,6 +63,12 @@ R_CROSSED_HELLOS = "crossed-hellos"
 #: Largest message read or written: the session's default frame limit (and Syrup's).
 MAX_FRAME_SIZE = 16 * 1024 * 1024
 
+#: Seconds a closing stream keeps reading (and dropping) what the peer still
+#: sends after our end of the stream, so that the peer sees the stream end
+#: rather than a reset. Long enough for a peer to notice the end; short
+#: enough that a peer that keeps writing cannot hold the socket.
+CLOSE_DRAIN_TIMEOUT = 2.0
+
 #: Bytes asked of the stream per read.
 _READ_SIZE = 65536
 
@@ -110,8 +116,24 @@ class SyrupStream:
         raise NotImplementedError("use receive_frames")  # the driver prefers receive_frames
 
     async def aclose(self) -> None:
+        """Half-close, read (and drop) what the peer still sends for a moment, then close.
+
+        Closing a TCP socket with unread input makes the kernel reset the
+        connection, and the peer may then never read our last message (the
+        abort) or may fail writing instead of seeing the end of the stream.
+        """
         with trio.CancelScope(shield=True):
-            await self._stream.aclose()
+            try:
+                with trio.move_on_after(CLOSE_DRAIN_TIMEOUT):
+                    send_eof = getattr(self._stream, "send_eof", None)
+                    if send_eof is not None:
+                        await send_eof()
+                    while await self._stream.receive_some(_READ_SIZE):
+                        pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+                pass
+            finally:
+                await self._stream.aclose()
 
 
 class _Peer:
