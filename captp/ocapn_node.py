@@ -215,13 +215,23 @@ class OcapnNode:
             if peer.session is not None:
                 self._by_session.pop(id(peer.session), None)
 
-    async def session_for(self, location: PeerLocator) -> Session:
-        """A started session to ``location``: one we have, or a new one dialed through ``connect``."""
+    def _started_session(self, location: PeerLocator) -> Session | None:
         for peer in reversed(self._peers):
             there = peer.location()
             if there is not None and there.same_peer(location) and peer.started.is_set():
-                if peer.session is not None and peer.session.aborted is None:
+                if peer.session is not None and peer.session.aborted is None and not peer.ended.is_set():
                     return peer.session
+        return None
+
+    async def session_for(self, location: PeerLocator) -> Session:
+        """A started session to ``location``: one we have, or a new one dialed through ``connect``.
+
+        If our dial loses a crossed hello, the session the peer opened (the
+        winner) is returned instead.
+        """
+        session = self._started_session(location)
+        if session is not None:
+            return session
         if self._connect is None:
             raise ConnectionError(f"no session to {location.designator} and no netlayer to dial it")
         stream = await self._connect(location)
@@ -235,9 +245,12 @@ class OcapnNode:
 
             watchers.start_soon(first, peer.started)
             watchers.start_soon(first, peer.ended)
-        if peer.session is None or peer.session.aborted is not None or not peer.started.is_set():
+        if peer.started.is_set() and peer.session is not None and peer.session.aborted is None:
+            return peer.session
+        session = self._started_session(location)
+        if session is None:
             raise ConnectionError(f"the session to {location.designator} ended before it started")
-        return peer.session
+        return session
 
     def enliven(self, sturdyref: SturdyRef) -> Promise:
         """A promise for the object ``sturdyref`` names (its peer's ``fetch``)."""
