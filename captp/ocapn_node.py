@@ -63,6 +63,12 @@ R_CROSSED_HELLOS = "crossed-hellos"
 #: Largest message read or written: the session's default frame limit (and Syrup's).
 MAX_FRAME_SIZE = 16 * 1024 * 1024
 
+#: Gifts one session may have deposited and not yet withdrawn, and
+#: withdrawals it may have waiting for their gifts. A handoff is withdrawn
+#: moments after it is deposited; the bound keeps a peer from filling our
+#: memory with gifts nobody will collect.
+MAX_PENDING_GIFTS = 1024
+
 #: Seconds a closing stream keeps reading (and dropping) what the peer still
 #: sends after our end of the stream, so that the peer sees the stream end
 #: rather than a reset. Long enough for a peer to notice the end; short
@@ -153,6 +159,10 @@ class _Peer:
         self.used_counts: set[int] = set()
         #: The next handoff count we use with the other side (receiver role).
         self.next_count = 0
+        #: Gifts the other side deposited with us and nobody withdrew yet (exporter role).
+        self.gifts: set[tuple[bytes, Any]] = set()
+        #: Gifts the other side asked to withdraw before they were deposited (exporter role).
+        self.waiting: set[tuple[bytes, Any]] = set()
         self.bootstrap = _Bootstrap(node, self)
 
     def location(self) -> PeerLocator | None:
@@ -175,7 +185,7 @@ class OcapnNode:
         self._by_profile: dict[int, _Peer] = {}
         self._by_session: dict[int, _Peer] = {}
         self._gifts: dict[tuple[bytes, Any], Any] = {}
-        self._waiting: dict[tuple[bytes, Any], list[Any]] = {}
+        self._waiting: dict[tuple[bytes, Any], list[tuple[_Peer, Any]]] = {}
         self._nursery: trio.Nursery | None = None
 
     # -- running ------------------------------------------------------------------------
@@ -210,6 +220,7 @@ class OcapnNode:
                 await conn.wait_closed()
         finally:
             peer.ended.set()
+            self._forget(peer)
             self._peers.remove(peer)
             self._by_profile.pop(id(peer.profile), None)
             if peer.session is not None:
@@ -353,20 +364,45 @@ class OcapnNode:
         )
 
     # -- gifts (exporter role) ----------------------------------------------------------------
-    def _deposit(self, key: tuple[bytes, Any], gift: Any) -> None:
+    def _deposit(self, key: tuple[bytes, Any], gift: Any, gifter: _Peer) -> None:
         waiting = self._waiting.pop(key, None)
         if waiting:
-            for resolver in waiting:
+            for receiver, resolver in waiting:
+                receiver.waiting.discard(key)
                 resolver.resolve(gift)
             return
-        self._gifts[key] = gift
-
-    def _withdraw(self, key: tuple[bytes, Any]) -> Any:
         if key in self._gifts:
+            raise ValueError("a gift with that id is already deposited in this session")
+        if len(gifter.gifts) >= MAX_PENDING_GIFTS:
+            raise ValueError(f"more than {MAX_PENDING_GIFTS} gifts are waiting to be withdrawn in this session")
+        self._gifts[key] = gift
+        gifter.gifts.add(key)
+
+    def _withdraw(self, key: tuple[bytes, Any], receiver: _Peer) -> Any:
+        if key in self._gifts:
+            for peer in self._peers:
+                peer.gifts.discard(key)
             return self._gifts.pop(key)
+        if len(receiver.waiting) >= MAX_PENDING_GIFTS:
+            raise ValueError(f"more than {MAX_PENDING_GIFTS} withdrawals are waiting for their gifts in this session")
         promise, resolver = make_promise_kit()
-        self._waiting.setdefault(key, []).append(resolver)
+        self._waiting.setdefault(key, []).append((receiver, resolver))
+        receiver.waiting.add(key)
         return promise
+
+    def _forget(self, peer: _Peer) -> None:
+        """A session ended: its gifts go, and its withdrawals still waiting break."""
+        for key in peer.gifts:
+            self._gifts.pop(key, None)
+        for key in peer.waiting:
+            left = []
+            for receiver, resolver in self._waiting.pop(key, []):
+                if receiver is peer:
+                    resolver.reject(RemoteError("ConnectionError", "the session ended before the gift was deposited"))
+                else:
+                    left.append((receiver, resolver))
+            if left:
+                self._waiting[key] = left
 
     def _gifter_key(self, session_id: bytes) -> Any:
         for peer in self._peers:
@@ -400,7 +436,7 @@ class _Bootstrap:
             raise RuntimeError("the session has not started")
         if type(gift_id) not in (bytes, int):
             raise TypeError("a gift id is a bytestring or a non-negative integer")
-        self._node._deposit((info.session_id, gift_id), gift)
+        self._node._deposit((info.session_id, gift_id), gift, self._peer)
 
     def withdraw_gift(self, signed_receive: Any) -> Any:
         info = self._peer.profile.peer
@@ -418,6 +454,6 @@ class _Bootstrap:
         except (HandoffError, SignatureError) as e:
             raise RemoteError("HandoffError", str(e)) from None
         self._peer.used_counts.add(receive.handoff_count)
-        return self._node._withdraw((give.session, give.gift_id))
+        return self._node._withdraw((give.session, give.gift_id), self._peer)
 
 

@@ -270,3 +270,19 @@ async def test_crossed_hellos_leave_one_session_per_pair_of_nodes(nursery: trio.
             live_a = [p for p in a._peers if p.started.is_set() and not p.ended.is_set() and p.session and not p.session.aborted]
             live_b = [p for p in b._peers if p.started.is_set() and not p.ended.is_set() and p.session and not p.session.aborted]
             assert len(live_a) == len(live_b) == 1
+
+
+async def test_gifts_nobody_withdraws_are_bounded_and_go_with_their_session(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ocapd.captp.ocapn_node.MAX_PENDING_GIFTS", 2)
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter:
+        echo = await gifter.enliven(SturdyRef(exporter.location, ECHO))
+        bootstrap = echo._session.bootstrap()
+        await E(bootstrap).deposit_gift(b"one", echo)
+        await E(bootstrap).deposit_gift(b"two", echo)
+        with pytest.raises(RemoteError, match="more than 2 gifts"):
+            await E(bootstrap).deposit_gift(b"three", echo)
+        assert len(exporter._gifts) == 2
+        echo._session.abort()
+        with trio.fail_after(10):
+            while exporter._gifts:
+                await trio.sleep(0.01)

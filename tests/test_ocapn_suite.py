@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,29 @@ def test_the_result_parser_reads_unittests_verbose_lines():
         "op_abort.OpAbortTest.test_abort_before_setup": "ok",
         "op_gc.OpGcAnswerTest.test_gc_answer": "FAIL",
     }
+
+
+PEER = [sys.executable, "-P", "-m", "ocapd.captp.ocapn_test_peer"]
+
+
+def test_the_test_peer_refuses_to_listen_beyond_loopback_with_one_line():
+    run = subprocess.run([*PEER, "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stdout == ""
+    last = run.stderr.strip().splitlines()[-1]
+    assert "loopback" in last and "Traceback" not in run.stderr
+
+
+def test_the_test_peer_says_in_one_line_when_its_port_is_taken():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([*PEER, "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], run.stderr
 
 
 @pytest.mark.slow
