@@ -21,7 +21,8 @@ code   meaning                payload
 Descriptors name positions in a session's tables; the codec does not interpret
 them. ``encode`` asks ``on_ref(obj)`` for the descriptor of each remotable or
 promise it meets; ``decode`` hands each descriptor to ``on_desc`` (or returns
-``Desc`` values when none is given).
+``Desc`` values when none is given). ``Desc`` is ``messages.Descriptor``: a
+``DescKind``, whose numbers are the ext codes above, and a position.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .messages import Descriptor
+from .messages import DescKind
+from .messages import Descriptor as Desc
 from .passable import RemoteError, Tagged
 
 __all__ = [
@@ -67,8 +69,8 @@ EXT_IMPORT_PROMISE = 11
 EXT_EXPORT = 12
 EXT_ANSWER = 13
 _DESC_CODES = frozenset({EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER})
-#: The ext code of each ``messages.DescKind``, indexed by the kind's value.
-_EXT_OF_KIND = (EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER)
+#: The ``DescKind`` of each descriptor ext code (the kinds' numbers are these codes).
+_KIND_OF_CODE = {kind.value: kind for kind in DescKind}
 
 #: Deepest nesting of lists, records and tagged values. Real data rarely goes
 #: past a few dozen levels; 128 keeps recursive walks far from Python's
@@ -121,27 +123,7 @@ class BudgetExceeded(CodecError):
         self.limit = limit
 
 
-class Desc(NamedTuple):
-    """A descriptor as it appears on the wire: which table (ext code) and which position."""
-
-    kind: int
-    position: int
-
-    @property
-    def kind_name(self) -> str:
-        return _DESC_NAMES.get(self.kind, str(self.kind))
-
-
-_DESC_NAMES = {
-    EXT_IMPORT_OBJECT: "import-object",
-    EXT_IMPORT_PROMISE: "import-promise",
-    EXT_EXPORT: "export",
-    EXT_ANSWER: "answer",
-}
-
-#: ``encode``'s callback may answer with either descriptor type: a ``Desc``
-#: (ext code, position) or a ``messages.Descriptor`` (the session's, by kind).
-OnRef = Callable[[Any], "Desc | Descriptor"]
+OnRef = Callable[[Any], Desc]
 OnDesc = Callable[[Desc], Any]
 
 # ---------------------------------------------------------------------------
@@ -198,7 +180,7 @@ def _to_wire(value: Any, on_ref: OnRef, depth: int) -> Any:
                 raise TypeError(f"record keys must be str, not {type(k).__name__}")
             out[k] = v if type(v) in _AS_IS else _to_wire(v, on_ref, depth)
         return out
-    if t is Desc or t is Descriptor:
+    if t is Desc:
         return _desc_ext(value)
     if t is Tagged:
         inner = [value.tag, _to_wire(value.payload, on_ref, depth + 1)]
@@ -214,10 +196,8 @@ def _to_wire(value: Any, on_ref: OnRef, depth: int) -> Any:
     return _desc_ext(on_ref(value))
 
 
-def _desc_ext(desc: Desc | Descriptor) -> msgpack.ExtType:
+def _desc_ext(desc: Desc) -> msgpack.ExtType:
     # The encoder refuses exactly what decoders refuse: never write bytes a peer must reject.
-    if type(desc) is Descriptor:  # the session's own: its kind maps onto an ext code
-        desc = Desc(_EXT_OF_KIND[desc.kind], desc.position)
     if desc.kind not in _DESC_CODES or type(desc.position) is not int or not 0 <= desc.position <= MAX_POSITION:
         raise TypeError(f"not a valid descriptor: {desc!r}")
     return msgpack.ExtType(desc.kind, _position_bytes(desc.position))
@@ -291,7 +271,7 @@ def _make_ext_hook(depth: int) -> Callable[[int, bytes], Any]:
             pos = int.from_bytes(data, "big")
             if pos > MAX_POSITION:
                 raise CodecError("position out of range")
-            return Desc(code, pos)
+            return Desc(_KIND_OF_CODE[code], pos)
         if code == EXT_BIGINT:
             if not 0 < len(data) <= MAX_BIGINT_BYTES:
                 raise CodecError("bigint payload has a bad length")

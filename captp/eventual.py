@@ -7,6 +7,10 @@ anyway); for a promise the call waits for (or, when the promise is a remote
 answer, is pipelined to) its resolution and then runs in a turn of its own;
 for a local remotable the method runs in a later turn (``captp.turns``), and
 its result (or coroutine) settles the promise.
+
+``E(fn)(*args)`` calls the target itself (method ``None``): a far function
+made by ``Far(iface, fn)`` when local, a deliver without a method name when
+remote.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .passable import RemoteError, interface_of, is_method_name
+from .passable import RemoteError, interface_of, is_far_function, is_method_name
 from .promise import FULFILLED, PENDING, Promise
 from .turns import defer
 
@@ -33,13 +37,20 @@ def _system_spawn(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 def _invoke(
-    p: Promise, target: Any, method: str, args: tuple[Any, ...] | list[Any], spawn: Spawn | None
+    p: Promise, target: Any, method: str | None, args: tuple[Any, ...] | list[Any], spawn: Spawn | None
 ) -> None:
-    """Call a public method of a local object now; settle ``p`` with its result."""
-    if not is_method_name(method):
+    """Call a public method of a local object (None: the far function itself) now; settle ``p`` with its result."""
+    if method is None:
+        if not is_far_function(target):
+            iface = interface_of(target) or type(target).__name__
+            p._reject(RemoteError("TypeError", f"{iface} is not a function"))
+            return
+        fn = target._call
+    elif not is_method_name(method):
         p._reject(RemoteError("TypeError", f"{method!r} is not a remote method name"))
         return
-    fn = getattr(target, method, None)
+    else:
+        fn = getattr(target, method, None)
     if fn is None or not callable(fn):
         iface = interface_of(target) or type(target).__name__
         p._reject(RemoteError("TypeError", f"{iface} has no method {method!r}"))
@@ -65,7 +76,7 @@ def _invoke(
 
 
 def local_call(
-    target: Any, method: str, args: tuple[Any, ...] | list[Any], spawn: Spawn | None = None
+    target: Any, method: str | None, args: tuple[Any, ...] | list[Any], spawn: Spawn | None = None
 ) -> Promise:
     """Call a public method of a local object in a later turn; the promise settles with its result."""
     p = Promise()
@@ -74,7 +85,7 @@ def local_call(
 
 
 def eventual_send(
-    target: Any, method: str, args: tuple[Any, ...] | list[Any], spawn: Spawn | None = None
+    target: Any, method: str | None, args: tuple[Any, ...] | list[Any], spawn: Spawn | None = None
 ) -> Promise:
     """Send ``method(*args)`` to ``target`` wherever it is; return the result's promise."""
     remote_send = getattr(type(target), "_captp_send", None)
@@ -104,7 +115,7 @@ def eventual_send(
     return local_call(target, method, args, spawn)
 
 
-def _send_only(target: Any, method: str, args: tuple[Any, ...]) -> None:
+def _send_only(target: Any, method: str | None, args: tuple[Any, ...]) -> None:
     remote_send_only = getattr(type(target), "_captp_send_only", None)
     if remote_send_only is not None:
         remote_send_only(target, method, args)
@@ -131,6 +142,13 @@ class _Sender:
             return eventual_send(target, method, args)
 
         return call
+
+    def __call__(self, *args: Any) -> Any:
+        """``E(fn)(*args)``: call the target itself."""
+        if self._only:
+            _send_only(self._target, None, args)
+            return None
+        return eventual_send(self._target, None, args)
 
     def __repr__(self) -> str:
         return f"E({self._target!r})"

@@ -100,20 +100,21 @@ def brief(value: Any) -> str:
 class DescKind(IntEnum):
     """Which of the receiver's tables a descriptor names (docs/protocol.md §4).
 
-    The values are this module's own, not any encoding's: each profile maps
-    them to what its wire writes (msgpack ext codes 10-13, OCapN
-    ``desc:import-object`` records, ...). An ``IntEnum`` so that comparing
-    and hashing kinds costs what an int does.
+    Code compares kinds by member, never by number: each profile maps the
+    members to what its wire writes (OCapN: ``desc:import-object`` records,
+    ...). The numbers are the msgpack profile's ext codes, so that the
+    default profile reads and writes descriptors without translating them;
+    an ``IntEnum`` so that comparing and hashing kinds costs what an int does.
     """
 
     #: imports[n]: an object the sender exported at its position n.
-    IMPORT_OBJECT = 0
+    IMPORT_OBJECT = 10
     #: imports[n]: a promise the sender exported at n.
-    IMPORT_PROMISE = 1
+    IMPORT_PROMISE = 11
     #: exports[n]: the receiver's own export n, handed back.
-    EXPORT = 2
+    EXPORT = 12
     #: answers[n]: the result of the sender's call with answer position n.
-    ANSWER = 3
+    ANSWER = 13
 
     @property
     def wire_name(self) -> str:
@@ -121,7 +122,7 @@ class DescKind(IntEnum):
         return _WIRE_NAMES[self]
 
 
-_WIRE_NAMES = {
+_WIRE_NAMES: dict[int, str] = {
     DescKind.IMPORT_OBJECT: "import-object",
     DescKind.IMPORT_PROMISE: "import-promise",
     DescKind.EXPORT: "export",
@@ -132,12 +133,18 @@ _WIRE_NAMES = {
 class Descriptor(NamedTuple):
     """A reference as it travels: which of the receiver's tables, which position.
 
-    Profiles build these when they decode (``position`` already checked to be
-    an int in 0..``MAX_POSITION``) and write them when they encode.
+    Profiles build these when they decode (``kind`` a ``DescKind`` member,
+    ``position`` already checked to be an int in 0..``MAX_POSITION``) and
+    write them when they encode. ``codec.Desc`` is this class.
     """
 
     kind: DescKind
     position: int
+
+    @property
+    def kind_name(self) -> str:
+        """The kind as docs/protocol.md names it ("import-object", ...)."""
+        return _WIRE_NAMES.get(self.kind, str(self.kind))
 
 
 class Message:

@@ -12,15 +12,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from . import codec
-from .codec import (
-    EXT_ANSWER,
-    EXT_EXPORT,
-    EXT_IMPORT_OBJECT,
-    EXT_IMPORT_PROMISE,
-    BudgetExceeded,
-    CodecError,
-    Desc,
-)
+from .codec import BudgetExceeded, CodecError
 from .messages import (
     R_BAD_ARITY,
     R_BAD_FIELD,
@@ -33,8 +25,6 @@ from .messages import (
     Abort,
     Deliver,
     DeliverOnly,
-    DescKind,
-    Descriptor,
     GcAnswers,
     GcExports,
     LimitExceeded,
@@ -73,31 +63,7 @@ _OPS: dict[str, tuple[type[Message], int]] = {
     OP_ABORT: (Abort, 2),
 }
 
-#: DescKind -> ext code (indexed by the kind's int value) and back.
-_EXT_OF_KIND = (EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER)
-_KIND_OF_EXT = {
-    EXT_IMPORT_OBJECT: DescKind.IMPORT_OBJECT,
-    EXT_IMPORT_PROMISE: DescKind.IMPORT_PROMISE,
-    EXT_EXPORT: DescKind.EXPORT,
-    EXT_ANSWER: DescKind.ANSWER,
-}
-
 _HEADER = struct.Struct(">I")
-
-
-def _to_ext(desc: Descriptor) -> Desc:
-    return Desc(_EXT_OF_KIND[desc.kind], desc.position)
-
-
-def _from_wire(value: Any) -> Any:
-    """A decoded field: a descriptor becomes a ``Descriptor``; anything else stays as the peer sent it."""
-    if type(value) is Desc:
-        return Descriptor(_KIND_OF_EXT[value.kind], value.position)
-    return value
-
-
-def _no_refs(obj: Any) -> Descriptor:
-    raise TypeError(f"cannot encode {type(obj).__name__} here: no references in this message")
 
 
 class LengthPrefixSplitter:
@@ -149,19 +115,19 @@ class MsgpackProfile:
         t = type(message)
         if t is Deliver:
             m: Any = message
-            wire: list[Any] = [OP_DELIVER, _to_ext(m.target), m.method, list(m.args), m.answer_pos, m.resolve_me]
+            wire: list[Any] = [OP_DELIVER, m.target, m.method, list(m.args), m.answer_pos, m.resolve_me]
         elif t is DeliverOnly:
             m = message
-            wire = [OP_DELIVER_ONLY, _to_ext(m.target), m.method, list(m.args)]
+            wire = [OP_DELIVER_ONLY, m.target, m.method, list(m.args)]
         elif t is GcExports:
             m = message
             # Positions and counts are the session's own small ints: nothing to check.
-            return codec.encode_plain([OP_GC_EXPORTS, list(m.positions), list(m.deltas)])
+            return codec.encode_plain([OP_GC_EXPORTS, m.positions, m.deltas])
         elif t is GcAnswers:
-            return codec.encode_plain([OP_GC_ANSWERS, list(message.positions)])  # type: ignore[attr-defined]
+            return codec.encode_plain([OP_GC_ANSWERS, message.positions])  # type: ignore[attr-defined]
         elif t is Listen:
             m = message
-            wire = [OP_LISTEN, _to_ext(m.target), m.resolver, bool(m.wants_partial)]
+            wire = [OP_LISTEN, m.target, m.resolver, bool(m.wants_partial)]
         elif t is Abort:
             wire = [OP_ABORT, message.reason]  # type: ignore[attr-defined]
         elif t is StartSession:
@@ -199,12 +165,13 @@ class MsgpackProfile:
         cls, arity = spec
         if len(msg) != arity:
             raise ProtocolError(R_BAD_ARITY, f"{op} takes {arity - 1} fields, got {len(msg) - 1}", op=cls)
+        # Descriptors come out of the codec as ``Descriptor`` values already.
         if cls is Deliver:
-            return Deliver(_from_wire(msg[1]), msg[2], msg[3], msg[4], _from_wire(msg[5]))
+            return Deliver(msg[1], msg[2], msg[3], msg[4], msg[5])
         if cls is DeliverOnly:
-            return DeliverOnly(_from_wire(msg[1]), msg[2], msg[3])
+            return DeliverOnly(msg[1], msg[2], msg[3])
         if cls is Listen:
-            return Listen(_from_wire(msg[1]), _from_wire(msg[2]), msg[3])
+            return Listen(msg[1], msg[2], msg[3])
         if cls is GcExports:
             return GcExports(msg[1], msg[2])
         if cls is GcAnswers:
@@ -216,12 +183,8 @@ class MsgpackProfile:
     def decode_args(self, args: Any, revive: Revive) -> list[Any]:
         if type(args) is not list:
             raise ProtocolError(R_BAD_FIELD, "args must be an array")
-
-        def on_desc(desc: Desc) -> Any:
-            return revive(Descriptor(_KIND_OF_EXT[desc.kind], desc.position))
-
         try:
-            revived: list[Any] = codec.revive(args, on_desc)
+            revived: list[Any] = codec.revive(args, revive)
         except CodecError as e:
             raise ProtocolError(R_MALFORMED, str(e)) from None
         return revived

@@ -6,7 +6,8 @@ dicts with str keys) travels by value; so do ``Tagged`` records and, on the
 peer receives a proxy, and calls on the proxy become calls on the original.
 An object is remotable when its class is marked with ``@far("Iface")`` or when
 it was made by ``Far("Iface", method=...)``. Only its public methods (names
-not starting with ``_``) can be called remotely.
+not starting with ``_``) can be called remotely. ``Far("Iface", fn)`` makes a
+*far function*: the peer calls it itself, ``E(fn)(*args)``, as in Endo.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ __all__ = [
     "Tagged",
     "Symbol",
     "RemoteError",
+    "Rejected",
     "is_remotable",
+    "is_far_function",
     "interface_of",
     "is_method_name",
 ]
@@ -54,13 +57,17 @@ def far(interface: str) -> Callable[[T], T]:
 
 
 class _FarRecord:
-    """A remotable made from loose functions by ``Far(iface, name=fn, ...)``."""
+    """A remotable made from loose functions by ``Far(iface, [fn,] name=fn, ...)``."""
 
-    __slots__ = ("_interface", "_methods", "__weakref__")
+    __slots__ = ("_interface", "_methods", "_call", "__weakref__")
 
-    def __init__(self, interface: str, methods: dict[str, Callable[..., Any]]) -> None:
+    def __init__(
+        self, interface: str, methods: dict[str, Callable[..., Any]], call: Callable[..., Any] | None = None
+    ) -> None:
         self._interface = interface
         self._methods = methods
+        #: What a call of the remotable itself runs (None: it is not a function).
+        self._call = call
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         try:
@@ -72,24 +79,40 @@ class _FarRecord:
         return f"<Far {self._interface}>"
 
 
-def Far(interface: str, **methods: Callable[..., Any]) -> Any:  # noqa: N802 - mirrors Endo's Far
+def Far(interface: str, call: Callable[..., Any] | None = None, /, **methods: Callable[..., Any]) -> Any:  # noqa: N802 - mirrors Endo's Far
     """Make a remotable whose methods are the given callables.
 
     >>> greeter = Far("Greeter", hello=lambda name: f"hello {name}")
+
+    With a callable before the methods, the remotable is a *far function*:
+    ``E(add)(1, 2)`` calls it (a deliver without a method name).
+
+    >>> add = Far("Add", lambda a, b: a + b)
     """
     if not isinstance(interface, str) or not interface:
         raise TypeError("Far() needs a non-empty interface name")
+    if call is not None and not callable(call):
+        raise TypeError("Far(): the function is not callable")
     for name, fn in methods.items():
         if not is_method_name(name):
             raise TypeError(f"Far(): {name!r} is not a valid remote method name")
         if not callable(fn):
             raise TypeError(f"Far(): method {name!r} is not callable")
-    return _FarRecord(interface, dict(methods))
+    return _FarRecord(interface, dict(methods), call)
 
 
 def is_remotable(obj: object) -> bool:
     """True if ``obj`` is passed by reference (marked with ``far``/``Far``)."""
     return type(obj) is _FarRecord or getattr(type(obj), _FAR_ATTR, None) is not None
+
+
+def is_far_function(obj: object) -> bool:
+    """True if ``obj`` may be called itself, ``E(obj)(...)``: made by ``Far(iface, fn)``.
+
+    Only such far functions: a ``@far`` class with a ``__call__`` is not one,
+    as dunder methods are never reachable from the wire.
+    """
+    return type(obj) is _FarRecord and obj._call is not None
 
 
 def interface_of(obj: object) -> str | None:
@@ -137,6 +160,29 @@ class Symbol:
 
     def __str__(self) -> str:
         return self.name
+
+
+class Rejected(Exception):
+    """A promise broken with a value that is not an error; ``value`` is that value.
+
+    Promises reject with exceptions, so a rejection with any other passable
+    value (allowed by CapTP and OCapN: ``break`` takes any value) is wrapped
+    in this. A rejection with ``Rejected(v)`` reaches the peer as ``v``
+    itself, and a peer's break with ``v`` arrives as ``Rejected(v)``.
+    """
+
+    def __init__(self, value: Any) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Rejected and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash(("Rejected", repr(self.value)))
+
+    def __repr__(self) -> str:
+        return f"Rejected({self.value!r})"
 
 
 class RemoteError(Exception):

@@ -29,18 +29,53 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from . import codec
-from .codec import (
-    EXT_ANSWER,
-    EXT_EXPORT,
-    EXT_IMPORT_OBJECT,
-    EXT_IMPORT_PROMISE,
-    MAX_POSITION,
-    CodecError,
-    Desc,
-)
+from .codec import MAX_DESCRIPTORS, MAX_ELEMENTS
 from .eventual import E, eventual_send
-from .passable import RemoteError, far, is_remotable
+from .messages import (
+    MAX_POSITION,
+    Abort,
+    Deliver,
+    DeliverOnly,
+    DescKind,
+    Descriptor,
+    GcAnswers,
+    GcExports,
+    LimitExceeded,
+    Listen,
+    Message,
+    ProtocolError,
+    StartSession,
+)
+
+# The reason codes and op names, also importable from here (as before the wire profiles).
+from .messages import R_BAD_ARITY as R_BAD_ARITY
+from .messages import R_BAD_FIELD as R_BAD_FIELD
+from .messages import R_BUDGET as R_BUDGET
+from .messages import R_CLOSED as R_CLOSED
+from .messages import R_DISCONNECTED as R_DISCONNECTED
+from .messages import R_FRAME_TOO_LARGE as R_FRAME_TOO_LARGE
+from .messages import R_LIMIT as R_LIMIT
+from .messages import R_MALFORMED as R_MALFORMED
+from .messages import R_NOT_STARTED as R_NOT_STARTED
+from .messages import R_PEER_ABORT as R_PEER_ABORT
+from .messages import R_POSITION_IN_USE as R_POSITION_IN_USE
+from .messages import R_STALLED as R_STALLED
+from .messages import R_TOO_MANY_DESCRIPTORS as R_TOO_MANY_DESCRIPTORS
+from .messages import R_TOO_MANY_ELEMENTS as R_TOO_MANY_ELEMENTS
+from .messages import R_UNKNOWN_OP as R_UNKNOWN_OP
+from .messages import R_UNKNOWN_POSITION as R_UNKNOWN_POSITION
+from .messages import R_VERSION as R_VERSION
+from .messages import brief as _brief
+from .msgpack_profile import MSGPACK, PROTOCOL_VERSION
+from .msgpack_profile import OP_ABORT as OP_ABORT
+from .msgpack_profile import OP_DELIVER as OP_DELIVER
+from .msgpack_profile import OP_DELIVER_ONLY as OP_DELIVER_ONLY
+from .msgpack_profile import OP_GC_ANSWERS as OP_GC_ANSWERS
+from .msgpack_profile import OP_GC_EXPORTS as OP_GC_EXPORTS
+from .msgpack_profile import OP_LISTEN as OP_LISTEN
+from .msgpack_profile import OP_START as OP_START
+from .passable import Rejected, RemoteError, far, is_remotable
+from .profile import WireProfile
 from .promise import FULFILLED, PENDING, REJECTED, Promise
 
 __all__ = [
@@ -53,40 +88,16 @@ __all__ = [
     "RemoteRef",
     "RemotePromise",
     "PROTOCOL_VERSION",
+    "WireProfile",
 ]
 
 log = logging.getLogger("captp")
 
-#: Sent in start-session; a peer speaking anything else is refused.
-PROTOCOL_VERSION = "ocapd-captp/1"
-
-OP_START = "start-session"
-OP_DELIVER = "deliver"
-OP_DELIVER_ONLY = "deliver-only"
-OP_LISTEN = "listen"
-OP_GC_EXPORTS = "gc-exports"
-OP_GC_ANSWERS = "gc-answers"
-OP_ABORT = "abort"
-
-# Abort reason codes. The wire reason is "<code>: <detail>"; tests compare codes.
-R_FRAME_TOO_LARGE = "frame-too-large"
-R_MALFORMED = "malformed-frame"
-R_UNKNOWN_OP = "unknown-op"
-R_BAD_ARITY = "bad-arity"
-R_BAD_FIELD = "bad-field"
-R_UNKNOWN_POSITION = "unknown-position"
-R_POSITION_IN_USE = "position-in-use"
-R_LIMIT = "limit-exceeded"
-R_VERSION = "version-mismatch"
-R_NOT_STARTED = "not-started"
-R_PEER_ABORT = "peer-aborted"
-R_CLOSED = "closed"
-R_DISCONNECTED = "disconnected"
-R_TOO_MANY_ELEMENTS = "too-many-elements"
-R_TOO_MANY_DESCRIPTORS = "too-many-descriptors"
-R_BUDGET = "budget-exceeded"
-R_STALLED = "peer-not-reading"
-
+# The descriptor kinds as module globals: a global is read faster than an enum attribute.
+_IMPORT_OBJECT = DescKind.IMPORT_OBJECT
+_IMPORT_PROMISE = DescKind.IMPORT_PROMISE
+_EXPORT = DescKind.EXPORT
+_ANSWER = DescKind.ANSWER
 
 @dataclass(frozen=True)
 class Limits:
@@ -111,10 +122,10 @@ class Limits:
     max_reason_length: int = 1024
     #: Values in one frame, counted while decoding (``codec.MAX_ELEMENTS``
     #: says why this number); more aborts with ``too-many-elements``.
-    max_elements: int = codec.MAX_ELEMENTS
+    max_elements: int = MAX_ELEMENTS
     #: Descriptors in one frame (``codec.MAX_DESCRIPTORS``); more aborts with
     #: ``too-many-descriptors``.
-    max_descriptors: int = codec.MAX_DESCRIPTORS
+    max_descriptors: int = MAX_DESCRIPTORS
     #: Bytes queued for a peer that is not reading them, beyond which the
     #: driver stops reading that peer's frames (backpressure). Two frames of
     #: the largest size: a big reply still goes out whole, and a peer that
@@ -128,15 +139,6 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
-
-
-class LimitExceeded(TypeError):
-    """A message could not be sent: too large for the peer, or over a shared budget.
-
-    A ``TypeError`` so that it travels the same paths as a value that cannot
-    be passed: the caller of ``send`` gets it raised, and a result that hits
-    it is reported to the peer as a broken promise rather than killing the session.
-    """
 
 
 class Budget:
@@ -188,15 +190,6 @@ class Budget:
         }
 
 
-class ProtocolError(Exception):
-    """The peer broke the protocol. ``code`` is one of the reason codes above."""
-
-    def __init__(self, code: str, detail: str = "") -> None:
-        super().__init__(f"{code}: {detail}" if detail else code)
-        self.code = code
-        self.detail = detail
-
-
 class SessionAborted(ConnectionError):
     """The session ended; every pending promise on it breaks with this.
 
@@ -214,17 +207,6 @@ class SessionAborted(ConnectionError):
     @property
     def reason(self) -> str:
         return f"{self.code}: {self.detail}" if self.detail else self.code
-
-
-def _brief(value: Any) -> str:
-    """A short, always-printable description of a value the peer sent (for abort details)."""
-    if type(value) is int and value.bit_length() > 64:
-        return f"<int of {value.bit_length()} bits>"
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__name__}>"
-    return text[:64]
 
 
 def _split_reason(reason: str) -> tuple[str, str]:
@@ -254,10 +236,10 @@ class RemoteRef:
     def __repr__(self) -> str:
         return f"<RemoteRef {self._session.name}#{self._position}>"
 
-    def _captp_send(self, method: str, args: Any) -> Promise:
+    def _captp_send(self, method: str | None, args: Any) -> Promise:
         return self._session.send(self, method, args)
 
-    def _captp_send_only(self, method: str, args: Any) -> None:
+    def _captp_send_only(self, method: str | None, args: Any) -> None:
         self._session.send_only(self, method, args)
 
 
@@ -297,18 +279,19 @@ class RemotePromise(Promise):
         state = {PENDING: "pending", FULFILLED: "fulfilled", REJECTED: "rejected"}[self._state]
         return f"<RemotePromise {self._session.name} {self._kind}#{self._position} {state}>"
 
-    def _captp_send(self, method: str, args: Any) -> Promise:
+    def _captp_send(self, method: str | None, args: Any) -> Promise:
         if self._state == FULFILLED:  # already resolved: send straight to the value
             return eventual_send(self._result, method, args)
         if self._state == REJECTED:
             return Promise.rejected_with(self._result)
         return self._session.send(self, method, args)  # pipelined
 
-    def _captp_send_only(self, method: str, args: Any) -> None:
+    def _captp_send_only(self, method: str | None, args: Any) -> None:
         if self._state == PENDING:
             self._session.send_only(self, method, args)
         elif self._state == FULFILLED:
-            E.send_only(self._result).__getattr__(method)(*args)
+            sender = E.send_only(self._result)
+            (sender if method is None else sender.__getattr__(method))(*args)
 
 
 class _ResultResolver:
@@ -330,9 +313,9 @@ class _ResultResolver:
         promise, self._promise = self._promise, None
         if promise is None:
             return
-        if not isinstance(reason, BaseException):
-            reason = RemoteError("Error", str(reason))
-        promise._reject(reason)
+        # An error arrives as an exception; any other value the promise was
+        # broken with is kept as it is, wrapped so that awaiting can raise it.
+        promise._reject(reason if isinstance(reason, BaseException) else Rejected(reason))
 
 
 setattr(_ResultResolver, "break", _ResultResolver._break)
@@ -378,8 +361,11 @@ class Session:
         spawn: Spawn | None = None,
         debug: bool = False,
         budget: Budget | None = None,
+        profile: WireProfile = MSGPACK,
     ) -> None:
         self.name = name
+        #: How messages are written (``captp.profile``); the msgpack one unless told.
+        self.profile = profile
         self.limits = limits
         self.debug = debug
         self.spawn = spawn
@@ -391,6 +377,8 @@ class Session:
         self._outbox_bytes = 0
         self._budget: Budget | None = None
         self._aborted: SessionAborted | None = None
+        #: An abort frame was queued for the peer (our abort, not the peer's or a lost transport).
+        self.abort_queued = False
         self._peer_started = False
         self._exports: dict[int, _Export] = {}
         self._export_pos_of: dict[int, int] = {}
@@ -412,7 +400,7 @@ class Session:
         self._exports[0] = _Export(bootstrap, False)
         self._export_pos_of[id(bootstrap)] = 0
         self.budget = budget
-        self._queue([OP_START, PROTOCOL_VERSION])
+        self._queue(profile.start_session())
 
     # -- public surface -------------------------------------------------------
     @property
@@ -468,17 +456,20 @@ class Session:
             if len(frame) > self.limits.max_frame_size:
                 raise ProtocolError(R_FRAME_TOO_LARGE, f"{len(frame)} bytes")
             try:
-                msg = codec.unpack(frame, self.limits.max_elements, self.limits.max_descriptors)
-            except codec.BudgetExceeded as e:
-                code = R_TOO_MANY_ELEMENTS if e.what == "elements" else R_TOO_MANY_DESCRIPTORS
-                raise ProtocolError(code, str(e)) from None
-            except CodecError as e:
-                raise ProtocolError(R_MALFORMED, str(e)) from None
+                msg = self.profile.decode_message(frame, self.limits)
+            except ProtocolError as e:
+                if self._peer_started or e.op is StartSession:
+                    raise
+                if e.op is Abort:  # a malformed abort still ends the session
+                    self._terminate(SessionAborted("abort", by_peer=True))
+                    return
+                if e.code == R_UNKNOWN_OP or e.code == R_BAD_ARITY:
+                    # Before start-session nothing else is looked at (docs/protocol.md §6.1).
+                    raise ProtocolError(R_NOT_STARTED, "expected start-session first") from None
+                raise
             self._dispatch(msg)
         except ProtocolError as e:
             self._fail(e.code, e.detail)
-        except CodecError as e:
-            self._fail(R_MALFORMED, str(e))
         except Exception as e:  # a bug of ours must still cost only this session
             log.exception("%s: internal error while processing a frame", self.name)
             self._fail(R_MALFORMED, f"frame could not be processed ({type(e).__name__})")
@@ -497,7 +488,8 @@ class Session:
         if self._aborted is not None:
             return
         reason = reason[: self.limits.max_reason_length]
-        self._queue([OP_ABORT, reason])
+        self._queue(Abort(reason))
+        self.abort_queued = True
         code, detail = _split_reason(reason)
         self._terminate(SessionAborted(code, detail))
 
@@ -522,30 +514,19 @@ class Session:
         }
 
     # -- sending ---------------------------------------------------------------
-    def _encode(self, message: list[Any]) -> bytes:
+    def _encode(self, message: Message) -> bytes:
         """Encode one frame; exports are all-or-nothing per frame.
 
         ``_describe`` creates export entries and counts them as sent while the
-        codec walks the value. If a later part of the value cannot be encoded,
-        the frame is never sent, so those entries are rolled back: otherwise
-        they would pin objects the peer can never release.
+        profile writes the message. If a later part of it cannot be encoded
+        (or the frame would be over the peer's limits), the frame is never
+        sent, so those entries are rolled back: otherwise they would pin
+        objects the peer can never release.
         """
         journal: list[tuple[int, bool]] = []
         self._journal = journal
         try:
-            frame = codec.encode(message, self._describe)
-            limits = self.limits
-            # Never write a frame the peer must refuse: it would end the whole
-            # session over one value. (Counting runs only for long frames.)
-            if len(frame) > limits.max_frame_size:
-                raise LimitExceeded(f"message of {len(frame)} bytes is over the {limits.max_frame_size}-byte frame limit")
-            if len(frame) > limits.max_elements and not codec.count_within_budget(
-                frame, limits.max_elements, limits.max_descriptors
-            ):
-                raise LimitExceeded(
-                    f"message holds more than {limits.max_elements} values or {limits.max_descriptors} references"
-                )
-            return frame
+            return self.profile.encode_message(message, self._describe, self.limits)
         except BaseException:
             for pos, created in reversed(journal):
                 entry = self._exports.get(pos)
@@ -561,7 +542,7 @@ class Session:
         finally:
             self._journal = None
 
-    def _queue(self, message: list[Any]) -> None:
+    def _queue(self, message: Message) -> None:
         try:
             frame = self._encode(message)
         except _ExportLimit as e:
@@ -572,20 +553,21 @@ class Session:
         if len(self._outbox) == 1 and self.on_wakeup is not None:
             self.on_wakeup()
 
-    def _target_desc(self, target: RemoteRef | RemotePromise) -> Desc:
+    def _target_desc(self, target: RemoteRef | RemotePromise) -> Descriptor:
         if isinstance(target, RemoteRef):
-            return Desc(EXT_EXPORT, target._position)
+            return Descriptor(_EXPORT, target._position)
         if target._kind == "answer":
-            return Desc(EXT_ANSWER, target._position)
-        return Desc(EXT_EXPORT, target._position)
+            return Descriptor(_ANSWER, target._position)
+        return Descriptor(_EXPORT, target._position)
 
     def send(
-        self, target: RemoteRef | RemotePromise, method: str, args: tuple[Any, ...] | list[Any]
+        self, target: RemoteRef | RemotePromise, method: str | None, args: tuple[Any, ...] | list[Any]
     ) -> RemotePromise:
         """Queue a call on ``target`` (which must belong to this session); return its answer.
 
-        Arguments are encoded now: a non-passable argument raises ``TypeError``
-        here, not later.
+        ``method`` None calls the target itself (``E(fn)(...)``). Arguments
+        are encoded now: a non-passable argument raises ``TypeError`` here,
+        not later.
         """
         if self._aborted is not None:
             p = RemotePromise(self, "answer", -1)
@@ -599,7 +581,7 @@ class Session:
         answer = RemotePromise(self, "answer", pos)
         answer._listening = True  # the result comes to our resolver unasked
         resolver = _ResultResolver(answer)
-        message = [OP_DELIVER, self._target_desc(target), method, list(args), pos, resolver]
+        message = Deliver(self._target_desc(target), method, args, pos, resolver)
         try:
             frame = self._encode(message)
         except TypeError:
@@ -622,22 +604,22 @@ class Session:
         return answer
 
     def send_only(
-        self, target: RemoteRef | RemotePromise, method: str, args: tuple[Any, ...] | list[Any]
+        self, target: RemoteRef | RemotePromise, method: str | None, args: tuple[Any, ...] | list[Any]
     ) -> None:
         """Queue a call whose result nobody wants (deliver-only)."""
         if self._aborted is not None:
             return
-        self._queue([OP_DELIVER_ONLY, self._target_desc(target), method, list(args)])
+        self._queue(DeliverOnly(self._target_desc(target), method, args))
 
-    def _describe(self, obj: Any) -> Desc:
+    def _describe(self, obj: Any) -> Descriptor:
         """The descriptor for ``obj`` as the peer will see it (encode callback)."""
         tobj = type(obj)
         if tobj is RemoteRef and obj._session is self:
-            return Desc(EXT_EXPORT, obj._position)
+            return Descriptor(_EXPORT, obj._position)
         if tobj is RemotePromise and obj._session is self:
             if obj._kind == "answer":
-                return Desc(EXT_ANSWER, obj._position)
-            return Desc(EXT_EXPORT, obj._position)
+                return Descriptor(_ANSWER, obj._position)
+            return Descriptor(_EXPORT, obj._position)
         is_promise = isinstance(obj, Promise)
         if not (is_promise or tobj is RemoteRef or tobj is _ResultResolver or is_remotable(obj)):
             raise TypeError(
@@ -660,59 +642,50 @@ class Session:
         entry.wire_count += 1
         if self._journal is not None:
             self._journal.append((pos, created))
-        return Desc(EXT_IMPORT_PROMISE if entry.is_promise else EXT_IMPORT_OBJECT, pos)
+        return Descriptor(_IMPORT_PROMISE if entry.is_promise else _IMPORT_OBJECT, pos)
 
     # -- receiving ---------------------------------------------------------------
-    def _dispatch(self, msg: Any) -> None:
-        if type(msg) is not list or not msg:
-            raise ProtocolError(R_MALFORMED, "a message must be a non-empty array")
-        op = msg[0]
-        if not self._peer_started:
-            if op == OP_ABORT:
-                self._on_abort(msg)
+    def _dispatch(self, msg: Message) -> None:
+        t = type(msg)
+        if not self._peer_started and t is not StartSession:
+            if t is Abort:
+                self._on_abort(msg)  # type: ignore[arg-type]
                 return
-            if op != OP_START:
-                raise ProtocolError(R_NOT_STARTED, "expected start-session first")
-        handler = _HANDLERS.get(op) if type(op) is str else None
-        if handler is None:
-            raise ProtocolError(R_UNKNOWN_OP, _brief(op))
-        arity = _ARITY[op]
-        if len(msg) != arity:
-            raise ProtocolError(R_BAD_ARITY, f"{op} takes {arity - 1} fields, got {len(msg) - 1}")
-        handler(self, msg)
+            raise ProtocolError(R_NOT_STARTED, "expected start-session first")
+        _HANDLERS[t](self, msg)
 
-    def _on_start(self, msg: list[Any]) -> None:
+    def _on_start(self, msg: StartSession) -> None:
         if self._peer_started:
             raise ProtocolError(R_BAD_FIELD, "duplicate start-session")
-        if msg[1] != PROTOCOL_VERSION:
-            raise ProtocolError(R_VERSION, f"peer speaks {_brief(msg[1])}")
+        self.profile.check_start(msg)
         self._peer_started = True
 
     def _local_target(self, desc: Any) -> Any:
         """The local thing a deliver/listen target names: our export or our answer."""
-        if type(desc) is not Desc:
+        if type(desc) is not Descriptor:
             raise ProtocolError(R_BAD_FIELD, "target must be a descriptor")
-        if desc.kind == EXT_EXPORT:
+        if desc.kind == _EXPORT:
             entry = self._exports.get(desc.position)
             if entry is None:
                 raise ProtocolError(R_UNKNOWN_POSITION, f"export {desc.position}")
             return entry.obj
-        if desc.kind == EXT_ANSWER:
+        if desc.kind == _ANSWER:
             answer = self._answers.get(desc.position)
             if answer is None:
                 raise ProtocolError(R_UNKNOWN_POSITION, f"answer {desc.position}")
             return answer
-        raise ProtocolError(R_BAD_FIELD, f"cannot target {desc.kind_name}")
+        raise ProtocolError(R_BAD_FIELD, f"cannot target {desc.kind.wire_name}")
 
-    def _revive_desc(self, desc: Desc) -> Any:
+    def _revive_desc(self, desc: Descriptor) -> Any:
+        """What a received descriptor stands for (the profile's decode callback)."""
         kind, pos = desc
-        if kind == EXT_IMPORT_OBJECT or kind == EXT_IMPORT_PROMISE:
+        if kind == _IMPORT_OBJECT or kind == _IMPORT_PROMISE:
             entry = self._imports.get(pos)
             proxy = entry.ref() if entry is not None else None
             if proxy is None:
                 if entry is None and len(self._imports) >= self.limits.max_imports:
                     raise ProtocolError(R_LIMIT, f"more than {self.limits.max_imports} imports")
-                if kind == EXT_IMPORT_OBJECT:
+                if kind == _IMPORT_OBJECT:
                     proxy = RemoteRef(self, pos)
                 else:
                     proxy = RemotePromise(self, "import", pos)
@@ -720,29 +693,20 @@ class Session:
                     entry = self._imports[pos] = _Import(proxy)
                 else:  # the old proxy died but its finalizer has not run yet
                     entry.ref = _Import(proxy).ref
-            elif (type(proxy) is RemoteRef) != (kind == EXT_IMPORT_OBJECT):
+            elif (type(proxy) is RemoteRef) != (kind == _IMPORT_OBJECT):
                 raise ProtocolError(R_BAD_FIELD, f"position {pos} changed between object and promise")
             assert entry is not None  # a live proxy came from an entry
             entry.wire_count += 1
             return proxy
         return self._local_target(desc)
 
-    def _revive_args(self, args: Any) -> list[Any]:
-        if type(args) is not list:
-            raise ProtocolError(R_BAD_FIELD, "args must be an array")
-        try:
-            revived: list[Any] = codec.revive(args, self._revive_desc)
-            return revived
-        except CodecError as e:
-            raise ProtocolError(R_MALFORMED, str(e)) from None
+    def _check_method(self, method: Any) -> None:
+        """A method name, or None: a call of the target itself (``E(fn)(...)``)."""
+        if method is not None and (type(method) is not str or len(method) > self.limits.max_method_length):
+            raise ProtocolError(R_BAD_FIELD, "method must be a short string or null")
 
-    def _check_method(self, method: Any) -> str:
-        if type(method) is not str or len(method) > self.limits.max_method_length:
-            raise ProtocolError(R_BAD_FIELD, "method must be a short string")
-        return method
-
-    def _on_deliver(self, msg: list[Any]) -> None:
-        _, target_desc, method, args, answer_pos, resolve_me = msg
+    def _on_deliver(self, msg: Deliver) -> None:
+        method, answer_pos, resolve_me = msg.method, msg.answer_pos, msg.resolve_me
         self._check_method(method)
         if answer_pos is not None:
             if type(answer_pos) is not int or not 0 <= answer_pos <= MAX_POSITION:
@@ -752,10 +716,10 @@ class Session:
             if len(self._answers) >= self.limits.max_answers:
                 raise ProtocolError(R_LIMIT, f"more than {self.limits.max_answers} pending answers")
         if resolve_me is not None:
-            if type(resolve_me) is not Desc or resolve_me.kind != EXT_IMPORT_OBJECT:
+            if type(resolve_me) is not Descriptor or resolve_me.kind != _IMPORT_OBJECT:
                 raise ProtocolError(R_BAD_FIELD, "resolve_me must be null or an import-object")
-        target = self._local_target(target_desc)
-        args = self._revive_args(args)
+        target = self._local_target(msg.target)
+        args = self.profile.decode_args(msg.args, self._revive_desc)
         resolver = self._revive_desc(resolve_me) if resolve_me is not None else None
         if answer_pos is not None and self._budget is not None and not self._budget.take("answers"):
             raise ProtocolError(R_BUDGET, f"{self._budget.max_answers} answers are pending over all sessions")
@@ -765,11 +729,11 @@ class Session:
         if resolver is not None:
             result._on_settled(self._reporter(resolver), True)
 
-    def _on_deliver_only(self, msg: list[Any]) -> None:
-        _, target_desc, method, args = msg
+    def _on_deliver_only(self, msg: DeliverOnly) -> None:
+        method = msg.method
         self._check_method(method)
-        target = self._local_target(target_desc)
-        args = self._revive_args(args)
+        target = self._local_target(msg.target)
+        args = self.profile.decode_args(msg.args, self._revive_desc)
         if type(target) is _ResultResolver and (method == "fulfill" or method == "break"):
             # The answer to one of our calls: one per call, so it skips the
             # general path (eventual_send, a result promise nobody observes).
@@ -781,13 +745,13 @@ class Session:
         result = self._call(target, method, args)
         result.when_settled(_log_unobserved_failure)
 
-    def _on_listen(self, msg: list[Any]) -> None:
-        _, target_desc, resolver_desc, wants_partial = msg
-        if type(resolver_desc) is not Desc or resolver_desc.kind != EXT_IMPORT_OBJECT:
+    def _on_listen(self, msg: Listen) -> None:
+        resolver_desc, wants_partial = msg.resolver, msg.wants_partial
+        if type(resolver_desc) is not Descriptor or resolver_desc.kind != _IMPORT_OBJECT:
             raise ProtocolError(R_BAD_FIELD, "listen resolver must be an import-object")
         if type(wants_partial) is not bool:
             raise ProtocolError(R_BAD_FIELD, "wants_partial must be a boolean")
-        target = self._local_target(target_desc)
+        target = self._local_target(msg.target)
         resolver = self._revive_desc(resolver_desc)
         report = self._reporter(resolver)
         if isinstance(target, Promise):
@@ -795,8 +759,8 @@ class Session:
         else:
             report(Promise.resolved(target))
 
-    def _on_gc_exports(self, msg: list[Any]) -> None:
-        _, positions, deltas = msg
+    def _on_gc_exports(self, msg: GcExports) -> None:
+        positions, deltas = msg.positions, msg.deltas
         if type(positions) is not list or type(deltas) is not list or len(positions) != len(deltas):
             raise ProtocolError(R_BAD_FIELD, "gc-exports needs two arrays of equal length")
         for pos, delta in zip(positions, deltas, strict=True):
@@ -814,8 +778,8 @@ class Session:
                 if self._budget is not None:
                     self._budget.give("exports")
 
-    def _on_gc_answers(self, msg: list[Any]) -> None:
-        positions = msg[1]
+    def _on_gc_answers(self, msg: GcAnswers) -> None:
+        positions = msg.positions
         if type(positions) is not list:
             raise ProtocolError(R_BAD_FIELD, "gc-answers needs an array")
         for pos in positions:
@@ -827,15 +791,15 @@ class Session:
             if self._budget is not None:
                 self._budget.give("answers")
 
-    def _on_abort(self, msg: list[Any]) -> None:
-        reason = msg[1] if len(msg) == 2 and type(msg[1]) is str else "abort"
+    def _on_abort(self, msg: Abort) -> None:
+        reason = msg.reason if type(msg.reason) is str else "abort"
         reason = reason[: self.limits.max_reason_length]
         code, detail = _split_reason(reason)
         self._terminate(SessionAborted(code, detail, by_peer=True))
 
     # -- calling local objects ----------------------------------------------------
-    def _call(self, target: Any, method: str, args: list[Any]) -> Promise:
-        """Invoke ``method`` on a local target, or forward to wherever it lives."""
+    def _call(self, target: Any, method: str | None, args: list[Any]) -> Promise:
+        """Invoke ``method`` on a local target (None: apply it), or forward to wherever it lives."""
         try:
             return eventual_send(target, method, args, spawn=self.spawn)
         except Exception as e:  # forwarding to another session can refuse the args
@@ -850,25 +814,29 @@ class Session:
         def report(p: Promise) -> None:
             if self._aborted is not None:
                 return
+            target = Descriptor(_EXPORT, resolver._position)
             if p._state == FULFILLED:
                 try:
-                    self._queue(
-                        [OP_DELIVER_ONLY, Desc(EXT_EXPORT, resolver._position), "fulfill", [p._result]]
-                    )
+                    self._queue(DeliverOnly(target, "fulfill", [p._result]))
                     return
                 except TypeError as e:
                     err: BaseException = RemoteError("TypeError", f"result is not passable: {e}")
             else:
                 err = p._result
-                if not isinstance(err, RemoteError):
+                if type(err) is Rejected:
+                    # Broken with a value that is not an error: the peer gets the value.
+                    try:
+                        self._queue(DeliverOnly(target, "break", [err.value]))
+                        return
+                    except TypeError as e:
+                        err = RemoteError("TypeError", f"rejection value is not passable: {e}")
+                elif not isinstance(err, RemoteError):
                     err = self._wire_error(err)
             try:
-                self._queue([OP_DELIVER_ONLY, Desc(EXT_EXPORT, resolver._position), "break", [err]])
+                self._queue(DeliverOnly(target, "break", [err]))
             except TypeError:
-                self._queue(
-                    [OP_DELIVER_ONLY, Desc(EXT_EXPORT, resolver._position), "break",
-                     [RemoteError(err.name if isinstance(err, RemoteError) else "Error", "unencodable error")]]
-                )
+                name = err.name if isinstance(err, RemoteError) else "Error"
+                self._queue(DeliverOnly(target, "break", [RemoteError(name, "unencodable error")]))
 
         return report
 
@@ -878,9 +846,7 @@ class Session:
             return
         if promise._position < 0:
             return
-        self._queue(
-            [OP_LISTEN, Desc(EXT_EXPORT, promise._position), _ResultResolver(promise), False]
-        )
+        self._queue(Listen(Descriptor(_EXPORT, promise._position), _ResultResolver(promise), False))
 
     # -- garbage collection ----------------------------------------------------------
     def _drop_import(self, pos: int, proxy: Any) -> None:
@@ -919,13 +885,14 @@ class Session:
         with self._gc_lock:
             gc_exports, self._gc_exports = self._gc_exports, {}
             gc_answers, self._gc_answers = self._gc_answers, []
-        # Positions and counts are our own small ints: nothing for encode() to check.
+        # Positions and counts are our own small ints: no references, nothing to roll back.
+        encode = self.profile.encode_message
         if gc_exports:
-            frame = codec.encode_plain([OP_GC_EXPORTS, list(gc_exports), list(gc_exports.values())])
+            frame = encode(GcExports(list(gc_exports), list(gc_exports.values())), self._describe, self.limits)
             self._outbox.append(frame)
             self._outbox_bytes += len(frame)
         if gc_answers:
-            frame = codec.encode_plain([OP_GC_ANSWERS, gc_answers])
+            frame = encode(GcAnswers(gc_answers), self._describe, self.limits)
             self._outbox.append(frame)
             self._outbox_bytes += len(frame)
 
@@ -936,9 +903,10 @@ class Session:
         log.debug("%s: aborting: %s: %s", self.name, code, detail)
         reason = f"{code}: {detail}"[: self.limits.max_reason_length] if detail else code
         try:
-            frame = codec.encode([OP_ABORT, reason])
+            frame = self._encode(Abort(reason))
             self._outbox.append(frame)
             self._outbox_bytes += len(frame)
+            self.abort_queued = True
         except Exception:  # pragma: no cover - the reason is a str
             pass
         self._terminate(SessionAborted(code, detail))
@@ -986,21 +954,12 @@ def _log_unobserved_failure(p: Promise) -> None:
         log.debug("deliver-only call failed: %r", p._result)
 
 
-_HANDLERS: dict[str, Callable[[Session, list[Any]], None]] = {
-    OP_START: Session._on_start,
-    OP_DELIVER: Session._on_deliver,
-    OP_DELIVER_ONLY: Session._on_deliver_only,
-    OP_LISTEN: Session._on_listen,
-    OP_GC_EXPORTS: Session._on_gc_exports,
-    OP_GC_ANSWERS: Session._on_gc_answers,
-    OP_ABORT: Session._on_abort,
-}
-_ARITY = {
-    OP_START: 2,
-    OP_DELIVER: 6,
-    OP_DELIVER_ONLY: 4,
-    OP_LISTEN: 4,
-    OP_GC_EXPORTS: 3,
-    OP_GC_ANSWERS: 2,
-    OP_ABORT: 2,
+_HANDLERS: dict[type[Message], Callable[[Session, Any], None]] = {
+    StartSession: Session._on_start,
+    Deliver: Session._on_deliver,
+    DeliverOnly: Session._on_deliver_only,
+    Listen: Session._on_listen,
+    GcExports: Session._on_gc_exports,
+    GcAnswers: Session._on_gc_answers,
+    Abort: Session._on_abort,
 }
