@@ -65,6 +65,8 @@ from .transport import (
     WebSocketTransport,
     memory_transport_pair,
 )
+from .msgpack_profile import MSGPACK
+from .profile import WireProfile
 from .turns import holding, run_turns
 
 __all__ = [
@@ -329,14 +331,18 @@ async def open_connection(
     limits: Limits = DEFAULT_LIMITS,
     debug: bool = False,
     budget: Budget | None = None,
+    profile: WireProfile | None = None,
 ) -> AsyncIterator[Connection]:
     """Run a CapTP session over ``transport`` for the body of the ``async with``.
 
-    ``budget``, if given, is shared with other sessions (see ``Budget``).
+    ``budget``, if given, is shared with other sessions (see ``Budget``);
+    ``profile`` is the session's wire profile (msgpack unless given; the
+    transport must frame what that profile writes).
     """
     async with trio.open_nursery() as nursery:
         session = Session(
-            bootstrap, limits=limits, name=name, spawn=nursery.start_soon, debug=debug, budget=budget
+            bootstrap, limits=limits, name=name, spawn=nursery.start_soon, debug=debug, budget=budget,
+            profile=MSGPACK if profile is None else profile,
         )
         conn = Connection(session, transport)
         nursery.start_soon(conn._pump)

@@ -121,6 +121,15 @@ async def serve(host: str, port: int, *, task_status: trio.TaskStatus[PeerLocato
         task_status.started(location)
 
 
+def _cause(error: BaseException) -> BaseException | None:
+    """The one OSError or NetlayerError ``error`` is or (in trio's exception groups) holds, else None."""
+    while isinstance(error, BaseExceptionGroup):
+        if len(error.exceptions) != 1:
+            return None
+        error = error.exceptions[0]
+    return error if isinstance(error, OSError | NetlayerError) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ocapd.captp.ocapn_test_peer", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port)")
@@ -138,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(run)
     except KeyboardInterrupt:
         return 0
-    except (OSError, NetlayerError) as e:
-        print(f"ocapn_test_peer: cannot listen on {args.host}:{args.port}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+    except (OSError, NetlayerError, BaseExceptionGroup) as e:
+        cause = _cause(e)
+        if cause is None:
+            raise
+        print(f"ocapn_test_peer: cannot listen on {args.host}:{args.port}: {getattr(cause, 'strerror', None) or cause}", file=sys.stderr)
         return 1
     return 0
 
