@@ -47,6 +47,8 @@ from typing import Any
 
 import trio
 
+from .msgpack_profile import MSGPACK
+from .profile import WireProfile
 from .session import (
     DEFAULT_LIMITS,
     R_CLOSED,
@@ -65,8 +67,6 @@ from .transport import (
     WebSocketTransport,
     memory_transport_pair,
 )
-from .msgpack_profile import MSGPACK
-from .profile import WireProfile
 from .turns import holding, run_turns
 
 __all__ = [

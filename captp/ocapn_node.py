@@ -51,7 +51,7 @@ from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
 from .session import RemoteRef, Session
 from .syrup import Record, SyrupError, SyrupSplitter
-from .transport import TransportClosed
+from .transport import FramedStream, TransportClosed
 
 __all__ = ["OcapnNode", "SyrupStream", "R_CROSSED_HELLOS"]
 
@@ -81,22 +81,27 @@ _READ_SIZE = 65536
 Connect = Callable[[PeerLocator], Awaitable[trio.abc.Stream]]
 
 
-class SyrupStream:
-    """A ``MessageTransport`` of Syrup values back to back on a trio stream (no length prefix)."""
+class SyrupStream(FramedStream):
+    """Syrup values back to back on a trio stream (no length prefix), for the trio driver.
+
+    A ``FramedStream`` in all but the framing, so the driver writes our
+    replies without yielding (``send_frames_nowait``) as it does for msgpack.
+    """
 
     def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int) -> None:
-        self._stream = stream
+        super().__init__(stream, max_frame_size=max_frame_size)
         self._splitter = SyrupSplitter(max_value_bytes=max_frame_size)
-        self._send_lock = trio.StrictFIFOLock()
+        #: Frames read but not yet taken by ``receive_frame``.
+        self._ready: list[bytes] = []
 
-    async def send_frames(self, frames: list[bytes]) -> None:
-        try:
-            async with self._send_lock:
-                await self._stream.send_all(b"".join(frames))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-            raise TransportClosed(str(e)) from None
+    @staticmethod
+    def _encode(frames: list[bytes]) -> bytes:
+        return frames[0] if len(frames) == 1 else b"".join(frames)
 
     async def receive_frames(self) -> list[bytes]:
+        if self._ready:
+            frames, self._ready = self._ready, []
+            return frames
         splitter = self._splitter
         while True:
             try:
@@ -108,7 +113,7 @@ class SyrupStream:
             if frames:
                 return frames
             try:
-                data = await self._stream.receive_some(_READ_SIZE)
+                data = await self.stream.receive_some(_READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                 raise TransportClosed(str(e)) from None
             if not data:
@@ -119,7 +124,9 @@ class SyrupStream:
                 raise ProtocolError(R_MALFORMED, str(e)) from None
 
     async def receive_frame(self) -> bytes:
-        raise NotImplementedError("use receive_frames")  # the driver prefers receive_frames
+        if not self._ready:
+            self._ready = await self.receive_frames()
+        return self._ready.pop(0)
 
     async def aclose(self) -> None:
         """Half-close, read (and drop) what the peer still sends for a moment, then close.
@@ -131,15 +138,15 @@ class SyrupStream:
         with trio.CancelScope(shield=True):
             try:
                 with trio.move_on_after(CLOSE_DRAIN_TIMEOUT):
-                    send_eof = getattr(self._stream, "send_eof", None)
+                    send_eof = getattr(self.stream, "send_eof", None)
                     if send_eof is not None:
                         await send_eof()
-                    while await self._stream.receive_some(_READ_SIZE):
+                    while await self.stream.receive_some(_READ_SIZE):
                         pass
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
                 pass
             finally:
-                await self._stream.aclose()
+                await super().aclose()
 
 
 class _Peer:
