@@ -34,7 +34,7 @@ import trio
 
 from .connection import open_connection
 from .eventual import E
-from .messages import R_MALFORMED, ProtocolError
+from .messages import R_BAD_FIELD, R_MALFORMED, ProtocolError
 from .ocapn_keys import (
     HandoffError,
     SignatureError,
@@ -46,6 +46,7 @@ from .ocapn_keys import (
     public_identifier,
 )
 from .ocapn_locators import PeerLocator, SturdyRef
+from .ocapn_netlayers import PeerConnection
 from .ocapn_profile import HANDOFF_GIVE, OcapnProfile
 from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
@@ -74,11 +75,15 @@ MAX_PENDING_GIFTS = 1024
 #: rather than a reset. Long enough for a peer to notice the end; short
 #: enough that a peer that keeps writing cannot hold the socket.
 CLOSE_DRAIN_TIMEOUT = 2.0
+#: Bytes a closing stream drops before it gives up waiting for the peer's end.
+CLOSE_DRAIN_BYTES = 1024 * 1024
 
 #: Bytes asked of the stream per read.
 _READ_SIZE = 65536
 
-Connect = Callable[[PeerLocator], Awaitable[trio.abc.Stream]]
+#: Dials a location: a stream, or a netlayer's ``PeerConnection`` (which may
+#: say which designator it authenticated at the other end).
+Connect = Callable[[PeerLocator], Awaitable["trio.abc.Stream | PeerConnection"]]
 
 
 class SyrupStream(FramedStream):
@@ -129,24 +134,18 @@ class SyrupStream(FramedStream):
         return self._ready.pop(0)
 
     async def aclose(self) -> None:
-        """Half-close, read (and drop) what the peer still sends for a moment, then close.
+        """Half-close and drop what the peer still sends for a moment, then close — whoever aborted.
 
-        Closing a TCP socket with unread input makes the kernel reset the
-        connection, and the peer may then never read our last message (the
-        abort) or may fail writing instead of seeing the end of the stream.
+        The driver half-closes after an abort of ours; this covers the peer's
+        abort too. Closing a TCP socket with unread input makes the kernel
+        reset the connection: a peer that aborted and goes on writing (the
+        suite's abort-before-setup test) would then fail writing instead of
+        seeing the end of the stream.
         """
         with trio.CancelScope(shield=True):
-            try:
-                with trio.move_on_after(CLOSE_DRAIN_TIMEOUT):
-                    send_eof = getattr(self.stream, "send_eof", None)
-                    if send_eof is not None:
-                        await send_eof()
-                    while await self.stream.receive_some(_READ_SIZE):
-                        pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
-                pass
-            finally:
-                await super().aclose()
+            with trio.move_on_after(CLOSE_DRAIN_TIMEOUT):
+                await self.half_close(CLOSE_DRAIN_BYTES)
+            await super().aclose()
 
 
 class _Peer:
@@ -156,6 +155,8 @@ class _Peer:
         self.node = node
         #: Where we dialed, for a session we opened; None for one the peer opened.
         self.outbound = outbound
+        #: The designator the netlayer authenticated at the other end, if it did.
+        self.verified_designator: str | None = None
         self.profile = OcapnProfile(
             node.location, on_started=node._on_started, on_handoff=node._on_handoff, on_foreign=node._on_foreign
         )
@@ -208,12 +209,22 @@ class OcapnNode:
             raise RuntimeError("the OCapN node is not running")
         self._nursery.start_soon(fn, *args)
 
-    async def serve_stream(self, stream: trio.abc.Stream) -> None:
-        """Run one session the peer opened over ``stream`` until it ends."""
-        await self._serve(stream, self._add_peer(None))
+    async def serve_stream(self, stream: trio.abc.Stream, *, peer_designator: str | None = None) -> None:
+        """Run one session the peer opened over ``stream`` until it ends.
 
-    def _add_peer(self, outbound: PeerLocator | None) -> _Peer:
+        ``peer_designator`` is the designator the netlayer authenticated at the
+        other end (``PeerConnection.peer_designator``), if any: a peer whose
+        start-session claims another location is then refused.
+        """
+        await self._serve(stream, self._add_peer(None, peer_designator))
+
+    async def serve_connection(self, connection: PeerConnection) -> None:
+        """``serve_stream`` for a netlayer's incoming connection (a netlayer ``serve`` handler)."""
+        await self.serve_stream(connection.stream, peer_designator=connection.peer_designator)
+
+    def _add_peer(self, outbound: PeerLocator | None, verified: str | None) -> _Peer:
         peer = _Peer(self, outbound)
+        peer.verified_designator = verified
         self._peers.append(peer)
         self._by_profile[id(peer.profile)] = peer
         return peer
@@ -252,8 +263,12 @@ class OcapnNode:
             return session
         if self._connect is None:
             raise ConnectionError(f"no session to {location.designator} and no netlayer to dial it")
-        stream = await self._connect(location)
-        peer = self._add_peer(location)
+        dialed = await self._connect(location)
+        if isinstance(dialed, PeerConnection):
+            stream, verified = dialed.stream, dialed.peer_designator
+        else:
+            stream, verified = dialed, None
+        peer = self._add_peer(location, verified)
         self._spawn(self._serve, stream, peer)
         async with trio.open_nursery() as watchers:
 
@@ -290,6 +305,11 @@ class OcapnNode:
         """The peer's start-session checked: settle a crossed hello, then mark the session started."""
         peer = self._by_profile[id(profile)]
         assert profile.peer is not None
+        claimed = profile.peer.location.designator
+        if peer.verified_designator is not None and claimed != peer.verified_designator:
+            raise ProtocolError(R_BAD_FIELD, "the location's designator is not the one the netlayer authenticated")
+        if peer.outbound is not None and not profile.peer.location.same_peer(peer.outbound):
+            raise ProtocolError(R_BAD_FIELD, "the peer we dialed signed another location")
         for other in list(self._peers):
             if other is peer or other.ended.is_set() or (other.outbound is None) == (peer.outbound is None):
                 continue
