@@ -38,10 +38,14 @@ def test_captp_rtt_smoke_run_prints_one_json_object_with_every_figure() -> None:
     result = json.loads(lines[0])
     assert result["benchmark"] == "captp_rtt"
     assert {"python", "trio", "iterations", "targets", "transports"} <= result.keys()
-    assert result["targets"] == {"call_over_raw_max": 1.5, "pipelined_over_sequential_min": 5}
+    assert result["targets"] == {"call_over_raw_max": 1.5, "pipelined_over_sequential_min": 5, "ocapn_over_msgpack_max": 1.3}
     assert set(result["transports"]) == {"pipe", "tcp", "ws"}
     for figures in result["transports"].values():
         assert TRANSPORT_KEYS <= figures.keys()
         assert figures["raw_rtt_us"] > 0 and figures["call_rtt_us"] > 0
         assert isinstance(figures["meets_call_over_raw"], bool)
         assert isinstance(figures["meets_pipelined_over_sequential"], bool)
+    ocapn = result["ocapn"]
+    assert ocapn["msgpack_call_rtt_us"] > 0 and ocapn["ocapn_call_rtt_us"] > 0
+    assert ocapn["ocapn_over_msgpack"] > 0
+    assert isinstance(ocapn["meets_ocapn_over_msgpack"], bool)

@@ -14,6 +14,12 @@ It measures:
 - ``sequential_calls_per_s`` and ``pipelined_calls_per_s`` (a batch of
   calls issued before any is awaited).
 
+The ``ocapn`` row compares the two wire profiles over TCP loopback: the same
+call (``E(ref).echo(SMALL_ARGS)``, the same echo object in a child process)
+through the OCapN profile (Syrup records, tcp-testing-only) and through the
+msgpack profile, in alternating blocks: ``ocapn_over_msgpack`` is the ratio
+of their median round trips (budget: at most 1.3).
+
 The design budgets (docs: DESIGN section 7) are ratios measured in one run,
 so they hold on a busy machine: call/raw <= 1.5, pipelined/sequential >= 5.
 Raw and CapTP samples are taken in alternating blocks so that load from
@@ -50,7 +56,7 @@ from ocapd.captp import (  # noqa: E402
 
 PEER = Path(__file__).with_name("rtt_peer.py")
 TRANSPORTS = ("pipe", "tcp", "ws")
-TARGETS = {"call_over_raw_max": 1.5, "pipelined_over_sequential_min": 5}
+TARGETS = {"call_over_raw_max": 1.5, "pipelined_over_sequential_min": 5, "ocapn_over_msgpack_max": 1.3}
 
 #: The argument of every measured call: a small record, like most daemon calls.
 SMALL_ARGS = {"op": "ping", "seq": 12345, "tags": ["a", "b"]}
@@ -142,6 +148,11 @@ async def open_link(mode: str, transport: str) -> AsyncIterator[Any]:
                     async with open_websocket_connection(ws, name="bench") as conn:
                         yield conn
             return
+        if mode == "ocapn":
+            stream = await trio.open_tcp_stream("127.0.0.1", await _read_port(proc))
+            async with stream:
+                yield await _ocapn_echo(stream)
+            return
         if transport == "pipe":
             stream: trio.abc.Stream = trio.StapledStream(proc.stdin, proc.stdout)  # type: ignore[arg-type]
         else:
@@ -152,6 +163,26 @@ async def open_link(mode: str, transport: str) -> AsyncIterator[Any]:
             else:
                 async with open_stream_connection(stream, name="bench") as conn:
                     yield conn
+
+
+async def _ocapn_echo(stream: trio.abc.Stream) -> Any:
+    """The peer's echo object, fetched over an OCapN session on ``stream``."""
+    from rtt_peer import OCAPN_SWISS
+
+    from ocapd.captp.ocapn_locators import PeerLocator, SturdyRef
+    from ocapd.captp.ocapn_node import OcapnNode
+
+    async def dial(location: PeerLocator) -> trio.abc.Stream:
+        return stream
+
+    node = OcapnNode(PeerLocator("bench", "tcp-testing-only"), dial)
+    nursery = _NURSERY[-1]
+    await nursery.start(node.run)
+    return await node.enliven(SturdyRef(PeerLocator("bench-peer", "tcp-testing-only"), OCAPN_SWISS))
+
+
+#: The nursery of the running benchmark (OCapN nodes run their sessions in it).
+_NURSERY: list[trio.Nursery] = []
 
 
 # -- measurements ------------------------------------------------------------------
@@ -234,7 +265,37 @@ async def measure_transport(transport: str, it: Iterations, payload: bytes) -> d
     }
 
 
+async def measure_ocapn(it: Iterations) -> dict[str, Any]:
+    """One call's round trip over TCP with the OCapN profile against the msgpack profile."""
+    async with open_link("captp", "tcp") as conn, open_link("ocapn", "tcp") as echo:
+        ref = conn.bootstrap()
+        await call_round_trips(ref, it.warmup)
+        await call_round_trips(echo, it.warmup)
+        msgpack_ns: list[int] = []
+        ocapn_ns: list[int] = []
+        for _ in range(it.blocks):
+            msgpack_ns += await call_round_trips(ref, it.block_size)
+            ocapn_ns += await call_round_trips(echo, it.block_size)
+        assert await E(echo).echo(SMALL_ARGS) == SMALL_ARGS
+    ratio = statistics.median(ocapn_ns) / statistics.median(msgpack_ns)
+    return {
+        "msgpack_call_rtt_us": _us(statistics.median(msgpack_ns)),
+        "ocapn_call_rtt_us": _us(statistics.median(ocapn_ns)),
+        "ocapn_over_msgpack": round(ratio, 3),
+        "meets_ocapn_over_msgpack": ratio <= TARGETS["ocapn_over_msgpack_max"],
+    }
+
+
 async def run(profile: str) -> dict[str, Any]:
+    async with trio.open_nursery() as nursery:
+        _NURSERY.append(nursery)
+        try:
+            return await _run(profile)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def _run(profile: str) -> dict[str, Any]:
     it = PROFILES[profile]
     size = call_frame_size()
     payload = (bytes(range(256)) * (size // 256 + 1))[:size]
@@ -243,6 +304,9 @@ async def run(profile: str) -> dict[str, Any]:
         progress(f"captp_rtt: {transport} ...")
         results[transport] = await measure_transport(transport, it, payload)
         progress(f"captp_rtt: {transport}: {json.dumps(results[transport])}")
+    progress("captp_rtt: ocapn ...")
+    ocapn = await measure_ocapn(it)
+    progress(f"captp_rtt: ocapn: {json.dumps(ocapn)}")
     return {
         "benchmark": "captp_rtt",
         "profile": profile,
@@ -252,9 +316,11 @@ async def run(profile: str) -> dict[str, Any]:
         "frame_bytes": len(payload),
         "targets": TARGETS,
         "transports": results,
+        "ocapn": ocapn,
         "all_targets_met": all(
             r["meets_call_over_raw"] and r["meets_pipelined_over_sequential"] for r in results.values()
-        ),
+        )
+        and ocapn["meets_ocapn_over_msgpack"],
     }
 
 

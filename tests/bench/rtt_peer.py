@@ -1,10 +1,11 @@
 """The far side of tests/bench/captp_rtt.py: an echo peer in its own process.
 
-    python tests/bench/rtt_peer.py {raw,captp} {pipe,tcp,ws}
+    python tests/bench/rtt_peer.py {raw,captp,ocapn} {pipe,tcp,ws}
 
 ``raw`` echoes every frame back unchanged, using the same framing CapTP uses
 on that transport; ``captp`` serves a CapTP session whose bootstrap object
-has ``echo(value) -> value``. Over ``pipe`` the peer speaks on its own
+has ``echo(value) -> value``; ``ocapn`` (tcp only) serves the same object
+over the OCapN wire profile, at the swiss number ``OCAPN_SWISS``. Over ``pipe`` the peer speaks on its own
 stdin/stdout; over ``tcp`` and ``ws`` it listens on 127.0.0.1 at a free port,
 prints that port as one line on stdout, and serves one connection. Either way
 it exits when the connection ends.
@@ -27,6 +28,9 @@ from ocapd.captp import (
     stdio_stream,
 )
 
+#: Where the ``ocapn`` peer offers its echo object (its bootstrap's ``fetch``).
+OCAPN_SWISS = b"bench-echo"
+
 
 @far("Echo")
 class Echo:
@@ -42,8 +46,22 @@ async def _raw_echo(transport: Any) -> None:
         pass
 
 
+async def _serve_ocapn(stream: trio.abc.Stream) -> None:
+    from ocapd.captp.ocapn_locators import PeerLocator
+    from ocapd.captp.ocapn_node import OcapnNode
+
+    node = OcapnNode(PeerLocator("bench-peer", "tcp-testing-only"))
+    node.swiss[OCAPN_SWISS] = Echo()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        await node.serve_stream(stream)
+        nursery.cancel_scope.cancel()
+
+
 async def _serve_stream(mode: str, stream: trio.abc.Stream) -> None:
-    if mode == "raw":
+    if mode == "ocapn":
+        await _serve_ocapn(stream)
+    elif mode == "raw":
         await _raw_echo(FramedStream(stream))
     else:
         async with open_stream_connection(stream, Echo(), name="bench-peer") as conn:
@@ -94,6 +112,6 @@ async def main(mode: str, transport: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("raw", "captp") or sys.argv[2] not in ("pipe", "tcp", "ws"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("raw", "captp", "ocapn") or sys.argv[2] not in ("pipe", "tcp", "ws"):
         sys.exit(__doc__)
     trio.run(main, sys.argv[1], sys.argv[2])

@@ -1,0 +1,486 @@
+"""An OCapN node: one location, the objects it offers by swiss number, and its sessions.
+
+The OCapN profile (``captp.ocapn_profile``) speaks one session; what spans
+sessions lives here, in trio:
+
+- **sessions** over any byte stream (``serve_stream``), one ``Session`` with
+  an ``OcapnProfile`` each, Syrup values back to back on the stream;
+  ``session_for(peer)`` reuses a started session to that peer or dials one
+  with the ``connect`` function the node was given (the netlayer);
+- **crossed hellos**: when a session we dialed and a session the same peer
+  dialed meet, the one whose initiator has the higher public ID (the
+  draft's "highest wins", on the IDs the suite compares) is kept and the
+  other aborted;
+- **the bootstrap object** of each session (export position 0): ``fetch``
+  (swiss number -> object), ``deposit-gift``, ``withdraw-gift``;
+- **third-party handoffs** in all three roles: as *gifter*, a reference
+  imported from one session and passed over another becomes a
+  ``deposit-gift`` there and a signed handoff-give here; as *receiver*, a
+  handoff-give received becomes a promise, resolved by dialing the exporter
+  and sending it a signed handoff-receive (counts never reused in that
+  session); as *exporter*, ``withdraw-gift`` checks both signatures, the
+  session and the count (``ocapn_keys.check_handoff_receive``) and answers
+  with the gift, now or once deposited.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .connection import open_connection
+from .eventual import E
+from .messages import R_BAD_FIELD, R_MALFORMED, ProtocolError
+from .ocapn_keys import (
+    HandoffError,
+    SignatureError,
+    check_handoff_give,
+    check_handoff_receive,
+    make_handoff_give,
+    make_handoff_receive,
+    open_envelope,
+    public_identifier,
+)
+from .ocapn_locators import PeerLocator, SturdyRef
+from .ocapn_netlayers import PeerConnection
+from .ocapn_profile import HANDOFF_GIVE, OcapnProfile
+from .passable import RemoteError, far
+from .promise import Promise, make_promise_kit
+from .session import RemoteRef, Session
+from .syrup import Record, SyrupError, SyrupSplitter
+from .transport import FramedStream, TransportClosed
+
+__all__ = ["OcapnNode", "SyrupStream", "R_CROSSED_HELLOS"]
+
+log = logging.getLogger("captp.ocapn")
+
+#: Abort reason of the session that loses a crossed hello.
+R_CROSSED_HELLOS = "crossed-hellos"
+
+#: Largest message read or written: the session's default frame limit (and Syrup's).
+MAX_FRAME_SIZE = 16 * 1024 * 1024
+
+#: Gifts one session may have deposited and not yet withdrawn, and
+#: withdrawals it may have waiting for their gifts. A handoff is withdrawn
+#: moments after it is deposited; the bound keeps a peer from filling our
+#: memory with gifts nobody will collect.
+MAX_PENDING_GIFTS = 1024
+
+#: Seconds a closing stream keeps reading (and dropping) what the peer still
+#: sends after our end of the stream, so that the peer sees the stream end
+#: rather than a reset. Long enough for a peer to notice the end; short
+#: enough that a peer that keeps writing cannot hold the socket.
+CLOSE_DRAIN_TIMEOUT = 2.0
+#: Bytes a closing stream drops before it gives up waiting for the peer's end.
+CLOSE_DRAIN_BYTES = 1024 * 1024
+
+#: Bytes asked of the stream per read.
+_READ_SIZE = 65536
+
+#: Dials a location: a stream, or a netlayer's ``PeerConnection`` (which may
+#: say which designator it authenticated at the other end).
+Connect = Callable[[PeerLocator], Awaitable["trio.abc.Stream | PeerConnection"]]
+
+
+class SyrupStream(FramedStream):
+    """Syrup values back to back on a trio stream (no length prefix), for the trio driver.
+
+    A ``FramedStream`` in all but the framing, so the driver writes our
+    replies without yielding (``send_frames_nowait``) as it does for msgpack.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int) -> None:
+        super().__init__(stream, max_frame_size=max_frame_size)
+        self._splitter = SyrupSplitter(max_value_bytes=max_frame_size)
+        #: Frames read but not yet taken by ``receive_frame``.
+        self._ready: list[bytes] = []
+
+    @staticmethod
+    def _encode(frames: list[bytes]) -> bytes:
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    async def receive_frames(self) -> list[bytes]:
+        if self._ready:
+            frames, self._ready = self._ready, []
+            return frames
+        splitter = self._splitter
+        while True:
+            try:
+                frames = []
+                while (frame := splitter.next_value()) is not None:
+                    frames.append(frame)
+            except SyrupError as e:
+                raise ProtocolError(R_MALFORMED, str(e)) from None
+            if frames:
+                return frames
+            try:
+                data = await self.stream.receive_some(_READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                raise TransportClosed(str(e)) from None
+            if not data:
+                raise TransportClosed("end of stream")
+            try:
+                splitter.feed(data)
+            except SyrupError as e:
+                raise ProtocolError(R_MALFORMED, str(e)) from None
+
+    async def receive_frame(self) -> bytes:
+        if not self._ready:
+            self._ready = await self.receive_frames()
+        return self._ready.pop(0)
+
+    async def aclose(self) -> None:
+        """Half-close and drop what the peer still sends for a moment, then close — whoever aborted.
+
+        The driver half-closes after an abort of ours; this covers the peer's
+        abort too. Closing a TCP socket with unread input makes the kernel
+        reset the connection: a peer that aborted and goes on writing (the
+        suite's abort-before-setup test) would then fail writing instead of
+        seeing the end of the stream.
+        """
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(CLOSE_DRAIN_TIMEOUT):
+                await self.half_close(CLOSE_DRAIN_BYTES)
+            await super().aclose()
+
+
+class _Peer:
+    """One session of the node, and what the node keeps about it."""
+
+    def __init__(self, node: OcapnNode, outbound: PeerLocator | None) -> None:
+        self.node = node
+        #: Where we dialed, for a session we opened; None for one the peer opened.
+        self.outbound = outbound
+        #: The designator the netlayer authenticated at the other end, if it did.
+        self.verified_designator: str | None = None
+        self.profile = OcapnProfile(
+            node.location, on_started=node._on_started, on_handoff=node._on_handoff, on_foreign=node._on_foreign
+        )
+        self.session: Session | None = None
+        self.started = trio.Event()
+        self.ended = trio.Event()
+        #: Handoff counts the other side used with us (exporter role): never twice.
+        self.used_counts: set[int] = set()
+        #: The next handoff count we use with the other side (receiver role).
+        self.next_count = 0
+        #: Gifts the other side deposited with us and nobody withdrew yet (exporter role).
+        self.gifts: set[tuple[bytes, Any]] = set()
+        #: Gifts the other side asked to withdraw before they were deposited (exporter role).
+        self.waiting: set[tuple[bytes, Any]] = set()
+        self.bootstrap = _Bootstrap(node, self)
+
+    def location(self) -> PeerLocator | None:
+        """The other side's location: as it signed it once started, else where we dialed."""
+        if self.profile.peer is not None:
+            return self.profile.peer.location
+        return self.outbound
+
+
+class OcapnNode:
+    """The sessions, swiss numbers and gifts of one OCapN location. See the module docstring."""
+
+    def __init__(self, location: PeerLocator, connect: Connect | None = None, *, name: str = "ocapn") -> None:
+        self.location = location
+        self.name = name
+        self._connect = connect
+        #: Objects offered to any peer that knows their swiss number (``fetch``).
+        self.swiss: dict[bytes, Any] = {}
+        self._peers: list[_Peer] = []
+        self._by_profile: dict[int, _Peer] = {}
+        self._by_session: dict[int, _Peer] = {}
+        self._gifts: dict[tuple[bytes, Any], Any] = {}
+        self._waiting: dict[tuple[bytes, Any], list[tuple[_Peer, Any]]] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # -- running ------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the node's tasks (sessions, dials) until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        if self._nursery is None:
+            raise RuntimeError("the OCapN node is not running")
+        self._nursery.start_soon(fn, *args)
+
+    async def serve_stream(self, stream: trio.abc.Stream, *, peer_designator: str | None = None) -> None:
+        """Run one session the peer opened over ``stream`` until it ends.
+
+        ``peer_designator`` is the designator the netlayer authenticated at the
+        other end (``PeerConnection.peer_designator``), if any: a peer whose
+        start-session claims another location is then refused.
+        """
+        await self._serve(stream, self._add_peer(None, peer_designator))
+
+    async def serve_connection(self, connection: PeerConnection) -> None:
+        """``serve_stream`` for a netlayer's incoming connection (a netlayer ``serve`` handler)."""
+        await self.serve_stream(connection.stream, peer_designator=connection.peer_designator)
+
+    def _add_peer(self, outbound: PeerLocator | None, verified: str | None) -> _Peer:
+        peer = _Peer(self, outbound)
+        peer.verified_designator = verified
+        self._peers.append(peer)
+        self._by_profile[id(peer.profile)] = peer
+        return peer
+
+    async def _serve(self, stream: trio.abc.Stream, peer: _Peer) -> None:
+        try:
+            transport = SyrupStream(stream, max_frame_size=MAX_FRAME_SIZE)
+            async with open_connection(transport, peer.bootstrap, name=self.name, profile=peer.profile) as conn:
+                peer.session = conn.session
+                self._by_session[id(conn.session)] = peer
+                await conn.wait_closed()
+        finally:
+            peer.ended.set()
+            self._forget(peer)
+            self._peers.remove(peer)
+            self._by_profile.pop(id(peer.profile), None)
+            if peer.session is not None:
+                self._by_session.pop(id(peer.session), None)
+
+    def _started_session(self, location: PeerLocator) -> Session | None:
+        for peer in reversed(self._peers):
+            there = peer.location()
+            if there is not None and there.same_peer(location) and peer.started.is_set():
+                if peer.session is not None and peer.session.aborted is None and not peer.ended.is_set():
+                    return peer.session
+        return None
+
+    async def session_for(self, location: PeerLocator) -> Session:
+        """A started session to ``location``: one we have, or a new one dialed through ``connect``.
+
+        If our dial loses a crossed hello, the session the peer opened (the
+        winner) is returned instead.
+        """
+        session = self._started_session(location)
+        if session is not None:
+            return session
+        if self._connect is None:
+            raise ConnectionError(f"no session to {location.designator} and no netlayer to dial it")
+        dialed = await self._connect(location)
+        if isinstance(dialed, PeerConnection):
+            stream, verified = dialed.stream, dialed.peer_designator
+        else:
+            stream, verified = dialed, None
+        peer = self._add_peer(location, verified)
+        self._spawn(self._serve, stream, peer)
+        async with trio.open_nursery() as watchers:
+
+            async def first(event: trio.Event) -> None:
+                await event.wait()
+                watchers.cancel_scope.cancel()
+
+            watchers.start_soon(first, peer.started)
+            watchers.start_soon(first, peer.ended)
+        if peer.started.is_set() and peer.session is not None and peer.session.aborted is None:
+            return peer.session
+        session = self._started_session(location)
+        if session is None:
+            raise ConnectionError(f"the session to {location.designator} ended before it started")
+        return session
+
+    def enliven(self, sturdyref: SturdyRef) -> Promise:
+        """A promise for the object ``sturdyref`` names (its peer's ``fetch``)."""
+        promise, resolver = make_promise_kit()
+
+        async def fetch() -> None:
+            try:
+                session = await self.session_for(sturdyref.peer)
+            except (ConnectionError, OSError) as e:
+                resolver.reject(RemoteError("ConnectionError", str(e)))
+                return
+            resolver.resolve(E(session.bootstrap()).fetch(sturdyref.swiss_num))
+
+        self._spawn(fetch)
+        return promise
+
+    # -- hooks the profile calls ------------------------------------------------------------
+    def _on_started(self, profile: OcapnProfile) -> None:
+        """The peer's start-session checked: settle a crossed hello, then mark the session started."""
+        peer = self._by_profile[id(profile)]
+        assert profile.peer is not None
+        claimed = profile.peer.location.designator
+        if peer.verified_designator is not None and claimed != peer.verified_designator:
+            raise ProtocolError(R_BAD_FIELD, "the location's designator is not the one the netlayer authenticated")
+        if peer.outbound is not None and not profile.peer.location.same_peer(peer.outbound):
+            raise ProtocolError(R_BAD_FIELD, "the peer we dialed signed another location")
+        for other in list(self._peers):
+            if other is peer or other.ended.is_set() or (other.outbound is None) == (peer.outbound is None):
+                continue
+            there = other.location()
+            if there is None or not there.same_peer(profile.peer.location):
+                continue
+            # The ID of each connection's initiator: ours on the one we dialed, theirs on the other.
+            dialed, accepted = (peer, other) if peer.outbound is not None else (other, peer)
+            ours = public_identifier(dialed.profile.key.public_key())
+            assert accepted.profile.peer is not None or accepted is peer
+            their_profile = accepted.profile.peer
+            if their_profile is None:
+                continue
+            theirs = their_profile.peer_side
+            loser = accepted if ours > theirs else dialed
+            if loser is peer:
+                raise ProtocolError(R_CROSSED_HELLOS, "a session with this peer is already being opened")
+            if loser.session is not None:
+                loser.session.abort(R_CROSSED_HELLOS)
+        peer.started.set()
+
+    def _on_handoff(self, profile: OcapnProfile, envelope: Record) -> Any:
+        """A signed handoff in a call's arguments: a give becomes a promise for the gift (receiver role)."""
+        try:
+            signed, _ = open_envelope(envelope)
+        except SignatureError as e:
+            raise ProtocolError(R_MALFORMED, str(e)) from None
+        if type(signed) is not Record or signed.label != HANDOFF_GIVE:
+            return envelope  # a handoff-receive, for withdraw-gift to check
+        peer = self._by_profile[id(profile)]
+        promise, resolver = make_promise_kit()
+        try:
+            give = check_handoff_give(envelope, profile.key.public_key())
+        except SignatureError as e:
+            resolver.reject(RemoteError("HandoffError", str(e)))
+            return promise
+
+        async def withdraw() -> None:
+            try:
+                exporter = await self.session_for(give.exporter_location)
+            except (ConnectionError, OSError) as e:
+                resolver.reject(RemoteError("ConnectionError", str(e)))
+                return
+            there = self._by_session[id(exporter)]
+            assert there.profile.peer is not None
+            count = there.next_count
+            there.next_count += 1
+            signed_receive = make_handoff_receive(
+                peer.profile.key,
+                envelope,
+                receiving_session=there.profile.peer.session_id,
+                receiving_side=there.profile.peer.our_side,
+                handoff_count=count,
+            )
+            resolver.resolve(E(exporter.bootstrap()).withdraw_gift(signed_receive))
+
+        self._spawn(withdraw)
+        return promise
+
+    def _on_foreign(self, profile: OcapnProfile, obj: Any) -> Any:
+        """A reference imported from another of our sessions, passed on: hand it off (gifter role)."""
+        if type(obj) is not RemoteRef:
+            return None
+        exporter = self._by_session.get(id(obj._session))
+        receiver = self._by_profile.get(id(profile))
+        if exporter is None or receiver is None or exporter is receiver:
+            return None
+        if exporter.profile.peer is None or profile.peer is None or exporter.session is None:
+            return None
+        gift_id = secrets.token_bytes(16)
+        E.send_only(exporter.session.bootstrap()).deposit_gift(gift_id, obj)
+        return make_handoff_give(
+            exporter.profile.key,
+            receiver_key=profile.peer.key,
+            exporter_location=exporter.profile.peer.location,
+            session=exporter.profile.peer.session_id,
+            gifter_side=exporter.profile.peer.our_side,
+            gift_id=gift_id,
+        )
+
+    # -- gifts (exporter role) ----------------------------------------------------------------
+    def _deposit(self, key: tuple[bytes, Any], gift: Any, gifter: _Peer) -> None:
+        waiting = self._waiting.pop(key, None)
+        if waiting:
+            for receiver, resolver in waiting:
+                receiver.waiting.discard(key)
+                resolver.resolve(gift)
+            return
+        if key in self._gifts:
+            raise ValueError("a gift with that id is already deposited in this session")
+        if len(gifter.gifts) >= MAX_PENDING_GIFTS:
+            raise ValueError(f"more than {MAX_PENDING_GIFTS} gifts are waiting to be withdrawn in this session")
+        self._gifts[key] = gift
+        gifter.gifts.add(key)
+
+    def _withdraw(self, key: tuple[bytes, Any], receiver: _Peer) -> Any:
+        if key in self._gifts:
+            for peer in self._peers:
+                peer.gifts.discard(key)
+            return self._gifts.pop(key)
+        if len(receiver.waiting) >= MAX_PENDING_GIFTS:
+            raise ValueError(f"more than {MAX_PENDING_GIFTS} withdrawals are waiting for their gifts in this session")
+        promise, resolver = make_promise_kit()
+        self._waiting.setdefault(key, []).append((receiver, resolver))
+        receiver.waiting.add(key)
+        return promise
+
+    def _forget(self, peer: _Peer) -> None:
+        """A session ended: its gifts go, and its withdrawals still waiting break."""
+        for key in peer.gifts:
+            self._gifts.pop(key, None)
+        for key in peer.waiting:
+            left = []
+            for receiver, resolver in self._waiting.pop(key, []):
+                if receiver is peer:
+                    resolver.reject(RemoteError("ConnectionError", "the session ended before the gift was deposited"))
+                else:
+                    left.append((receiver, resolver))
+            if left:
+                self._waiting[key] = left
+
+    def _gifter_key(self, session_id: bytes) -> Any:
+        for peer in self._peers:
+            info = peer.profile.peer
+            if info is not None and info.session_id == session_id and not peer.ended.is_set():
+                return info.key
+        return None
+
+
+@far("OcapnBootstrap")
+class _Bootstrap:
+    """What a peer reaches at export position 0 of one session: fetch, deposit-gift, withdraw-gift."""
+
+    def __init__(self, node: OcapnNode, peer: _Peer) -> None:
+        self._node = node
+        self._peer = peer
+
+    def fetch(self, swiss: Any) -> Any:
+        if type(swiss) is str:
+            swiss = swiss.encode("utf-8")
+        if type(swiss) is not bytes:
+            raise TypeError("fetch takes a swiss number (a bytestring)")
+        obj = self._node.swiss.get(swiss)
+        if obj is None:
+            raise KeyError("no object has that swiss number")
+        return obj
+
+    def deposit_gift(self, gift_id: Any, gift: Any) -> None:
+        info = self._peer.profile.peer
+        if info is None:
+            raise RuntimeError("the session has not started")
+        if not (type(gift_id) is bytes or (type(gift_id) is int and gift_id >= 0)):
+            raise TypeError("a gift id is a bytestring or a non-negative integer")
+        self._node._deposit((info.session_id, gift_id), gift, self._peer)
+
+    def withdraw_gift(self, signed_receive: Any) -> Any:
+        info = self._peer.profile.peer
+        if info is None:
+            raise RuntimeError("the session has not started")
+        try:
+            give, receive = check_handoff_receive(
+                signed_receive,
+                gifter_key_for_session=self._node._gifter_key,
+                session_id=info.session_id,
+                receiver_side=info.peer_side,
+                used_counts=self._peer.used_counts,
+                exporter_location=self._node.location,
+            )
+        except (HandoffError, SignatureError) as e:
+            raise RemoteError("HandoffError", str(e)) from None
+        self._peer.used_counts.add(receive.handoff_count)
+        return self._node._withdraw((give.session, give.gift_id), self._peer)
+
+

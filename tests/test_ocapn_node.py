@@ -1,0 +1,330 @@
+"""OCapN nodes talking to each other over tcp-testing-only on 127.0.0.1 (captp/ocapn_node.py).
+
+Real sockets, real sessions, real signatures: two nodes call each other;
+three make a third-party handoff and the receiver ends up talking to the
+exporter directly; and hostile input — a forged or replayed handoff, a
+handoff presented on another session, bytes that are not Syrup, random and
+mutated messages — ends that session or that call only, while the node keeps
+serving everyone else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ocapd.captp import E, Far, RemoteError, Symbol
+from ocapd.captp.messages import Deliver, DescKind, Descriptor
+from ocapd.captp.ocapn_keys import make_handoff_give, make_handoff_receive
+from ocapd.captp.ocapn_locators import PeerLocator, SturdyRef
+from ocapd.captp.ocapn_netlayers import PeerConnection, TcpTestingOnlyNetlayer
+from ocapd.captp.ocapn_node import OcapnNode
+from ocapd.captp.ocapn_profile import OcapnProfile
+from ocapd.captp.ocapn_test_peer import SWISS_NUMBERS, make_objects
+from ocapd.captp.session import Limits, Session
+from ocapd.captp.syrup import Record, decode, encode
+
+ECHO = SWISS_NUMBERS["echo"]
+CARS = SWISS_NUMBERS["car_factory_builder"]
+
+
+@asynccontextmanager
+async def running_node(nursery: trio.Nursery, objects: bool = True) -> AsyncIterator[OcapnNode]:
+    """A node serving on a free loopback port, dialing through tcp-testing-only."""
+    netlayer = TcpTestingOnlyNetlayer()
+    box: list[OcapnNode] = []
+
+    async def handle(connection: PeerConnection) -> None:
+        await box[0].serve_connection(connection)
+
+    async def dial(location: PeerLocator) -> PeerConnection:
+        return await netlayer.connect(location)
+
+    async with trio.open_nursery() as inner:
+        location = await inner.start(netlayer.serve, handle, "127.0.0.1", 0)
+        node = OcapnNode(location, dial)
+        if objects:
+            node.swiss.update(make_objects(node))
+        await inner.start(node.run)
+        box.append(node)
+        yield node
+        inner.cancel_scope.cancel()
+
+
+async def test_two_nodes_fetch_and_pipeline_calls_over_tcp(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as a, running_node(nursery) as b:
+        builder = b.enliven(SturdyRef(a.location, CARS))
+        car = E(E(builder)())([Symbol("red"), Symbol("zoomracer")])
+        assert await E(car)() == "Vroom! I am a red zoomracer car!"
+        echo = await b.enliven(SturdyRef(a.location, ECHO))
+        assert await E(echo)("x", 1, None, [b"y"], {"k": Symbol("v")}) == ["x", 1, None, [b"y"], {"k": Symbol("v")}]
+
+
+async def test_fetch_with_an_unknown_swiss_number_breaks_the_promise_only(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as a, running_node(nursery) as b:
+        with pytest.raises(RemoteError):
+            await b.enliven(SturdyRef(a.location, b"no such object"))
+        assert await E(await b.enliven(SturdyRef(a.location, ECHO)))(1) == [1]
+
+
+async def test_a_three_party_handoff_connects_the_receiver_to_the_exporter(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        echo_at_gifter = await gifter.enliven(SturdyRef(exporter.location, ECHO))
+        gifter.swiss[b"introducer"] = Far("Introducer", lambda: echo_at_gifter)
+        introducer = await receiver.enliven(SturdyRef(gifter.location, b"introducer"))
+        echo = await E(introducer)()
+        assert await E(echo)("direct") == ["direct"]
+        # The receiver holds the echo through its own session with the exporter.
+        assert echo._session is not introducer._session
+        direct = [p for p in receiver._peers if p.location() is not None and p.location().same_peer(exporter.location)]
+        assert direct and echo._session is direct[0].session
+
+
+async def _exporter_and_handoff(nursery: trio.Nursery, exporter: OcapnNode, gifter: OcapnNode, receiver: OcapnNode) -> Any:
+    """The gifter's session with the exporter and the receiver's: both started; the gift deposited."""
+    echo_at_gifter = await gifter.enliven(SturdyRef(exporter.location, ECHO))
+    gifter_session = echo_at_gifter._session
+    receiver_session = await receiver.session_for(exporter.location)
+    return echo_at_gifter, gifter_session, receiver_session
+
+
+def _profile_of(node: OcapnNode, session: Session) -> OcapnProfile:
+    return node._by_session[id(session)].profile
+
+
+async def test_a_replayed_or_misdirected_handoff_is_refused_and_the_session_goes_on(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        echo_at_gifter, g2e, r2e = await _exporter_and_handoff(nursery, exporter, gifter, receiver)
+        g_profile, r_profile = _profile_of(gifter, g2e), _profile_of(receiver, r2e)
+        assert g_profile.peer is not None and r_profile.peer is not None
+        receiver_key = OcapnProfile(receiver.location).key  # the receiver's key with the gifter, made up here
+
+        def give(gift_id: bytes) -> Record:
+            E.send_only(g2e.bootstrap()).deposit_gift(gift_id, echo_at_gifter)
+            return make_handoff_give(
+                g_profile.key,
+                receiver_key=receiver_key.public_key(),
+                exporter_location=exporter.location,
+                session=g_profile.peer.session_id,
+                gifter_side=g_profile.peer.our_side,
+                gift_id=gift_id,
+            )
+
+        def receive(signed_give: Record, count: int, session_id: bytes | None = None) -> Record:
+            return make_handoff_receive(
+                receiver_key,
+                signed_give,
+                receiving_session=r_profile.peer.session_id if session_id is None else session_id,
+                receiving_side=r_profile.peer.our_side,
+                handoff_count=count,
+            )
+
+        first = give(b"gift-1")
+        echo = await E(r2e.bootstrap()).withdraw_gift(receive(first, 0))
+        assert await E(echo)("ok") == ["ok"]
+        # The same count again, for a fresh gift: a replay.
+        with pytest.raises(RemoteError, match="count 0"):
+            await E(r2e.bootstrap()).withdraw_gift(receive(give(b"gift-2"), 0))
+        # A receive signed for another session (the gifter's own).
+        with pytest.raises(RemoteError, match="another session"):
+            await E(r2e.bootstrap()).withdraw_gift(receive(give(b"gift-3"), 1, g_profile.peer.session_id))
+        # A give signed by someone else than the gifter.
+        forged = make_handoff_give(
+            OcapnProfile(gifter.location).key,
+            receiver_key=receiver_key.public_key(),
+            exporter_location=exporter.location,
+            session=g_profile.peer.session_id,
+            gifter_side=g_profile.peer.our_side,
+            gift_id=b"gift-4",
+        )
+        with pytest.raises(RemoteError):
+            await E(r2e.bootstrap()).withdraw_gift(receive(forged, 2))
+        assert r2e.aborted is None
+        assert await E(r2e.bootstrap()).fetch(ECHO) is not None
+
+
+async def _raw_session(node: OcapnNode) -> tuple[trio.SocketStream, OcapnProfile]:
+    """A hand-driven client: a TCP stream to ``node`` on which our start-session has been sent."""
+    stream = await trio.open_tcp_stream("127.0.0.1", int(node.location.hints["port"]))
+    client = OcapnProfile(PeerLocator("hand-driven", "tcp-testing-only"))
+    await stream.send_all(client.encode_message(client.start_session(), _no_refs, Limits()))
+    return stream, client
+
+
+def _no_refs(obj: object) -> Descriptor:
+    raise TypeError(obj)
+
+
+async def _read_until_closed(stream: trio.SocketStream) -> bytes:
+    received = b""
+    with trio.fail_after(10):
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"]",  # not Syrup
+        b"<5'hello>",  # not an op
+        b"<10'op:deliver<11'desc:export9+>[]f<18'desc:import-object0+>>",  # an export never given
+        b"<10'op:deliver<11'desc:export0+>[#1+$]f<18'desc:import-object0+>>",  # a set is not passable
+        b"<12'op:gc-export[0+][5+]>",  # gc of more than was sent
+    ],
+)
+async def test_bad_input_aborts_that_session_only(nursery: trio.Nursery, garbage: bytes) -> None:
+    async with running_node(nursery) as a, running_node(nursery) as b:
+        echo = await b.enliven(SturdyRef(a.location, ECHO))
+        stream, _ = await _raw_session(a)
+        await stream.send_all(garbage)
+        received = await _read_until_closed(stream)
+        assert b"<8'op:abort" in received
+        assert await E(echo)("still here") == ["still here"]
+
+
+async def test_calls_before_start_session_are_refused(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as a:
+        stream = await trio.open_tcp_stream("127.0.0.1", int(a.location.hints["port"]))
+        await stream.send_all(b"<10'op:deliver<11'desc:export0+>[5'fetch32:" + ECHO + b"]f<18'desc:import-object0+>>")
+        received = await _read_until_closed(stream)
+        assert b"<8'op:abort" in received and b"fetch" not in received.split(b"<8'op:abort")[1]
+
+
+# -- the sans-IO session with the OCapN profile: any frame, a message or a clean abort ------------
+
+_LABELS = [Symbol(n) for n in ("op:deliver", "op:deliver-only", "op:listen", "op:gc-export", "op:gc-answer", "op:abort",
+                               "op:start-session", "desc:export", "desc:answer", "desc:import-object",
+                               "desc:import-promise", "desc:tagged", "desc:error", "desc:sig-envelope", "null")]
+_atoms = st.one_of(st.booleans(), st.integers(-2, 2**53), st.text(max_size=4), st.binary(max_size=4), st.sampled_from(_LABELS + [Symbol("fetch")]))
+_values = st.recursive(
+    _atoms,
+    lambda kids: st.one_of(st.lists(kids, max_size=4), st.builds(Record, st.sampled_from(_LABELS), st.lists(kids, max_size=4))),
+    max_leaves=10,
+)
+
+
+def _started_pair() -> tuple[Session, OcapnProfile]:
+    """A session (serving the suite's echo as its bootstrap) that has seen a valid start-session."""
+    session = Session(Far("Echo", lambda *a: list(a)), profile=OcapnProfile(PeerLocator("me", "tcp-testing-only")))
+    client = OcapnProfile(PeerLocator("you", "tcp-testing-only"))
+    session.receive_frame(client.encode_message(client.start_session(), _no_refs, Limits()))
+    session.data_to_send()
+    return session, client
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_values, min_size=1, max_size=4))
+def test_any_sequence_of_records_leaves_the_session_running_or_cleanly_aborted(records: list[object]) -> None:
+    session, _ = _started_pair()
+    for record in records:
+        try:
+            frame = encode(record)
+        except TypeError:
+            continue
+        session.receive_frame(frame)  # never raises
+    for frame in session.data_to_send():
+        decode(frame)  # what it sends is Syrup
+    if session.aborted is not None:
+        assert session.aborted.code in {
+            "malformed-frame", "unknown-op", "bad-arity", "bad-field", "unknown-position",
+            "position-in-use", "not-started", "too-many-elements", "too-many-descriptors", "limit-exceeded",
+        } or session.aborted.by_peer
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(min_size=1, max_size=40), st.integers(0, 80))
+def test_mutated_frames_leave_the_session_running_or_cleanly_aborted(noise: bytes, at: int) -> None:
+    session, client = _started_pair()
+    frame = bytearray(client.encode_message(Deliver(Descriptor(DescKind.EXPORT, 0), None, ["hi", Symbol("x")], 0, object()),
+                                            lambda o: Descriptor(DescKind.IMPORT_OBJECT, 1), Limits()))
+    frame[at : at + len(noise)] = noise
+    session.receive_frame(bytes(frame))
+    for out in session.data_to_send():
+        decode(out)
+
+
+async def test_crossed_hellos_leave_one_session_per_pair_of_nodes(nursery: trio.Nursery) -> None:
+    """Both nodes dial each other at once, 100 times: each time both keep the same one session."""
+    for _ in range(100):
+        async with running_node(nursery) as a, running_node(nursery) as b:
+            sessions: dict[str, Session] = {}
+
+            async def dial(me: OcapnNode, other: OcapnNode, key: str, into: dict[str, Session]) -> None:
+                into[key] = await me.session_for(other.location)
+
+            async with trio.open_nursery() as both:
+                both.start_soon(dial, a, b, "a", sessions)
+                both.start_soon(dial, b, a, "b", sessions)
+            a_profile, b_profile = _profile_of(a, sessions["a"]), _profile_of(b, sessions["b"])
+            assert a_profile.peer is not None and b_profile.peer is not None
+            assert a_profile.peer.session_id == b_profile.peer.session_id
+            await trio.testing.wait_all_tasks_blocked()
+            live_a = [p for p in a._peers if p.started.is_set() and not p.ended.is_set() and p.session and not p.session.aborted]
+            live_b = [p for p in b._peers if p.started.is_set() and not p.ended.is_set() and p.session and not p.session.aborted]
+            assert len(live_a) == len(live_b) == 1
+
+
+async def test_gifts_nobody_withdraws_are_bounded_and_go_with_their_session(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ocapd.captp.ocapn_node.MAX_PENDING_GIFTS", 2)
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter:
+        echo = await gifter.enliven(SturdyRef(exporter.location, ECHO))
+        bootstrap = echo._session.bootstrap()
+        await E(bootstrap).deposit_gift(b"one", echo)
+        await E(bootstrap).deposit_gift(b"two", echo)
+        with pytest.raises(RemoteError, match="more than 2 gifts"):
+            await E(bootstrap).deposit_gift(b"three", echo)
+        assert len(exporter._gifts) == 2
+        echo._session.abort()
+        with trio.fail_after(10):
+            while exporter._gifts:
+                await trio.sleep(0.01)
+
+
+async def test_a_dialed_peer_that_signs_another_location_is_refused(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as a, running_node(nursery) as b:
+        elsewhere = PeerLocator("someone-else", "tcp-testing-only", dict(a.location.hints))
+        with pytest.raises(RemoteError, match="ConnectionError"):
+            await b.enliven(SturdyRef(elsewhere, ECHO))
+        assert await E(await b.enliven(SturdyRef(a.location, ECHO)))(1) == [1]
+
+
+async def test_a_peer_claiming_another_designator_than_the_netlayer_verified_is_refused(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as a:
+        ours, theirs = trio.testing.memory_stream_pair()
+        nursery.start_soon(lambda: a.serve_stream(ours, peer_designator="alice"))
+        mallory = OcapnProfile(PeerLocator("mallory", "tcp-testing-only"))
+        await theirs.send_all(mallory.encode_message(mallory.start_session(), _no_refs, Limits()))
+        received = b""
+        with trio.fail_after(10):
+            while b"<8'op:abort" not in received:
+                received += await theirs.receive_some(65536)
+        assert b"netlayer authenticated" in received
+
+
+async def test_a_handoff_give_for_another_receiver_breaks_only_that_argument(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        echo_at_gifter = await gifter.enliven(SturdyRef(exporter.location, ECHO))
+        g_profile = _profile_of(gifter, echo_at_gifter._session)
+        assert g_profile.peer is not None
+        echo_at_receiver = await gifter.enliven(SturdyRef(receiver.location, ECHO))
+        stray = make_handoff_give(
+            g_profile.key,
+            receiver_key=OcapnProfile(receiver.location).key.public_key(),  # not the receiver's key with us
+            exporter_location=exporter.location,
+            session=g_profile.peer.session_id,
+            gifter_side=g_profile.peer.our_side,
+            gift_id=b"not for you",
+        )
+        (gift,) = await E(echo_at_receiver)(stray)
+        with pytest.raises(RemoteError, match="another receiver"):
+            await gift
+        assert await E(echo_at_receiver)("still here") == ["still here"]
+        assert not any(p.location() is not None and p.location().same_peer(exporter.location) for p in receiver._peers)
