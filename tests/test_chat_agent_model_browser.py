@@ -156,3 +156,17 @@ def test_markup_in_the_models_words_and_errors_renders_as_text(chat: Page, daemo
     assert chat.page.evaluate("() => document.querySelectorAll('img[src=x], b, i, script:not([src])').length") == 0
     dialog.locator("#agent-deny").click()
     expect(call_line(chat)).to_have_attribute("data-status", "denied")
+
+
+def test_a_long_answer_of_the_model_shows_whole_and_still_ends_with_the_calls_that_wait(chat: Page, daemon: DaemonProcess,  # noqa: F811
+                                                                                       model: ScriptedModel) -> None:  # fmt: skip
+    """The server keeps 4000 characters of the model's words and adds a line per waiting call; the page cuts neither."""
+    open_with(chat, daemon, "counter")
+    words = ("All done, nothing to allow here. " * 200)[:3990]
+    model.script += [tool_answer("counter__increment", {"by": 2}), text_answer(words)]
+    chat.run("add two")
+    dialog = allow_dialog(chat)
+    reply = last_block(chat).locator(".line.agent-reply")
+    expect(reply).to_have_text(f"{words}\ncounter.increment changes things in Counter: allow it?")
+    dialog.locator("#agent-deny").click()
+    expect(call_line(chat)).to_have_attribute("data-status", "denied")

@@ -33,6 +33,10 @@ export const PENDING_POLL_MS = 2000;
 const AUDIT_LOOKBACK = 200;
 /** Longest argument or result text shown; they are the weblet's, so bounded like any untrusted text. */
 const MAX_TEXT = 2000;
+/** Longest text of a model's own words shown: the server keeps this many (model.py's MAX_REPLY), so none is lost here. */
+const MAX_MODEL_WORDS = 4000;
+/** Longest line about one waiting call (a tool name and a weblet title, both capped by the manifest's rules). */
+const MAX_NOTE = 500;
 
 /** Who asked for a call, in words. */
 export const ASKED_BY = { user: "you typed it", model: "the model chose it", mcp: "an MCP client called it" };
@@ -72,6 +76,21 @@ export function stateFromAudit(row) {
   if (row.decision === "denied") return { status: "denied" };
   if (row.outcome === "done") return { status: "done", result: row.detail };
   return { status: "error", error: row.detail || "not run" };
+}
+
+/**
+ * A model's reply as the page shows it. The server sends the model's words
+ * followed by one line for each call that waits for the user's Allow (so the
+ * words cannot hide one, or claim it done); whatever the model wrote, those
+ * last lines are shown whole, and the words are cut only where the server
+ * would have cut them.
+ * @param {string} reply
+ * @param {number} waiting  how many of the answer's calls wait for the user
+ */
+export function modelReply(reply, waiting) {
+  const lines = reply.split("\n");
+  const notes = waiting > 0 ? lines.splice(-waiting) : [];
+  return [cut(lines.join("\n"), MAX_MODEL_WORDS), ...notes.map((note) => cut(note, MAX_NOTE))].filter(Boolean).join("\n");
 }
 
 /** The weblet's name for a call: its title, else the name it was installed as. */
@@ -353,7 +372,11 @@ export class AgentChat {
     }
     for (const call of calls) this.show(call, out);
     // The router's reply repeats its one call (the call's line says it all); a model's words are its own.
-    if (reply && (calls.length === 0 || answer?.routed_by === "model")) out.add("agent-reply", cut(reply));
+    if (reply && answer?.routed_by === "model") {
+      out.add("agent-reply", modelReply(reply, calls.filter((c) => c.status === "needs_permission").length));
+    } else if (reply && calls.length === 0) {
+      out.add("agent-reply", cut(reply));
+    }
     this.hooks.changed();
     if (calls.some((c) => c.status === "needs_permission")) this.poll(); // how long it waits: pending() says
   }
