@@ -422,9 +422,7 @@ export class AgentChat {
   /** Show a waiting call that came from elsewhere, and ask about it unless it was set aside or is being answered. */
   waiting(call) {
     if (this.answering.has(call.call)) return;
-    if (!this.lines.has(call.call)) {
-      this.lines.set(call.call, new CallLine(this.hooks.transcript.add("agent-call"), call, (c) => this.reopen(c)));
-    }
+    if (!this.lines.has(call.call)) this.addLine(call, this.hooks.transcript);
     if (!this.deferred.has(call.call)) this.dialog.ask(call);
   }
 
@@ -447,10 +445,6 @@ export class AgentChat {
   async resync(pending) {
     const waiting = new Set(pending.map((c) => c.call));
     for (const call of pending) this.added(call);
-    for (const [id, line] of this.lines) {
-      // Lines the transcript dropped (its cap, /clear) are forgotten once their call has ended.
-      if (!line.el.isConnected && line.call.status !== "needs_permission") this.lines.delete(id);
-    }
     for (const id of this.deadlines.keys()) if (!waiting.has(id)) this.deadlines.delete(id);
     this.dialog.tick();
     const gone = [...this.lines.values()]
@@ -475,7 +469,7 @@ export class AgentChat {
         const held = [...this.held.values()];
         this.held.clear();
         this.early.clear();
-        for (const call of held) if (this.deadlines.has(call.call)) this.waiting(call);
+        for (const call of held) this.waiting(call);
       }
     }
   }
@@ -504,14 +498,20 @@ export class AgentChat {
   /** Show `call` (once) under `out`, and ask about it if it waits (and has not ended meanwhile). */
   show(call, out) {
     call = this.early.get(call.call) ?? call;
-    let line = this.lines.get(call.call);
+    const line = this.lines.get(call.call);
     if (line) line.update(call);
-    else {
-      line = new CallLine(out.add("agent-call"), call, (c) => this.reopen(c));
-      this.lines.set(call.call, line);
-    }
+    else this.addLine(call, out);
     if (call.status === "needs_permission") this.dialog.ask(call);
     else this.dialog.settled(call.call);
+  }
+
+  /** A new line for `call` under the writer `out`. */
+  addLine(call, out) {
+    for (const [id, line] of this.lines) {
+      // Lines the transcript dropped (its cap, /clear) are forgotten once their call has ended.
+      if (!line.el.isConnected && line.call.status !== "needs_permission") this.lines.delete(id);
+    }
+    this.lines.set(call.call, new CallLine(out.add("agent-call"), call, (c) => this.reopen(c)));
   }
 
   /** The line's "Answer…": ask about a call closed with Later. */
