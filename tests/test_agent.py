@@ -489,3 +489,29 @@ async def test_a_host_follows_only_its_own_waiting_calls_and_a_guest_none(setup:
         assert (await next_event(theirs))["settled"]["call"] == own["call"]
         # A panel of this host in the other host's message adds nothing: it cannot ask in this host's chat.
         assert (await other.message("increment 7", [setup["counter"]["panel"]]))["calls"] == []
+
+
+@pytest.mark.slow
+async def test_a_follower_that_falls_far_behind_is_closed_and_a_new_one_starts_from_the_list(setup: dict[str, Any]) -> None:
+    """The daemon holds at most FOLLOW_BUFFER events for a follower that does not pull (results may be 64 KiB each)."""
+    from ocapd.chat_host.agent.service import FOLLOW_BUFFER
+
+    visible = [setup["counter"]["panel"]]
+    async with setup_connect(setup) as agent:
+        idle = await E(agent).follow_pending()
+        assert (await next_event(idle))["waiting"] == []
+
+        async def ask_and_deny() -> None:
+            call = (await E(agent).message("increment", visible))["calls"][0]["call"]
+            await E(agent).permission(call, "deny")
+
+        for _ in range(FOLLOW_BUFFER // 2 + 1):  # two events each: it waits, it ends
+            await ask_and_deny()
+        for _ in range(FOLLOW_BUFFER):
+            await next_event(idle)  # what it held …
+        with trio.fail_after(30):
+            assert await E(idle).next() == {"done": True}  # … and no more: it was closed
+        waiting = (await E(agent).message("increment 9", visible))["calls"][0]
+        again = await E(agent).follow_pending()
+        assert [c["call"] for c in (await next_event(again))["waiting"]] == [waiting["call"]]
+        await E(agent).permission(waiting["call"], "deny")
