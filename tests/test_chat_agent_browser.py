@@ -340,12 +340,13 @@ def test_a_guests_chat_has_no_agent_and_says_how_to_type_commands(chat: Page, da
     expect(chat.page.locator("#transcript .line.error")).to_have_count(0)
 
 
-#: Run in a weblet's own frame, as its script would: try to answer the chat's Allow dialog.
+#: Run in a weblet's own frame, as its script would: try to reach the agent, follow its waiting calls, answer the dialog.
 CROSS_FROM_FRAME = """async () => {
   const { connect, E } = await import("/_ocapd/weblet.js");
   const { powers } = await connect();
   const out = {};
   try { await E(powers).agent(); out.agent = "reached"; } catch (e) { out.agent = "refused"; }
+  try { await E(powers).follow_pending(); out.follow = "reached"; } catch (e) { out.follow = "refused"; }
   try { window.parent.document.getElementById("agent-once").click(); out.click = "clicked"; } catch (e) { out.click = e.name; }
   return out;
 }"""
@@ -360,7 +361,7 @@ def test_a_weblets_frame_cannot_answer_the_allow_dialog(chat: Page, daemon: Daem
     dialog = allow_dialog(chat)
     expect(dialog.locator("#agent-once")).to_be_enabled()
     frame = next(f for f in chat.page.frames if f.url.startswith("http://") and ".localhost:" in f.url)
-    assert frame.evaluate(CROSS_FROM_FRAME) == {"agent": "refused", "click": "SecurityError"}
+    assert frame.evaluate(CROSS_FROM_FRAME) == {"agent": "refused", "follow": "refused", "click": "SecurityError"}
     expect(call_line(chat)).to_have_attribute("data-status", "needs_permission")
     dialog.locator("#agent-deny").click()
     expect(call_line(chat)).to_have_attribute("data-status", "denied")
