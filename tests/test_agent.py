@@ -515,3 +515,40 @@ async def test_a_follower_that_falls_far_behind_is_closed_and_a_new_one_starts_f
         again = await E(agent).follow_pending()
         assert waiting["call"] in [c["call"] for c in (await next_event(again))["waiting"]]
         await E(agent).permission(waiting["call"], "deny")
+
+
+@pytest.mark.parametrize("how", ["stop", "kill9"])
+def test_a_call_still_waiting_when_the_daemon_ends_is_in_the_audit_after_restart(tmp_path: Path, how: str) -> None:
+    """Every call ends in exactly one audit row, also one the daemon never got to answer."""
+    d = DaemonProcess(tmp_path / "home")
+    d.home.mkdir()
+    d.start()
+
+    def rest() -> Rest:
+        return Rest(d.gateway_port, d.chat_url().split("#token=", 1)[1])
+
+    async def ask() -> str:
+        r = rest()
+        wid = (await r.ok("POST", "/api/weblets/install", 201, files={"file": ("c.zip", counter_zip())}, data={"name": "counter"}))["weblet"]["id"]
+        panel = (await r.ok("POST", f"/api/weblets/{wid}/instances", 201))["instance"]["panel"]
+        asked = (await r.message("increment 3", [panel]))["calls"][0]
+        assert asked["status"] == "needs_permission"
+        assert await audit_of(r, asked["call"]) == []
+        return str(asked["call"])
+
+    async def entries_of(call: str) -> list[dict[str, Any]]:
+        rows = (await rest().ok("GET", "/api/audit", params={"after": "0", "limit": "1000"}))["entries"]
+        return [e for e in rows if e["call"] == call]
+
+    try:
+        call = trio.run(ask)
+        d.kill9() if how == "kill9" else d.stop()
+        d.start()
+        rows = trio.run(entries_of, call)
+        assert [(e["decision"], e["outcome"], e["args"]) for e in rows] == [("expired", "not_run", '{"by": 3}')]
+        assert "daemon stopped" in rows[0]["detail"]
+        assert trio.run(entries_of, call) == rows  # written once, not at every start or read
+        d.restart()
+        assert trio.run(entries_of, call) == rows
+    finally:
+        d.stop()

@@ -360,6 +360,10 @@ class AgentService:
             if sum(1 for c in self._calls.values() if c.status == "needs_permission") >= MAX_PENDING:
                 await self._finish(call, "invalid", "not_run", error="too many calls are waiting for permission; answer those first")
                 return call
+            await store.remember_waiting(
+                host=host_id, call=call.id, weblet=tool.weblet, weblet_name=tool.weblet_name, command=tool.command,
+                args=call.args, asked_by=asked_by,
+            )  # fmt: skip
             self._calls[call.id] = call
             call.asked = True
             self._start_sweeper()
@@ -465,11 +469,14 @@ class AgentService:
         call.error = error
         self._calls.pop(call.id, None)
         try:
-            await (await self.store()).audit(
+            store = await self.store()
+            await store.audit(
                 host=call.host, call=call.id, weblet=call.tool.weblet, weblet_name=call.tool.weblet_name, command=call.tool.command,
                 args=call.args, asked_by=call.asked_by, decision=decision, outcome=outcome,  # type: ignore[arg-type]
                 detail=error if error is not None else call.result,
             )  # fmt: skip
+            if call.asked:
+                await store.forget_waiting(call.id)
         finally:
             call.settled.set()
             if call.asked:
