@@ -34,7 +34,7 @@ import trio
 
 from .connection import open_connection
 from .eventual import E
-from .messages import R_MALFORMED, ProtocolError
+from .messages import R_BAD_FIELD, R_MALFORMED, ProtocolError
 from .ocapn_keys import (
     HandoffError,
     SignatureError,
@@ -46,6 +46,7 @@ from .ocapn_keys import (
     public_identifier,
 )
 from .ocapn_locators import PeerLocator, SturdyRef
+from .ocapn_netlayers import PeerConnection
 from .ocapn_profile import HANDOFF_GIVE, OcapnProfile
 from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
@@ -78,7 +79,11 @@ CLOSE_DRAIN_TIMEOUT = 2.0
 #: Bytes asked of the stream per read.
 _READ_SIZE = 65536
 
-Connect = Callable[[PeerLocator], Awaitable[trio.abc.Stream]]
+#: Dials a peer: a bare stream (nothing authenticated), or a netlayer's
+#: ``PeerConnection``, whose authenticated designator the session must then claim.
+Connect = Callable[[PeerLocator], Awaitable[trio.abc.Stream | PeerConnection]]
+#: Finds what a swiss number names when ``OcapnNode.swiss`` has nothing for it.
+Fetch = Callable[[bytes], Any]
 
 
 class SyrupStream:
@@ -145,10 +150,12 @@ class SyrupStream:
 class _Peer:
     """One session of the node, and what the node keeps about it."""
 
-    def __init__(self, node: OcapnNode, outbound: PeerLocator | None) -> None:
+    def __init__(self, node: OcapnNode, outbound: PeerLocator | None, authenticated: str | None = None) -> None:
         self.node = node
         #: Where we dialed, for a session we opened; None for one the peer opened.
         self.outbound = outbound
+        #: The designator the netlayer proved the other side holds (None: nothing proved).
+        self.authenticated = authenticated
         self.profile = OcapnProfile(
             node.location, on_started=node._on_started, on_handoff=node._on_handoff, on_foreign=node._on_foreign
         )
@@ -175,10 +182,15 @@ class _Peer:
 class OcapnNode:
     """The sessions, swiss numbers and gifts of one OCapN location. See the module docstring."""
 
-    def __init__(self, location: PeerLocator, connect: Connect | None = None, *, name: str = "ocapn") -> None:
+    def __init__(
+        self, location: PeerLocator, connect: Connect | None = None, *, name: str = "ocapn", fetch: Fetch | None = None
+    ) -> None:
         self.location = location
         self.name = name
         self._connect = connect
+        #: Asked by the bootstrap's ``fetch`` for swiss numbers ``swiss`` does not hold
+        #: (a value, or a promise for it; raising breaks the fetch).
+        self.fetch = fetch
         #: Objects offered to any peer that knows their swiss number (``fetch``).
         self.swiss: dict[bytes, Any] = {}
         self._peers: list[_Peer] = []
@@ -201,12 +213,17 @@ class OcapnNode:
             raise RuntimeError("the OCapN node is not running")
         self._nursery.start_soon(fn, *args)
 
-    async def serve_stream(self, stream: trio.abc.Stream) -> None:
-        """Run one session the peer opened over ``stream`` until it ends."""
-        await self._serve(stream, self._add_peer(None))
+    async def serve_stream(self, stream: trio.abc.Stream, *, peer_designator: str | None = None) -> None:
+        """Run one session the peer opened over ``stream`` until it ends.
 
-    def _add_peer(self, outbound: PeerLocator | None) -> _Peer:
-        peer = _Peer(self, outbound)
+        ``peer_designator``: the designator the netlayer authenticated for the
+        other end (``PeerConnection.peer_designator``); the session is aborted
+        if its start-session claims any other location.
+        """
+        await self._serve(stream, self._add_peer(None, peer_designator))
+
+    def _add_peer(self, outbound: PeerLocator | None, authenticated: str | None = None) -> _Peer:
+        peer = _Peer(self, outbound, authenticated)
         self._peers.append(peer)
         self._by_profile[id(peer.profile)] = peer
         return peer
@@ -245,8 +262,11 @@ class OcapnNode:
             return session
         if self._connect is None:
             raise ConnectionError(f"no session to {location.designator} and no netlayer to dial it")
-        stream = await self._connect(location)
-        peer = self._add_peer(location)
+        dialed = await self._connect(location)
+        if isinstance(dialed, PeerConnection):
+            stream, peer = dialed.stream, self._add_peer(location, dialed.peer_designator)
+        else:
+            stream, peer = dialed, self._add_peer(location)
         self._spawn(self._serve, stream, peer)
         async with trio.open_nursery() as watchers:
 
@@ -278,11 +298,41 @@ class OcapnNode:
         self._spawn(fetch)
         return promise
 
+    async def wait_ended(self, session: Session) -> None:
+        """Return once ``session`` (one of this node's) has ended."""
+        peer = self._by_session.get(id(session))
+        if peer is not None:
+            await peer.ended.wait()
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """The node's sessions, for inspection: who, over what, in which state, and the session's counts."""
+        report = []
+        for peer in list(self._peers):
+            there = peer.location()
+            state = "ended" if peer.ended.is_set() else "started" if peer.started.is_set() else "starting"
+            stats = peer.session.stats() if peer.session is not None else {}
+            report.append({
+                "designator": there.designator if there is not None else None,
+                "netlayer": there.transport if there is not None else None,
+                "direction": "outbound" if peer.outbound is not None else "inbound",
+                "authenticated": peer.authenticated is not None,
+                "state": state,
+                **stats,
+            })
+        return report
+
     # -- hooks the profile calls ------------------------------------------------------------
     def _on_started(self, profile: OcapnProfile) -> None:
         """The peer's start-session checked: settle a crossed hello, then mark the session started."""
         peer = self._by_profile[id(profile)]
         assert profile.peer is not None
+        claimed = profile.peer.location
+        if peer.authenticated is not None and (
+            claimed.designator != peer.authenticated or (peer.outbound is not None and claimed.transport != peer.outbound.transport)
+        ):
+            # The netlayer proved who is on the other end; a session claiming
+            # someone else would be taken for that peer's (session_for reuses it).
+            raise ProtocolError(R_BAD_FIELD, "the location's designator is not the one the netlayer authenticated")
         for other in list(self._peers):
             if other is peer or other.ended.is_set() or (other.outbound is None) == (peer.outbound is None):
                 continue
@@ -427,6 +477,8 @@ class _Bootstrap:
             raise TypeError("fetch takes a swiss number (a bytestring)")
         obj = self._node.swiss.get(swiss)
         if obj is None:
+            if self._node.fetch is not None:
+                return self._node.fetch(swiss)
             raise KeyError("no object has that swiss number")
         return obj
 
