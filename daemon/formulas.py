@@ -14,7 +14,7 @@ JSON as base64 text.
 Adding a capability type = one model here (and in ``Formula``) + one row in
 ``catalogue.MAKERS``, the table that maps each model to the maker that
 incarnates it. Every type has a maker: a type is added when an issue needs it
-(the OCapN ``peer`` and ``invitation`` types come with that work), never ahead.
+(the OCapN ``invitation`` type comes with that work), never ahead.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ __all__ = [
     "MailboxStoreFormula", "WorkerFormula", "EvalFormula", "MakeUnconfinedFormula",
     "MakeBundleFormula", "MarshalFormula", "ReadableBlobFormula", "TextStoreFormula", "LookupFormula",
     "LeastAuthorityFormula", "EndoFormula", "PromiseFormula", "ResolverFormula",
-    "WebletFormula", "FormulaModel", "WorkerLevel",
+    "WebletFormula", "PeerFormula", "SturdyRefFormula", "ShareFormula", "FormulaModel", "WorkerLevel",
 ]  # fmt: skip
 
 # 256 random bits as lower-case hex: unguessable, and one spelling per id.
@@ -173,12 +173,28 @@ class WebletFormula(FormulaModel):
     DEPENDS_ON = ("guest", "bundle", "backend")
 
 
+class PeerFormula(FormulaModel):
+    type: Literal["peer"] = "peer"
+    locator: Annotated[str, StringConstraints(max_length=4096)]  # an OCapN peer URI: ocapn://<designator>.<netlayer>?<hints>
+
+class SturdyRefFormula(FormulaModel):
+    type: Literal["sturdyref"] = "sturdyref"  # an object at a peer: what its fetch(swiss) answers
+    peer: FormulaId; swiss: Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,256}$")]
+    DEPENDS_ON = ("peer",)
+
+class ShareFormula(FormulaModel):
+    type: Literal["share"] = "share"  # a value this daemon offers to peers that know the swiss number
+    value: FormulaId; swiss: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$")]
+    host: FormulaId  # who shared it: the one host that lists and revokes it
+    DEPENDS_ON = ("value", "host")
+
 
 Formula = Annotated[
     HostFormula | GuestFormula | HandleFormula | PetStoreFormula | DirectoryFormula |
     MailboxStoreFormula | WorkerFormula | EvalFormula | MakeUnconfinedFormula | MakeBundleFormula |
     MarshalFormula | ReadableBlobFormula | TextStoreFormula | LookupFormula | LeastAuthorityFormula |
-    EndoFormula | PromiseFormula | ResolverFormula | WebletFormula,
+    EndoFormula | PromiseFormula | ResolverFormula | WebletFormula | PeerFormula | SturdyRefFormula |
+    ShareFormula,
     Field(discriminator="type"),
 ]  # fmt: skip
 # ---- end of the catalogue --------------------------------------------------------------------

@@ -52,7 +52,10 @@ FORBIDDEN = (
 DAEMON_MODULES_ALLOWED = {"ocapd.daemon", "ocapd.daemon.paths"}
 
 #: Commands that talk to the daemon through the blocking client.
-COMMANDS = (["list"], ["ping"], ["show", "x"], ["list", "--json"], ["inbox"], ["weblets", "list"])
+COMMANDS = (
+    ["list"], ["ping"], ["show", "x"], ["list", "--json"], ["inbox"], ["weblets", "list"],
+    ["network", "show"], ["share", "x"], ["enliven", "ocapn://x.tls-ed25519/s/y", "-n", "x"],
+)  # fmt: skip
 
 
 #: The ``ocapd`` script, telling what it imported on its way out.

@@ -1,0 +1,354 @@
+"""Daemons as OCapN peers: the daemon's identity and listener, its shares, and its remote references.
+
+- **Identity.** One long-lived Ed25519 key per daemon, ``state/ocapn-ed25519.key``
+  (32 raw bytes, mode 0600, made on first use; a key file others may read is
+  refused). Its designator, the key in base32, names the daemon on the
+  ``tls-ed25519`` netlayer.
+- **Listener.** ``Network.listen`` serves OCapN sessions (the OCapN wire
+  profile, ``captp.ocapn_node``) on a TCP port and records where in the
+  database (meta ``ocapn_listen``, with the port actually bound), so the
+  daemon listens there again after a restart and the sturdyrefs it gave out
+  still reach it.
+- **Shares.** A ``share`` formula maps a fresh swiss number (32 random bytes,
+  base64url) to a value's formula; the bootstrap object's ``fetch(swiss)``
+  provides that formula. Revoking deletes the formula: later fetches fail.
+- **Remote references.** A ``peer`` formula is a peer's locator; its
+  incarnation is a started session (dialed on first use, shared by every
+  reference to that peer, and cancelled when the session ends, so the next
+  use dials again). A ``sturdyref`` formula is a peer formula and a swiss
+  number; its incarnation is what the peer's ``fetch`` answers, and it dies
+  with its peer's session. Recipes persist, sessions do not.
+
+The cryptography and OCapN modules are imported here only, on first use: a
+daemon that never peers never loads them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import stat
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ocapd.captp import E, RemoteError, far, make_promise_kit
+
+from . import formulas as F
+from .kernel import Cancelled
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ocapd.captp.ocapn_locators import PeerLocator
+    from ocapd.captp.ocapn_node import OcapnNode
+    from ocapd.captp.ocapn_tls import TlsNetlayer
+    from ocapd.captp.session import Session
+
+    from .kernel import Incarnation, Kernel
+
+__all__ = [
+    "KEY_FILE", "LISTEN_META", "NETLAYERS", "Network", "NetworkControl", "PeerError", "PeerUnreachable",
+    "make_peer", "make_share", "make_sturdyref", "network_of", "new_swiss", "resume_listening", "sturdyref_parts",
+]  # fmt: skip
+
+log = logging.getLogger("ocapd.peers")
+
+#: The daemon's OCapN identity, in the state folder.
+KEY_FILE = "ocapn-ed25519.key"
+#: Where the listener's settings are kept (database meta): JSON {netlayer, host, port}.
+LISTEN_META = "ocapn_listen"
+#: Netlayers a daemon listens on and dials. ``tcp-testing-only`` authenticates
+#: nothing, so daemons never use it: it is for the conformance suite.
+NETLAYERS = ("tls-ed25519",)
+#: Random bytes in a swiss number: as a formula id, unguessable.
+SWISS_BYTES = 32
+
+
+class PeerError(Exception):
+    """A peering operation that cannot be done, said in one line."""
+
+
+class PeerUnreachable(PeerError):
+    """A peer could not be dialed, or its session could not start."""
+
+
+def new_swiss() -> str:
+    """A fresh swiss number, as URI-safe text (its bytes are what ``fetch`` takes)."""
+    return secrets.token_urlsafe(SWISS_BYTES)
+
+
+def load_or_create_key(path: os.PathLike[str] | str) -> Ed25519PrivateKey:
+    """The key in ``path`` (32 raw bytes), made (mode 0600) if there is none; refused if others may read it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        key = Ed25519PrivateKey.generate()
+        raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, raw)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return key
+    try:
+        mode = os.fstat(fd).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise PeerError(f"{path} may be read by others (mode {stat.S_IMODE(mode):o}); make it 0600 (chmod 600)")
+        raw = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    if len(raw) != 32:
+        raise PeerError(f"{path} is not an Ed25519 key (32 bytes); move it away to make a new identity")
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+class Network:
+    """The daemon's OCapN node, its identity and (when listening) its listener. One per daemon."""
+
+    def __init__(self, kernel: Kernel, key: Ed25519PrivateKey) -> None:
+        from ocapd.captp.ocapn_locators import PeerLocator
+        from ocapd.captp.ocapn_node import OcapnNode
+        from ocapd.captp.ocapn_tls import TLS_NETLAYER, TlsNetlayer
+
+        self._kernel = kernel
+        self.netlayer: TlsNetlayer = TlsNetlayer(key)
+        self.designator = self.netlayer.designator
+        # Until it listens, the daemon's location says who it is but not where.
+        self._unlisted = PeerLocator(self.designator, TLS_NETLAYER, {})
+        self.node: OcapnNode = OcapnNode(self._unlisted, self.netlayer.connect, name="ocapn", fetch=self._fetch)
+        self._listener: trio.CancelScope | None = None
+        self.listening: PeerLocator | None = None
+        self._swiss: dict[bytes, str] | None = None
+
+    # -- listening --------------------------------------------------------------------
+    async def listen(self, netlayer: str, host: str = "127.0.0.1", port: int = 0) -> PeerLocator:
+        """Listen for peers on ``host:port`` (0: a free port) and record it; returns our location."""
+        from ocapd.captp.ocapn_netlayers import NetlayerError, PeerConnection
+
+        if netlayer not in NETLAYERS:
+            raise PeerError(f"unknown netlayer {netlayer!r}; daemons peer over {', '.join(NETLAYERS)}")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
+            raise PeerError("the port is a number from 0 to 65535 (0: any free port)")
+        if self._listener is not None:
+            await self.stop(forget=False)
+
+        async def handle(connection: PeerConnection) -> None:
+            await self.node.serve_stream(connection.stream, peer_designator=connection.peer_designator)
+
+        async def serve(task_status: trio.TaskStatus[PeerLocator]) -> None:
+            with trio.CancelScope() as scope:
+                self._listener = scope
+                await self.netlayer.serve(handle, host, port, task_status=task_status)
+
+        try:
+            location: PeerLocator = await self._kernel.nursery.start(serve)
+        except (OSError, NetlayerError) as e:
+            self._listener = None
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise PeerError(f"cannot listen on {host}:{port}: {reason}") from None
+        self.listening = location
+        self.node.location = location
+        settings = {"netlayer": netlayer, "host": host, "port": int(location.hints["port"])}
+        await self._kernel.db.set_meta(LISTEN_META, json.dumps(settings))
+        log.info("listening for OCapN peers at %s", location.to_uri())
+        return location
+
+    async def stop(self, *, forget: bool = True) -> bool:
+        """Stop listening (sessions already open go on); ``forget``: not again after a restart."""
+        was = self._listener is not None
+        if self._listener is not None:
+            self._listener.cancel()
+            self._listener = None
+        self.listening = None
+        self.node.location = self._unlisted
+        if forget:
+            await self._kernel.db.set_meta(LISTEN_META, "")
+        return was
+
+    def show(self) -> dict[str, Any]:
+        listening = self.listening
+        return {
+            "designator": self.designator,
+            "netlayer": listening.transport if listening is not None else None,
+            "listening": listening is not None,
+            "uri": listening.to_uri() if listening is not None else None,
+            "sessions": self.node.sessions(),
+        }
+
+    # -- shares ------------------------------------------------------------------------
+    def _index(self) -> dict[bytes, str]:
+        if self._swiss is None:
+            self._swiss = {
+                f.swiss.encode("ascii"): fid for fid, f in self._kernel.formulas.items() if isinstance(f, F.ShareFormula)
+            }
+        return self._swiss
+
+    def shared(self, swiss: str, fid: str) -> None:
+        self._index()[swiss.encode("ascii")] = fid
+
+    def unshared(self, swiss: str) -> None:
+        self._index().pop(swiss.encode("ascii"), None)
+
+    def sturdyref_uri(self, swiss: str) -> str:
+        from ocapd.captp.ocapn_locators import SturdyRef
+
+        if self.listening is None:
+            raise PeerError("this daemon does not listen for peers; run `ocapd network listen --netlayer tls-ed25519` first")
+        return SturdyRef(self.listening, swiss.encode("ascii")).to_uri()
+
+    def _fetch(self, swiss: bytes) -> Any:
+        """The bootstrap's ``fetch`` for swiss numbers of share formulas: a promise for the shared value."""
+        fid = self._index().get(swiss)
+        if fid is None:
+            raise KeyError("no object has that swiss number")
+        promise, resolver = make_promise_kit()
+
+        async def provide() -> None:
+            try:
+                resolver.resolve(await self._kernel.provide(fid))
+            except Exception as e:
+                # The peer hears that it failed, not the daemon's details.
+                log.info("a shared value (share %s) failed to incarnate: %s", fid[:16], e)
+                resolver.reject(RemoteError("Error", "the shared value is not available"))
+
+        self._kernel.nursery.start_soon(provide)
+        return promise
+
+
+async def network_of(kernel: Kernel) -> Network:
+    """The daemon's ``Network``, made (and its node started) on first use."""
+    network: Network | None = kernel.services.network
+    if network is None:
+        paths = kernel.services.paths
+        assert paths is not None  # run_daemon sets it first
+        key = await trio.to_thread.run_sync(load_or_create_key, paths.state / KEY_FILE)
+        if kernel.services.network is None:  # nobody made it while we read the key
+            network = Network(kernel, key)
+            await kernel.nursery.start(network.node.run)
+            kernel.services.network = network
+        network = kernel.services.network
+    assert network is not None
+    return network
+
+
+async def resume_listening(kernel: Kernel) -> None:
+    """Listen again where the daemon listened before it stopped (start-up, after ready)."""
+    raw = kernel.db.get_meta(LISTEN_META)
+    if not raw:
+        return
+    try:
+        settings = json.loads(raw)
+        network = await network_of(kernel)
+        await network.listen(settings["netlayer"], settings["host"], settings["port"])
+    except (PeerError, ValueError, KeyError, TypeError) as e:
+        log.error("could not listen for OCapN peers again: %s", e)
+
+
+@far("Network")
+class NetworkControl:
+    """``ocapd network …``: the daemon's listener (the CLI's socket is the authority)."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self._kernel = kernel
+
+    async def listen(self, netlayer: str, port: int = 0, host: str = "127.0.0.1") -> dict[str, Any]:
+        network = await network_of(self._kernel)
+        await network.listen(netlayer, host, port)
+        return network.show()
+
+    async def stop(self) -> bool:
+        return await (await network_of(self._kernel)).stop()
+
+    async def show(self) -> dict[str, Any]:
+        return (await network_of(self._kernel)).show()
+
+
+# -- makers ---------------------------------------------------------------------------------
+@far("Peer")
+class Peer:
+    """A started OCapN session to one peer (a ``peer`` formula's incarnation)."""
+
+    def __init__(self, locator: PeerLocator, session: Session) -> None:
+        self._locator = locator
+        self._session = session
+
+    def locator(self) -> str:
+        return self._locator.to_uri()
+
+    async def _fetch(self, swiss: bytes) -> Any:
+        return await E(self._session.bootstrap()).fetch(swiss)
+
+
+def _short(designator: str) -> str:
+    return designator[:16] + "…" if len(designator) > 16 else designator
+
+
+async def make_peer(kernel: Kernel, fid: str, formula: F.PeerFormula, inc: Incarnation) -> Peer:
+    """Dial (or reuse) a session to the peer; when it ends, this incarnation is cancelled."""
+    from ocapd.captp.ocapn_locators import PeerLocator
+    from ocapd.captp.ocapn_netlayers import NetlayerError
+
+    locator = PeerLocator.from_uri(formula.locator)
+    network = await network_of(kernel)
+    try:
+        session = await network.node.session_for(locator)
+    except (NetlayerError, ConnectionError, OSError) as e:
+        raise PeerUnreachable(f"peer {_short(locator.designator)} unreachable: {e}") from None
+
+    async def watch() -> None:
+        await network.node.wait_ended(session)
+        if inc.is_current():
+            aborted = session.aborted
+            await kernel.cancel(fid, f"the session with peer {_short(locator.designator)} ended ({aborted.reason if aborted else 'closed'})")
+
+    kernel.nursery.start_soon(watch)
+    return Peer(locator, session)
+
+
+async def make_sturdyref(kernel: Kernel, fid: str, formula: F.SturdyRefFormula, inc: Incarnation) -> Any:
+    """The object the peer's ``fetch`` answers for the swiss number; it dies with the peer's session."""
+    peer: Peer = await inc.provide(formula.peer)
+    try:
+        return await peer._fetch(formula.swiss.encode("ascii"))
+    except RemoteError as e:
+        raise PeerError(f"peer {_short(peer._locator.designator)} refused the sturdyref: {e.message or e.name}") from None
+    except Cancelled:
+        raise
+    except ConnectionError as e:
+        raise PeerUnreachable(f"peer {_short(peer._locator.designator)} unreachable: {e}") from None
+
+
+async def make_share(kernel: Kernel, fid: str, formula: F.ShareFormula, inc: Incarnation) -> Any:
+    """What a sturdyref of this daemon gives: the shared value itself."""
+    return await inc.provide(formula.value)
+
+
+def sturdyref_parts(uri: str) -> tuple[str, str]:
+    """A sturdyref URI's peer locator URI and swiss number (as text); ``PeerError`` if it is not one a daemon dials."""
+    from ocapd.captp.ocapn_locators import LocatorError, SturdyRef
+
+    try:
+        ref = SturdyRef.from_uri(uri)
+    except LocatorError as e:
+        raise PeerError(str(e)) from None
+    if ref.peer.transport not in NETLAYERS:
+        raise PeerError(f"{ref.peer.transport} is not a netlayer daemons peer over ({', '.join(NETLAYERS)})")
+    from ocapd.captp.ocapn_netlayers import NetlayerError
+    from ocapd.captp.ocapn_tls import public_key_for
+
+    try:
+        public_key_for(ref.peer.designator)
+    except NetlayerError as e:
+        raise PeerError(str(e)) from None
+    try:
+        swiss = ref.swiss_num.decode("ascii")
+    except UnicodeDecodeError:
+        raise PeerError("the swiss number is not one a daemon makes (it is not ASCII)") from None
+    return ref.peer.to_uri(), swiss

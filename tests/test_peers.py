@@ -1,0 +1,181 @@
+"""Two real daemons as OCapN peers over tls-ed25519 on 127.0.0.1 (daemon/peers.py, `ocapd network|share|enliven`).
+
+Two OCAPD_HOMEs, two `ocapd run-daemon` processes, the real CLI: one daemon
+shares a worker's object, the other enlivens the sturdyref and calls it. A
+peer killed with -9 makes calls fail in one line while the caller keeps
+serving; once the peer is back (listening again on its recorded port, with
+its recorded key), the same name works. Sturdyrefs with a wrong swiss
+number, a designator the listener does not hold, or a revoked share are
+refused cleanly and name nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_harness import DaemonProcess
+
+#: How long a test waits for a daemon to notice something (never asserted as a timing).
+SETTLE = 30.0
+
+GREETER = "Far('Greeter', greet=lambda who: 'hello ' + who)"
+CALL = "E(g).greet('bob')"
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def show_json(daemon: DaemonProcess, *args: str) -> dict:
+    return json.loads(daemon.out(*args, "--json"))
+
+
+def peer_of(sturdyref: str) -> str:
+    """The peer URI in a sturdyref URI (``/s/<swiss>`` taken out)."""
+    head, rest = sturdyref.split("/s/")
+    return f"{head}?{rest.split('?')[1]}"
+
+
+def wait_until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + SETTLE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
+    a = DaemonProcess(tmp_path_factory.mktemp("peer-a") / "home")
+    b = DaemonProcess(tmp_path_factory.mktemp("peer-b") / "home")
+    try:
+        for d in (a, b):
+            d.home.mkdir()
+            d.start()
+        yield a, b
+    finally:
+        for d in (a, b):
+            d.stop()
+
+
+@pytest.fixture(scope="module")
+def shared(pair: tuple[DaemonProcess, DaemonProcess]) -> str:
+    """A listens, runs a greeter in worker w1 and shares it: the sturdyref URI."""
+    a, _ = pair
+    listening = a.out("network", "listen", "--netlayer", "tls-ed25519")
+    assert listening.startswith("ocapn://") and ".tls-ed25519?host=127.0.0.1&port=" in listening
+    a.out("eval", GREETER, "-w", "w1", "-n", "greeter")
+    uri = a.out("share", "greeter")
+    assert uri.startswith(listening.split("?")[0] + "/s/")
+    return uri
+
+
+def test_the_identity_key_is_private_and_kept(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
+    a, _ = pair
+    key = a.home / "state" / "ocapn-ed25519.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
+    shown = show_json(a, "network", "show")
+    assert shown["listening"] and shown["uri"] == peer_of(shared) and shown["designator"] in shared
+
+
+def test_a_shared_object_is_called_from_the_other_daemon(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
+    _, b = pair
+    b.out("enliven", shared, "-n", "greeter-at-a")
+    assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")
+    assert "hello ann" in b.out("eval", "E(g).greet('ann')", "g:greeter-at-a")
+    report = show_json(b, "inspect")["ocapn"]
+    assert [p["live"] for p in report["peers"]] == [True]
+    sessions = [s for s in report["sessions"] if s["state"] == "started"]
+    assert len(sessions) == 1 and sessions[0]["authenticated"] and sessions[0]["direction"] == "outbound"
+    assert shared.startswith(f"ocapn://{sessions[0]['designator']}.tls-ed25519/s/")
+
+
+def test_a_wrong_swiss_number_is_refused_and_names_nothing(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
+    _, b = pair
+    head, rest = shared.split("/s/")
+    swiss, hints = rest.split("?")
+    wrong = f"{head}/s/{'A' if swiss[0] != 'A' else 'B'}{swiss[1:]}?{hints}"
+    line = one_line_error(b.cli("enliven", wrong, "-n", "forged", check=False))
+    assert "refused the sturdyref" in line
+    assert "forged" not in b.out("list")
+
+
+def test_a_designator_the_listener_does_not_hold_is_refused(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
+    a, b = pair
+    b_designator = show_json(b, "network", "show")["designator"]
+    a_designator = show_json(a, "network", "show")["designator"]
+    impostor = shared.replace(a_designator, b_designator)
+    line = one_line_error(b.cli("enliven", impostor, "-n", "impostor", check=False))
+    assert "unreachable" in line and "not the peer" in line
+    assert "impostor" not in b.out("list")
+    line = one_line_error(b.cli("enliven", "ocapn://nope.tls-ed25519/s/abc?host=127.0.0.1&port=1", "-n", "x", check=False))
+    assert "designator" in line
+
+
+def test_a_revoked_share_is_refused(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
+    a, b = pair
+    a.out("store", "--text", "secret note", "-n", "note")
+    uri = a.out("share", "note")
+    b.out("enliven", uri, "-n", "note-at-a")
+    assert b.out("show", "note-at-a") == "secret note"
+    assert [s["uri"] for s in show_json(a, "share", "--list")].count(uri) == 1
+    assert a.out("share", "--revoke", uri) == "revoked 1 share"
+    assert uri not in [s["uri"] for s in show_json(a, "share", "--list")]
+    line = one_line_error(b.cli("enliven", uri, "-n", "note-again", check=False))
+    assert "refused the sturdyref" in line
+    line = one_line_error(a.cli("share", "--revoke", uri, check=False))
+    assert "no share" in line
+    # The greeter's own share is untouched.
+    assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")
+
+
+def test_sharing_needs_a_listener(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path / "home")
+    d.home.mkdir()
+    d.start()
+    try:
+        d.out("store", "--text", "x", "-n", "x")
+        line = one_line_error(d.cli("share", "x", check=False))
+        assert "does not listen" in line
+        line = one_line_error(d.cli("network", "listen", "--netlayer", "tcp-testing-only", check=False))
+        assert "tls-ed25519" in line
+    finally:
+        d.stop()
+
+
+def test_a_killed_peer_fails_calls_clearly_and_its_names_work_after_it_restarts(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: str
+) -> None:
+    a, b = pair
+    b.cli("enliven", shared, "-n", "greeter-at-a", "--replace")
+    assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")
+    a.kill9()
+
+    def no_session() -> bool:
+        return not [s for s in show_json(b, "inspect")["ocapn"]["sessions"] if s["state"] != "ended"]
+
+    wait_until(no_session, "b notices the session with a ended")
+    line = one_line_error(b.cli("eval", CALL, "g:greeter-at-a", check=False))
+    assert "unreachable" in line
+    assert b.out("ping") == "pong"
+    a.start()
+    wait_until(lambda: show_json(a, "network", "show")["listening"], "a listens again")
+    assert show_json(a, "network", "show")["uri"] == peer_of(shared)
+    assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")
+
+
+def test_stop_means_no_listener_after_a_restart(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
+    a, b = pair
+    a.out("network", "stop")
+    a.restart()
+    assert not show_json(a, "network", "show")["listening"]
+    assert b.out("ping") == "pong"
