@@ -97,6 +97,8 @@ def test_a_shared_object_is_called_from_the_other_daemon(pair: tuple[DaemonProce
     sessions = [s for s in report["sessions"] if s["state"] == "started"]
     assert len(sessions) == 1 and sessions[0]["authenticated"] and sessions[0]["direction"] == "outbound"
     assert shared.startswith(f"ocapn://{sessions[0]['designator']}.tls-ed25519/s/")
+    text = b.out("inspect")
+    assert f"{sessions[0]['designator'][:20]} tls-ed25519  outbound started  authenticated" in text
 
 
 def test_a_wrong_swiss_number_is_refused_and_names_nothing(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
@@ -179,3 +181,23 @@ def test_stop_means_no_listener_after_a_restart(pair: tuple[DaemonProcess, Daemo
     a.restart()
     assert not show_json(a, "network", "show")["listening"]
     assert b.out("ping") == "pong"
+
+
+def test_the_identity_key_is_made_private_and_a_readable_one_is_refused(tmp_path: Path) -> None:
+    from ocapd.daemon.peers import PeerError, load_or_create_key
+
+    path = tmp_path / "key"
+    made = load_or_create_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_key(path).public_key() == made.public_key()
+    path.chmod(0o644)
+    with pytest.raises(PeerError, match="read by others"):
+        load_or_create_key(path)
+    path.chmod(0o600)
+    path.write_bytes(b"short")
+    with pytest.raises(PeerError, match="not an Ed25519 key"):
+        load_or_create_key(path)
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        load_or_create_key(link)
