@@ -28,6 +28,12 @@ turns of ``captp.turns``: ``receive_frame`` only records work, and the pump
 that fed it drains the turn queue before it sends the replies — still one
 scheduler pass per batch of frames.
 
+After an abort of our own, the pump that sends it half-closes the transport
+(if it can): it closes its sending side, so the peer reads the abort and then
+EOF, and drops whatever the peer still sends until the peer's EOF or
+``Limits.drain_timeout``/``drain_bytes``; then it closes. The peer's late
+frames are not looked at, so they are no protocol violation either.
+
 Backpressure: frames wait in the session's outbox (and in a blocked send)
 only up to ``Limits.max_outbox_bytes``. Beyond that the pump that would
 receive stops reading the peer's frames until the sending pump makes room,
@@ -47,6 +53,8 @@ from typing import Any
 
 import trio
 
+from .msgpack_profile import MSGPACK
+from .profile import WireProfile
 from .session import (
     DEFAULT_LIMITS,
     R_CLOSED,
@@ -65,8 +73,6 @@ from .transport import (
     WebSocketTransport,
     memory_transport_pair,
 )
-from .msgpack_profile import MSGPACK
-from .profile import WireProfile
 from .turns import holding, run_turns
 
 __all__ = [
@@ -100,6 +106,8 @@ class Connection:
         self._closing = False
         #: A pump is sending the last frames of an ended session.
         self._finishing = False
+        #: Set when the other pump has left (the finishing pump may wait for it to stop reading).
+        self._pump_left = trio.Event()
         #: Bytes handed to the transport by the send in progress.
         self._in_flight = 0
         #: Set (and replaced) whenever a send completes: there may be room now.
@@ -299,7 +307,10 @@ class Connection:
         its last frame is out, and watches it: a peer that does not read
         gets ``Limits.stall_timeout`` seconds, then the transport is closed.
         """
-        if self._closing or self._finishing:
+        if self._closing:
+            return
+        if self._finishing:
+            self._pump_left.set()
             return
         timeout = self.session.limits.stall_timeout
         if self._sending:
@@ -316,10 +327,26 @@ class Connection:
             self.session.connection_lost(str(e))
         if self._closing:
             return
-        self._closing = True
-        self._wake.set()  # the other pump, if waiting, ends too
-        await self.transport.aclose()
-        self._closed.set()
+        try:
+            if self.session.abort_queued:
+                await self._half_close()
+        finally:
+            self._closing = True
+            self._wake.set()  # the other pump, if waiting, ends too
+            await self.transport.aclose()
+            self._closed.set()
+
+    async def _half_close(self) -> None:
+        """After our abort has gone out: EOF to the peer, drop its late input, within the limits."""
+        half_close = getattr(self.transport, "half_close", None)
+        if half_close is None:
+            return
+        limits = self.session.limits
+        with trio.move_on_after(limits.drain_timeout):
+            self._wake.set()  # a pump waiting for work leaves; one reading leaves with its read
+            if self._receiving:
+                await self._pump_left.wait()
+            await half_close(limits.drain_bytes)
 
 
 @asynccontextmanager

@@ -83,16 +83,14 @@ def _check_text(value: object, what: str) -> str:
 
 
 def _check_netlayer(value: object) -> str:
-    _check_text(value, "netlayer")
-    assert isinstance(value, str)
+    value = _check_text(value, "netlayer")
     if not _NETLAYER.match(value):
         raise LocatorError(f"netlayer name {_shown(value)} may hold only letters, digits, '-', '_' and '~' (and no '.')")
     return value
 
 
 def _check_designator(value: object) -> str:
-    _check_text(value, "designator")
-    assert isinstance(value, str)
+    value = _check_text(value, "designator")
     if not value:
         raise LocatorError("the designator is empty")
     return value

@@ -156,6 +156,25 @@ async def open_listener(host: str, port: int) -> tuple[trio.SocketListener, int]
     return listener, listener.socket.getsockname()[1]
 
 
+async def serve_tcp(
+    accept: Callable[[trio.SocketStream], Awaitable[object]],
+    host: str,
+    port: int,
+    location_for: Callable[[int], PeerLocator],
+    task_status: trio.TaskStatus[PeerLocator],
+) -> None:
+    """Listen on ``host:port``, run ``accept(stream)`` in a task per connection, until cancelled.
+
+    Starts with ``location_for(bound_port)``. trio's ``serve_listeners``
+    does the accepting, so running out of file descriptors or memory makes
+    the listener wait and retry instead of ending it.
+    """
+    listener, bound_port = await open_listener(host, port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, accept, [listener])
+        task_status.started(location_for(bound_port))
+
+
 async def run_handler(handler: Handler, connection: PeerConnection) -> None:
     """Run one connection's handler; its failure is logged and ends that connection only."""
     async with connection:
@@ -200,14 +219,15 @@ class TcpTestingOnlyNetlayer:
     ) -> None:
         """Listen on ``host:port`` (0: any free port) until cancelled; see the module's docstring."""
         self._check_host(host, "listens on")
-        listener, bound_port = await open_listener(host, port)
-        async with listener, trio.open_nursery() as nursery:
+
+        def location_for(bound_port: int) -> PeerLocator:
             self.location = PeerLocator(self.designator, TCP_TESTING_ONLY, {"host": host, "port": str(bound_port)})
-            task_status.started(self.location)
-            while True:
-                stream = await listener.accept()
-                connection = PeerConnection(stream, TCP_TESTING_ONLY, outbound=False)
-                nursery.start_soon(run_handler, handler, connection)
+            return self.location
+
+        async def accept(stream: trio.SocketStream) -> None:
+            await run_handler(handler, PeerConnection(stream, TCP_TESTING_ONLY, outbound=False))
+
+        await serve_tcp(accept, host, port, location_for, task_status)
 
     async def connect(self, locator: PeerLocator) -> PeerConnection:
         """A stream to the peer at ``locator`` (unauthenticated: ``peer_designator`` is None)."""

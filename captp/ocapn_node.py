@@ -52,7 +52,7 @@ from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
 from .session import RemoteRef, Session
 from .syrup import Record, SyrupError, SyrupSplitter
-from .transport import TransportClosed
+from .transport import FramedStream, TransportClosed
 
 __all__ = ["OcapnNode", "SyrupStream", "R_CROSSED_HELLOS"]
 
@@ -75,33 +75,40 @@ MAX_PENDING_GIFTS = 1024
 #: rather than a reset. Long enough for a peer to notice the end; short
 #: enough that a peer that keeps writing cannot hold the socket.
 CLOSE_DRAIN_TIMEOUT = 2.0
+#: Bytes a closing stream drops before it gives up waiting for the peer's end.
+CLOSE_DRAIN_BYTES = 1024 * 1024
 
 #: Bytes asked of the stream per read.
 _READ_SIZE = 65536
 
-#: Dials a peer: a bare stream (nothing authenticated), or a netlayer's
-#: ``PeerConnection``, whose authenticated designator the session must then claim.
-Connect = Callable[[PeerLocator], Awaitable[trio.abc.Stream | PeerConnection]]
+#: Dials a location: a stream, or a netlayer's ``PeerConnection`` (which may
+#: say which designator it authenticated at the other end).
+Connect = Callable[[PeerLocator], Awaitable["trio.abc.Stream | PeerConnection"]]
 #: Finds what a swiss number names when ``OcapnNode.swiss`` has nothing for it.
 Fetch = Callable[[bytes], Any]
 
 
-class SyrupStream:
-    """A ``MessageTransport`` of Syrup values back to back on a trio stream (no length prefix)."""
+class SyrupStream(FramedStream):
+    """Syrup values back to back on a trio stream (no length prefix), for the trio driver.
+
+    A ``FramedStream`` in all but the framing, so the driver writes our
+    replies without yielding (``send_frames_nowait``) as it does for msgpack.
+    """
 
     def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int) -> None:
-        self._stream = stream
+        super().__init__(stream, max_frame_size=max_frame_size)
         self._splitter = SyrupSplitter(max_value_bytes=max_frame_size)
-        self._send_lock = trio.StrictFIFOLock()
+        #: Frames read but not yet taken by ``receive_frame``.
+        self._ready: list[bytes] = []
 
-    async def send_frames(self, frames: list[bytes]) -> None:
-        try:
-            async with self._send_lock:
-                await self._stream.send_all(b"".join(frames))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-            raise TransportClosed(str(e)) from None
+    @staticmethod
+    def _encode(frames: list[bytes]) -> bytes:
+        return frames[0] if len(frames) == 1 else b"".join(frames)
 
     async def receive_frames(self) -> list[bytes]:
+        if self._ready:
+            frames, self._ready = self._ready, []
+            return frames
         splitter = self._splitter
         while True:
             try:
@@ -113,7 +120,7 @@ class SyrupStream:
             if frames:
                 return frames
             try:
-                data = await self._stream.receive_some(_READ_SIZE)
+                data = await self.stream.receive_some(_READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                 raise TransportClosed(str(e)) from None
             if not data:
@@ -124,38 +131,34 @@ class SyrupStream:
                 raise ProtocolError(R_MALFORMED, str(e)) from None
 
     async def receive_frame(self) -> bytes:
-        raise NotImplementedError("use receive_frames")  # the driver prefers receive_frames
+        if not self._ready:
+            self._ready = await self.receive_frames()
+        return self._ready.pop(0)
 
     async def aclose(self) -> None:
-        """Half-close, read (and drop) what the peer still sends for a moment, then close.
+        """Half-close and drop what the peer still sends for a moment, then close — whoever aborted.
 
-        Closing a TCP socket with unread input makes the kernel reset the
-        connection, and the peer may then never read our last message (the
-        abort) or may fail writing instead of seeing the end of the stream.
+        The driver half-closes after an abort of ours; this covers the peer's
+        abort too. Closing a TCP socket with unread input makes the kernel
+        reset the connection: a peer that aborted and goes on writing (the
+        suite's abort-before-setup test) would then fail writing instead of
+        seeing the end of the stream.
         """
         with trio.CancelScope(shield=True):
-            try:
-                with trio.move_on_after(CLOSE_DRAIN_TIMEOUT):
-                    send_eof = getattr(self._stream, "send_eof", None)
-                    if send_eof is not None:
-                        await send_eof()
-                    while await self._stream.receive_some(_READ_SIZE):
-                        pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
-                pass
-            finally:
-                await self._stream.aclose()
+            with trio.move_on_after(CLOSE_DRAIN_TIMEOUT):
+                await self.half_close(CLOSE_DRAIN_BYTES)
+            await super().aclose()
 
 
 class _Peer:
     """One session of the node, and what the node keeps about it."""
 
-    def __init__(self, node: OcapnNode, outbound: PeerLocator | None, authenticated: str | None = None) -> None:
+    def __init__(self, node: OcapnNode, outbound: PeerLocator | None) -> None:
         self.node = node
         #: Where we dialed, for a session we opened; None for one the peer opened.
         self.outbound = outbound
-        #: The designator the netlayer proved the other side holds (None: nothing proved).
-        self.authenticated = authenticated
+        #: The designator the netlayer authenticated at the other end, if it did.
+        self.verified_designator: str | None = None
         self.profile = OcapnProfile(
             node.location, on_started=node._on_started, on_handoff=node._on_handoff, on_foreign=node._on_foreign
         )
@@ -216,14 +219,19 @@ class OcapnNode:
     async def serve_stream(self, stream: trio.abc.Stream, *, peer_designator: str | None = None) -> None:
         """Run one session the peer opened over ``stream`` until it ends.
 
-        ``peer_designator``: the designator the netlayer authenticated for the
-        other end (``PeerConnection.peer_designator``); the session is aborted
-        if its start-session claims any other location.
+        ``peer_designator`` is the designator the netlayer authenticated at the
+        other end (``PeerConnection.peer_designator``), if any: a peer whose
+        start-session claims another location is then refused.
         """
         await self._serve(stream, self._add_peer(None, peer_designator))
 
-    def _add_peer(self, outbound: PeerLocator | None, authenticated: str | None = None) -> _Peer:
-        peer = _Peer(self, outbound, authenticated)
+    async def serve_connection(self, connection: PeerConnection) -> None:
+        """``serve_stream`` for a netlayer's incoming connection (a netlayer ``serve`` handler)."""
+        await self.serve_stream(connection.stream, peer_designator=connection.peer_designator)
+
+    def _add_peer(self, outbound: PeerLocator | None, verified: str | None) -> _Peer:
+        peer = _Peer(self, outbound)
+        peer.verified_designator = verified
         self._peers.append(peer)
         self._by_profile[id(peer.profile)] = peer
         return peer
@@ -264,9 +272,10 @@ class OcapnNode:
             raise ConnectionError(f"no session to {location.designator} and no netlayer to dial it")
         dialed = await self._connect(location)
         if isinstance(dialed, PeerConnection):
-            stream, peer = dialed.stream, self._add_peer(location, dialed.peer_designator)
+            stream, verified = dialed.stream, dialed.peer_designator
         else:
-            stream, peer = dialed, self._add_peer(location)
+            stream, verified = dialed, None
+        peer = self._add_peer(location, verified)
         self._spawn(self._serve, stream, peer)
         async with trio.open_nursery() as watchers:
 
@@ -315,7 +324,7 @@ class OcapnNode:
                 "designator": there.designator if there is not None else None,
                 "netlayer": there.transport if there is not None else None,
                 "direction": "outbound" if peer.outbound is not None else "inbound",
-                "authenticated": peer.authenticated is not None,
+                "authenticated": peer.verified_designator is not None,
                 "state": state,
                 **stats,
             })
@@ -326,13 +335,11 @@ class OcapnNode:
         """The peer's start-session checked: settle a crossed hello, then mark the session started."""
         peer = self._by_profile[id(profile)]
         assert profile.peer is not None
-        claimed = profile.peer.location
-        if peer.authenticated is not None and (
-            claimed.designator != peer.authenticated or (peer.outbound is not None and claimed.transport != peer.outbound.transport)
-        ):
-            # The netlayer proved who is on the other end; a session claiming
-            # someone else would be taken for that peer's (session_for reuses it).
+        claimed = profile.peer.location.designator
+        if peer.verified_designator is not None and claimed != peer.verified_designator:
             raise ProtocolError(R_BAD_FIELD, "the location's designator is not the one the netlayer authenticated")
+        if peer.outbound is not None and not profile.peer.location.same_peer(peer.outbound):
+            raise ProtocolError(R_BAD_FIELD, "the peer we dialed signed another location")
         for other in list(self._peers):
             if other is peer or other.ended.is_set() or (other.outbound is None) == (peer.outbound is None):
                 continue

@@ -104,6 +104,11 @@ _ARITY = {
 
 _PLAIN = frozenset({str, bytes, bool, float, int, Symbol})
 
+#: The shortest descriptor, ``<11'desc:export0+>``: every value takes at least
+#: one byte and every descriptor this many, so a frame shorter than the
+#: limits allow cannot exceed them and is not counted.
+_MIN_DESCRIPTOR_BYTES = len(b"<11'desc:export0+>")
+
 
 class PeerInfo:
     """What the peer's checked ``op:start-session`` said: its key, location and the session's IDs."""
@@ -282,7 +287,8 @@ class OcapnProfile:
             raise ProtocolError(R_MALFORMED, str(e)) from None
         if type(record) is not Record:
             raise ProtocolError(R_MALFORMED, "a message must be a record")
-        _count(record, limits)
+        if len(frame) > limits.max_elements or len(frame) >= _MIN_DESCRIPTOR_BYTES * limits.max_descriptors:
+            _count(record, limits)
         known = _ARITY.get(record.label)
         if known is None:
             raise ProtocolError(R_UNKNOWN_OP, brief(record.label))

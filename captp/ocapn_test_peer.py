@@ -104,11 +104,11 @@ async def serve(host: str, port: int, *, task_status: trio.TaskStatus[PeerLocato
     nodes: list[OcapnNode] = []
 
     async def handle(connection: PeerConnection) -> None:
-        await nodes[0].serve_stream(connection.stream)
+        await nodes[0].serve_connection(connection)
 
-    async def dial(location: PeerLocator) -> trio.abc.Stream:
+    async def dial(location: PeerLocator) -> PeerConnection:
         try:
-            return (await netlayer.connect(location)).stream
+            return await netlayer.connect(location)
         except NetlayerError as e:
             raise ConnectionError(str(e)) from None
 

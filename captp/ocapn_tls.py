@@ -24,7 +24,8 @@ names the key the peer must hold:
 Then both ``PeerConnection``s carry the other's designator (authenticated)
 and the stream is the TLS stream. TLS 1.3 only; no session tickets; the
 handshake and proof must finish within ``HANDSHAKE_TIMEOUT``, each in the
-connection's own task, so a silent or garbage client delays no one else.
+connection's own task, so a silent or garbage client delays no one else;
+at most ``MAX_PENDING_HANDSHAKES`` are under way at once.
 
 Why TLS 1.3 and not Noise: the standard library's ``ssl`` (OpenSSL) and
 ``cryptography`` are maintained, audited and already dependencies; the
@@ -53,12 +54,13 @@ from cryptography.x509.oid import NameOID
 
 from .ocapn_keys import public_key_bytes
 from .ocapn_locators import PeerLocator
-from .ocapn_netlayers import Handler, NetlayerError, PeerConnection, dial_tcp, host_and_port, open_listener, run_handler
+from .ocapn_netlayers import Handler, NetlayerError, PeerConnection, dial_tcp, host_and_port, run_handler, serve_tcp
 
 __all__ = [
     "CLIENT_PROOF_BYTES",
     "CLIENT_PROOF_CONTEXT",
     "HANDSHAKE_TIMEOUT",
+    "MAX_PENDING_HANDSHAKES",
     "TLS_NETLAYER",
     "TlsNetlayer",
     "designator_for",
@@ -76,6 +78,14 @@ TLS_NETLAYER = "tls-ed25519"
 #: under a second on any network ocapd runs on. A client that takes longer
 #: is gone or stalling a slot on purpose.
 HANDSHAKE_TIMEOUT = 10.0
+
+#: Connections at once between accept and a checked proof; more are closed
+#: at once. Peers connect once and keep the connection, so a daemon sees a
+#: few handshakes at a time; the cap keeps a flood of silent connections
+#: from taking the whole process's file descriptors (the CLI socket, the
+#: gateway, the workers' pipes), at the price of new peers waiting out the
+#: flood.
+MAX_PENDING_HANDSHAKES = 64
 
 #: Domain separation for the dialler's signature: it can never be taken for
 #: any other signature made with the same key.
@@ -200,13 +210,23 @@ class TlsNetlayer:
 
     ``key`` is the peer's long-lived identity, not an OCapN session key: keep
     it with the peer's state, since a new key is a new designator and every
-    locator given out before names the old one.
+    locator given out before names the old one. ``handshake_timeout`` bounds
+    the handshake and the proof, both ways; ``max_pending_handshakes`` the
+    incoming connections that have not yet proved their key.
     """
 
     name = TLS_NETLAYER
 
-    def __init__(self, key: Ed25519PrivateKey) -> None:
+    def __init__(
+        self,
+        key: Ed25519PrivateKey,
+        *,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
+    ) -> None:
         self._key = key
+        self.handshake_timeout = handshake_timeout
+        self._handshakes = trio.CapacityLimiter(max_pending_handshakes)
         self.designator = designator_for(key.public_key())
         #: The location announced once ``serve`` has started.
         self.location: PeerLocator | None = None
@@ -235,18 +255,40 @@ class TlsNetlayer:
         Only connections that complete the handshake and prove their key
         reach ``handler``; the others are logged (at INFO) and closed.
         """
-        listener, bound_port = await open_listener(host, port)
-        async with listener, trio.open_nursery() as nursery:
+
+        def location_for(bound_port: int) -> PeerLocator:
             self.location = PeerLocator(self.designator, TLS_NETLAYER, {"host": host, "port": str(bound_port)})
-            task_status.started(self.location)
-            while True:
-                stream = await listener.accept()
-                nursery.start_soon(self._accept, stream, handler)
+            return self.location
+
+        async def accept(tcp: trio.SocketStream) -> None:
+            await self._accept(tcp, handler)
+
+        await serve_tcp(accept, host, port, location_for, task_status)
 
     async def _accept(self, tcp: trio.SocketStream, handler: Handler) -> None:
+        try:
+            self._handshakes.acquire_nowait()
+        except trio.WouldBlock:
+            log.info("%s: refused a connection: %d handshakes already in progress", TLS_NETLAYER, self._handshakes.total_tokens)
+            await trio.aclose_forcefully(tcp)
+            return
+        try:
+            accepted = await self._handshake(tcp)
+        finally:
+            self._handshakes.release()
+        if accepted is None:
+            return
+        tls, client_key = accepted
+        connection = PeerConnection(
+            tls, TLS_NETLAYER, outbound=False, peer_designator=designator_for(client_key), details={"public_key": public_key_bytes(client_key)}
+        )
+        await run_handler(handler, connection)
+
+    async def _handshake(self, tcp: trio.SocketStream) -> tuple[trio.SSLStream[trio.SocketStream], Ed25519PublicKey] | None:
+        """The TLS stream and the dialler's key once it has proved it, or None (and the connection closed)."""
         tls = trio.SSLStream(tcp, self._server_context, server_side=True)
         try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT):
+            with trio.fail_after(self.handshake_timeout):
                 await tls.do_handshake()
                 nonce = secrets.token_bytes(_NONCE_BYTES)
                 await tls.send_all(nonce)
@@ -256,11 +298,13 @@ class TlsNetlayer:
         except (trio.BrokenResourceError, trio.TooSlowError, NetlayerError) as error:
             log.info("%s: refused a connection: %s", TLS_NETLAYER, _reason(error))
             await trio.aclose_forcefully(tls)
-            return
-        connection = PeerConnection(
-            tls, TLS_NETLAYER, outbound=False, peer_designator=designator_for(client_key), details={"public_key": public_key_bytes(client_key)}
-        )
-        await run_handler(handler, connection)
+            return None
+        except Exception:
+            # Not a peer's doing we know of; still, one connection must not end the listener.
+            log.exception("%s: a handshake failed unexpectedly; closing that connection", TLS_NETLAYER)
+            await trio.aclose_forcefully(tls)
+            return None
+        return tls, client_key
 
     async def connect(self, locator: PeerLocator) -> PeerConnection:
         """A TLS stream to the peer ``locator`` names, once it has shown it holds the designator's key."""
@@ -269,7 +313,7 @@ class TlsNetlayer:
         tcp = await dial_tcp(locator, host, port)
         tls = trio.SSLStream(tcp, self._client_context, server_hostname=None)
         try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT):
+            with trio.fail_after(self.handshake_timeout):
                 try:
                     await tls.do_handshake()
                 except trio.BrokenResourceError as error:
@@ -285,7 +329,7 @@ class TlsNetlayer:
                     raise NetlayerError(f"{locator.to_uri()} did not accept this peer's proof of its key")
         except trio.TooSlowError:
             await trio.aclose_forcefully(tls)
-            raise NetlayerError(f"cannot reach {locator.to_uri()}: the TLS handshake took more than {HANDSHAKE_TIMEOUT:g} s") from None
+            raise NetlayerError(f"cannot reach {locator.to_uri()}: the TLS handshake took more than {self.handshake_timeout:g} s") from None
         except trio.BrokenResourceError as error:
             await trio.aclose_forcefully(tls)
             raise NetlayerError(f"{locator.to_uri()} closed the connection while it was being set up ({_reason(error)})") from None

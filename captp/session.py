@@ -136,6 +136,12 @@ class Limits:
     #: enough for a slow link to move 32 MiB; short enough that a peer cannot
     #: hold a session's memory for long.
     stall_timeout: float = 30.0
+    #: After sending an abort on a byte stream, the driver closes its sending
+    #: side and drops what the peer still sends, until the peer's EOF, for at
+    #: most this many seconds and bytes, then closes. A peer that was writing
+    #: when we aborted thus reads the abort instead of a connection reset.
+    drain_timeout: float = 0.5
+    drain_bytes: int = 1024 * 1024
 
 
 DEFAULT_LIMITS = Limits()

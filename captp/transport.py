@@ -52,6 +52,12 @@ class MessageTransport(Protocol):
     # A transport may also offer ``async receive_frames() -> list[bytes]``: the
     # next frame and any more that arrived with it. The driver then processes
     # them as one batch and answers them with one write.
+    #
+    # And ``async half_close(max_bytes) -> None``: close the sending side (the
+    # peer reads everything sent, then EOF), then read and drop what the peer
+    # still sends until EOF or ``max_bytes``; never raises. The driver uses it
+    # after an abort, so a peer that was still writing is not reset before it
+    # has read the abort.
 
     async def aclose(self) -> None:
         """Close; idempotent."""
@@ -195,6 +201,28 @@ class FramedStream:
             pos += length
         self._pos = pos
         return frames
+
+    async def half_close(self, max_bytes: int) -> None:
+        """See ``MessageTransport``: EOF to the peer, then drop its input until EOF or ``max_bytes``.
+
+        Reads raw bytes, not frames: nothing is buffered, whatever the peer
+        announces. A stream that cannot close only its sending side does nothing.
+        """
+        send_eof = getattr(self.stream, "send_eof", None)
+        if send_eof is None:
+            return
+        try:
+            await send_eof()
+            dropped = len(self._buf) - self._pos
+            self._buf.clear()
+            self._pos = 0
+            while dropped < max_bytes:
+                chunk = await self.stream.receive_some(_READ_SIZE)
+                if not chunk:
+                    return
+                dropped += len(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+            return
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):

@@ -130,7 +130,7 @@ class Network:
     # -- listening --------------------------------------------------------------------
     async def listen(self, netlayer: str, host: str = "127.0.0.1", port: int = 0) -> PeerLocator:
         """Listen for peers on ``host:port`` (0: a free port) and record it; returns our location."""
-        from ocapd.captp.ocapn_netlayers import NetlayerError, PeerConnection
+        from ocapd.captp.ocapn_netlayers import NetlayerError
 
         if netlayer not in NETLAYERS:
             raise PeerError(f"unknown netlayer {netlayer!r}; daemons peer over {', '.join(NETLAYERS)}")
@@ -139,13 +139,10 @@ class Network:
         if self._listener is not None:
             await self.stop(forget=False)
 
-        async def handle(connection: PeerConnection) -> None:
-            await self.node.serve_stream(connection.stream, peer_designator=connection.peer_designator)
-
         async def serve(task_status: trio.TaskStatus[PeerLocator]) -> None:
             with trio.CancelScope() as scope:
                 self._listener = scope
-                await self.netlayer.serve(handle, host, port, task_status=task_status)
+                await self.netlayer.serve(self.node.serve_connection, host, port, task_status=task_status)
 
         try:
             location: PeerLocator = await self._kernel.nursery.start(serve)

@@ -13,6 +13,8 @@ import hashlib
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ocapd.captp import Symbol
 from ocapd.captp.ocapn_keys import (
@@ -404,3 +406,70 @@ def test_a_receive_whose_give_is_not_an_envelope_is_refused() -> None:
     fields[3] = open_envelope(h.give())[0]
     with pytest.raises(SignatureError, match="sig-envelope"):
         HandoffReceive.from_syrup(Record(receive.label, tuple(fields)))
+
+
+# --- hostile input: every change to a signed handoff is refused ---------------------------------
+
+_ATOMS = st.one_of(
+    st.integers(-2, 2**70),
+    st.booleans(),
+    st.sampled_from([b"", bytes(31), bytes(32), bytes(33), bytes(64), b"g" * 32]),
+    st.text(max_size=8),
+    st.sampled_from([Symbol(name) for name in ("desc:sig-envelope", "desc:handoff-give", "desc:handoff-receive", "public-key", "ecc", "curve",
+                                                "Ed25519", "flags", "eddsa", "q", "sig-val", "r", "s", "ocapn-peer", "x")]),
+    st.just([]),
+)
+
+
+def _paths(value: object, path: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
+    """Every place in a decoded value (records, lists and dict values) where a sub-value sits."""
+    found = [path]
+    if isinstance(value, Record):
+        children: list[object] = [value.label, *value.fields]
+    elif isinstance(value, list | tuple):
+        children = list(value)
+    elif isinstance(value, dict):
+        children = list(value.values())
+    else:
+        return found
+    for index, child in enumerate(children):
+        found += _paths(child, (*path, index))
+    return found
+
+
+def _replace(value: object, path: tuple[int, ...], new: object) -> object:
+    if not path:
+        return new
+    index, rest = path[0], path[1:]
+    if isinstance(value, Record):
+        parts = [value.label, *value.fields]
+        parts[index] = _replace(parts[index], rest, new)
+        return Record(parts[0], tuple(parts[1:]))
+    if isinstance(value, dict):
+        key = list(value)[index]
+        return {**value, key: _replace(value[key], rest, new)}
+    assert isinstance(value, list | tuple)
+    items = list(value)
+    items[index] = _replace(items[index], rest, new)
+    return items
+
+
+_HANDOFF = Handoff()
+_SIGNED_RECEIVE = decode(encode(_HANDOFF.receive(_HANDOFF.give(), count=1)))
+_RECEIVE_PATHS = _paths(_SIGNED_RECEIVE)
+
+
+@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, len(_RECEIVE_PATHS) - 1), _ATOMS)
+def test_any_change_to_a_signed_handoff_is_refused_with_a_signature_error(where: int, new: object) -> None:
+    mutated = _replace(_SIGNED_RECEIVE, _RECEIVE_PATHS[where], new)
+    try:
+        encoded = encode(mutated)
+    except TypeError:
+        return  # not a value Syrup can carry, so no peer can send it
+    try:
+        _HANDOFF.check(decode(encoded))
+    except SignatureError as error:
+        assert str(error) and "\n" not in str(error)
+    else:
+        assert encoded == encode(_SIGNED_RECEIVE), "a changed handoff passed every check"

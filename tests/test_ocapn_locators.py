@@ -256,3 +256,46 @@ def test_any_text_either_parses_to_a_locator_that_prints_back_or_is_refused_with
         assert "\n" not in str(error)
     else:
         assert parse_uri(parsed.to_uri()) == parsed
+
+
+_odd_values = st.one_of(
+    st.integers(-3, 3),
+    st.booleans(),
+    st.binary(max_size=4),
+    st.text(max_size=6),
+    st.sampled_from([Symbol("ocapn-peer"), Symbol("ocapn-sturdyref"), Symbol("tcp-testing-only"), Symbol("a.b"), Symbol("")]),
+    st.just([]),
+    st.just({}),
+    st.dictionaries(
+        st.one_of(st.text(max_size=3), st.sampled_from([Symbol("host"), Symbol("port")])),
+        st.one_of(st.text(max_size=3), st.integers()),
+        max_size=3,
+    ),
+)
+
+
+@given(st.integers(0, 4), st.integers(0, 3), _odd_values)
+def test_a_record_with_any_field_changed_reads_as_a_locator_or_a_locator_error(depth: int, index: int, new: object) -> None:
+    """Whatever a peer puts in a location record, reading it raises nothing but LocatorError."""
+    ref = SturdyRef(PeerLocator("d", "tcp-testing-only", {"host": "127.0.0.1", "port": "9"}), b"swiss").to_syrup()
+    peer = ref.fields[0]
+    if depth % 2:
+        fields = list(peer.fields)
+        fields[index % 3] = new
+        value: object = Record(ref.label, (Record(peer.label, tuple(fields)), ref.fields[1]))
+    else:
+        fields = list(ref.fields)
+        fields[index % 2] = new
+        value = Record(ref.label, tuple(fields))
+    try:
+        decoded = decode(encode(value))
+    except TypeError:
+        return
+    try:
+        SturdyRef.from_syrup(decoded)
+    except LocatorError as error:
+        assert "\n" not in str(error)
+    try:
+        PeerLocator.from_syrup(decoded.fields[0] if decoded.fields else decoded)
+    except LocatorError as error:
+        assert "\n" not in str(error)

@@ -42,10 +42,10 @@ async def running_node(nursery: trio.Nursery, objects: bool = True) -> AsyncIter
     box: list[OcapnNode] = []
 
     async def handle(connection: PeerConnection) -> None:
-        await box[0].serve_stream(connection.stream)
+        await box[0].serve_connection(connection)
 
-    async def dial(location: PeerLocator) -> trio.abc.Stream:
-        return (await netlayer.connect(location)).stream
+    async def dial(location: PeerLocator) -> PeerConnection:
+        return await netlayer.connect(location)
 
     async with trio.open_nursery() as inner:
         location = await inner.start(netlayer.serve, handle, "127.0.0.1", 0)
@@ -287,6 +287,26 @@ async def test_gifts_nobody_withdraws_are_bounded_and_go_with_their_session(nurs
             while exporter._gifts:
                 await trio.sleep(0.01)
 
+
+async def test_a_dialed_peer_that_signs_another_location_is_refused(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as a, running_node(nursery) as b:
+        elsewhere = PeerLocator("someone-else", "tcp-testing-only", dict(a.location.hints))
+        with pytest.raises(RemoteError, match="ConnectionError"):
+            await b.enliven(SturdyRef(elsewhere, ECHO))
+        assert await E(await b.enliven(SturdyRef(a.location, ECHO)))(1) == [1]
+
+
+async def test_a_peer_claiming_another_designator_than_the_netlayer_verified_is_refused(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as a:
+        ours, theirs = trio.testing.memory_stream_pair()
+        nursery.start_soon(lambda: a.serve_stream(ours, peer_designator="alice"))
+        mallory = OcapnProfile(PeerLocator("mallory", "tcp-testing-only"))
+        await theirs.send_all(mallory.encode_message(mallory.start_session(), _no_refs, Limits()))
+        received = b""
+        with trio.fail_after(10):
+            while b"<8'op:abort" not in received:
+                received += await theirs.receive_some(65536)
+        assert b"netlayer authenticated" in received
 
 
 @asynccontextmanager

@@ -1,7 +1,8 @@
-"""The locators, keys and signed structures agree byte for byte with the
+"""The locators, keys, signed structures and tcp-testing-only agree with the
 OCapN test suite's own (the snapshot beside the repository, run as it is, in a
 subprocess of its own): what the suite signs, ocapd verifies; what ocapd
-signs, the suite verifies; a peer locator is written the same by both.
+signs, the suite verifies; a peer locator is written the same by both; the
+suite's netlayer dials ocapd's listener and the two exchange start-sessions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ocapd.captp import Symbol
@@ -31,7 +33,8 @@ from ocapd.captp.ocapn_keys import (
     verify_location,
 )
 from ocapd.captp.ocapn_locators import PeerLocator
-from ocapd.captp.syrup import Record, decode, encode
+from ocapd.captp.ocapn_netlayers import PeerConnection, TcpTestingOnlyNetlayer
+from ocapd.captp.syrup import Record, SyrupSplitter, decode, encode
 
 #: The OCapN test suite's snapshot, beside the repository (CI copies shared/ there too).
 SUITE = Path(__file__).resolve().parents[1].parent / "shared" / "ocapn-test-suite"
@@ -169,3 +172,108 @@ def test_the_suite_verifies_what_ocapd_signs() -> None:
     given = {"start_session": encode(start).hex(), "signed_receive": encode(signed_receive).hex(), "g2e": public_key_bytes(g2e.public_key()).hex()}
     verdict = run_in_suite(SUITE_VERIFIES, stdin=json.dumps(given))
     assert verdict == {"start_session_valid": True, "receive_valid": True, "give_valid": True, "count": 5}
+
+
+#: Run inside the suite's folder: the suite's own netlayer dials ocapd's
+#: tcp-testing-only listener, sends its op:start-session and reads ocapd's.
+SUITE_DIALS = """
+import json, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from contrib.syrup import Record, Symbol, syrup_encode
+from netlayers.testing_only_tcp import TestingOnlyTCPNetlayer
+from utils import captp_types
+from utils.ocapn_uris import OCapNPeer
+
+netlayer = TestingOnlyTCPNetlayer()
+session = netlayer.connect(OCapNPeer.from_uri(sys.argv[1]))
+key = Ed25519PrivateKey.generate()
+sig = key.sign(syrup_encode(Record(Symbol("my-location"), [netlayer.location.to_syrup_record()])))
+session.send_message(captp_types.OpStartSession("1.0", captp_types.CapTPPublicKey.from_private_key(key), netlayer.location, sig))
+theirs = session.receive_message(timeout=30)
+print(json.dumps({"type": type(theirs).__name__, "valid": theirs.valid, "version": theirs.captp_version,
+                  "location": theirs.location.to_syrup().hex()}))
+session.close()
+"""
+
+
+async def test_the_suites_netlayer_and_ocapds_exchange_signed_start_sessions_over_tcp_testing_only() -> None:
+    key = generate_key()
+    received: list[Record] = []
+
+    async def handler(connection: PeerConnection) -> None:
+        splitter = SyrupSplitter()
+        while (data := splitter.next_value()) is None:
+            chunk = await connection.stream.receive_some(4096)
+            assert chunk, "the suite closed before its op:start-session"
+            splitter.feed(chunk)
+        start = decode(data)
+        received.append(start)
+        _, public_key, location, signature = start.fields
+        verify_location(public_key_from_syrup(public_key), location, signature)
+        assert netlayer.location is not None
+        mine = netlayer.location.to_syrup()
+        reply = Record(Symbol("op:start-session"), ("1.0", public_key_to_syrup(key.public_key()), mine, sign_location(key, mine)))
+        await connection.stream.send_all(encode(reply))
+        while await connection.stream.receive_some(4096):
+            pass  # the suite's op:abort, then the end of the stream
+
+    netlayer = TcpTestingOnlyNetlayer()
+    async with trio.open_nursery() as nursery:
+        location = await nursery.start(netlayer.serve, handler)
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                [sys.executable, "-c", SUITE_DIALS, location.to_uri()], cwd=SUITE, capture_stdout=True, capture_stderr=True, check=False
+            )
+        nursery.cancel_scope.cancel()
+    assert done.returncode == 0, done.stderr.decode()
+    verdict = json.loads(done.stdout)
+    assert verdict == {"type": "OpStartSession", "valid": True, "version": "1.0", "location": encode(location.to_syrup()).hex()}
+    assert len(received) == 1 and received[0].label == Symbol("op:start-session")
+
+
+#: Run inside the suite's folder: the suite's netlayer listens, says its
+#: location as the record a handoff-give carries, and reads one start-session.
+SUITE_LISTENS = """
+import json, sys
+from netlayers.testing_only_tcp import TestingOnlyTCPNetlayer
+from utils import captp_types
+
+netlayer = TestingOnlyTCPNetlayer()
+print(netlayer.location.to_syrup().hex(), flush=True)
+session = netlayer.accept(timeout=30)
+theirs = session.receive_message(timeout=30)
+print(json.dumps({"type": type(theirs).__name__, "valid": theirs.valid}), flush=True)
+session.connection.close()
+"""
+
+
+async def test_ocapd_dials_the_suites_listener_from_the_location_record_a_handoff_carries() -> None:
+    """As a receiver does: the exporter's location comes as an <ocapn-peer> record, not a URI."""
+    process = await trio.lowlevel.open_process([sys.executable, "-c", SUITE_LISTENS], cwd=SUITE, stdout=subprocess.PIPE)
+    stdout = process.stdout
+    assert stdout is not None
+    output = b""
+
+    async def read_line() -> bytes:
+        nonlocal output
+        while b"\n" not in output:
+            chunk = await stdout.receive_some(4096)
+            assert chunk, "the suite's listener ended early"
+            output += chunk
+        line, _, output = output.partition(b"\n")
+        return line
+
+    try:
+        with trio.fail_after(60):
+            exporter = PeerLocator.from_syrup(decode(bytes.fromhex((await read_line()).decode())))
+            assert exporter.transport == "tcp-testing-only" and exporter.hint("host") == "127.0.0.1"
+            key = generate_key()
+            mine = PeerLocator("receiver", "tcp-testing-only", {"host": "127.0.0.1", "port": "1"})
+            public_key = public_key_to_syrup(key.public_key())
+            async with await TcpTestingOnlyNetlayer().connect(exporter) as connection:
+                await connection.stream.send_all(encode(Record(Symbol("op:start-session"), ("1.0", public_key, mine.to_syrup(), sign_location(key, mine)))))
+                verdict = json.loads(await read_line())
+    finally:
+        process.kill()
+        await process.wait()
+    assert verdict == {"type": "OpStartSession", "valid": True}

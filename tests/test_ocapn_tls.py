@@ -11,6 +11,7 @@ import ssl
 
 import pytest
 import trio
+import trio.testing
 
 from ocapd.captp.ocapn_keys import generate_key, public_key_bytes
 from ocapd.captp.ocapn_locators import PeerLocator
@@ -232,3 +233,51 @@ async def test_a_locator_without_usable_hints_is_refused() -> None:
         await TlsNetlayer(generate_key()).connect(PeerLocator("not-a-key", TLS_NETLAYER, {"host": "127.0.0.1", "port": "9"}))
     with pytest.raises(NetlayerError, match="tcp-testing-only"):
         await TlsNetlayer(generate_key()).connect(PeerLocator(designator, "tcp-testing-only", {"host": "127.0.0.1", "port": "9"}))
+
+
+async def test_a_client_that_never_finishes_the_handshake_is_cut_off(nursery: trio.Nursery) -> None:
+    _, location, recorder = await start(nursery, TlsNetlayer(generate_key(), handshake_timeout=0.2))
+    silent = await trio.open_tcp_stream("127.0.0.1", int(location.hint("port") or 0))
+    async with silent:
+        with trio.fail_after(30):  # a bound on the test, not a timing claim
+            try:
+                assert await silent.receive_some(100) == b""
+            except trio.BrokenResourceError:
+                pass
+    assert recorder.connections == []
+    await still_serves(location)
+
+
+async def test_a_listener_that_never_finishes_the_handshake_fails_the_dial_clearly(nursery: trio.Nursery) -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    accepted: list[trio.SocketStream] = []
+
+    async def accept_and_say_nothing() -> None:
+        accepted.append(await listener.accept())
+        await trio.sleep_forever()
+
+    nursery.start_soon(accept_and_say_nothing)
+    locator = PeerLocator(designator_for(generate_key().public_key()), TLS_NETLAYER, {"host": "127.0.0.1", "port": str(port)})
+    with pytest.raises(NetlayerError, match="handshake") as caught:
+        await TlsNetlayer(generate_key(), handshake_timeout=0.2).connect(locator)
+    assert "\n" not in str(caught.value)
+
+
+async def test_connections_beyond_the_handshake_cap_are_closed_at_once_and_the_slot_comes_back(nursery: trio.Nursery) -> None:
+    """Silent connections cannot take the whole daemon's file descriptors, only the listener's slots."""
+    _, location, recorder = await start(nursery, TlsNetlayer(generate_key(), max_pending_handshakes=1))
+    port = int(location.hint("port") or 0)
+    silent = await trio.open_tcp_stream("127.0.0.1", port)
+    await trio.testing.wait_all_tasks_blocked()  # the listener has taken the silent one's slot
+    extra = await trio.open_tcp_stream("127.0.0.1", port)
+    async with extra:
+        with trio.fail_after(30):
+            try:
+                assert await extra.receive_some(100) == b""
+            except trio.BrokenResourceError:
+                pass
+    await silent.aclose()
+    await trio.testing.wait_all_tasks_blocked()  # its handshake has failed and freed the slot
+    await still_serves(location)
+    assert len(recorder.connections) == 1

@@ -8,7 +8,7 @@
 // modules in captp/ (no build step; a browser loads them by relative URL),
 // each importing only those listed before it:
 //
-//   captp/passable.js    passable values: Tagged, Float64, RemoteError, Far
+//   captp/passable.js    passable values: Tagged, Selector, Float64, RemoteError, Far
 //   captp/refs.js        proxies of the peer's references: RemoteRef, RemotePromise, drop
 //   captp/codec.js       values <-> msgpack bytes (via @msgpack/msgpack, never hand-written)
 //   captp/eventual.js    eventual send `E`
@@ -32,6 +32,9 @@
 //   dict (str keys)   plain object; a Map with string keys is also sent as a record,
 //                     in its own order (JS objects list integer-like keys first)
 //   Tagged            Tagged
+//   Symbol            Selector (OCapN's name for a Syrup symbol; not a JS symbol):
+//                     `new Selector("fetch")`, compared with `sameSelector`. The
+//                     msgpack profile carries neither yet (both refuse to encode one).
 //   exception         Error (sent as its name and message); arrives as RemoteError
 //   @far object       Far(iface, methods) here; proxies arrive as RemoteRef
 //   Promise           Promise; proxies arrive as RemotePromise
@@ -39,7 +42,18 @@
 // A record key "__proto__" cannot be received (the msgpack library refuses it,
 // which aborts the session with malformed-frame).
 
-export { Far, Float64, RemoteError, Tagged, float64, interfaceOf, makePromiseKit } from "./captp/passable.js";
+export {
+  Far,
+  Float64,
+  RemoteError,
+  Selector,
+  Tagged,
+  float64,
+  interfaceOf,
+  isSelector,
+  makePromiseKit,
+  sameSelector,
+} from "./captp/passable.js";
 export { RemotePromise, RemoteRef, drop } from "./captp/refs.js";
 export { CodecError, Desc, MAX_BIGINT_BYTES, MAX_DEPTH, MAX_POSITION, decode, encode, revive, unpack } from "./captp/codec.js";
 export { E } from "./captp/eventual.js";

@@ -1,7 +1,7 @@
 // @ts-check
 // captp/passable.js — the values that cross a CapTP connection, as JavaScript sees them.
 //
-// Copy values (Tagged, Float64 for integral floats, RemoteError for errors)
+// Copy values (Tagged, Selector, Float64 for integral floats, RemoteError for errors)
 // and remotables (objects made by `Far`, passed by reference). The proxies of
 // the peer's references (RemoteRef, RemotePromise) live in refs.js; the
 // table of how each maps to Python is in ../captp.js.
@@ -21,6 +21,45 @@ export class Tagged {
     Object.freeze(this);
   }
 }
+
+// Selectors: captp.js's form of Python's `ocapd.captp.Symbol` (OCapN calls a
+// Syrup symbol a selector). Not a JavaScript symbol: a registered symbol
+// (`Symbol.for`) made from each name a peer sends would stay in the realm's
+// registry for good, and a plain `Symbol()` is never equal to another. Like
+// Tagged, a small frozen class; like Far, marked in a WeakSet, so only the
+// constructor makes one (an object built on its prototype is not a Selector).
+/** @type {WeakSet<object>} */
+const selectors = new WeakSet();
+
+/**
+ * A name that is not a string: `new Selector("fetch")`. Equal (`sameSelector`)
+ * only to a Selector of the same name, never to the string; prints as its name.
+ */
+export class Selector {
+  /** @param {string} name */
+  constructor(name) {
+    if (typeof name !== "string") throw new TypeError(`Selector name must be a string, not ${describeType(name)}`);
+    /** @readonly */
+    this.name = name;
+    Object.freeze(this);
+    selectors.add(this);
+  }
+  toString() {
+    return this.name;
+  }
+}
+/**
+ * Whether `value` is a Selector made by its constructor.
+ * @param {unknown} value
+ * @returns {value is Selector}
+ */
+export const isSelector = (value) => value !== null && typeof value === "object" && selectors.has(value);
+/**
+ * Whether `a` and `b` are Selectors of the same name (as Python's `Symbol("a") == Symbol("a")`).
+ * @param {unknown} a
+ * @param {unknown} b
+ */
+export const sameSelector = (a, b) => isSelector(a) && isSelector(b) && a.name === b.name;
 
 /** A float that must stay a float on the wire even when integral (§3.1). */
 export class Float64 {
