@@ -90,12 +90,21 @@ def load_or_create_key(path: os.PathLike[str] | str) -> Ed25519PrivateKey:
     except FileNotFoundError:
         key = Ed25519PrivateKey.generate()
         raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        # Written whole under a temporary name, then linked in: a crash never
+        # leaves a short key, and of two daemons' first uses one key wins.
+        temporary = f"{os.fspath(path)}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, raw)
             os.fsync(fd)
         finally:
             os.close(fd)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return load_or_create_key(path)
+        finally:
+            os.unlink(temporary)
         return key
     try:
         mode = os.fstat(fd).st_mode

@@ -140,6 +140,30 @@ def test_a_revoked_share_is_refused(pair: tuple[DaemonProcess, DaemonProcess], s
     assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")
 
 
+def test_only_the_host_that_shared_lists_and_revokes_and_guests_cannot_share(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: str
+) -> None:
+    a, b = pair
+    a.out("mkhost", "other")
+    a.out("mkguest", "visitor")
+    a.out("copy", "greeter", "visitor-agent.greeter")
+    line = one_line_error(a.cli("share", "--revoke", shared, "--as", "other-agent", check=False))
+    assert "no share of yours" in line
+    assert show_json(a, "share", "--list", "--as", "other-agent") == []
+    one_line_error(a.cli("share", "greeter", "--as", "visitor-agent", check=False))
+    one_line_error(a.cli("share", "--revoke", shared, "--as", "visitor-agent", check=False))
+    assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")
+
+
+def test_the_enlivened_name_is_a_recipe_that_survives_its_own_daemons_restart(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: str
+) -> None:
+    _, b = pair
+    b.cli("enliven", shared, "-n", "greeter-at-a", "--replace")
+    b.restart()
+    assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")
+
+
 def test_sharing_needs_a_listener(tmp_path: Path) -> None:
     d = DaemonProcess(tmp_path / "home")
     d.home.mkdir()
