@@ -54,4 +54,7 @@ MAKERS: Mapping[type[F.FormulaModel], Maker[Any]] = dict([
     _row(F.PeerFormula,            peers.make_peer),              # a session to a peer, dialed on use
     _row(F.SturdyRefFormula,       peers.make_sturdyref),         # an object at a peer (locator + swiss number)
     _row(F.ShareFormula,           peers.make_share),             # a value offered to peers by swiss number
+    _row(F.InvitationFormula,      peers.make_invitation),        # an offer to an agent on another daemon
+    _row(F.RemoteAgentFormula,     peers.make_sturdyref),         # an agent on another daemon (its peer inbox there)
+    _row(F.PeerInboxFormula,       peers.make_peer_inbox),        # where one remote agent's mail comes in
 ])  # fmt: skip

@@ -119,6 +119,12 @@ class Agent(NameHub):
         for edge in edge_names:
             validate_pet_name(edge)
         ids = [await self._require_id(p) for p in pet_names]
+        to_id = await self._require_id(to)
+        if isinstance(self._kernel.formula(to_id), F.RemoteAgentFormula):  # an agent on another daemon
+            from .peers import send_remote
+
+            await send_remote(self._kernel, self._id, to_id, list(strings), list(edge_names), ids)
+            return
         to_handle, agent = await self._recipient(to)
         await agent._mailbox.deliver(
             {
@@ -141,6 +147,8 @@ class Agent(NameHub):
             existing = self._store.get(response_name)
             if existing is not None:
                 return await self._kernel.provide(existing)
+        if isinstance(self._kernel.formula(await self._require_id(to)), F.RemoteAgentFormula):
+            raise TypeError("requests to agents on other daemons are not supported yet; send a message instead")
         to_handle, agent = await self._recipient(to)
         pending = agent._mailbox.find_request(self._handle_id, response_name) if response_name else None
         if pending is not None:

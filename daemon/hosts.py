@@ -566,6 +566,30 @@ class Host(Agent):
         await self._kernel.commit(txn)
         return len(doomed)
 
+    async def invite(self, guest_name: str) -> str:
+        """An invitation for an agent on another daemon: its URI, for that agent's ``accept``.
+
+        Once accepted (once), ``guest_name`` here names that agent: ``send``
+        to it reaches its inbox, and its mail here shows as from ``guest_name``.
+        """
+        from .peers import invite
+
+        validate_pet_name(guest_name)
+        if self._store.has(guest_name):
+            raise NameTaken(f"{guest_name!r} already names something")
+        return await invite(self._kernel, self._id, guest_name)
+
+    async def accept(self, uri: str, name: str) -> None:
+        """Accept an invitation from an agent on another daemon and name that agent ``name``."""
+        from .peers import PeerError, accept
+
+        validate_pet_name(name)
+        if self._store.has(name):
+            raise NameTaken(f"{name!r} already names something")
+        if not isinstance(uri, str):
+            raise PeerError("accept takes an invitation's ocapn://…/s/… URI")
+        await accept(self._kernel, self._id, uri, lambda txn, fid: self._store.stage_write(txn, name, fid))
+
     async def enliven(self, uri: str, name: str | list[str], options: Any = None) -> Any:
         """Name the object a sturdyref URI designates (a recipe: the peer's locator and the swiss number).
 

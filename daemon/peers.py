@@ -30,6 +30,7 @@ import logging
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -47,11 +48,12 @@ if TYPE_CHECKING:
     from ocapd.captp.ocapn_tls import TlsNetlayer
     from ocapd.captp.session import Session
 
-    from .kernel import Incarnation, Kernel
+    from .kernel import Incarnation, Kernel, Txn
 
 __all__ = [
     "KEY_FILE", "LISTEN_META", "NETLAYERS", "Network", "NetworkControl", "PeerError", "PeerUnreachable",
-    "make_peer", "make_share", "make_sturdyref", "network_of", "new_swiss", "resume_listening", "sturdyref_parts",
+    "accept", "invite", "make_invitation", "make_peer", "make_peer_inbox", "make_share", "make_sturdyref",
+    "network_of", "new_swiss", "resume_listening", "send_remote", "sturdyref_parts",
 ]  # fmt: skip
 
 log = logging.getLogger("ocapd.peers")
@@ -318,7 +320,9 @@ async def make_peer(kernel: Kernel, fid: str, formula: F.PeerFormula, inc: Incar
     return Peer(locator, session)
 
 
-async def make_sturdyref(kernel: Kernel, fid: str, formula: F.SturdyRefFormula, inc: Incarnation) -> Any:
+async def make_sturdyref(
+    kernel: Kernel, fid: str, formula: F.SturdyRefFormula | F.RemoteAgentFormula, inc: Incarnation
+) -> Any:
     """The object the peer's ``fetch`` answers for the swiss number; it dies with the peer's session."""
     peer: Peer = await inc.provide(formula.peer)
     try:
@@ -334,6 +338,197 @@ async def make_sturdyref(kernel: Kernel, fid: str, formula: F.SturdyRefFormula, 
 async def make_share(kernel: Kernel, fid: str, formula: F.ShareFormula, inc: Incarnation) -> Any:
     """What a sturdyref of this daemon gives: the shared value itself."""
     return await inc.provide(formula.value)
+
+
+# -- staging formulas ----------------------------------------------------------------------
+def stage_peer(kernel: Kernel, txn: Txn, locator: str) -> str:
+    """The ``peer`` formula for ``locator`` (a peer URI): the one there is, or a new one staged in ``txn``."""
+    for fid, f in list(kernel.formulas.items()) + list(txn.formulas.items()):
+        if isinstance(f, F.PeerFormula) and f.locator == locator:
+            return fid
+    return txn.formula(F.PeerFormula(locator=locator))
+
+
+def stage_share(network: Network, txn: Txn, value: str, agent: str) -> str:
+    """Stage a share of ``value`` by ``agent``; its sturdyref URI (``PeerError`` if we do not listen)."""
+    swiss = new_swiss()
+    uri = network.sturdyref_uri(swiss)
+    share_id = txn.formula(F.ShareFormula(value=value, swiss=swiss, host=agent))
+    txn.then(lambda: network.shared(swiss, share_id))
+    return uri
+
+
+def stage_unshare(kernel: Kernel, network: Network, txn: Txn, share_ids: list[str]) -> None:
+    """Stage deleting shares (their swiss numbers stop answering at once)."""
+    for fid in share_ids:
+        formula = kernel.formula(fid)
+        assert isinstance(formula, F.ShareFormula)
+        network.unshared(formula.swiss)
+        txn.batch.delete_formula(fid)
+
+    def forget() -> None:
+        for fid in share_ids:
+            kernel.formulas.pop(fid, None)
+
+    txn.then(forget)
+
+
+# -- invitations and mail between daemons --------------------------------------------------------
+#: Capabilities one message between daemons may carry (each becomes a share and a sturdyref).
+MAX_REMOTE_ATTACHMENTS = 64
+
+
+@far("Invitation")
+class Invitation:
+    """What an invitation's sturdyref gives: ``accept`` once, from the invited agent's daemon."""
+
+    def __init__(self, kernel: Kernel, fid: str, formula: F.InvitationFormula) -> None:
+        self._kernel = kernel
+        self._id = fid
+        self._formula = formula
+
+    async def accept(self, inbox_uri: str) -> str:
+        """Take the accepting agent's inbox URI; give back ours for it. The invitation is then used up."""
+        kernel, formula = self._kernel, self._formula
+        if not isinstance(inbox_uri, str):
+            raise TypeError("accept takes the accepting agent's inbox URI")
+        locator, swiss = sturdyref_parts(inbox_uri)
+        shares = [
+            fid for fid, f in list(kernel.formulas.items()) if isinstance(f, F.ShareFormula) and f.value == self._id
+        ]
+        if not shares or self._id not in kernel.formulas:
+            raise PeerError("this invitation was already accepted or withdrawn")
+        host = await kernel.provide(formula.host)
+        from .hosts import control
+
+        hub = control(host)
+        if hub.has(formula.guest_name):
+            raise PeerError(f"the inviting agent already uses the name {formula.guest_name!r}")
+        network = await network_of(kernel)
+        txn = kernel.txn()
+        remote = txn.formula(F.RemoteAgentFormula(peer=stage_peer(kernel, txn, locator), swiss=swiss))
+        hub.stage_name(txn, formula.guest_name, remote)
+        inbox = txn.formula(F.PeerInboxFormula(agent=formula.host, sender=remote))
+        ours = stage_share(network, txn, inbox, formula.host)
+        stage_unshare(kernel, network, txn, shares)  # used once
+        await kernel.commit(txn)
+        return ours
+
+
+@far("PeerInbox")
+class PeerInbox:
+    """Where one agent on another daemon delivers mail to one of ours.
+
+    Every message delivered here is from ``sender`` (the remote agent this
+    inbox was made for when the invitation was accepted): the sender is
+    which inbox was called, never anything the message says.
+    """
+
+    def __init__(self, kernel: Kernel, formula: F.PeerInboxFormula) -> None:
+        self._kernel = kernel
+        self._formula = formula
+
+    async def deliver(self, strings: Any, edge_names: Any, uris: Any) -> None:
+        from .guests import Agent
+        from .mail import now_iso
+        from .names import validate_pet_name
+
+        if not (isinstance(strings, list) and all(isinstance(x, str) for x in strings)):
+            raise TypeError("deliver: the text is a list of strings")
+        if not (isinstance(edge_names, list) and isinstance(uris, list) and len(edge_names) == len(uris)):
+            raise TypeError("deliver: each attached capability needs an edge name and a sturdyref URI")
+        if not all(isinstance(u, str) for u in uris):
+            raise TypeError("deliver: each attached capability is a sturdyref URI")
+        if len(uris) > MAX_REMOTE_ATTACHMENTS:
+            raise PeerError(f"a message may carry at most {MAX_REMOTE_ATTACHMENTS} capabilities")
+        for edge in edge_names:
+            validate_pet_name(edge)
+        parts = [sturdyref_parts(u) for u in uris]
+        kernel, formula = self._kernel, self._formula
+        agent = await kernel.provide(formula.agent)
+        assert isinstance(agent, Agent)
+        to_handle = kernel.formula(formula.agent).handle  # type: ignore[union-attr]
+        record = {
+            "type": "package", "from": formula.sender, "to": to_handle, "date": now_iso(),
+            "strings": list(strings), "names": list(edge_names), "ids": ["0" * 64] * len(uris),
+        }  # fmt: skip
+        agent._mailbox.check_quota(record)  # before any formula is made for a message it would refuse
+        txn = kernel.txn()
+        ids = [txn.formula(F.SturdyRefFormula(peer=stage_peer(kernel, txn, loc), swiss=swiss)) for loc, swiss in parts]
+        await kernel.commit(txn)
+        await agent._mailbox.deliver({**record, "ids": ids})
+
+
+async def make_invitation(kernel: Kernel, fid: str, formula: F.InvitationFormula, inc: Incarnation) -> Invitation:
+    return Invitation(kernel, fid, formula)
+
+
+async def make_peer_inbox(kernel: Kernel, fid: str, formula: F.PeerInboxFormula, inc: Incarnation) -> PeerInbox:
+    return PeerInbox(kernel, formula)
+
+
+async def invite(kernel: Kernel, host_id: str, guest_name: str) -> str:
+    """A new invitation from ``host_id``: its URI, for the invited agent's ``accept``."""
+    network = await network_of(kernel)
+    txn = kernel.txn()
+    invitation = txn.formula(F.InvitationFormula(host=host_id, guest_name=guest_name))
+    uri = stage_share(network, txn, invitation, host_id)
+    await kernel.commit(txn)
+    return uri
+
+
+async def accept(kernel: Kernel, agent_id: str, uri: str, stage_name: Callable[[Txn, str], None]) -> None:
+    """Accept an invitation for ``agent_id``: an inbox for the inviter here, and the inviter named (``stage_name``)."""
+    locator, swiss = sturdyref_parts(uri)
+    network = await network_of(kernel)
+    # Our inbox for the inviter is shared first, so that it answers as soon as the inviter knows it.
+    txn = kernel.txn()
+    remote = F.new_formula_id()
+    inbox = txn.formula(F.PeerInboxFormula(agent=agent_id, sender=remote))
+    ours = stage_share(network, txn, inbox, agent_id)
+    peer_id = stage_peer(kernel, txn, locator)
+    await kernel.commit(txn)
+    try:
+        peer: Peer = await kernel.provide(peer_id)
+        try:
+            invitation = await peer._fetch(swiss.encode("ascii"))
+            theirs = await E(invitation).accept(ours)
+        except RemoteError as e:
+            raise PeerError(f"peer {_short(peer._locator.designator)} refused the invitation: {e.message or e.name}") from None
+        if not isinstance(theirs, str):
+            raise PeerError("the inviting daemon answered with something that is not an inbox URI")
+        their_locator, their_swiss = sturdyref_parts(theirs)
+        if their_locator != locator:
+            # The inviter's inbox must be at the daemon that holds the invitation (and proved its key).
+            raise PeerError("the inviting daemon gave an inbox on another peer")
+        txn = kernel.txn()
+        txn.formula(F.RemoteAgentFormula(peer=peer_id, swiss=their_swiss), remote)
+        stage_name(txn, remote)
+        await kernel.commit(txn)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            txn = kernel.txn()
+            mine = [fid for fid, f in list(kernel.formulas.items()) if isinstance(f, F.ShareFormula) and f.value == inbox]
+            stage_unshare(kernel, network, txn, mine)
+            await kernel.commit(txn)
+        raise
+
+
+async def send_remote(
+    kernel: Kernel, sender_id: str, remote_id: str, strings: list[str], edge_names: list[str], ids: list[str]
+) -> None:
+    """Mail to an agent on another daemon: each attached capability is shared, and its sturdyref sent."""
+    if len(ids) > MAX_REMOTE_ATTACHMENTS:
+        raise PeerError(f"a message to another daemon may carry at most {MAX_REMOTE_ATTACHMENTS} capabilities")
+    network = await network_of(kernel)
+    inbox = await kernel.provide(remote_id)
+    txn = kernel.txn()
+    uris = [stage_share(network, txn, fid, sender_id) for fid in ids]
+    await kernel.commit(txn)
+    try:
+        await E(inbox).deliver(list(strings), list(edge_names), uris)
+    except RemoteError as e:
+        raise PeerError(f"the other daemon refused the message: {e.message or e.name}") from None
 
 
 def sturdyref_parts(uri: str) -> tuple[str, str]:

@@ -211,6 +211,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         sp.add_argument("uri", help="an ocapn://…/s/… URI (from `ocapd share` on the other daemon)")
         sp.add_argument("-n", "--name", required=True, help="the pet name or dotted path to give it")
         sp.add_argument("--replace", action="store_true", help=REPLACE_HELP)
+    if sp := add("invite", "peers_cli.cmd_invite", "invite an agent on another daemon; prints the invitation URI for its `ocapd accept`"):
+        sp.add_argument("name", help="the name its handle will have here once it accepts")
+    if sp := add("accept", "peers_cli.cmd_accept", "accept an invitation from an agent on another daemon, and name that agent"):
+        sp.add_argument("invitation", help="the URI `ocapd invite` printed there")
+        sp.add_argument("name", help="the name the inviting agent will have here")
     if only is not None and only not in sub.choices:  # not a command: the full parser says so
         return build_parser()
     return p

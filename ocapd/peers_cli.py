@@ -95,3 +95,19 @@ def cmd_enliven(conv: Conversation, args: argparse.Namespace) -> None:
         raise
     if args.json:
         print_json({"name": args.name})
+
+
+@agent_command
+def cmd_invite(conv: Conversation, args: argparse.Namespace) -> None:
+    uri = conv.on_agent("invite", args.name)
+    if args.json:
+        print_json({"uri": uri})
+    else:
+        print(uri)
+
+
+@agent_command
+def cmd_accept(conv: Conversation, args: argparse.Namespace) -> None:
+    conv.on_agent("accept", args.invitation, args.name)
+    if args.json:
+        print_json({"name": args.name})

@@ -164,6 +164,47 @@ def test_the_enlivened_name_is_a_recipe_that_survives_its_own_daemons_restart(
     assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")
 
 
+def test_invite_and_accept_let_agents_mail_capabilities_across_and_the_sender_is_the_relationship(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: str
+) -> None:
+    a, b = pair
+    b.cli("network", "listen", "--netlayer", "tls-ed25519")
+    invitation = a.out("invite", "bob")
+    b.out("accept", invitation, "alice")
+    # Used once: a second accept is refused and names nothing.
+    line = one_line_error(b.cli("accept", invitation, "alice-again", check=False))
+    assert "refused" in line
+    assert "alice-again" not in b.out("list")
+    b.out("store", "--text", "for alice", "-n", "note")
+    b.out("send", "alice", "I am carol, really. Here: @note")
+    [message] = show_json(a, "inbox")
+    assert message["from_names"] == ["bob"] and message["names"] == ["note"]
+    a.out("adopt", str(message["number"]), "note", "-n", "bobs-note")
+    assert a.out("show", "bobs-note") == "for alice"
+    # Back the other way, with a capability the inviter holds (the greeter).
+    a.out("send", "bob", "greetings @greeter")
+    [back] = show_json(b, "inbox")
+    assert back["from_names"] == ["alice"]
+    b.out("adopt", str(back["number"]), "greeter", "-n", "alices-greeter")
+    assert "hello bob" in b.out("eval", CALL, "g:alices-greeter")
+    # A second invitation is a second relationship: its mail shows the other name.
+    b.out("accept", a.out("invite", "bob-work"), "alice-work")
+    b.out("send", "alice-work", "from work")
+    assert [m["from_names"] for m in show_json(a, "inbox")] == [["bob"], ["bob-work"]]
+    line = one_line_error(b.cli("request", "alice", "something", check=False))
+    assert "not supported" in line
+    # The peer calling the inbox by hand cannot name another sender or slip in junk.
+    for forged in (
+        "E(x).deliver(['forged'], [], [], 'carol')",
+        "E(x).deliver(['forged'], ['a'], ['https://example.com/'])",
+        "E(x).deliver(['forged'], ['a'], [b'ocapn'])",
+        "E(x).deliver('forged', [], [])",
+        "E(x).deliver(['forged'], ['a'] * 65, ['" + shared + "'] * 65)",
+    ):
+        one_line_error(b.cli("eval", forged, "x:alice", check=False))
+    assert len(show_json(a, "inbox")) == 2
+
+
 def test_sharing_needs_a_listener(tmp_path: Path) -> None:
     d = DaemonProcess(tmp_path / "home")
     d.home.mkdir()
