@@ -514,16 +514,32 @@ async def accept(kernel: Kernel, agent_id: str, uri: str, stage_name: Callable[[
         raise
 
 
+def _passed_on(kernel: Kernel, fid: str) -> str | None:
+    """A sturdyref's own URI: passed on as itself, so the receiver talks to its peer directly, not through us."""
+    from ocapd.captp.ocapn_locators import PeerLocator, SturdyRef
+
+    formula = kernel.formula(fid)
+    if not isinstance(formula, F.SturdyRefFormula):
+        return None
+    peer = kernel.formula(formula.peer)
+    assert isinstance(peer, F.PeerFormula)
+    return SturdyRef(PeerLocator.from_uri(peer.locator), formula.swiss.encode("ascii")).to_uri()
+
+
 async def send_remote(
     kernel: Kernel, sender_id: str, remote_id: str, strings: list[str], edge_names: list[str], ids: list[str]
 ) -> None:
-    """Mail to an agent on another daemon: each attached capability is shared, and its sturdyref sent."""
+    """Mail to an agent on another daemon: each attached capability is shared, and its sturdyref sent.
+
+    A capability that is itself a sturdyref (an object at a third daemon) is
+    sent as that sturdyref: the receiver dials its daemon, with no proxy here.
+    """
     if len(ids) > MAX_REMOTE_ATTACHMENTS:
         raise PeerError(f"a message to another daemon may carry at most {MAX_REMOTE_ATTACHMENTS} capabilities")
     network = await network_of(kernel)
     inbox = await kernel.provide(remote_id)
     txn = kernel.txn()
-    uris = [stage_share(network, txn, fid, sender_id) for fid in ids]
+    uris = [_passed_on(kernel, fid) or stage_share(network, txn, fid, sender_id) for fid in ids]
     await kernel.commit(txn)
     try:
         await E(inbox).deliver(list(strings), list(edge_names), uris)

@@ -205,6 +205,34 @@ def test_invite_and_accept_let_agents_mail_capabilities_across_and_the_sender_is
     assert len(show_json(a, "inbox")) == 2
 
 
+def test_an_object_at_a_third_daemon_passed_on_in_mail_is_reached_directly(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: str, tmp_path: Path
+) -> None:
+    a, b = pair
+    b.cli("network", "listen", "--netlayer", "tls-ed25519")
+    b.cli("enliven", shared, "-n", "greeter-at-a", "--replace")
+    c = DaemonProcess(tmp_path / "home")
+    c.home.mkdir()
+    c.start()
+    try:
+        c.out("network", "listen", "--netlayer", "tls-ed25519")
+        c.out("accept", b.out("invite", "carol"), "bob")
+        b.out("send", "carol", "a greeter at a: @greeter-at-a")
+        [message] = show_json(c, "inbox")
+        assert message["from_names"] == ["bob"]
+        c.out("adopt", str(message["number"]), "greeter-at-a", "-n", "greeter")
+        assert "hello bob" in c.out("eval", CALL, "g:greeter")
+        a_designator = show_json(a, "network", "show")["designator"]
+        live = [s["designator"] for s in show_json(c, "inspect")["ocapn"]["sessions"] if s["state"] == "started"]
+        assert a_designator in live  # c talks to a itself
+        b.stop()  # and needs b no more
+        assert "hello bob" in c.out("eval", CALL, "g:greeter")
+    finally:
+        c.stop()
+        if b.proc is None:
+            b.start()
+
+
 def test_sharing_needs_a_listener(tmp_path: Path) -> None:
     d = DaemonProcess(tmp_path / "home")
     d.home.mkdir()
