@@ -54,7 +54,7 @@ DAEMON_MODULES_ALLOWED = {"ocapd.daemon", "ocapd.daemon.paths"}
 #: Commands that talk to the daemon through the blocking client.
 COMMANDS = (
     ["list"], ["ping"], ["show", "x"], ["list", "--json"], ["inbox"], ["weblets", "list"],
-    ["network", "show"], ["share", "x"], ["enliven", "ocapn://x.tls-ed25519/s/y", "-n", "x"],
+    ["network", "show"], ["share", "x"], ["enliven", "ocapn://x.tls-ed25519/s/y", "-n", "x"], ["invite", "x"],
 )  # fmt: skip
 
 

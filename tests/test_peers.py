@@ -241,6 +241,8 @@ def test_sharing_needs_a_listener(tmp_path: Path) -> None:
         d.out("store", "--text", "x", "-n", "x")
         line = one_line_error(d.cli("share", "x", check=False))
         assert "does not listen" in line
+        line = one_line_error(d.cli("invite", "bob", check=False))
+        assert "does not listen" in line
         line = one_line_error(d.cli("network", "listen", "--netlayer", "tcp-testing-only", check=False))
         assert "tls-ed25519" in line
     finally:
