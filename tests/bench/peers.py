@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import trio  # noqa: E402
-
 from daemon_harness import DaemonProcess  # noqa: E402
+
 from ocapd.captp import E  # noqa: E402
 
 PROFILES = {"smoke": (20, 1), "quick": (300, 3), "full": (2000, 10)}
