@@ -534,8 +534,8 @@ class Host(Agent):
     async def revoke_share(self, what: str) -> int:
         """Revoke a sturdyref (its URI), or every share of the value a name names; how many were revoked.
 
-        Peers can no longer fetch the value with it; references they already
-        fetched last until their session ends (docs/ocapn.md).
+        Peers can no longer fetch the value with it, and references to an
+        object they already fetched fail from their next call (docs/ocapn.md).
         """
         from .peers import PeerError, network_of, sturdyref_parts
 

@@ -11,7 +11,9 @@
   still reach it.
 - **Shares.** A ``share`` formula maps a fresh swiss number (32 random bytes,
   base64url) to a value's formula; the bootstrap object's ``fetch(swiss)``
-  provides that formula. Revoking deletes the formula: later fetches fail.
+  provides that formula: copy data as is, an object behind a ``Caretaker``.
+  Revoking deletes the formula and revokes the caretaker: later fetches
+  fail, and so do calls through references already fetched.
 - **Remote references.** A ``peer`` formula is a peer's locator; its
   incarnation is a started session (dialed on first use, shared by every
   reference to that peer, and cancelled when the session ends, so the next
@@ -35,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ocapd.captp import E, RemoteError, far, make_promise_kit
+from ocapd.captp import E, Promise, RemoteError, RemoteRef, far, is_remotable, make_promise_kit
+from ocapd.captp.eventual import eventual_send
 
 from . import formulas as F
 from .kernel import Cancelled
@@ -335,9 +338,45 @@ async def make_sturdyref(
         raise PeerUnreachable(f"peer {_short(peer._locator.designator)} unreachable: {e}") from None
 
 
+@far("Revocable")
+class Caretaker:
+    """Forwards every call to a shared object until its share is revoked (or dies), then refuses them.
+
+    What ``fetch`` gives peers for an object: revoking a share then cuts
+    the references they already hold, not only later fetches.
+    """
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self._revoked: str | None = None
+
+    def _revoke(self, reason: str) -> None:
+        self._revoked = reason
+        self._target = None
+
+    def _captp_send(self, method: str | None, args: Any) -> Promise:
+        if self._revoked is not None:
+            return Promise.rejected_with(RemoteError("Revoked", f"this reference was revoked ({self._revoked})"))
+        return eventual_send(self._target, method, args)
+
+    def _captp_send_only(self, method: str | None, args: Any) -> None:
+        if self._revoked is None:
+            sender = E.send_only(self._target)
+            (sender if method is None else getattr(sender, method))(*args)
+
+
 async def make_share(kernel: Kernel, fid: str, formula: F.ShareFormula, inc: Incarnation) -> Any:
-    """What a sturdyref of this daemon gives: the shared value itself."""
-    return await inc.provide(formula.value)
+    """What a sturdyref of this daemon gives: copy data as is, an object behind a caretaker the share revokes."""
+    value = await inc.provide(formula.value)
+    if not (is_remotable(value) or isinstance(value, (RemoteRef, Promise))):
+        return value
+    caretaker = Caretaker(value)
+
+    async def revoke(reason: str) -> None:
+        caretaker._revoke(reason)
+
+    inc.on_cancel(revoke)
+    return caretaker
 
 
 # -- staging formulas ----------------------------------------------------------------------

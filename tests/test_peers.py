@@ -140,6 +140,19 @@ def test_a_revoked_share_is_refused(pair: tuple[DaemonProcess, DaemonProcess], s
     assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")
 
 
+def test_revoking_a_share_cuts_the_references_peers_already_fetched(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: str
+) -> None:
+    a, b = pair
+    second = a.out("share", "greeter")
+    b.out("enliven", second, "-n", "greeter-2")
+    assert "hello bob" in b.out("eval", CALL, "g:greeter-2")
+    a.out("share", "--revoke", second)
+    line = one_line_error(b.cli("eval", CALL, "g:greeter-2", check=False))
+    assert "revoked" in line
+    assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")  # the first share is another caretaker
+
+
 def test_only_the_host_that_shared_lists_and_revokes_and_guests_cannot_share(
     pair: tuple[DaemonProcess, DaemonProcess], shared: str
 ) -> None:
