@@ -537,7 +537,7 @@ class Host(Agent):
         Peers can no longer fetch the value with it, and references to an
         object they already fetched fail from their next call (docs/ocapn.md).
         """
-        from .peers import PeerError, network_of, sturdyref_parts
+        from .peers import PeerError, network_of, stage_unshare, sturdyref_parts
 
         if not isinstance(what, str):
             raise TypeError("revoke_share takes a sturdyref URI or a name")
@@ -551,18 +551,7 @@ class Host(Agent):
             raise PeerError(f"no share of yours matches {what[:80]!r}")
         network = await network_of(self._kernel)
         txn = self._kernel.txn()
-        for fid in doomed:
-            await self._kernel.cancel(fid, "revoked")
-            txn.batch.delete_formula(fid)
-            formula = self._kernel.formula(fid)
-            assert isinstance(formula, F.ShareFormula)
-            network.unshared(formula.swiss)
-
-        def forget() -> None:
-            for fid in doomed:
-                self._kernel.formulas.pop(fid, None)
-
-        txn.then(forget)
+        stage_unshare(self._kernel, network, txn, doomed)
         await self._kernel.commit(txn)
         return len(doomed)
 

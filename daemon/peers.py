@@ -397,8 +397,8 @@ def stage_share(network: Network, txn: Txn, value: str, agent: str) -> str:
     return uri
 
 
-def stage_unshare(kernel: Kernel, network: Network, txn: Txn, share_ids: list[str]) -> None:
-    """Stage deleting shares (their swiss numbers stop answering at once)."""
+def stage_unshare(kernel: Kernel, network: Network, txn: Txn, share_ids: list[str], reason: str = "revoked") -> None:
+    """Stage deleting shares: their swiss numbers stop answering at once, their caretakers once committed."""
     for fid in share_ids:
         formula = kernel.formula(fid)
         assert isinstance(formula, F.ShareFormula)
@@ -407,6 +407,10 @@ def stage_unshare(kernel: Kernel, network: Network, txn: Txn, share_ids: list[st
 
     def forget() -> None:
         for fid in share_ids:
+            for inc in kernel.detach(fid, reason):
+                if inc.promise.fulfilled and isinstance(inc.promise.result(), Caretaker):
+                    inc.promise.result()._revoke(reason)  # now, before the caller hears it is done
+                kernel.nursery.start_soon(kernel.run_cancel_hooks, [inc], reason)
             kernel.formulas.pop(fid, None)
 
     txn.then(forget)
@@ -449,7 +453,7 @@ class Invitation:
         hub.stage_name(txn, formula.guest_name, remote)
         inbox = txn.formula(F.PeerInboxFormula(agent=formula.host, sender=remote))
         ours = stage_share(network, txn, inbox, formula.host)
-        stage_unshare(kernel, network, txn, shares)  # used once
+        stage_unshare(kernel, network, txn, shares, "the invitation was accepted")  # used once
         await kernel.commit(txn)
         return ours
 
