@@ -31,9 +31,11 @@ them), ``target`` is a ``Descriptor`` and ``resolve_me``/``resolver`` is the
 local resolver object: the profile asks the session's ``describe`` callback
 for the descriptor of each reference it meets, in the order it writes them.
 
-The classes use ``__slots__`` and plain ``__init__``: a call builds two of
-them, so they must cost no more than the lists they replaced. They are not
-mutated once built.
+The classes are ``NamedTuple``s: immutable, fields by name, and cheap. A call
+builds several of them, so they must cost no more than the lists they
+replaced; where it counts, code builds one with ``tuple.__new__(Deliver,
+fields)``, which runs no Python code. Two messages are equal only when they
+are the same op with equal fields.
 
 ``ProtocolError`` (the peer broke the protocol; ``code`` is one of the
 ``R_*`` reason codes) and ``LimitExceeded`` (we cannot send a message) live
@@ -49,6 +51,7 @@ __all__ = [
     "DescKind",
     "Descriptor",
     "Message",
+    "MESSAGE_TYPES",
     "StartSession",
     "Deliver",
     "DeliverOnly",
@@ -147,25 +150,16 @@ class Descriptor(NamedTuple):
         return _WIRE_NAMES.get(self.kind, str(self.kind))
 
 
-class Message:
-    """Base of the message classes: equality and repr from the slots, for tests and logs."""
-
-    __slots__ = ()
-
-    def _fields(self) -> tuple[Any, ...]:
-        names: tuple[str, ...] = self.__slots__
-        return tuple(getattr(self, name) for name in names)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._fields() == other._fields()
-
-    def __repr__(self) -> str:
-        names: tuple[str, ...] = self.__slots__
-        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
-        return f"{type(self).__name__}({inner})"
+def _same_message(self: tuple[Any, ...], other: object) -> bool:
+    """Messages are equal when they are the same op with equal fields (not merely equal tuples)."""
+    return type(other) is type(self) and tuple.__eq__(self, other)
 
 
-class StartSession(Message):
+def _other_message(self: tuple[Any, ...], other: object) -> bool:
+    return not _same_message(self, other)
+
+
+class StartSession(NamedTuple):
     """start-session: the first message each side sends.
 
     ``version`` is the profile's protocol version (``ocapd-captp/1`` for
@@ -175,14 +169,11 @@ class StartSession(Message):
     ``WireProfile.start_session`` and checked by ``WireProfile.check_start``.
     """
 
-    __slots__ = ("version", "extra")
-
-    def __init__(self, version: Any, extra: Any = None) -> None:
-        self.version = version
-        self.extra = extra
+    version: Any
+    extra: Any = None
 
 
-class Deliver(Message):
+class Deliver(NamedTuple):
     """deliver: call ``method`` on ``target`` with ``args``; the result is wanted.
 
     ``method`` is None for a call of the target itself (Endo's ``E(fn)(...)``):
@@ -192,64 +183,56 @@ class Deliver(Message):
     object when sending and a ``Descriptor`` (unchecked) when received.
     """
 
-    __slots__ = ("target", "method", "args", "answer_pos", "resolve_me")
-
-    def __init__(self, target: Any, method: Any, args: Any, answer_pos: Any, resolve_me: Any) -> None:
-        self.target = target
-        self.method = method
-        self.args = args
-        self.answer_pos = answer_pos
-        self.resolve_me = resolve_me
+    target: Any
+    method: Any
+    args: Any
+    answer_pos: Any
+    resolve_me: Any
 
 
-class DeliverOnly(Message):
+class DeliverOnly(NamedTuple):
     """deliver-only: as ``Deliver`` without an answer or a resolver; the result is dropped."""
 
-    __slots__ = ("target", "method", "args")
-
-    def __init__(self, target: Any, method: Any, args: Any) -> None:
-        self.target = target
-        self.method = method
-        self.args = args
+    target: Any
+    method: Any
+    args: Any
 
 
-class Listen(Message):
+class Listen(NamedTuple):
     """listen: tell ``resolver`` (fulfill/break) when the promise at ``target`` settles."""
 
-    __slots__ = ("target", "resolver", "wants_partial")
-
-    def __init__(self, target: Any, resolver: Any, wants_partial: Any = False) -> None:
-        self.target = target
-        self.resolver = resolver
-        self.wants_partial = wants_partial
+    target: Any
+    resolver: Any
+    wants_partial: Any = False
 
 
-class GcExports(Message):
+class GcExports(NamedTuple):
     """gc-exports: the sender dropped imports; ``deltas[i]`` arrivals of ``positions[i]``."""
 
-    __slots__ = ("positions", "deltas")
-
-    def __init__(self, positions: Any, deltas: Any) -> None:
-        self.positions = positions
-        self.deltas = deltas
+    positions: Any
+    deltas: Any
 
 
-class GcAnswers(Message):
+class GcAnswers(NamedTuple):
     """gc-answers: the sender will never target these answer positions again."""
 
-    __slots__ = ("positions",)
-
-    def __init__(self, positions: Any) -> None:
-        self.positions = positions
+    positions: Any
 
 
-class Abort(Message):
+class Abort(NamedTuple):
     """abort: the session ends. ``reason`` is "<code>: <detail>" (a str when well-formed)."""
 
-    __slots__ = ("reason",)
+    reason: Any
 
-    def __init__(self, reason: Any) -> None:
-        self.reason = reason
+
+#: Any one message.
+Message = StartSession | Deliver | DeliverOnly | Listen | GcExports | GcAnswers | Abort
+#: The message classes, for ``isinstance`` and for profiles that map ops to classes.
+MESSAGE_TYPES: tuple[type[Message], ...] = (StartSession, Deliver, DeliverOnly, Listen, GcExports, GcAnswers, Abort)
+for _cls in MESSAGE_TYPES:
+    _cls.__eq__ = _same_message  # type: ignore[method-assign]
+    _cls.__ne__ = _other_message  # type: ignore[assignment,method-assign]
+    _cls.__hash__ = tuple.__hash__  # type: ignore[method-assign]
 
 
 class ProtocolError(Exception):
@@ -262,7 +245,7 @@ class ProtocolError(Exception):
     the peer's abort) before its shape is looked at.
     """
 
-    def __init__(self, code: str, detail: str = "", *, op: type[Message] | None = None) -> None:
+    def __init__(self, code: str, detail: str = "", *, op: type[tuple[Any, ...]] | None = None) -> None:
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail

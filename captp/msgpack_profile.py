@@ -64,6 +64,8 @@ _OPS: dict[str, tuple[type[Message], int]] = {
 }
 
 _HEADER = struct.Struct(">I")
+#: Builds a message from its fields without running Python code (see ``captp.messages``).
+_new = tuple.__new__
 
 
 class LengthPrefixSplitter:
@@ -124,14 +126,17 @@ class MsgpackProfile:
             # Positions and counts are the session's own small ints: nothing to check.
             return codec.encode_plain([OP_GC_EXPORTS, m.positions, m.deltas])
         elif t is GcAnswers:
-            return codec.encode_plain([OP_GC_ANSWERS, message.positions])  # type: ignore[attr-defined]
+            m = message
+            return codec.encode_plain([OP_GC_ANSWERS, m.positions])
         elif t is Listen:
             m = message
             wire = [OP_LISTEN, m.target, m.resolver, bool(m.wants_partial)]
         elif t is Abort:
-            wire = [OP_ABORT, message.reason]  # type: ignore[attr-defined]
+            m = message
+            wire = [OP_ABORT, m.reason]
         elif t is StartSession:
-            wire = [OP_START, message.version]  # type: ignore[attr-defined]
+            m = message
+            wire = [OP_START, m.version]
         else:
             raise TypeError(f"the msgpack profile cannot write {t.__name__}")
         frame = codec.encode(wire, describe)
@@ -165,20 +170,12 @@ class MsgpackProfile:
         cls, arity = spec
         if len(msg) != arity:
             raise ProtocolError(R_BAD_ARITY, f"{op} takes {arity - 1} fields, got {len(msg) - 1}", op=cls)
-        # Descriptors come out of the codec as ``Descriptor`` values already.
-        if cls is Deliver:
-            return Deliver(msg[1], msg[2], msg[3], msg[4], msg[5])
-        if cls is DeliverOnly:
-            return DeliverOnly(msg[1], msg[2], msg[3])
-        if cls is Listen:
-            return Listen(msg[1], msg[2], msg[3])
-        if cls is GcExports:
-            return GcExports(msg[1], msg[2])
-        if cls is GcAnswers:
-            return GcAnswers(msg[1])
-        if cls is Abort:
-            return Abort(msg[1])
-        return StartSession(msg[1])
+        if cls is StartSession:
+            return StartSession(msg[1])
+        # The fields follow the op in the message's own order; descriptors
+        # come out of the codec as ``Descriptor`` values already.
+        message: Message = _new(cls, msg[1:])
+        return message
 
     def decode_args(self, args: Any, revive: Revive) -> list[Any]:
         if type(args) is not list:

@@ -493,7 +493,7 @@ class _Bootstrap:
         info = self._peer.profile.peer
         if info is None:
             raise RuntimeError("the session has not started")
-        if type(gift_id) not in (bytes, int):
+        if not (type(gift_id) is bytes or (type(gift_id) is int and gift_id >= 0)):
             raise TypeError("a gift id is a bytestring or a non-negative integer")
         self._node._deposit((info.session_id, gift_id), gift, self._peer)
 

@@ -27,6 +27,7 @@ It implements ``captp.profile.WireProfile``:
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +67,7 @@ from .ocapn_keys import (
 from .ocapn_locators import LocatorError, PeerLocator, SturdyRef
 from .passable import RemoteError, Symbol, Tagged
 from .profile import Describe, Revive
-from .syrup import MAX_DEPTH, Record, SyrupError, SyrupSplitter, decode, encode
+from .syrup import MAX_DEPTH, MAX_INTEGER_DIGITS, Record, SyrupError, SyrupSplitter, decode, encode
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -103,6 +104,8 @@ _ARITY = {
 }
 
 _PLAIN = frozenset({str, bytes, bool, float, int, Symbol})
+#: Bits of the largest int written: MAX_INTEGER_DIGITS decimal digits (as ``syrup``).
+_MAX_INTEGER_BITS = MAX_INTEGER_DIGITS * 10 // 3 + 1
 
 #: The shortest descriptor, ``<11'desc:export0+>``: every value takes at least
 #: one byte and every descriptor this many, so a frame shorter than the
@@ -204,80 +207,48 @@ class OcapnProfile:
 
     # -- encoding ------------------------------------------------------------------------
     def encode_message(self, message: Message, describe: Describe, limits: Limits) -> bytes:
-        counter = [0]
-
-        def on_ref(obj: Any) -> Any:
-            counter[0] += 1
-            if self.on_foreign is not None:
-                handed = self.on_foreign(self, obj)
-                if handed is not None:
-                    return handed
-            return self._desc(describe(obj))
-
+        writer = _Writer(self, describe, limits)
+        out = writer.out
         if isinstance(message, Deliver):
-            record = Record(OP_DELIVER, (
-                self._desc(message.target),
-                self._value(_with_method(message.method, message.args), on_ref, 0),
-                False if message.answer_pos is None else message.answer_pos,
-                False if message.resolve_me is None else on_ref(message.resolve_me),
-            ))
+            out.append(_OPEN_DELIVER)
+            writer.desc(message.target)
+            writer.args(message.method, message.args)
+            out.append(b"f" if message.answer_pos is None else _int(message.answer_pos))
+            if message.resolve_me is None:
+                out.append(b"f")
+            else:
+                writer.ref(message.resolve_me)
         elif isinstance(message, DeliverOnly):
-            record = Record(OP_DELIVER_ONLY, (self._desc(message.target), self._value(_with_method(message.method, message.args), on_ref, 0)))
+            out.append(_OPEN_DELIVER_ONLY)
+            writer.desc(message.target)
+            writer.args(message.method, message.args)
         elif isinstance(message, Listen):
-            record = Record(OP_LISTEN, (self._desc(message.target), on_ref(message.resolver), bool(message.wants_partial)))
+            out.append(_OPEN_LISTEN)
+            writer.desc(message.target)
+            writer.ref(message.resolver)
+            out.append(b"t" if message.wants_partial else b"f")
         elif isinstance(message, GcExports):
-            record = Record(OP_GC_EXPORT, (list(message.positions), list(message.deltas)))
+            out.append(_OPEN_GC_EXPORT)
+            writer.value(list(message.positions), 0)
+            writer.value(list(message.deltas), 0)
         elif isinstance(message, GcAnswers):
-            record = Record(OP_GC_ANSWER, (list(message.positions),))
+            out.append(_OPEN_GC_ANSWER)
+            writer.value(list(message.positions), 0)
         elif isinstance(message, Abort):
-            record = Record(OP_ABORT, (message.reason,))
+            out.append(_OPEN_ABORT)
+            writer.value(message.reason, 0)
         elif isinstance(message, StartSession):
-            record = Record(OP_START, (message.version, *message.extra))
+            out.append(_OPEN_START)
+            writer.value(message.version, 0)
+            for part in message.extra:
+                writer.syrup(part)
         else:
             raise TypeError(f"the OCapN profile cannot write {type(message).__name__}")
-        frame = encode(record)
+        out.append(b">")
+        frame = b"".join(out)
         if len(frame) > limits.max_frame_size:
             raise LimitExceeded(f"message of {len(frame)} bytes is over the {limits.max_frame_size}-byte frame limit")
-        if counter[0] > limits.max_descriptors:
-            raise LimitExceeded(f"message holds more than {limits.max_descriptors} references")
         return frame
-
-    @staticmethod
-    def _desc(desc: Descriptor) -> Record:
-        return Record(DESC_LABEL[desc.kind], (desc.position,))
-
-    def _value(self, value: Any, on_ref: Callable[[Any], Any], depth: int) -> Any:
-        t = type(value)
-        if t in _PLAIN:
-            return value
-        if value is None:
-            return Record(NULL)
-        if depth >= MAX_DEPTH:
-            raise TypeError(f"value nested deeper than {MAX_DEPTH} levels")
-        depth += 1
-        if t is list or t is tuple:
-            return [self._value(v, on_ref, depth) for v in value]
-        if t is dict:
-            out = {}
-            for k, v in value.items():
-                if type(k) is not str:
-                    raise TypeError(f"record keys must be str, not {type(k).__name__}")
-                out[k] = self._value(v, on_ref, depth)
-            return out
-        if t is Tagged:
-            return Record(TAGGED, (Symbol(value.tag), self._value(value.payload, on_ref, depth)))
-        if t is PeerLocator or t is SturdyRef:
-            return value.to_syrup()
-        if t is Record:
-            if value.label == SIG_ENVELOPE:
-                return value  # a signed handoff, written as received or made
-            raise TypeError(f"cannot pass a record labelled {brief(value.label)}")
-        if t is Descriptor:
-            return self._desc(value)
-        if isinstance(value, BaseException):
-            err = RemoteError.from_exception(value)
-            return Record(ERROR, (f"{err.name}: {err.message}" if err.message else err.name,))
-        return on_ref(value)
 
     # -- decoding ------------------------------------------------------------------------
     def decode_message(self, frame: bytes, limits: Limits) -> Message:
@@ -376,8 +347,178 @@ class OcapnProfile:
         return b"".join(frames)
 
 
-def _with_method(method: str | None, args: Any) -> list[Any]:
-    return list(args) if method is None else [method_symbol(method), *args]
+def _label(name: str) -> bytes:
+    """``<10'op:deliver``: the opening of a record with that symbol label."""
+    return b"<" + encode(Symbol(name))
+
+
+_OPEN_DELIVER, _OPEN_DELIVER_ONLY, _OPEN_LISTEN, _OPEN_ABORT, _OPEN_START = (
+    _label("op:deliver"), _label("op:deliver-only"), _label("op:listen"), _label("op:abort"), _label("op:start-session"),
+)
+_OPEN_GC_EXPORT, _OPEN_GC_ANSWER = _label("op:gc-export"), _label("op:gc-answer")
+_OPEN_DESC = {kind: _label(label.name) for kind, label in DESC_LABEL.items()}
+_OPEN_TAGGED, _OPEN_ERROR = _label("desc:tagged"), _label("desc:error")
+_NULL = _label("null") + b">"
+_NAN = b"\x7f\xf8\x00\x00\x00\x00\x00\x00"
+_DOUBLE = struct.Struct(">d")
+#: Elements every message adds to those of its values: the record, its
+#: fixed fields and their descriptors' positions (counted as ``_count`` does).
+_MESSAGE_ELEMENTS = 8
+
+
+def _int(value: int) -> bytes:
+    if value.bit_length() > _MAX_INTEGER_BITS:
+        raise TypeError(f"cannot encode: int has more than {MAX_INTEGER_DIGITS} digits")
+    try:
+        written = b"%d+" % value if value >= 0 else b"%d-" % -value
+    except ValueError:  # more digits than this process converts
+        raise TypeError(f"cannot encode: int has more than {MAX_INTEGER_DIGITS} digits") from None
+    if len(written) > MAX_INTEGER_DIGITS + 1:
+        raise TypeError(f"cannot encode: int has more than {MAX_INTEGER_DIGITS} digits")
+    return written
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TypeError("cannot encode: text with lone surrogates is not Unicode") from None
+
+
+class _Writer:
+    """Writes one message's Syrup bytes in a single walk (no intermediate records).
+
+    The bytes are exactly ``syrup.encode`` of the records the module
+    docstring describes (tests/test_ocapn_profile.py holds the two to the
+    same output); counting elements and descriptors as the peer's decoder
+    does (``_count``), it refuses with ``LimitExceeded`` what the peer would
+    refuse.
+    """
+
+    __slots__ = ("out", "profile", "describe", "limits", "elements", "descriptors")
+
+    def __init__(self, profile: OcapnProfile, describe: Describe, limits: Limits) -> None:
+        self.out: list[bytes] = []
+        self.profile = profile
+        self.describe = describe
+        self.limits = limits
+        self.elements = _MESSAGE_ELEMENTS
+        self.descriptors = 0
+
+    def _spend(self, elements: int, descriptors: int = 0) -> None:
+        self.elements += elements
+        self.descriptors += descriptors
+        if self.elements > self.limits.max_elements:
+            raise LimitExceeded(f"message holds more than {self.limits.max_elements} values")
+        if self.descriptors > self.limits.max_descriptors:
+            raise LimitExceeded(f"message holds more than {self.limits.max_descriptors} references")
+
+    def desc(self, desc: Descriptor) -> None:
+        self._spend(2, 1)
+        self.out.append(_OPEN_DESC[desc.kind])
+        self.out.append(_int(desc.position) + b">")
+
+    def syrup(self, value: Any) -> None:
+        """A value already in Syrup form (a locator, a signed handoff, start-session parts)."""
+        elements, descriptors = _size(value)
+        self._spend(elements, descriptors)
+        self.out.append(encode(value))
+
+    def ref(self, obj: Any) -> None:
+        profile = self.profile
+        if profile.on_foreign is not None:
+            handed = profile.on_foreign(profile, obj)
+            if handed is not None:
+                self.syrup(handed)
+                return
+        self.desc(self.describe(obj))
+
+    def args(self, method: str | None, args: Any) -> None:
+        self._spend(1)
+        out = self.out
+        out.append(b"[")
+        if method is not None:
+            self.value(method_symbol(method), 1)
+        for arg in args:
+            self.value(arg, 1)
+        out.append(b"]")
+
+    def value(self, value: Any, depth: int) -> None:
+        self._spend(1)
+        out = self.out
+        t = type(value)
+        if t is str:
+            raw = _utf8(value)
+            out.append(b'%d"' % len(raw))
+            out.append(raw)
+        elif t is int:
+            out.append(_int(value))
+        elif t is bool:
+            out.append(b"t" if value else b"f")
+        elif t is bytes:
+            out.append(b"%d:" % len(value))
+            out.append(value)
+        elif t is Symbol:
+            raw = _utf8(value.name)
+            out.append(b"%d'" % len(raw))
+            out.append(raw)
+        elif t is float:
+            out.append(b"D" + (_NAN if value != value else _DOUBLE.pack(value)))
+        elif value is None:
+            out.append(_NULL)
+        else:
+            if depth >= MAX_DEPTH:
+                raise TypeError(f"value nested deeper than {MAX_DEPTH} levels")
+            depth += 1
+            if t is list or t is tuple:
+                out.append(b"[")
+                for item in value:
+                    self.value(item, depth)
+                out.append(b"]")
+            elif t is dict:
+                # Keys are str (passable records), each written differently, so
+                # sorting by encoding never meets two alike; str hashes are
+                # randomized per process, so no peer sees many keys share one.
+                pairs = []
+                for key, item in value.items():
+                    if type(key) is not str:
+                        raise TypeError(f"record keys must be str, not {type(key).__name__}")
+                    self._spend(1)
+                    raw = _utf8(key)
+                    start = len(out)
+                    self.value(item, depth)
+                    pairs.append((b'%d"' % len(raw) + raw, b"".join(out[start:])))
+                    del out[start:]
+                pairs.sort()
+                out.append(b"{")
+                for encoded_key, encoded_item in pairs:
+                    out.append(encoded_key)
+                    out.append(encoded_item)
+                out.append(b"}")
+            elif t is Tagged:
+                out.append(_OPEN_TAGGED)
+                self.value(Symbol(value.tag), depth)
+                self.value(value.payload, depth)
+                out.append(b">")
+            elif t is Descriptor:
+                self.elements -= 1
+                self.desc(value)
+            elif t is PeerLocator or t is SturdyRef:
+                self.elements -= 1
+                self.syrup(value.to_syrup())
+            elif t is Record:
+                if value.label != SIG_ENVELOPE:
+                    raise TypeError(f"cannot pass a record labelled {brief(value.label)}")
+                self.elements -= 1
+                self.syrup(value)  # a signed handoff, written as received or made
+            elif isinstance(value, BaseException):
+                err = RemoteError.from_exception(value)
+                out.append(_OPEN_ERROR)
+                self.value(f"{err.name}: {err.message}" if err.message else err.name, depth)
+                out.append(b">")
+            else:
+                self.elements -= 1
+                self.ref(value)
 
 
 def _split_method(args: Any) -> tuple[str | None, Any]:
@@ -399,26 +540,34 @@ def _read_desc(value: Any, kind: DescKind | None = None) -> Descriptor:
     return Descriptor(kind, pos)
 
 
+def _size(value: Any, max_elements: int | None = None) -> tuple[int, int]:
+    """Elements and descriptors in a Syrup value, as a decoder counts them (stops past ``max_elements``)."""
+    elements = descriptors = 0
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        elements += 1
+        t = type(item)
+        if t is list or t is tuple:
+            stack.extend(item)
+        elif t is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif t is frozenset:
+            stack.extend(item)
+        elif t is Record:
+            if item.label in DESC_KIND:
+                descriptors += 1
+            stack.extend(item.fields)
+        if max_elements is not None and elements > max_elements:
+            break
+    return elements, descriptors
+
+
 def _count(record: Record, limits: Limits) -> None:
     """Refuse a message with more values or descriptors than the limits allow (bounded walk)."""
-    elements = descriptors = 0
-    stack: list[Any] = [record]
-    while stack:
-        value = stack.pop()
-        elements += 1
-        t = type(value)
-        if t is list or t is tuple:
-            stack.extend(value)
-        elif t is dict:
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif t is frozenset:
-            stack.extend(value)
-        elif t is Record:
-            if value.label in DESC_KIND:
-                descriptors += 1
-            stack.extend(value.fields)
-        if elements > limits.max_elements:
-            raise ProtocolError(R_TOO_MANY_ELEMENTS, f"more than {limits.max_elements} elements in one frame")
+    elements, descriptors = _size(record, limits.max_elements)
+    if elements > limits.max_elements:
+        raise ProtocolError(R_TOO_MANY_ELEMENTS, f"more than {limits.max_elements} elements in one frame")
     if descriptors > limits.max_descriptors:
         raise ProtocolError(R_TOO_MANY_DESCRIPTORS, f"more than {limits.max_descriptors} descriptors in one frame")

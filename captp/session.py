@@ -93,6 +93,10 @@ __all__ = [
 
 log = logging.getLogger("captp")
 
+#: Builds a message from its fields without running Python code (``captp.messages``):
+#: for the messages of every call.
+_new = tuple.__new__
+
 # The descriptor kinds as module globals: a global is read faster than an enum attribute.
 _IMPORT_OBJECT = DescKind.IMPORT_OBJECT
 _IMPORT_PROMISE = DescKind.IMPORT_PROMISE
@@ -473,7 +477,13 @@ class Session:
                     # Before start-session nothing else is looked at (docs/protocol.md §6.1).
                     raise ProtocolError(R_NOT_STARTED, "expected start-session first") from None
                 raise
-            self._dispatch(msg)
+            t = type(msg)
+            if not self._peer_started and t is not StartSession:
+                if t is Abort:
+                    self._on_abort(msg)  # type: ignore[arg-type]
+                    return
+                raise ProtocolError(R_NOT_STARTED, "expected start-session first")
+            _HANDLERS[t](self, msg)
         except ProtocolError as e:
             self._fail(e.code, e.detail)
         except Exception as e:  # a bug of ours must still cost only this session
@@ -587,7 +597,7 @@ class Session:
         answer = RemotePromise(self, "answer", pos)
         answer._listening = True  # the result comes to our resolver unasked
         resolver = _ResultResolver(answer)
-        message = Deliver(self._target_desc(target), method, args, pos, resolver)
+        message = _new(Deliver, (self._target_desc(target), method, args, pos, resolver))
         try:
             frame = self._encode(message)
         except TypeError:
@@ -651,15 +661,6 @@ class Session:
         return Descriptor(_IMPORT_PROMISE if entry.is_promise else _IMPORT_OBJECT, pos)
 
     # -- receiving ---------------------------------------------------------------
-    def _dispatch(self, msg: Message) -> None:
-        t = type(msg)
-        if not self._peer_started and t is not StartSession:
-            if t is Abort:
-                self._on_abort(msg)  # type: ignore[arg-type]
-                return
-            raise ProtocolError(R_NOT_STARTED, "expected start-session first")
-        _HANDLERS[t](self, msg)
-
     def _on_start(self, msg: StartSession) -> None:
         if self._peer_started:
             raise ProtocolError(R_BAD_FIELD, "duplicate start-session")
@@ -823,7 +824,7 @@ class Session:
             target = Descriptor(_EXPORT, resolver._position)
             if p._state == FULFILLED:
                 try:
-                    self._queue(DeliverOnly(target, "fulfill", [p._result]))
+                    self._queue(_new(DeliverOnly, (target, "fulfill", [p._result])))
                     return
                 except TypeError as e:
                     err: BaseException = RemoteError("TypeError", f"result is not passable: {e}")
@@ -894,11 +895,11 @@ class Session:
         # Positions and counts are our own small ints: no references, nothing to roll back.
         encode = self.profile.encode_message
         if gc_exports:
-            frame = encode(GcExports(list(gc_exports), list(gc_exports.values())), self._describe, self.limits)
+            frame = encode(_new(GcExports, (list(gc_exports), list(gc_exports.values()))), self._describe, self.limits)
             self._outbox.append(frame)
             self._outbox_bytes += len(frame)
         if gc_answers:
-            frame = encode(GcAnswers(gc_answers), self._describe, self.limits)
+            frame = encode(_new(GcAnswers, (gc_answers,)), self._describe, self.limits)
             self._outbox.append(frame)
             self._outbox_bytes += len(frame)
 

@@ -127,10 +127,17 @@ def test_every_vector_frame_reads_as_its_typed_message_and_is_written_back_byte_
             revived.append(desc)
             return desc
 
-        message.args = MSGPACK.decode_args(message.args, revive)
+        message = message._replace(args=MSGPACK.decode_args(message.args, revive))
         assert all(type(d) is Descriptor and isinstance(d.kind, DescKind) for d in revived)
     # Written back, references handed to describe come back as they were read.
     assert MSGPACK.encode_message(message, lambda obj: obj, LIMITS) == frame
+
+
+def test_messages_are_equal_only_to_the_same_op_with_equal_fields() -> None:
+    assert Abort("closed") == Abort("closed") and Abort("closed") != Abort("other")
+    assert Abort("closed") != GcAnswers("closed") and GcAnswers([1]) != ([1],)
+    assert len({GcAnswers([1]) == GcAnswers([1]), Abort("x") == ("x",)}) == 2
+    assert Listen(Descriptor(DescKind.EXPORT, 1), None).wants_partial is False
 
 
 def test_descriptors_are_read_as_typed_descriptors_with_enum_kinds() -> None:

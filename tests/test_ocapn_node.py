@@ -309,6 +309,27 @@ async def test_a_peer_claiming_another_designator_than_the_netlayer_verified_is_
         assert b"netlayer authenticated" in received
 
 
+async def test_a_handoff_give_for_another_receiver_breaks_only_that_argument(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        echo_at_gifter = await gifter.enliven(SturdyRef(exporter.location, ECHO))
+        g_profile = _profile_of(gifter, echo_at_gifter._session)
+        assert g_profile.peer is not None
+        echo_at_receiver = await gifter.enliven(SturdyRef(receiver.location, ECHO))
+        stray = make_handoff_give(
+            g_profile.key,
+            receiver_key=OcapnProfile(receiver.location).key.public_key(),  # not the receiver's key with us
+            exporter_location=exporter.location,
+            session=g_profile.peer.session_id,
+            gifter_side=g_profile.peer.our_side,
+            gift_id=b"not for you",
+        )
+        (gift,) = await E(echo_at_receiver)(stray)
+        with pytest.raises(RemoteError, match="another receiver"):
+            await gift
+        assert await E(echo_at_receiver)("still here") == ["still here"]
+        assert not any(p.location() is not None and p.location().same_peer(exporter.location) for p in receiver._peers)
+
+
 @asynccontextmanager
 async def tls_node(claimed_designator: str | None = None) -> AsyncIterator[tuple[OcapnNode, str]]:
     """A node on the tls-ed25519 netlayer and the designator its key proves.
