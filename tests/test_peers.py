@@ -283,6 +283,31 @@ def test_a_killed_peer_fails_calls_clearly_and_its_names_work_after_it_restarts(
     assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")
 
 
+def test_a_daemon_whose_port_is_taken_at_restart_runs_without_listening(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: str
+) -> None:
+    import socket
+
+    a, b = pair
+    port = int(show_json(a, "network", "show")["uri"].rsplit("port=", 1)[1])
+    a.stop()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    try:
+        a.start()
+        log = a.home / "state" / "logs" / "daemon.log"
+        wait_until(lambda: "could not listen for OCapN peers again" in log.read_text(), "a logs why it does not listen")
+        assert not show_json(a, "network", "show")["listening"]
+        assert a.out("ping") == "pong"
+    finally:
+        squatter.close()
+    a.restart()  # the setting was kept: with the port free it listens there again
+    wait_until(lambda: show_json(a, "network", "show")["listening"], "a listens again")
+    assert show_json(a, "network", "show")["uri"] == peer_of(shared)
+
+
 def test_stop_means_no_listener_after_a_restart(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
     a, b = pair
     a.out("network", "stop")
