@@ -308,6 +308,8 @@ async def make_peer(kernel: Kernel, fid: str, formula: F.PeerFormula, inc: Incar
 
     locator = PeerLocator.from_uri(formula.locator)
     network = await network_of(kernel)
+    if locator.designator == network.designator:
+        raise PeerError("that peer is this daemon itself; use the names here (an invitation is for another daemon)")
     try:
         session = await network.node.session_for(locator)
     except (NetlayerError, ConnectionError, OSError) as e:
@@ -326,7 +328,22 @@ async def make_peer(kernel: Kernel, fid: str, formula: F.PeerFormula, inc: Incar
 async def make_sturdyref(
     kernel: Kernel, fid: str, formula: F.SturdyRefFormula | F.RemoteAgentFormula, inc: Incarnation
 ) -> Any:
-    """The object the peer's ``fetch`` answers for the swiss number; it dies with the peer's session."""
+    """The object the peer's ``fetch`` answers for the swiss number; it dies with the peer's session.
+
+    A sturdyref of this daemon itself (mailed back to us, say) is looked up
+    among our shares, with no session to ourselves.
+    """
+    from ocapd.captp.ocapn_locators import PeerLocator
+
+    peer_formula = kernel.formula(formula.peer)
+    assert isinstance(peer_formula, F.PeerFormula)
+    network = await network_of(kernel)
+    locator = PeerLocator.from_uri(peer_formula.locator)
+    if locator.designator == network.designator and locator.transport == network.netlayer.name:
+        try:
+            return await network._fetch(formula.swiss.encode("ascii"))
+        except (KeyError, RemoteError):
+            raise PeerError("this daemon refused the sturdyref: no share of it has that swiss number") from None
     peer: Peer = await inc.provide(formula.peer)
     try:
         return await peer._fetch(formula.swiss.encode("ascii"))

@@ -101,6 +101,18 @@ def test_a_shared_object_is_called_from_the_other_daemon(pair: tuple[DaemonProce
     assert f"{sessions[0]['designator'][:20]} tls-ed25519  outbound started  authenticated" in text
 
 
+def test_a_daemon_enlivens_its_own_sturdyref_without_dialing_itself(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: str
+) -> None:
+    a, _ = pair
+    a.out("enliven", shared, "-n", "greeter-here")
+    assert "hello bob" in a.out("eval", CALL, "g:greeter-here")
+    line = one_line_error(a.cli("enliven", shared.replace("/s/", "/s/x"), "-n", "nothing-here", check=False))
+    assert "refused the sturdyref" in line
+    line = one_line_error(a.cli("accept", a.out("invite", "me"), "myself", check=False))
+    assert "this daemon itself" in line
+
+
 def test_a_wrong_swiss_number_is_refused_and_names_nothing(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
     _, b = pair
     head, rest = shared.split("/s/")
@@ -112,10 +124,14 @@ def test_a_wrong_swiss_number_is_refused_and_names_nothing(pair: tuple[DaemonPro
 
 
 def test_a_designator_the_listener_does_not_hold_is_refused(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ocapd.captp.ocapn_tls import designator_for
+
     a, b = pair
-    b_designator = show_json(b, "network", "show")["designator"]
+    someone_else = designator_for(Ed25519PrivateKey.generate().public_key())
     a_designator = show_json(a, "network", "show")["designator"]
-    impostor = shared.replace(a_designator, b_designator)
+    impostor = shared.replace(a_designator, someone_else)
     line = one_line_error(b.cli("enliven", impostor, "-n", "impostor", check=False))
     assert "unreachable" in line and "not the peer" in line
     assert "impostor" not in b.out("list")
