@@ -50,7 +50,7 @@ from .ocapn_netlayers import PeerConnection
 from .ocapn_profile import HANDOFF_GIVE, OcapnProfile
 from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
-from .session import RemoteRef, Session
+from .session import Budget, RemoteRef, Session
 from .syrup import Record, SyrupError, SyrupSplitter
 from .transport import FramedStream, TransportClosed
 
@@ -186,9 +186,17 @@ class OcapnNode:
     """The sessions, swiss numbers and gifts of one OCapN location. See the module docstring."""
 
     def __init__(
-        self, location: PeerLocator, connect: Connect | None = None, *, name: str = "ocapn", fetch: Fetch | None = None
+        self,
+        location: PeerLocator,
+        connect: Connect | None = None,
+        *,
+        name: str = "ocapn",
+        fetch: Fetch | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.location = location
+        #: The budget every session's tables are charged to (None: only per-session limits).
+        self.budget = budget
         self.name = name
         self._connect = connect
         #: Asked by the bootstrap's ``fetch`` for swiss numbers ``swiss`` does not hold
@@ -239,7 +247,9 @@ class OcapnNode:
     async def _serve(self, stream: trio.abc.Stream, peer: _Peer) -> None:
         try:
             transport = SyrupStream(stream, max_frame_size=MAX_FRAME_SIZE)
-            async with open_connection(transport, peer.bootstrap, name=self.name, profile=peer.profile) as conn:
+            async with open_connection(
+                transport, peer.bootstrap, name=self.name, profile=peer.profile, budget=self.budget
+            ) as conn:
                 peer.session = conn.session
                 self._by_session[id(conn.session)] = peer
                 await conn.wait_closed()

@@ -136,7 +136,10 @@ class Network:
         self.designator = self.netlayer.designator
         # Until it listens, the daemon's location says who it is but not where.
         self._unlisted = PeerLocator(self.designator, TLS_NETLAYER, {})
-        self.node: OcapnNode = OcapnNode(self._unlisted, self.netlayer.connect, name="ocapn", fetch=self._fetch)
+        # Peers are untrusted: their sessions share the budget of workers' and gateway sessions.
+        self.node: OcapnNode = OcapnNode(
+            self._unlisted, self.netlayer.connect, name="ocapn", fetch=self._fetch, budget=kernel.services.budget
+        )
         self._listener: trio.CancelScope | None = None
         self.listening: PeerLocator | None = None
         self._swiss: dict[bytes, str] | None = None

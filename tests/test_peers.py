@@ -113,6 +113,18 @@ def test_a_daemon_enlivens_its_own_sturdyref_without_dialing_itself(
     assert "this daemon itself" in line
 
 
+def test_what_peers_hold_is_charged_to_the_daemons_shared_budget(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: str
+) -> None:
+    a, b = pair
+    b.cli("enliven", shared, "-n", "greeter-at-a", "--replace")
+    b.out("eval", CALL, "g:greeter-at-a")
+    inbound = [s for s in show_json(a, "inspect")["ocapn"]["sessions"] if s["direction"] == "inbound" and s["state"] == "started"]
+    assert inbound and inbound[0]["exports"] >= 2  # the bootstrap object and the greeter's caretaker
+    budget = show_json(a, "inspect")["daemon"]["budget"]
+    assert budget["exports"] >= inbound[0]["exports"] - 1  # every export but the bootstrap is charged
+
+
 def test_a_wrong_swiss_number_is_refused_and_names_nothing(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
     _, b = pair
     head, rest = shared.split("/s/")
