@@ -141,6 +141,7 @@ class Network:
             self._unlisted, self.netlayer.connect, name="ocapn", fetch=self._fetch, budget=kernel.services.budget
         )
         self._listener: trio.CancelScope | None = None
+        self._closed = trio.Event()
         self.listening: PeerLocator | None = None
         self._swiss: dict[bytes, str] | None = None
 
@@ -156,10 +157,17 @@ class Network:
         if self._listener is not None:
             await self.stop(forget=False)
 
+        closed = trio.Event()
+
         async def serve(task_status: trio.TaskStatus[PeerLocator]) -> None:
-            with trio.CancelScope() as scope:
-                self._listener = scope
-                await self.netlayer.serve(self.node.serve_connection, host, port, task_status=task_status)
+            try:
+                with trio.CancelScope() as scope:
+                    self._listener = scope
+                    await self.netlayer.serve(self.node.serve_connection, host, port, task_status=task_status)
+            finally:
+                closed.set()
+
+        self._closed = closed
 
         try:
             location: PeerLocator = await self._kernel.nursery.start(serve)
@@ -180,6 +188,7 @@ class Network:
         if self._listener is not None:
             self._listener.cancel()
             self._listener = None
+            await self._closed.wait()  # the port is free again when this returns
         self.listening = None
         self.node.location = self._unlisted
         if forget:

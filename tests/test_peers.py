@@ -85,6 +85,9 @@ def test_the_identity_key_is_private_and_kept(pair: tuple[DaemonProcess, DaemonP
     assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
     shown = show_json(a, "network", "show")
     assert shown["listening"] and shown["uri"] == peer_of(shared) and shown["designator"] in shared
+    # Listening again where it listens is no error: the old listener is closed first.
+    port = shown["uri"].rsplit("port=", 1)[1]
+    assert a.out("network", "listen", "--netlayer", "tls-ed25519", "--port", port) == shown["uri"]
 
 
 def test_a_shared_object_is_called_from_the_other_daemon(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
