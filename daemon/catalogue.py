@@ -57,4 +57,5 @@ MAKERS: Mapping[type[F.FormulaModel], Maker[Any]] = dict([
     _row(F.InvitationFormula,      peers.make_invitation),        # an offer to an agent on another daemon
     _row(F.RemoteAgentFormula,     peers.make_sturdyref),         # an agent on another daemon (its peer inbox there)
     _row(F.PeerInboxFormula,       peers.make_peer_inbox),        # where one remote agent's mail comes in
+    _row(F.RemoteResolverFormula,  peers.make_remote_resolver),   # how a remote agent answers our request
 ])  # fmt: skip

@@ -46,7 +46,7 @@ __all__ = [
     "MakeBundleFormula", "MarshalFormula", "ReadableBlobFormula", "TextStoreFormula", "LookupFormula",
     "LeastAuthorityFormula", "EndoFormula", "PromiseFormula", "ResolverFormula",
     "WebletFormula", "PeerFormula", "SturdyRefFormula", "ShareFormula",
-    "InvitationFormula", "RemoteAgentFormula", "PeerInboxFormula", "FormulaModel", "WorkerLevel",
+    "InvitationFormula", "RemoteAgentFormula", "PeerInboxFormula", "RemoteResolverFormula", "FormulaModel", "WorkerLevel",
 ]  # fmt: skip
 
 # 256 random bits as lower-case hex: unguessable, and one spelling per id.
@@ -205,13 +205,18 @@ class PeerInboxFormula(FormulaModel):
     agent: FormulaId; sender: FormulaId  # sender: the remote-agent formula every message here is from
     DEPENDS_ON = ("agent", "sender")
 
+class RemoteResolverFormula(FormulaModel):
+    type: Literal["remote-resolver"] = "remote-resolver"  # how an agent on another daemon answers our request
+    store: FormulaId; peer: FormulaId  # the request's store; the peer whose sturdyrefs it accepts as the answer
+    DEPENDS_ON = ("store", "peer")
+
 
 Formula = Annotated[
     HostFormula | GuestFormula | HandleFormula | PetStoreFormula | DirectoryFormula |
     MailboxStoreFormula | WorkerFormula | EvalFormula | MakeUnconfinedFormula | MakeBundleFormula |
     MarshalFormula | ReadableBlobFormula | TextStoreFormula | LookupFormula | LeastAuthorityFormula |
     EndoFormula | PromiseFormula | ResolverFormula | WebletFormula | PeerFormula | SturdyRefFormula |
-    ShareFormula | InvitationFormula | RemoteAgentFormula | PeerInboxFormula,
+    ShareFormula | InvitationFormula | RemoteAgentFormula | PeerInboxFormula | RemoteResolverFormula,
     Field(discriminator="type"),
 ]  # fmt: skip
 # ---- end of the catalogue --------------------------------------------------------------------

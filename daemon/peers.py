@@ -56,7 +56,8 @@ if TYPE_CHECKING:
 __all__ = [
     "KEY_FILE", "LISTEN_META", "NETLAYERS", "Network", "NetworkControl", "PeerError", "PeerUnreachable",
     "accept", "invite", "make_invitation", "make_peer", "make_peer_inbox", "make_share", "make_sturdyref",
-    "network_of", "new_swiss", "resume_listening", "send_remote", "sturdyref_parts",
+    "answer_remote", "make_remote_resolver", "network_of", "new_swiss", "request_remote", "resume_listening",
+    "send_remote", "sturdyref_parts",
 ]  # fmt: skip
 
 log = logging.getLogger("ocapd.peers")
@@ -529,6 +530,117 @@ class PeerInbox:
         ids = [txn.formula(F.SturdyRefFormula(peer=stage_peer(kernel, txn, loc), swiss=swiss)) for loc, swiss in parts]
         await kernel.commit(txn)
         await agent._mailbox.deliver({**record, "ids": ids})
+
+
+    async def request(self, description: Any, resolver_uri: Any) -> None:
+        """A request from the remote agent; ``resolver_uri`` is how its answer goes back (at the sender's daemon)."""
+        from .guests import Agent
+        from .mail import now_iso
+
+        if not isinstance(description, str) or not isinstance(resolver_uri, str):
+            raise TypeError("request takes a description and a resolver's sturdyref URI")
+        kernel, formula = self._kernel, self._formula
+        locator, swiss = sturdyref_parts(resolver_uri)
+        sender = kernel.formula(formula.sender)
+        assert isinstance(sender, F.RemoteAgentFormula)
+        if kernel.formula(sender.peer) != F.PeerFormula(locator=locator):
+            raise PeerError("a request's resolver must be at the daemon of the agent that asks")
+        agent = await kernel.provide(formula.agent)
+        assert isinstance(agent, Agent)
+        to_handle = kernel.formula(formula.agent).handle  # type: ignore[union-attr]
+        record = {
+            "type": "request", "from": formula.sender, "to": to_handle, "date": now_iso(),
+            "description": description, "promise": "0" * 64, "resolver": "0" * 64,
+            "response_name": None, "settled": None,
+        }  # fmt: skip
+        agent._mailbox.check_quota(record)
+        txn = kernel.txn()
+        resolver = txn.formula(F.SturdyRefFormula(peer=sender.peer, swiss=swiss))
+        await kernel.commit(txn)
+        # A request from another daemon has no promise here: its answer goes back through the resolver.
+        await agent._mailbox.deliver({**record, "promise": resolver, "resolver": resolver})
+
+
+@far("RemoteResolver")
+class RemoteResolver:
+    """How an agent on another daemon answers one of our requests: with a sturdyref of its own, or a reason."""
+
+    def __init__(self, kernel: Kernel, fid: str, formula: F.RemoteResolverFormula, store: Any) -> None:
+        self._kernel = kernel
+        self._id = fid
+        self._formula = formula
+        self._store = store
+
+    async def _settle(self, name: str, stage: Callable[[Txn], str]) -> None:
+        if self._store.get("resolution") is not None or self._store.get("rejection") is not None:
+            raise PeerError("this request was already answered")
+        kernel = self._kernel
+        network = await network_of(kernel)
+        txn = kernel.txn()
+        self._store.stage_write(txn, name, stage(txn))
+        shares = [fid for fid, f in list(kernel.formulas.items()) if isinstance(f, F.ShareFormula) and f.value == self._id]
+        stage_unshare(kernel, network, txn, shares, "the request was answered")  # answered once
+        await kernel.commit(txn)
+
+    async def fulfill(self, uri: Any) -> None:
+        if not isinstance(uri, str):
+            raise TypeError("fulfill takes a sturdyref URI")
+        locator, swiss = sturdyref_parts(uri)
+        if self._kernel.formula(self._formula.peer) != F.PeerFormula(locator=locator):
+            raise PeerError("the answer must be a sturdyref of the daemon that was asked")
+        await self._settle("resolution", lambda txn: txn.formula(F.SturdyRefFormula(peer=self._formula.peer, swiss=swiss)))
+
+    async def reject(self, reason: Any = "rejected") -> None:
+        from .values import stored_rejection
+
+        text = str(reason)[:1000] if isinstance(reason, str) else "rejected"
+        await self._settle("rejection", lambda txn: txn.formula(stored_rejection(text)))
+
+
+async def make_remote_resolver(
+    kernel: Kernel, fid: str, formula: F.RemoteResolverFormula, inc: Incarnation
+) -> RemoteResolver:
+    return RemoteResolver(kernel, fid, formula, await inc.provide(formula.store))
+
+
+async def request_remote(kernel: Kernel, agent_id: str, remote_id: str, description: str) -> str:
+    """Ask an agent on another daemon: the id of the promise its answer will settle."""
+    remote = kernel.formula(remote_id)
+    assert isinstance(remote, F.RemoteAgentFormula)
+    network = await network_of(kernel)
+    inbox = await kernel.provide(remote_id)
+    txn = kernel.txn()
+    store = txn.formula(F.PetStoreFormula())
+    promise_id = txn.formula(F.PromiseFormula(store=store))
+    resolver = txn.formula(F.RemoteResolverFormula(store=store, peer=remote.peer))
+    uri = stage_share(network, txn, resolver, agent_id)
+    await kernel.commit(txn)
+    try:
+        await E(inbox).request(description, uri)
+    except RemoteError as e:
+        raise PeerError(f"the other daemon refused the request: {e.message or e.name}") from None
+    return promise_id
+
+
+async def answer_remote(kernel: Kernel, agent_id: str, resolver_id: str, resolution: str | None, reason: str | None) -> None:
+    """Answer a request from another daemon through its resolver there: a value (shared) or a reason."""
+    network = await network_of(kernel)
+    try:
+        resolver = await kernel.provide(resolver_id)
+    except PeerError as e:
+        raise PeerError(f"cannot answer: {e}") from None
+    try:
+        if resolution is None:
+            await E(resolver).reject(reason or "rejected")
+            return
+        uri = _passed_on(kernel, resolution)
+        if uri is None:
+            txn = kernel.txn()
+            uri = stage_share(network, txn, resolution, agent_id)
+            await kernel.commit(txn)
+        await E(resolver).fulfill(uri)
+    except RemoteError as e:
+        raise PeerError(f"the other daemon refused the answer: {e.message or e.name}") from None
 
 
 async def make_invitation(kernel: Kernel, fid: str, formula: F.InvitationFormula, inc: Incarnation) -> Invitation:

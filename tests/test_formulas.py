@@ -70,6 +70,7 @@ EXAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "invitation": ({"type": "invitation", "host": A, "guest_name": "bob"}, [A]),
     "remote-agent": ({"type": "remote-agent", "peer": A, "swiss": "k9jJ9kZ2O4FLm8NJXU4I_lAQ1vogwaNV4xsxnB4FTRE"}, [A]),
     "peer-inbox": ({"type": "peer-inbox", "agent": A, "sender": B}, [A, B]),
+    "remote-resolver": ({"type": "remote-resolver", "store": A, "peer": B}, [A, B]),
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,8 +236,28 @@ def test_invite_and_accept_let_agents_mail_capabilities_across_and_the_sender_is
     b.out("accept", a.out("invite", "bob-work"), "alice-work")
     b.out("send", "alice-work", "from work")
     assert [m["from_names"] for m in show_json(a, "inbox")] == [["bob"], ["bob-work"]]
-    line = one_line_error(b.cli("request", "alice", "something", check=False))
-    assert "not supported" in line
+    # A request across: the answer comes back as a value of the answering daemon.
+    asking = subprocess.Popen(
+        [sys.executable, "-m", "ocapd", "request", "alice", "a greeter, please", "-n", "answer"],
+        env=b.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    wait_until(lambda: any(m["type"] == "request" for m in show_json(a, "inbox")), "a has the request")
+    [request] = [m for m in show_json(a, "inbox") if m["type"] == "request"]
+    assert request["from_names"] == ["bob"] and request["description"] == "a greeter, please"
+    a.out("resolve", str(request["number"]), "greeter")
+    out, err = asking.communicate(timeout=60)
+    assert asking.returncode == 0, err
+    assert "hello bob" in b.out("eval", CALL, "g:answer")
+    # ... and a refusal comes back as one line.
+    asking = subprocess.Popen(
+        [sys.executable, "-m", "ocapd", "request", "alice", "the keys, please"],
+        env=b.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    wait_until(lambda: len([m for m in show_json(a, "inbox") if m["type"] == "request"]) == 2, "a has the second request")
+    second = [m for m in show_json(a, "inbox") if m["type"] == "request"][-1]
+    a.out("reject", str(second["number"]), "no")
+    out, err = asking.communicate(timeout=60)
+    assert asking.returncode != 0 and len(err.strip().splitlines()) == 1 and "no" in err
     # The peer calling the inbox by hand cannot name another sender or slip in junk.
     for forged in (
         "E(x).deliver(['forged'], [], [], 'carol')",
@@ -246,7 +267,7 @@ def test_invite_and_accept_let_agents_mail_capabilities_across_and_the_sender_is
         "E(x).deliver(['forged'], ['a'] * 65, ['" + shared + "'] * 65)",
     ):
         one_line_error(b.cli("eval", forged, "x:alice", check=False))
-    assert len(show_json(a, "inbox")) == 2
+    assert len([m for m in show_json(a, "inbox") if m["type"] == "package"]) == 2
 
 
 def test_an_object_at_a_third_daemon_passed_on_in_mail_is_reached_directly(
