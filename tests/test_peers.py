@@ -265,9 +265,12 @@ def test_invite_and_accept_let_agents_mail_capabilities_across_and_the_sender_is
         "E(x).deliver(['forged'], ['a'], [b'ocapn'])",
         "E(x).deliver('forged', [], [])",
         "E(x).deliver(['forged'], ['a'] * 65, ['" + shared + "'] * 65)",
+        "E(x).request('answer me at a', '" + shared + "')",  # a resolver not at b's daemon
+        "E(x).request(['not text'], '" + shared + "')",
     ):
         one_line_error(b.cli("eval", forged, "x:alice", check=False))
     assert len([m for m in show_json(a, "inbox") if m["type"] == "package"]) == 2
+    assert len([m for m in show_json(a, "inbox") if m["type"] == "request"]) == 2
 
 
 def test_an_object_at_a_third_daemon_passed_on_in_mail_is_reached_directly(
