@@ -121,7 +121,7 @@ class Agent(NameHub):
         ids = [await self._require_id(p) for p in pet_names]
         to_id = await self._require_id(to)
         if isinstance(self._kernel.formula(to_id), F.RemoteAgentFormula):  # an agent on another daemon
-            from .peers import send_remote
+            from .peer_mail import send_remote
 
             await send_remote(self._kernel, self._id, to_id, list(strings), list(edge_names), ids)
             return
@@ -149,7 +149,7 @@ class Agent(NameHub):
                 return await self._kernel.provide(existing)
         to_id = await self._require_id(to)
         if isinstance(self._kernel.formula(to_id), F.RemoteAgentFormula):  # an agent on another daemon
-            from .peers import request_remote
+            from .peer_mail import request_remote
 
             promise_id = await request_remote(self._kernel, self._id, to_id, description)
         else:
@@ -201,7 +201,7 @@ class Agent(NameHub):
         if m.get("settled") is not None:
             raise ValueError(f"request {number} is already {m['settled']}")
         if isinstance(self._kernel.formula(m["resolver"]), F.SturdyRefFormula):  # a request from another daemon
-            from .peers import answer_remote
+            from .peer_mail import answer_remote
 
             await answer_remote(self._kernel, self._id, m["resolver"], resolution, reason)
             await self._mailbox.update(number, settled="fulfilled" if resolution is not None else "rejected")

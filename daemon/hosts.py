@@ -561,7 +561,7 @@ class Host(Agent):
         Once accepted (once), ``guest_name`` here names that agent: ``send``
         to it reaches its inbox, and its mail here shows as from ``guest_name``.
         """
-        from .peers import invite
+        from .peer_mail import invite
 
         validate_pet_name(guest_name)
         if self._store.has(guest_name):
@@ -570,7 +570,8 @@ class Host(Agent):
 
     async def accept(self, uri: str, name: str) -> None:
         """Accept an invitation from an agent on another daemon and name that agent ``name``."""
-        from .peers import PeerError, accept
+        from .peer_mail import accept
+        from .peers import PeerError
 
         validate_pet_name(name)
         if self._store.has(name):
