@@ -15,7 +15,8 @@ import pytest
 import trio
 from daemon_harness import DaemonProcess
 
-from ocapd.captp import E, RemoteError
+from ocapd.captp import E, Limits, RemoteError
+from ocapd.daemon.limits import DaemonLimits, load_limits, session_limits
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -53,6 +54,54 @@ def test_a_bad_limits_override_stops_the_daemon_with_a_clear_message(tmp_path: P
     d = make_daemon(tmp_path, no_such_limit=3)
     with pytest.raises(RuntimeError, match="unknown limit 'no_such_limit'"):
         d.start()
+
+
+# -- the drain after an abort (captp.Limits.drain_timeout / drain_bytes) ------------------------
+
+
+def test_drain_limits_default_to_captps_and_reach_untrusted_sessions() -> None:
+    limits = load_limits({})
+    assert (limits.drain_timeout, limits.drain_bytes) == (Limits.drain_timeout, Limits.drain_bytes)
+    session = session_limits(limits)
+    assert (session.drain_timeout, session.drain_bytes) == (Limits.drain_timeout, Limits.drain_bytes)
+
+
+def test_drain_limits_can_be_set_in_ocapd_limits() -> None:
+    limits = load_limits({"OCAPD_LIMITS": '{"drain_timeout": 0.1, "drain_bytes": 4096}'})
+    assert (limits.drain_timeout, limits.drain_bytes) == (0.1, 4096)
+    base = Limits(max_frame_size=1024)  # as the gateway's anonymous sessions start from their own base
+    session = session_limits(limits, base)
+    assert (session.drain_timeout, session.drain_bytes, session.max_frame_size) == (0.1, 4096, 1024)
+    assert session_limits(load_limits({"OCAPD_LIMITS": '{"drain_timeout": 0, "drain_bytes": 0}'})).drain_bytes == 0
+    assert load_limits({"OCAPD_LIMITS": '{"drain_timeout": 2}'}).drain_timeout == 2  # an int is a number of seconds too
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"drain_timeout": -0.5}, "drain_timeout must be a non-negative number"),
+        ({"drain_bytes": -1}, "drain_bytes must be a non-negative number"),
+        ({"drain_bytes": 1.5}, "drain_bytes must be an integer"),
+        ({"drain_bytes": True}, "drain_bytes must be a non-negative number"),
+        ({"drain_timeout": "1"}, "drain_timeout must be a non-negative number"),
+        ({"drain_timeout": None}, "drain_timeout must be a non-negative number"),
+    ],
+)
+def test_bad_drain_limits_are_refused_with_their_name(override: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_limits({"OCAPD_LIMITS": json.dumps(override)})
+
+
+def test_a_bad_drain_limit_stops_the_daemon_with_a_clear_message(tmp_path: Path) -> None:
+    d = make_daemon(tmp_path, drain_bytes=-1)
+    with pytest.raises(RuntimeError, match="drain_bytes must be a non-negative number"):
+        d.start()
+
+
+def test_every_daemon_limit_is_documented_in_operations_md() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text(encoding="utf-8")
+    missing = [f for f in DaemonLimits.__dataclass_fields__ if f"`{f}`" not in text]
+    assert missing == []
 
 
 async def test_the_daemon_reports_its_shared_budget(daemon: DaemonProcess) -> None:
