@@ -103,6 +103,35 @@ test("a remote object that is not a far function rejects a call without a method
   assert.equal(a.session.aborted, null);
 });
 
+test("a call without a method pipelines on an answer: one round trip", async () => {
+  const { a, log } = pair(Far("Service", { adder: () => Far("Add", (x, y) => x + y) }));
+  assert.equal(await E(E(a.bootstrap()).adder())(1, 2), 3);
+  const calls = log.filter(([, op]) => op !== "start-session");
+  // Both calls leave before the first answer comes back.
+  assert.deepEqual(calls.slice(0, 3), [
+    ["a", "deliver", "adder"],
+    ["a", "deliver", null],
+    ["b", "deliver-only", "fulfill"],
+  ]);
+});
+
+test("a far function's own methods are callable too, and only its own", async () => {
+  const add = Far(
+    "Add",
+    Object.assign((x, y) => x + y, {
+      describe: () => "adds two numbers",
+    }),
+  );
+  const { a } = pair(Far("Service", { adder: () => add }));
+  const fn = await E(a.bootstrap()).adder();
+  assert.equal(await E(fn).describe(), "adds two numbers");
+  for (const inherited of ["call", "apply", "bind", "toString"]) {
+    const [kind, e] = await settled(E(fn)[inherited]());
+    assert.equal(kind, "err", inherited);
+    assert.equal(e.message, `Add has no method '${inherited}'`);
+  }
+});
+
 test("a far function passes by reference and comes back as itself", async () => {
   const add = Far("Add", (x, y) => x + y);
   const { a } = pair(Far("Service", { echo: (v) => v }));
