@@ -83,6 +83,9 @@ class Service:
         except Exception as e:
             return [type(e).__name__, getattr(e, "name", None), getattr(e, "message", str(e))]
 
+    def call_fn_only(self, fn: Any, arg: Any) -> None:
+        E.send_only(fn)(arg)
+
     def reject_with(self, value: Any) -> None:
         raise Rejected(value)
 
@@ -187,6 +190,7 @@ async def test_captp_js_talks_to_python_over_websocket() -> None:
     }
     assert steps["js-far-function"]["result"] == 42
     assert steps["js-not-a-function"]["result"] == ["RemoteError", "TypeError", "Greeter is not a function"]
+    assert steps["js-far-function-only"]["heard"] == "told without a method"
     # Break values that are not errors (§6.3), both ways: the value itself, references included.
     assert steps["py-rejects-string"] == {
         "step": "py-rejects-string",

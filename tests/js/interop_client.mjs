@@ -96,6 +96,12 @@ E.sendOnly(add)(1, 2); // deliver-only without a method: nothing comes back, not
 // 9. calls without a method, Python -> JS
 report("js-far-function", { result: await E(boot).call_fn(Far("Double", (x) => x * 2), 21) });
 report("js-not-a-function", { result: await E(boot).call_fn(greeter, 21) });
+const heard = makePromiseKit();
+E.sendOnly(boot).call_fn_only(
+  Far("Ear", (what) => heard.resolve(what)),
+  "told without a method",
+);
+report("js-far-function-only", { heard: await heard.promise });
 
 // 10. break values that are not errors, Python -> JS: a string, a record, a Python reference
 report("py-rejects-string", await outcome(E(boot).reject_with("not found")));
