@@ -7,15 +7,18 @@ property quickly; throughout, the owner's ``ocapd ping`` still answers.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import trio
 from daemon_harness import DaemonProcess
 
-from ocapd.captp import E, Limits, RemoteError
+from ocapd.captp import PROTOCOL_VERSION, E, Limits, RemoteError, open_stream_connection
 from ocapd.daemon.limits import DaemonLimits, load_limits, session_limits
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -90,6 +93,43 @@ def test_drain_limits_can_be_set_in_ocapd_limits() -> None:
 def test_bad_drain_limits_are_refused_with_their_name(override: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_limits({"OCAPD_LIMITS": json.dumps(override)})
+
+
+async def test_drain_limits_from_ocapd_limits_reach_the_driver_over_a_real_socket() -> None:
+    # More than captp's default drain (1 MiB) but less than the operator's: a
+    # driver given the operator's numbers drops it all and ends with a clean
+    # EOF; one left with the defaults would close mid-flood, and the peer
+    # would read a reset instead.
+    late_bytes = 8 * 1024 * 1024
+    limits = session_limits(load_limits({"OCAPD_LIMITS": json.dumps({"drain_bytes": 4 * late_bytes, "drain_timeout": 3600})}))
+    done = trio.Event()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with open_stream_connection(stream, None, limits=limits) as conn:
+            await conn.wait_closed()
+        done.set()
+
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+
+    def peer() -> bytes:
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            start = msgpack.packb(["start-session", PROTOCOL_VERSION])
+            client.sendall(struct.pack(">I", len(start)) + start + struct.pack(">I", 1) + b"\xc1")  # then a bad frame
+            received = b""
+            while chunk := client.recv(65536):  # our start-session, the abort, then EOF
+                received += chunk
+            client.sendall(b"\x00" * late_bytes)  # still sending after the abort
+            client.shutdown(socket.SHUT_WR)
+            return received + client.recv(1)  # b"" at a clean end; a reset raises
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, handle, [listener])
+        with trio.fail_after(60):
+            received = await trio.to_thread.run_sync(peer)
+            await done.wait()
+        nursery.cancel_scope.cancel()
+    assert b"abort" in received and b"malformed-frame" in received
 
 
 def test_a_bad_drain_limit_stops_the_daemon_with_a_clear_message(tmp_path: Path) -> None:
