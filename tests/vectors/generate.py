@@ -156,8 +156,8 @@ def _nested_lists(depth: int) -> Any:
     return v
 
 
-def _nested_tagged(depth: int) -> Any:
-    v: Any = None
+def _nested_tagged(depth: int, leaf: Any = None) -> Any:
+    v: Any = leaf
     for _ in range(depth):
         v = Tagged("t", v)
     return v
@@ -277,6 +277,9 @@ VALUES: list[tuple[str, Any]] = [
     ("symbol next to the str of the same name", [Symbol("op:deliver"), "op:deliver"]),
     ("symbol as a record value and a tagged payload", {"verb": Symbol("get"), "t": Tagged("sel", Symbol("x"))}),
     ("symbol of 1024 bytes (longest)", Symbol("s" * MAX_SYMBOL_BYTES)),
+    # leaves that are ext values are not counted in the nesting (§3.4), like strings
+    ("bigint inside tagged 128 levels deep", _nested_tagged(MAX_DEPTH, 2**64)),
+    ("symbol inside tagged 128 levels deep", _nested_tagged(MAX_DEPTH, Symbol("leaf"))),
 ]
 
 # Bytes a decoder accepts although an encoder never writes them. Decoding gives

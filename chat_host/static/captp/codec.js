@@ -431,7 +431,11 @@ function decoderAt(level) {
  * @param {DecodeContext} context
  */
 function decodeExt(data, type, context) {
-  if (context.level >= MAX_DEPTH) throw new CodecError(`value nested deeper than ${MAX_DEPTH} levels`);
+  // At the limit only leaves (bigints, selectors; descriptors, which revive
+  // counts) may still appear, as in Python: §3.4 does not count them.
+  if (context.level >= MAX_DEPTH && (type === EXT_TAGGED || type === EXT_ERROR)) {
+    throw new CodecError(`value nested deeper than ${MAX_DEPTH} levels`);
+  }
   switch (type) {
     case EXT_IMPORT_OBJECT:
     case EXT_IMPORT_PROMISE:
