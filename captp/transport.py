@@ -301,6 +301,10 @@ class ProfileStream:
                 pass
 
 
+#: Seconds a WebSocket's close handshake may take before the transport stops waiting for the peer's answer.
+WEBSOCKET_CLOSE_TIMEOUT = 2.0
+
+
 class WebSocketTransport:
     """One binary WebSocket message per frame (trio-websocket connection)."""
 
@@ -328,7 +332,11 @@ class WebSocketTransport:
         return message
 
     async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
+        # Shielded, so that a cancelled caller still closes; bounded, because
+        # trio-websocket waits for the peer's close frame with no deadline and
+        # a peer that never sends one would hold the closer forever.
+        with trio.move_on_after(WEBSOCKET_CLOSE_TIMEOUT) as scope:
+            scope.shield = True
             try:
                 await self.ws.aclose()
             except Exception:  # closing a broken socket is not an error worth raising
