@@ -215,18 +215,57 @@ class FramedStream:
         them together lets the driver answer them all in one write. A bad
         header ends the batch instead of raising, so the frames before it are
         still processed; the next call raises.
+
+        This is the driver's receive path, so it is one coroutine: the
+        parsing and the fd wait of ``receive_frame``/``_fill``/``_read``
+        inlined, which saves resuming three frames on every wake-up.
         """
-        frames = [await self.receive_frame()]
-        buf, pos, end = self._buf, self._pos, len(self._buf)
-        while end - pos >= 4:
-            (length,) = _HEADER.unpack_from(buf, pos)
-            if length > self.max_frame_size or end - pos - 4 < length:
-                break
-            pos += 4
-            frames.append(bytes(buf[pos : pos + length]))
-            pos += length
-        self._pos = pos
-        return frames
+        frames: list[bytes] = []
+        unpack_from, max_size = _HEADER.unpack_from, self.max_frame_size
+        get_fd = self._receive_fd
+        buf = self._buf
+        while True:
+            pos, end = self._pos, len(buf)
+            need = 4
+            while end - pos >= 4:
+                (length,) = unpack_from(buf, pos)
+                if length > max_size:
+                    if frames:
+                        break
+                    raise ProtocolError(R_FRAME_TOO_LARGE, f"{length} bytes announced")
+                if end - pos - 4 < length:
+                    need = 4 + length
+                    break
+                pos += 4
+                frames.append(bytes(buf[pos : pos + length]))
+                pos += length
+            if frames:
+                self._pos = pos
+                return frames
+            if pos == end:
+                buf.clear()
+                pos = 0
+            elif pos > _READ_SIZE:  # compact now and then, not on every frame
+                del buf[:pos]
+                pos = 0
+            self._pos = pos
+            size = max(_READ_SIZE, need - (len(buf) - pos))
+            if get_fd is None:
+                chunk = await self._read(size)
+            else:
+                fd = get_fd()
+                if fd < 0:
+                    raise TransportClosed("the stream is closed")
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                    chunk = os.read(fd, size)
+                except BlockingIOError:  # readable turned out to mean nothing yet
+                    continue
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                    raise TransportClosed(str(e) or "the stream is closed") from None
+                if not chunk:
+                    raise TransportClosed("end of stream")
+            buf += chunk
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
