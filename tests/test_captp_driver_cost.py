@@ -122,3 +122,27 @@ async def test_the_end_of_the_stream_and_closing_it_while_receiving_end_the_rece
     with pytest.raises(TransportClosed):
         await receiver.receive_frames()
     await sending.aclose()
+
+
+async def test_a_task_cancelled_while_awaiting_a_promise_is_not_woken_when_it_settles() -> None:
+    from ocapd.captp import make_promise_kit
+
+    promise, resolver = make_promise_kit()
+    outcomes: list[str] = []
+
+    async def wait_for_it() -> None:
+        try:
+            await promise
+        except trio.Cancelled:
+            outcomes.append("cancelled")
+            raise
+        outcomes.append("woken")  # pragma: no cover - the test fails if we get here
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_for_it)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    resolver.resolve("late")
+    await trio.testing.wait_all_tasks_blocked()
+    assert outcomes == ["cancelled"]
+    assert await promise == "late"  # and a new await of the settled promise does not park
