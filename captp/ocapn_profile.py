@@ -47,11 +47,14 @@ from .messages import (
     Descriptor,
     GcAnswers,
     GcExports,
+    Get,
+    Index,
     LimitExceeded,
     Listen,
     Message,
     ProtocolError,
     StartSession,
+    Untag,
     brief,
 )
 from .ocapn_keys import (
@@ -97,10 +100,13 @@ OP_START, OP_DELIVER, OP_DELIVER_ONLY, OP_LISTEN, OP_ABORT = (
 OP_GC_EXPORTS, OP_GC_EXPORT, OP_GC_ANSWERS, OP_GC_ANSWER = (
     _S("op:gc-exports"), _S("op:gc-export"), _S("op:gc-answers"), _S("op:gc-answer"),
 )
+#: Pipelining on copy data: a field, an element, a payload of what a promise settles to.
+OP_GET, OP_INDEX, OP_UNTAG = _S("op:get"), _S("op:index"), _S("op:untag")
 _ARITY = {
     OP_START: (StartSession, 4), OP_DELIVER: (Deliver, 4), OP_DELIVER_ONLY: (DeliverOnly, 2),
     OP_LISTEN: (Listen, 3), OP_ABORT: (Abort, 1), OP_GC_EXPORTS: (GcExports, 2), OP_GC_EXPORT: (GcExports, 2),
     OP_GC_ANSWERS: (GcAnswers, 1), OP_GC_ANSWER: (GcAnswers, 1),
+    OP_GET: (Get, 3), OP_INDEX: (Index, 3), OP_UNTAG: (Untag, 3),
 }
 
 _PLAIN = frozenset({str, bytes, bool, float, int, Symbol})
@@ -237,6 +243,11 @@ class OcapnProfile:
         elif isinstance(message, Abort):
             out.append(_OPEN_ABORT)
             writer.value(message.reason, 0)
+        elif isinstance(message, (Get, Index, Untag)):
+            out.append(_OPEN_SELECT[type(message)])
+            writer.desc(message.target)
+            writer.value(message[1], 0)
+            out.append(_int(message.answer_pos))
         elif isinstance(message, StartSession):
             out.append(_OPEN_START)
             writer.value(message.version, 0)
@@ -283,6 +294,11 @@ class OcapnProfile:
             return GcAnswers(fields[0])
         if cls is Abort:
             return Abort(fields[0])
+        if cls is Get or cls is Index or cls is Untag:
+            key = fields[1]
+            if cls is Untag and type(key) is Symbol:
+                key = key.name  # a tag written as Endo writes desc:tagged's
+            return cls(_read_desc(fields[0]), key, fields[2])
         return StartSession(fields[0], fields[1:])
 
     def decode_args(self, args: Any, revive: Revive) -> list[Any]:
@@ -356,6 +372,7 @@ _OPEN_DELIVER, _OPEN_DELIVER_ONLY, _OPEN_LISTEN, _OPEN_ABORT, _OPEN_START = (
     _label("op:deliver"), _label("op:deliver-only"), _label("op:listen"), _label("op:abort"), _label("op:start-session"),
 )
 _OPEN_GC_EXPORT, _OPEN_GC_ANSWER = _label("op:gc-export"), _label("op:gc-answer")
+_OPEN_SELECT = {Get: _label("op:get"), Index: _label("op:index"), Untag: _label("op:untag")}
 _OPEN_DESC = {kind: _label(label.name) for kind, label in DESC_LABEL.items()}
 _OPEN_TAGGED, _OPEN_ERROR = _label("desc:tagged"), _label("desc:error")
 _NULL = _label("null") + b">"
