@@ -36,10 +36,12 @@ from .connection import open_connection
 from .eventual import E
 from .messages import R_BAD_FIELD, R_MALFORMED, ProtocolError
 from .ocapn_keys import (
+    GIFT_ID_FORMS,
     HandoffError,
     SignatureError,
     check_handoff_give,
     check_handoff_receive,
+    is_gift_id,
     make_handoff_give,
     make_handoff_receive,
     open_envelope,
@@ -168,7 +170,7 @@ class _Peer:
         #: The next handoff count we use with the other side (receiver role).
         self.next_count = 0
         #: Gifts the other side deposited with us and nobody withdrew yet (exporter role).
-        self.gifts: set[tuple[bytes, Any]] = set()
+        self.gifts: set[tuple[bytes, bytes | int]] = set()
         #: Gifts the other side asked to withdraw before they were deposited (exporter role).
         self.waiting: set[tuple[bytes, Any]] = set()
         self.bootstrap = _Bootstrap(node, self)
@@ -461,8 +463,8 @@ class _Bootstrap:
         info = self._peer.profile.peer
         if info is None:
             raise RuntimeError("the session has not started")
-        if not (type(gift_id) is bytes or (type(gift_id) is int and gift_id >= 0)):
-            raise TypeError("a gift id is a bytestring or a non-negative integer")
+        if not is_gift_id(gift_id):
+            raise TypeError(GIFT_ID_FORMS)
         self._node._deposit((info.session_id, gift_id), gift, self._peer)
 
     def withdraw_gift(self, signed_receive: Any) -> Any:

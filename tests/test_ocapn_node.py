@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from ocapd.captp import E, Far, RemoteError, Symbol
 from ocapd.captp.messages import Deliver, DescKind, Descriptor
-from ocapd.captp.ocapn_keys import make_handoff_give, make_handoff_receive
+from ocapd.captp.ocapn_keys import MAX_GIFT_ID, make_handoff_give, make_handoff_receive
 from ocapd.captp.ocapn_locators import PeerLocator, SturdyRef
 from ocapd.captp.ocapn_netlayers import PeerConnection, TcpTestingOnlyNetlayer
 from ocapd.captp.ocapn_node import OcapnNode
@@ -328,3 +328,41 @@ async def test_a_handoff_give_for_another_receiver_breaks_only_that_argument(nur
             await gift
         assert await E(echo_at_receiver)("still here") == ["still here"]
         assert not any(p.location() is not None and p.location().same_peer(exporter.location) for p in receiver._peers)
+
+
+@pytest.mark.parametrize("gift_id", [7, 0, MAX_GIFT_ID, b"my-gift"])
+async def test_a_gift_deposited_under_an_integer_id_as_the_spec_says_or_bytes_as_the_suite_sends_is_withdrawn(
+    nursery: trio.Nursery, gift_id: bytes | int
+) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        echo_at_gifter, g2e, r2e = await _exporter_and_handoff(nursery, exporter, gifter, receiver)
+        g_profile, r_profile = _profile_of(gifter, g2e), _profile_of(receiver, r2e)
+        assert g_profile.peer is not None and r_profile.peer is not None
+        receiver_key = OcapnProfile(receiver.location).key
+        await E(g2e.bootstrap()).deposit_gift(gift_id, echo_at_gifter)
+        signed_give = make_handoff_give(
+            g_profile.key,
+            receiver_key=receiver_key.public_key(),
+            exporter_location=exporter.location,
+            session=g_profile.peer.session_id,
+            gifter_side=g_profile.peer.our_side,
+            gift_id=gift_id,
+        )
+        signed_receive = make_handoff_receive(
+            receiver_key, signed_give, receiving_session=r_profile.peer.session_id,
+            receiving_side=r_profile.peer.our_side, handoff_count=0,
+        )
+        echo = await E(r2e.bootstrap()).withdraw_gift(signed_receive)
+        assert await E(echo)("given") == ["given"]
+
+
+@pytest.mark.parametrize("gift_id", [-1, MAX_GIFT_ID + 1, 2**4000, b"", b"g" * 257, True, "my-gift", 1.5, Symbol("g"), None])
+async def test_a_deposit_under_a_gift_id_of_another_kind_breaks_and_the_session_goes_on(
+    nursery: trio.Nursery, gift_id: object
+) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter:
+        echo = await gifter.enliven(SturdyRef(exporter.location, ECHO))
+        with pytest.raises(RemoteError, match="gift id"):
+            await E(echo._session.bootstrap()).deposit_gift(gift_id, echo)
+        assert not exporter._gifts
+        assert await E(echo)("still here") == ["still here"]
