@@ -52,7 +52,7 @@ from .ocapn_netlayers import PeerConnection
 from .ocapn_profile import HANDOFF_GIVE, OcapnProfile
 from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
-from .session import RemoteRef, Session
+from .session import RemotePromise, RemoteRef, Session
 from .syrup import Record, SyrupError, SyrupSplitter
 from .transport import FramedStream, TransportClosed
 
@@ -372,8 +372,16 @@ class OcapnNode:
         return promise
 
     def _on_foreign(self, profile: OcapnProfile, obj: Any) -> Any:
-        """A reference imported from another of our sessions, passed on: hand it off (gifter role)."""
-        if type(obj) is not RemoteRef:
+        """A reference imported from another of our sessions, passed on: hand it off (gifter role).
+
+        A reference is an object or a promise (OCapN's Model), so a promise
+        the exporter exported to us is handed off too, deposited as the
+        ``desc:export`` it is there. The answer to a call of ours is not:
+        depositing it would put a ``desc:answer`` among deposit-gift's
+        arguments, which the spec defines only as a message's target. That
+        one is exported as our own promise and forwarded (docs/ocapn.md).
+        """
+        if type(obj) is not RemoteRef and not (type(obj) is RemotePromise and obj._kind == "import"):
             return None
         exporter = self._by_session.get(id(obj._session))
         receiver = self._by_profile.get(id(profile))

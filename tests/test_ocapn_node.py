@@ -20,7 +20,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocapd.captp import E, Far, RemoteError, Symbol
+from ocapd.captp import E, Far, RemoteError, Symbol, make_promise_kit
 from ocapd.captp.messages import Deliver, DescKind, Descriptor
 from ocapd.captp.ocapn_keys import MAX_GIFT_ID, make_handoff_give, make_handoff_receive
 from ocapd.captp.ocapn_locators import PeerLocator, SturdyRef
@@ -366,3 +366,57 @@ async def test_a_deposit_under_a_gift_id_of_another_kind_breaks_and_the_session_
             await E(echo._session.bootstrap()).deposit_gift(gift_id, echo)
         assert not exporter._gifts
         assert await E(echo)("still here") == ["still here"]
+
+
+# -- promises passed from one session to another -----------------------------------------------
+
+
+def _sessions_to(node: OcapnNode, other: OcapnNode) -> list[Session]:
+    return [p.session for p in node._peers
+            if p.session is not None and p.location() is not None and p.location().same_peer(other.location)]
+
+
+async def test_a_promise_the_exporter_exported_is_handed_off_and_settles_at_the_receiver_directly(nursery: trio.Nursery) -> None:
+    """A promise is a reference (OCapN's Model): passed on, it is handed off like an object."""
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        promise, resolver = make_promise_kit()
+        exporter.swiss[b"giver"] = Far("Giver", lambda: [promise])
+        (at_gifter,) = await E(await gifter.enliven(SturdyRef(exporter.location, b"giver")))()
+        gifter.swiss[b"introducer"] = Far("Introducer", lambda: [at_gifter])
+        (at_receiver,) = await E(await receiver.enliven(SturdyRef(gifter.location, b"introducer")))()
+        with trio.fail_after(10):
+            while not _sessions_to(receiver, exporter):
+                await trio.sleep(0.01)
+        # The gifter's part is over: its session with the exporter may end.
+        for session in _sessions_to(gifter, exporter):
+            session.abort()
+        resolver.resolve({"done": True})
+        with trio.fail_after(10):
+            assert await at_receiver == {"done": True}
+
+
+async def test_an_answer_passed_on_is_forwarded_through_the_gifter(nursery: trio.Nursery) -> None:
+    """The answer to the gifter's own call is not handed off: the gifter forwards how it settles."""
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        later, resolve_later = make_promise_kit()
+        exporter.swiss[b"later"] = Far("Later", lambda: later)
+        at_exporter = await gifter.enliven(SturdyRef(exporter.location, b"later"))
+        answers = [E(at_exporter)(), E(at_exporter)()]
+        gifter.swiss[b"introducer"] = Far("Introducer", lambda i: [answers[i]])
+        introducer = await receiver.enliven(SturdyRef(gifter.location, b"introducer"))
+        (first,) = await E(introducer)(0)
+        assert not _sessions_to(receiver, exporter)  # nothing was handed off
+        resolve_later.resolve("settled at the exporter")
+        with trio.fail_after(10):
+            assert await first == "settled at the exporter"
+        # A second answer, pending while the gifter's session with the exporter dies, breaks at the receiver.
+        pending, _ = make_promise_kit()
+        exporter.swiss[b"later"] = Far("Later", lambda: pending)
+        at_exporter_2 = await gifter.enliven(SturdyRef(exporter.location, b"later"))
+        answers[1] = E(at_exporter_2)()
+        (second,) = await E(introducer)(1)
+        for session in _sessions_to(gifter, exporter):
+            session.abort()
+        with trio.fail_after(10), pytest.raises(RemoteError, match="closed"):
+            await second
+        assert await E(introducer)(0) is not None  # the receiver's session with the gifter goes on
