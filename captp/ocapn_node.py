@@ -53,7 +53,7 @@ from .ocapn_profile import HANDOFF_GIVE, OcapnProfile
 from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
 from .session import RemotePromise, RemoteRef, Session
-from .syrup import Record, SyrupError, SyrupSplitter
+from .syrup import Record, SyrupError, SyrupReader
 from .transport import FramedStream, TransportClosed
 
 __all__ = ["OcapnNode", "SyrupStream", "R_CROSSED_HELLOS"]
@@ -97,7 +97,8 @@ class SyrupStream(FramedStream):
 
     def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int) -> None:
         super().__init__(stream, max_frame_size=max_frame_size)
-        self._splitter = SyrupSplitter(max_value_bytes=max_frame_size)
+        #: Cuts and decodes in one pass; the profile takes each ``SyrupFrame``'s value as it is.
+        self._splitter = SyrupReader(max_value_bytes=max_frame_size)
         #: Frames read but not yet taken by ``receive_frame``.
         self._ready: list[bytes] = []
 
@@ -113,7 +114,7 @@ class SyrupStream(FramedStream):
         while True:
             try:
                 frames = []
-                while (frame := splitter.next_value()) is not None:
+                while (frame := splitter.next_frame()) is not None:
                     frames.append(frame)
             except SyrupError as e:
                 raise ProtocolError(R_MALFORMED, str(e)) from None

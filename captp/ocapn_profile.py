@@ -14,7 +14,8 @@ It implements ``captp.profile.WireProfile``:
   leading symbol argument, gc ops are written in the singular and read in
   both numbers, ``false`` stands for no answer position.
 - **frames** are Syrup values back to back on the stream (no length prefix):
-  ``SyrupSplitter`` cuts them.
+  ``SyrupReader`` cuts and decodes them in one pass, and ``decode_message``
+  takes the value it decoded (a ``SyrupFrame``) instead of decoding again.
 - **values the profile adds** to the session's passables: ``Symbol``;
   ``PeerLocator`` and ``SturdyRef`` (as ``ocapn-peer``/``ocapn-sturdyref``
   records); a signed handoff (``desc:sig-envelope``) received in a call's
@@ -70,7 +71,7 @@ from .ocapn_keys import (
 from .ocapn_locators import LocatorError, PeerLocator, SturdyRef
 from .passable import RemoteError, Symbol, Tagged
 from .profile import Describe, Revive
-from .syrup import MAX_DEPTH, MAX_INTEGER_DIGITS, Record, SyrupError, SyrupSplitter, decode, encode
+from .syrup import MAX_DEPTH, MAX_INTEGER_DIGITS, Record, SyrupError, SyrupFrame, SyrupReader, decode, encode
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -150,15 +151,17 @@ def symbol_method(symbol: Symbol) -> str:
 
 
 class _Splitter:
+    """Cuts a stream into frames, decoding each as it goes (``SyrupReader``): ``decode_message`` reuses the value."""
+
     def __init__(self, max_frame_size: int) -> None:
-        self._splitter = SyrupSplitter(max_value_bytes=max_frame_size)
+        self._splitter = SyrupReader(max_value_bytes=max_frame_size)
         self._max = max_frame_size
 
     def feed(self, data: bytes) -> list[bytes]:
         try:
             self._splitter.feed(data)
-            frames = []
-            while (frame := self._splitter.next_value()) is not None:
+            frames: list[bytes] = []
+            while (frame := self._splitter.next_frame()) is not None:
                 frames.append(frame)
             return frames
         except SyrupError as e:
@@ -263,10 +266,13 @@ class OcapnProfile:
 
     # -- decoding ------------------------------------------------------------------------
     def decode_message(self, frame: bytes, limits: Limits) -> Message:
-        try:
-            record = decode(frame)
-        except SyrupError as e:
-            raise ProtocolError(R_MALFORMED, str(e)) from None
+        if type(frame) is SyrupFrame:  # cut from a stream by a SyrupReader, which decoded it already
+            record = frame.value
+        else:
+            try:
+                record = decode(frame)
+            except SyrupError as e:
+                raise ProtocolError(R_MALFORMED, str(e)) from None
         if type(record) is not Record:
             raise ProtocolError(R_MALFORMED, "a message must be a record")
         if len(frame) > limits.max_elements or len(frame) >= _MIN_DESCRIPTOR_BYTES * limits.max_descriptors:
