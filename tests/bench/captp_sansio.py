@@ -12,9 +12,11 @@ profiles run in alternating blocks in the same process, so load from
 elsewhere falls on both; ``ocapn_over_msgpack`` is the ratio of the
 medians of the per-block means.
 
-It also splits the OCapN side into its reading steps, on the frames of one
-call: finding where each frame ends (``split_us``), parsing it
-(``decode_us``) and reviving its arguments (``revive_us``).
+It also times the OCapN side's reading, on the bytes of one call's frames:
+``read_us`` is what the profile does (``SyrupReader``: cut and parse in one
+pass), against the two passes it replaced — finding where each frame ends
+(``split_us``, ``SyrupSplitter``) and then parsing it (``decode_us``); and
+``revive_us``, turning parsed arguments into passable values.
 
 Only the JSON goes to stdout. The test suite runs ``--smoke`` to keep it
 working, never to assert timings.
@@ -36,7 +38,7 @@ from ocapd.captp.msgpack_profile import MSGPACK
 from ocapd.captp.ocapn_locators import PeerLocator
 from ocapd.captp.ocapn_profile import OcapnProfile
 from ocapd.captp.profile import WireProfile
-from ocapd.captp.syrup import SyrupSplitter, decode
+from ocapd.captp.syrup import SyrupReader, SyrupSplitter, decode
 from ocapd.captp.turns import run_turns
 
 SMALL_ARGS = {"op": "ping", "seq": 12345, "tags": ["a", "b"]}
@@ -132,6 +134,12 @@ def reading_steps(calls: int) -> dict[str, float]:
         while splitter.next_value() is not None:
             pass
 
+    def read() -> None:
+        reader = SyrupReader()
+        reader.feed(stream)
+        while reader.next_frame() is not None:
+            pass
+
     def parse() -> None:
         for frame in frames:
             decode(frame)
@@ -145,6 +153,7 @@ def reading_steps(calls: int) -> dict[str, float]:
     return {
         "frames_per_call": len(frames),
         "bytes_per_call": len(stream),
+        "read_us": round(timed(read), 2),
         "split_us": round(timed(split), 2),
         "decode_us": round(timed(parse), 2),
         "revive_us": round(timed(revive), 2),
