@@ -178,6 +178,8 @@ async def _read_until_closed(stream: trio.SocketStream) -> bytes:
         b"<10'op:deliver<11'desc:export9+>[]f<18'desc:import-object0+>>",  # an export never given
         b"<10'op:deliver<11'desc:export0+>[#1+$]f<18'desc:import-object0+>>",  # a set is not passable
         b"<12'op:gc-export[0+][5+]>",  # gc of more than was sent
+        b"<6'op:get<11'desc:export0+>3+1+>",  # a field name that is not a string
+        b"<8'op:index<11'desc:export0+>0+>",  # no answer position
     ],
 )
 async def test_bad_input_aborts_that_session_only(nursery: trio.Nursery, garbage: bytes) -> None:
@@ -201,6 +203,7 @@ async def test_calls_before_start_session_are_refused(nursery: trio.Nursery) -> 
 # -- the sans-IO session with the OCapN profile: any frame, a message or a clean abort ------------
 
 _LABELS = [Symbol(n) for n in ("op:deliver", "op:deliver-only", "op:listen", "op:gc-export", "op:gc-answer", "op:abort",
+                               "op:get", "op:index", "op:untag",
                                "op:start-session", "desc:export", "desc:answer", "desc:import-object",
                                "desc:import-promise", "desc:tagged", "desc:error", "desc:sig-envelope", "null")]
 _atoms = st.one_of(st.booleans(), st.integers(-2, 2**53), st.text(max_size=4), st.binary(max_size=4), st.sampled_from(_LABELS + [Symbol("fetch")]))
