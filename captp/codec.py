@@ -12,6 +12,8 @@ code   meaning                payload
 2      tagged                 msgpack array ``[tag: str, payload]``
 3      error                  msgpack array ``[name: str, message: str]`` or
                               ``[name, message, traceback: str]``
+6      symbol                 the name's UTF-8 bytes (``Symbol``), at most
+                              MAX_SYMBOL_BYTES
 10     desc:import-object     position, unsigned big-endian, minimal length
 11     desc:import-promise    position
 12     desc:export            position
@@ -35,7 +37,8 @@ import msgpack
 
 from .messages import DescKind
 from .messages import Descriptor as Desc
-from .passable import RemoteError, Tagged
+from .passable import RemoteError, Symbol, Tagged, is_remotable
+from .promise import Promise
 
 __all__ = [
     "Desc",
@@ -48,6 +51,7 @@ __all__ = [
     "EXT_BIGINT",
     "EXT_TAGGED",
     "EXT_ERROR",
+    "EXT_SYMBOL",
     "EXT_IMPORT_OBJECT",
     "EXT_IMPORT_PROMISE",
     "EXT_EXPORT",
@@ -55,6 +59,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_POSITION",
     "MAX_BIGINT_BYTES",
+    "MAX_SYMBOL_BYTES",
     "MAX_ELEMENTS",
     "MAX_DESCRIPTORS",
     "BudgetExceeded",
@@ -64,6 +69,8 @@ __all__ = [
 EXT_BIGINT = 1
 EXT_TAGGED = 2
 EXT_ERROR = 3
+#: Not 4 or 5: earlier vectors use those as examples of unassigned codes.
+EXT_SYMBOL = 6
 EXT_IMPORT_OBJECT = 10
 EXT_IMPORT_PROMISE = 11
 EXT_EXPORT = 12
@@ -85,6 +92,12 @@ MAX_POSITION = 2**53 - 1
 #: Largest bigint payload (4 KiB = 32768 bits). Bounds the cost of decoding
 #: and printing one number; cryptographic sizes fit comfortably.
 MAX_BIGINT_BYTES = 4096
+
+#: Longest symbol name, in UTF-8 bytes. Symbols name methods, operations and
+#: record labels (OCapN's longest is ``op:deliver-only``, 15 bytes; a method
+#: name is at most 128 characters): 1 KiB leaves room for any honest name and
+#: keeps a symbol the small value it is meant to be.
+MAX_SYMBOL_BYTES = 1024
 
 #: Values (containers, scalars, map keys) one frame may hold, counted while
 #: decoding. The worst case per element is a frame of empty arrays: measured
@@ -147,7 +160,16 @@ def _position_bytes(pos: int) -> bytes:
 
 
 def _no_refs(obj: Any) -> Desc:
-    raise TypeError(f"cannot encode {type(obj).__name__}: no session to pass references through")
+    if is_remotable(obj) or isinstance(obj, Promise):
+        raise TypeError(f"cannot encode {type(obj).__name__}: no session to pass references through")
+    raise TypeError(f"cannot encode {type(obj).__name__}: not passable")
+
+
+def _symbol_ext(symbol: Symbol) -> msgpack.ExtType:
+    data = symbol.name.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a TypeError in encode()
+    if len(data) > MAX_SYMBOL_BYTES:
+        raise TypeError(f"symbol name too long to pass ({len(data)} bytes > {MAX_SYMBOL_BYTES})")
+    return msgpack.ExtType(EXT_SYMBOL, data)
 
 
 #: Types whose every value goes on the wire unchanged (``int`` needs a range check).
@@ -165,6 +187,8 @@ def _to_wire(value: Any, on_ref: OnRef, depth: int) -> Any:
         if len(data) > MAX_BIGINT_BYTES:
             raise TypeError(f"int too large to pass ({len(data)} bytes > {MAX_BIGINT_BYTES})")
         return msgpack.ExtType(EXT_BIGINT, data)
+    if t is Symbol:  # a leaf, like a string: not counted in the nesting
+        return _symbol_ext(value)
     if depth >= MAX_DEPTH:
         raise TypeError(f"value nested deeper than {MAX_DEPTH} levels")
     # Containers test their elements against _AS_IS inline: most values are
@@ -280,6 +304,13 @@ def _make_ext_hook(depth: int) -> Callable[[int, bytes], Any]:
             if _INT_MIN <= n <= _INT_MAX or len(data) != len(_bigint_bytes(n)):
                 raise CodecError("bigint is not in canonical form")
             return n
+        if code == EXT_SYMBOL:
+            if len(data) > MAX_SYMBOL_BYTES:
+                raise CodecError("symbol name too long")
+            try:
+                return Symbol(data.decode("utf-8"))  # strict: no surrogates, no overlong forms
+            except UnicodeDecodeError:
+                raise CodecError("symbol name is not valid UTF-8") from None
         if (code == EXT_TAGGED or code == EXT_ERROR) and depth >= MAX_DEPTH:
             # At the limit only leaves (bigints, descriptors) may still appear.
             raise CodecError(f"value nested deeper than {MAX_DEPTH} levels")
@@ -409,7 +440,8 @@ class _Budget:
         return value
 
 
-_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+#: Leaves ``revive`` returns as they are (a ``Symbol`` is made by the ext hook).
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None), Symbol})
 
 
 def revive(value: Any, on_desc: OnDesc | None = None, depth: int = 0) -> Any:

@@ -15,8 +15,8 @@ remote.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Coroutine
+from types import CoroutineType
 from typing import Any
 
 from .passable import RemoteError, interface_of, is_far_function, is_method_name
@@ -60,7 +60,7 @@ def _invoke(
     except Exception as e:
         p._reject(e)
         return
-    if inspect.iscoroutine(result):
+    if isinstance(result, CoroutineType):  # what inspect.iscoroutine tests, without importing inspect
 
         async def run() -> None:
             try:

@@ -52,7 +52,7 @@ from .ocapn_netlayers import PeerConnection
 from .ocapn_profile import HANDOFF_GIVE, OcapnProfile
 from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
-from .session import RemotePromise, RemoteRef, Session
+from .session import Budget, RemotePromise, RemoteRef, Session
 from .syrup import Record, SyrupError, SyrupReader
 from .transport import FramedStream, TransportClosed
 
@@ -86,6 +86,8 @@ _READ_SIZE = 65536
 #: Dials a location: a stream, or a netlayer's ``PeerConnection`` (which may
 #: say which designator it authenticated at the other end).
 Connect = Callable[[PeerLocator], Awaitable["trio.abc.Stream | PeerConnection"]]
+#: Finds what a swiss number names when ``OcapnNode.swiss`` has nothing for it.
+Fetch = Callable[[bytes], Any]
 
 
 class SyrupStream(FramedStream):
@@ -186,10 +188,23 @@ class _Peer:
 class OcapnNode:
     """The sessions, swiss numbers and gifts of one OCapN location. See the module docstring."""
 
-    def __init__(self, location: PeerLocator, connect: Connect | None = None, *, name: str = "ocapn") -> None:
+    def __init__(
+        self,
+        location: PeerLocator,
+        connect: Connect | None = None,
+        *,
+        name: str = "ocapn",
+        fetch: Fetch | None = None,
+        budget: Budget | None = None,
+    ) -> None:
         self.location = location
+        #: The budget every session's tables are charged to (None: only per-session limits).
+        self.budget = budget
         self.name = name
         self._connect = connect
+        #: Asked by the bootstrap's ``fetch`` for swiss numbers ``swiss`` does not hold
+        #: (a value, or a promise for it; raising breaks the fetch).
+        self.fetch = fetch
         #: Objects offered to any peer that knows their swiss number (``fetch``).
         self.swiss: dict[bytes, Any] = {}
         self._peers: list[_Peer] = []
@@ -235,7 +250,9 @@ class OcapnNode:
     async def _serve(self, stream: trio.abc.Stream, peer: _Peer) -> None:
         try:
             transport = SyrupStream(stream, max_frame_size=MAX_FRAME_SIZE)
-            async with open_connection(transport, peer.bootstrap, name=self.name, profile=peer.profile) as conn:
+            async with open_connection(
+                transport, peer.bootstrap, name=self.name, profile=peer.profile, budget=self.budget
+            ) as conn:
                 peer.session = conn.session
                 self._by_session[id(conn.session)] = peer
                 await conn.wait_closed()
@@ -302,6 +319,29 @@ class OcapnNode:
 
         self._spawn(fetch)
         return promise
+
+    async def wait_ended(self, session: Session) -> None:
+        """Return once ``session`` (one of this node's) has ended."""
+        peer = self._by_session.get(id(session))
+        if peer is not None:
+            await peer.ended.wait()
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """The node's sessions, for inspection: who, over what, in which state, and the session's counts."""
+        report = []
+        for peer in list(self._peers):
+            there = peer.location()
+            state = "ended" if peer.ended.is_set() else "started" if peer.started.is_set() else "starting"
+            stats = peer.session.stats() if peer.session is not None else {}
+            report.append({
+                "designator": there.designator if there is not None else None,
+                "netlayer": there.transport if there is not None else None,
+                "direction": "outbound" if peer.outbound is not None else "inbound",
+                "authenticated": peer.verified_designator is not None,
+                "state": state,
+                **stats,
+            })
+        return report
 
     # -- hooks the profile calls ------------------------------------------------------------
     def _on_started(self, profile: OcapnProfile) -> None:
@@ -465,6 +505,8 @@ class _Bootstrap:
             raise TypeError("fetch takes a swiss number (a bytestring)")
         obj = self._node.swiss.get(swiss)
         if obj is None:
+            if self._node.fetch is not None:
+                return self._node.fetch(swiss)
             raise KeyError("no object has that swiss number")
         return obj
 

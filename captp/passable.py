@@ -145,8 +145,8 @@ class Symbol:
 
     ``Symbol("op:deliver")`` is equal only to a Symbol of the same name (never
     to the str), hashable and immutable. The ``ocapn`` wire profile carries it
-    as a Syrup symbol; the msgpack profile does not carry it (encoding one there
-    fails with the codec's ``TypeError``).
+    as a Syrup symbol, the msgpack profile as ext 6 (its UTF-8 name, at most
+    ``codec.MAX_SYMBOL_BYTES``), captp.js as a ``Selector``.
     """
 
     name: str

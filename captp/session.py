@@ -390,6 +390,11 @@ class Session:
         #: Called instead of ``on_wakeup`` when a finalizer queued gc frames:
         #: at any moment, on any thread, so it must only arrange for a send later.
         self.on_gc_wakeup: Callable[[], None] | None = None
+        #: Called once, synchronously, the moment the session ends (before any
+        #: promise it breaks can react): whoever holds values that lived on
+        #: the peer stops handing them out at once, not when the driver has
+        #: finished closing the transport.
+        self.on_terminate: Callable[[SessionAborted], None] | None = None
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         self._budget: Budget | None = None
@@ -1012,6 +1017,11 @@ class Session:
 
     def _terminate(self, reason: SessionAborted) -> None:
         self._aborted = reason
+        if self.on_terminate is not None:
+            try:
+                self.on_terminate(reason)
+            except Exception:
+                log.exception("on_terminate of a CapTP session failed")
         exports, self._exports = self._exports, {}
         self._export_pos_of = {}
         answers, self._answers = self._answers, {}

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import formulas as F
-from . import makers, weblets, work
+from . import makers, peer_mail, peers, weblets, work
 from .kernel import FormulaT, Maker
 
 __all__ = ["MAKERS"]
@@ -50,4 +50,12 @@ MAKERS: Mapping[type[F.FormulaModel], Maker[Any]] = dict([
     _row(F.MakeBundleFormula,      work.make_bundle),             # a stored bundle's make(powers, context)
     # web apps
     _row(F.WebletFormula,          weblets.make_weblet),          # guest + bundle + backend, served by the gateway
+    # OCapN peers
+    _row(F.PeerFormula,            peers.make_peer),              # a session to a peer, dialed on use
+    _row(F.SturdyRefFormula,       peers.make_sturdyref),         # an object at a peer (locator + swiss number)
+    _row(F.ShareFormula,           peers.make_share),             # a value offered to peers by swiss number
+    _row(F.InvitationFormula,      peer_mail.make_invitation),    # an offer to an agent on another daemon
+    _row(F.RemoteAgentFormula,     peers.make_sturdyref),         # an agent on another daemon (its peer inbox there)
+    _row(F.PeerInboxFormula,       peer_mail.make_peer_inbox),    # where one remote agent's mail comes in
+    _row(F.RemoteResolverFormula,  peer_mail.make_remote_resolver),  # how a remote agent answers our request
 ])  # fmt: skip

@@ -14,7 +14,7 @@ JSON as base64 text.
 Adding a capability type = one model here (and in ``Formula``) + one row in
 ``catalogue.MAKERS``, the table that maps each model to the maker that
 incarnates it. Every type has a maker: a type is added when an issue needs it
-(the OCapN ``peer`` and ``invitation`` types come with that work), never ahead.
+never ahead.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from .names import validate_name_or_special
+from .names import validate_name_or_special, validate_pet_name
 
 __all__ = [
     "FORMULA_ADAPTER", "FORMULA_TYPES", "ContentHash", "Formula", "FormulaId",
@@ -45,7 +45,8 @@ __all__ = [
     "MailboxStoreFormula", "WorkerFormula", "EvalFormula", "MakeUnconfinedFormula",
     "MakeBundleFormula", "MarshalFormula", "ReadableBlobFormula", "TextStoreFormula", "LookupFormula",
     "LeastAuthorityFormula", "EndoFormula", "PromiseFormula", "ResolverFormula",
-    "WebletFormula", "FormulaModel", "WorkerLevel",
+    "WebletFormula", "PeerFormula", "SturdyRefFormula", "ShareFormula",
+    "InvitationFormula", "RemoteAgentFormula", "PeerInboxFormula", "RemoteResolverFormula", "FormulaModel", "WorkerLevel",
 ]  # fmt: skip
 
 # 256 random bits as lower-case hex: unguessable, and one spelling per id.
@@ -53,6 +54,7 @@ FormulaId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 # The sha256 of a blob's content, lower-case hex.
 ContentHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 PathPart = Annotated[str, AfterValidator(validate_name_or_special)]
+PetName = Annotated[str, AfterValidator(validate_pet_name)]
 # A worker's OS confinement, chosen by the power level its code was given.
 WorkerLevel = Literal["NONE", "ENDO", "HOST", "CUSTOM"]
 
@@ -173,12 +175,48 @@ class WebletFormula(FormulaModel):
     DEPENDS_ON = ("guest", "bundle", "backend")
 
 
+class PeerFormula(FormulaModel):
+    type: Literal["peer"] = "peer"
+    locator: Annotated[str, StringConstraints(max_length=4096)]  # an OCapN peer URI: ocapn://<designator>.<netlayer>?<hints>
+
+class SturdyRefFormula(FormulaModel):
+    type: Literal["sturdyref"] = "sturdyref"  # an object at a peer: what its fetch(swiss) answers
+    peer: FormulaId; swiss: Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,256}$")]
+    DEPENDS_ON = ("peer",)
+
+class ShareFormula(FormulaModel):
+    type: Literal["share"] = "share"  # a value this daemon offers to peers that know the swiss number
+    value: FormulaId; swiss: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$")]
+    host: FormulaId  # who shared it: the one host that lists and revokes it
+    DEPENDS_ON = ("value", "host")
+
+class InvitationFormula(FormulaModel):
+    type: Literal["invitation"] = "invitation"  # a host's offer to an agent on another daemon; used once
+    host: FormulaId; guest_name: PetName  # who invites, and the name the accepting agent's handle will get
+    DEPENDS_ON = ("host",)
+
+class RemoteAgentFormula(FormulaModel):
+    type: Literal["remote-agent"] = "remote-agent"  # an agent on another daemon: mail to it goes to its peer inbox
+    peer: FormulaId; swiss: Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,256}$")]
+    DEPENDS_ON = ("peer",)
+
+class PeerInboxFormula(FormulaModel):
+    type: Literal["peer-inbox"] = "peer-inbox"  # where one remote agent delivers mail to ``agent``
+    agent: FormulaId; sender: FormulaId  # sender: the remote-agent formula every message here is from
+    DEPENDS_ON = ("agent", "sender")
+
+class RemoteResolverFormula(FormulaModel):
+    type: Literal["remote-resolver"] = "remote-resolver"  # how an agent on another daemon answers our request
+    store: FormulaId; peer: FormulaId  # the request's store; the peer whose sturdyrefs it accepts as the answer
+    DEPENDS_ON = ("store", "peer")
+
 
 Formula = Annotated[
     HostFormula | GuestFormula | HandleFormula | PetStoreFormula | DirectoryFormula |
     MailboxStoreFormula | WorkerFormula | EvalFormula | MakeUnconfinedFormula | MakeBundleFormula |
     MarshalFormula | ReadableBlobFormula | TextStoreFormula | LookupFormula | LeastAuthorityFormula |
-    EndoFormula | PromiseFormula | ResolverFormula | WebletFormula,
+    EndoFormula | PromiseFormula | ResolverFormula | WebletFormula | PeerFormula | SturdyRefFormula |
+    ShareFormula | InvitationFormula | RemoteAgentFormula | PeerInboxFormula | RemoteResolverFormula,
     Field(discriminator="type"),
 ]  # fmt: skip
 # ---- end of the catalogue --------------------------------------------------------------------

@@ -119,6 +119,12 @@ class Agent(NameHub):
         for edge in edge_names:
             validate_pet_name(edge)
         ids = [await self._require_id(p) for p in pet_names]
+        to_id = await self._require_id(to)
+        if isinstance(self._kernel.formula(to_id), F.RemoteAgentFormula):  # an agent on another daemon
+            from .peer_mail import send_remote
+
+            await send_remote(self._kernel, self._id, to_id, list(strings), list(edge_names), ids)
+            return
         to_handle, agent = await self._recipient(to)
         await agent._mailbox.deliver(
             {
@@ -141,36 +147,13 @@ class Agent(NameHub):
             existing = self._store.get(response_name)
             if existing is not None:
                 return await self._kernel.provide(existing)
-        to_handle, agent = await self._recipient(to)
-        pending = agent._mailbox.find_request(self._handle_id, response_name) if response_name else None
-        if pending is not None:
-            promise_id = pending["promise"]
+        to_id = await self._require_id(to)
+        if isinstance(self._kernel.formula(to_id), F.RemoteAgentFormula):  # an agent on another daemon
+            from .peer_mail import request_remote
+
+            promise_id = await request_remote(self._kernel, self._id, to_id, description)
         else:
-            # Refuse before making formulas for a request the mailbox would not take.
-            placeholder = "0" * len(self._handle_id)
-            agent._mailbox.check_quota({
-                "type": "request", "from": self._handle_id, "to": to_handle, "date": now_iso(),
-                "description": description, "promise": placeholder, "resolver": placeholder,
-                "response_name": response_name, "settled": None,
-            })  # fmt: skip
-            txn = self._kernel.txn()
-            store = txn.formula(F.PetStoreFormula())
-            promise_id = txn.formula(F.PromiseFormula(store=store))
-            resolver_id = txn.formula(F.ResolverFormula(store=store))
-            await self._kernel.commit(txn)
-            await agent._mailbox.deliver(
-                {
-                    "type": "request",
-                    "from": self._handle_id,
-                    "to": to_handle,
-                    "date": now_iso(),
-                    "description": description,
-                    "promise": promise_id,
-                    "resolver": resolver_id,
-                    "response_name": response_name,
-                    "settled": None,
-                }
-            )
+            promise_id = await self._request_here(to, description, response_name)
         value = await self._kernel.provide(promise_id)
         if response_name is not None:
             fid = self._kernel.identify_value(value) or await _resolution_id(self._kernel, promise_id)
@@ -178,12 +161,51 @@ class Agent(NameHub):
                 await self._store.write(response_name, fid)
         return value
 
+    async def _request_here(self, to: str | list[str], description: str, response_name: str | None) -> str:
+        """Deliver a request to an agent of this daemon (or find the same one pending); its promise's id."""
+        to_handle, agent = await self._recipient(to)
+        pending = agent._mailbox.find_request(self._handle_id, response_name) if response_name else None
+        if pending is not None:
+            return str(pending["promise"])
+        # Refuse before making formulas for a request the mailbox would not take.
+        placeholder = "0" * len(self._handle_id)
+        agent._mailbox.check_quota({
+            "type": "request", "from": self._handle_id, "to": to_handle, "date": now_iso(),
+            "description": description, "promise": placeholder, "resolver": placeholder,
+            "response_name": response_name, "settled": None,
+        })  # fmt: skip
+        txn = self._kernel.txn()
+        store = txn.formula(F.PetStoreFormula())
+        promise_id = txn.formula(F.PromiseFormula(store=store))
+        resolver_id = txn.formula(F.ResolverFormula(store=store))
+        await self._kernel.commit(txn)
+        await agent._mailbox.deliver(
+            {
+                "type": "request",
+                "from": self._handle_id,
+                "to": to_handle,
+                "date": now_iso(),
+                "description": description,
+                "promise": promise_id,
+                "resolver": resolver_id,
+                "response_name": response_name,
+                "settled": None,
+            }
+        )
+        return promise_id
+
     async def _settle_request(self, number: int, resolution: str | None, reason: str | None) -> None:
         m = self._mailbox.get(number)
         if m["type"] != "request":
             raise TypeError(f"message {number} is not a request")
         if m.get("settled") is not None:
             raise ValueError(f"request {number} is already {m['settled']}")
+        if isinstance(self._kernel.formula(m["resolver"]), F.SturdyRefFormula):  # a request from another daemon
+            from .peer_mail import answer_remote
+
+            await answer_remote(self._kernel, self._id, m["resolver"], resolution, reason)
+            await self._mailbox.update(number, settled="fulfilled" if resolution is not None else "rejected")
+            return
         store: PetStore = await self._kernel.provide(self._kernel.formula(m["resolver"]).store)  # type: ignore[union-attr]
         txn = self._kernel.txn()
         if resolution is not None:

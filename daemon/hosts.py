@@ -10,6 +10,7 @@ stages its formulas and names in one ``Txn`` and commits them together.
 from __future__ import annotations
 
 import math
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -491,6 +492,116 @@ class Host(Agent):
             bundle = await blob.bytes()
         parsed = await trio.to_thread.run_sync(read_bundle, bundle)  # BundleError: one clear line
         return parsed.manifest.model_dump(mode="json")
+
+    # -- peers (OCapN, docs/ocapn.md) ------------------------------------------------------
+    async def share(self, path: str | list[str]) -> str:
+        """A new sturdyref for the value ``path`` names: its ``ocapn://…/s/…`` URI.
+
+        Any peer that knows the URI can fetch the value, until the share is
+        revoked (``revoke_share``). The daemon must be listening for peers.
+        """
+        from .peers import network_of, new_swiss
+
+        fid = await self._require_id(path)
+        network = await network_of(self._kernel)
+        swiss = new_swiss()
+        uri = network.sturdyref_uri(swiss)  # refused before anything is written if we do not listen
+        txn = self._kernel.txn()
+        share_id = txn.formula(F.ShareFormula(value=fid, swiss=swiss, host=self._id))
+        txn.then(lambda: network.shared(swiss, share_id))
+        await self._kernel.commit(txn)
+        return uri
+
+    def _my_shares(self) -> list[tuple[str, F.ShareFormula]]:
+        return [
+            (fid, f) for fid, f in list(self._kernel.formulas.items()) if isinstance(f, F.ShareFormula) and f.host == self._id
+        ]
+
+    async def list_shares(self) -> list[dict[str, Any]]:
+        """This host's shares: id, URI (None while the daemon does not listen), and the value's names."""
+        from .peers import PeerError, network_of
+
+        network = await network_of(self._kernel)
+        shares = []
+        for fid, formula in self._my_shares():
+            try:
+                uri: str | None = network.sturdyref_uri(formula.swiss)
+            except PeerError:
+                uri = None
+            shares.append({"id": fid, "uri": uri, "value": formula.value, "names": self._store.reverse(formula.value)})
+        return shares
+
+    async def revoke_share(self, what: str) -> int:
+        """Revoke a sturdyref (its URI), or every share of the value a name names; how many were revoked.
+
+        Peers can no longer fetch the value with it, and references to an
+        object they already fetched fail from their next call (docs/ocapn.md).
+        """
+        from .peers import PeerError, network_of, stage_unshare, sturdyref_parts
+
+        if not isinstance(what, str):
+            raise TypeError("revoke_share takes a sturdyref URI or a name")
+        if what.startswith("ocapn:"):
+            swiss = sturdyref_parts(what)[1]
+            doomed = [fid for fid, f in self._my_shares() if secrets.compare_digest(f.swiss, swiss)]
+        else:
+            value = await self._require_id(what)
+            doomed = [fid for fid, f in self._my_shares() if f.value == value]
+        if not doomed:
+            raise PeerError(f"no share of yours matches {what[:80]!r}")
+        network = await network_of(self._kernel)
+        txn = self._kernel.txn()
+        stage_unshare(self._kernel, network, txn, doomed)
+        await self._kernel.commit(txn)
+        return len(doomed)
+
+    async def invite(self, guest_name: str) -> str:
+        """An invitation for an agent on another daemon: its URI, for that agent's ``accept``.
+
+        Once accepted (once), ``guest_name`` here names that agent: ``send``
+        to it reaches its inbox, and its mail here shows as from ``guest_name``.
+        """
+        from .peer_mail import invite
+
+        validate_pet_name(guest_name)
+        if self._store.has(guest_name):
+            raise NameTaken(f"{guest_name!r} already names something")
+        return await invite(self._kernel, self._id, guest_name)
+
+    async def accept(self, uri: str, name: str) -> None:
+        """Accept an invitation from an agent on another daemon and name that agent ``name``."""
+        from .peer_mail import accept
+        from .peers import PeerError
+
+        validate_pet_name(name)
+        if self._store.has(name):
+            raise NameTaken(f"{name!r} already names something")
+        if not isinstance(uri, str):
+            raise PeerError("accept takes an invitation's ocapn://…/s/… URI")
+        await accept(self._kernel, self._id, uri, lambda txn, fid: self._store.stage_write(txn, name, fid))
+
+    async def enliven(self, uri: str, name: str | list[str], options: Any = None) -> Any:
+        """Name the object a sturdyref URI designates (a recipe: the peer's locator and the swiss number).
+
+        The peer is dialed and the object fetched first: if that fails (the
+        peer is unreachable, is not the key the URI names, or refuses the
+        swiss number), nothing is named. Later uses dial again as needed.
+        """
+        from .peers import PeerError, sturdyref_parts
+
+        replace = _options(options, ("replace",)).get("replace", False)
+        if not isinstance(uri, str):
+            raise PeerError("enliven takes an ocapn://…/s/… URI")
+        locator, swiss = sturdyref_parts(uri)
+        await self._check_result_name(name, replace)
+        txn = self._kernel.txn()
+        peer_id = next(
+            (fid for fid, f in list(self._kernel.formulas.items()) if isinstance(f, F.PeerFormula) and f.locator == locator),
+            None,
+        ) or txn.formula(F.PeerFormula(locator=locator))
+        fid = txn.formula(F.SturdyRefFormula(peer=peer_id, swiss=swiss))
+        await self._stage_result_name(txn, name, fid, replace)
+        return await self._kernel.provide_then_commit(txn, fid, "the enliven failed")
 
     async def cancel(self, path: str | list[str], reason: str = "cancelled") -> list[str]:
         """Cancel a value and everything that depends on it; the next use reincarnates.

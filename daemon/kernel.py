@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .db import Database
     from .limits import DaemonLimits
     from .paths import Paths
+    from .peers import Network
     from .registry import WebletRegistry
     from .work import RunningWorker
 
@@ -114,6 +115,8 @@ class Services:
     budget: Budget | None = None
     #: The open-files limit the daemon raised itself to at start (``run_daemon``).
     fd_limit: int | None = None
+    #: The daemon's OCapN node, identity and listener (``peers.network_of``, on first use).
+    network: Network | None = None
 
 
 class Cancelled(Exception):

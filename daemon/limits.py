@@ -36,6 +36,12 @@ class DaemonLimits:
     #: Backpressure for workers' and gateway sessions (``captp.Limits``, which says why these numbers).
     outbox_bytes: int = Limits.max_outbox_bytes
     stall_timeout: float = Limits.stall_timeout
+    #: After the daemon aborts such a session on a byte stream (a worker's
+    #: pipe; WebSockets close without a drain), how long and how many bytes it
+    #: drops of what the peer still sends before closing (``captp.Limits``
+    #: says why these numbers). 0 closes at once.
+    drain_timeout: float = Limits.drain_timeout
+    drain_bytes: int = Limits.drain_bytes
 
     # -- gateway sessions --
     #: WebSocket sessions that presented a token (or a weblet's own page).
@@ -91,8 +97,14 @@ def load_limits(env: Mapping[str, str] = os.environ) -> DaemonLimits:
 
 
 def session_limits(limits: DaemonLimits, base: Limits | None = None) -> Limits:
-    """CapTP limits for a session of an untrusted peer: ``base`` with the daemon's backpressure settings."""
-    return replace(base or Limits(), max_outbox_bytes=limits.outbox_bytes, stall_timeout=limits.stall_timeout)
+    """CapTP limits for a session of an untrusted peer: ``base`` with the daemon's backpressure and drain settings."""
+    return replace(
+        base or Limits(),
+        max_outbox_bytes=limits.outbox_bytes,
+        stall_timeout=limits.stall_timeout,
+        drain_timeout=limits.drain_timeout,
+        drain_bytes=limits.drain_bytes,
+    )
 
 
 def shared_budget(limits: DaemonLimits) -> Budget:

@@ -34,8 +34,9 @@ class ChangeStream:
     #: Every live stream, for ``ocapd inspect`` (weak: counting keeps nothing alive).
     live: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
 
-    def __init__(self, on_close: Any = None) -> None:
-        self._send, self._receive = trio.open_memory_channel[dict[str, Any]](STREAM_BUFFER)
+    def __init__(self, on_close: Any = None, buffer: int = STREAM_BUFFER) -> None:
+        """``buffer``: events it holds for a follower that does not pull before closing it as too slow."""
+        self._send, self._receive = trio.open_memory_channel[dict[str, Any]](buffer)
         self._on_close = on_close
         ChangeStream.live.add(self)
 

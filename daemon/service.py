@@ -183,12 +183,37 @@ class DaemonFacet:
                 {"name": f"worker-{w.id[:12]}", **w.worker.connection.stats()}
                 for w in list(k.services.workers.values())
             ],
+            "ocapn": _ocapn_report(k),
         }
+
+    async def network(self) -> Any:
+        """The daemon's OCapN listener: ``listen``, ``stop``, ``show`` (``ocapd network``)."""
+        from .peers import NetworkControl
+
+        return NetworkControl(self._kernel)
 
     def doctor(self) -> dict[str, Any]:
         from ocapd.workers import probe
 
         return probe()
+
+
+def _ocapn_report(kernel: Kernel) -> dict[str, Any] | None:
+    """The peers this daemon knows (their formulas) and its OCapN sessions; None before it first peered."""
+    network = kernel.services.network
+    peers = [
+        {"id": fid, "locator": f.locator, "live": kernel.is_live(fid)}
+        for fid, f in list(kernel.formulas.items())
+        if isinstance(f, F.PeerFormula)
+    ]
+    shares = sum(1 for f in list(kernel.formulas.values()) if isinstance(f, F.ShareFormula))
+    if network is None and not peers:
+        return None
+    return {
+        **(network.show() if network is not None else {"listening": False, "uri": None, "sessions": []}),
+        "peers": peers,
+        "shares": shares,
+    }
 
 
 def _rss_bytes(pid: int) -> int:
@@ -325,6 +350,10 @@ async def _run(
             if on_ready is not None:
                 on_ready()
             daemon_ready.set()
+            if db.get_meta("ocapn_listen"):
+                from .peers import resume_listening
+
+                nursery.start_soon(resume_listening, kernel)
             await stop.wait()
             log.info("ocapd stopping")
             kernel.services.stopping = True

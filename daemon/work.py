@@ -106,6 +106,10 @@ async def make_worker(kernel: Kernel, fid: str, formula: F.WorkerFormula, inc: I
                     from .limits import session_limits
 
                     worker.connection.session.limits = session_limits(kernel.services.limits)
+                # The moment the session ends, not when its transport is closed:
+                # a lookup in between must make a new value, not return one from
+                # the dead process.
+                worker.connection.session.on_terminate = lambda reason: died()
                 task_status.started(worker)
                 await worker.connection.wait_closed()
                 died()

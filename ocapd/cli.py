@@ -204,6 +204,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         sp.add_argument("-n", "--name")
     if sp := add("dismiss", "commands.cmd_dismiss", "delete a message"):
         sp.add_argument("number", type=int)
+    if sp := add("network", "peers_cli.cmd_network", "listen for OCapN peers, show this daemon's peer identity and sessions, or stop listening"):
+        sp.add_argument("action", choices=["listen", "show", "stop"])
+        sp.add_argument("--netlayer", help="listen: the netlayer (tls-ed25519)")
+        sp.add_argument("--port", type=int, help="listen: the TCP port (default 0: any free port; kept for restarts)")
+        sp.add_argument("--host", default="127.0.0.1", help="listen: the address to listen on and give peers (default 127.0.0.1)")
+    if sp := add("share", "peers_cli.cmd_share", "print a sturdyref URI (ocapn://…/s/…) through which peers reach a value"):
+        sp.add_argument("target", nargs="?", metavar="NAME", help="the value to share; with --revoke a name or a sturdyref URI")
+        sp.add_argument("--revoke", action="store_true", help="revoke that sturdyref, or every share of the named value")
+        sp.add_argument("--list", action="store_true", help="list your shares")
+    if sp := add("enliven", "peers_cli.cmd_enliven", "name the object at a peer that a sturdyref URI designates"):
+        sp.add_argument("uri", help="an ocapn://…/s/… URI (from `ocapd share` on the other daemon)")
+        sp.add_argument("-n", "--name", required=True, help="the pet name or dotted path to give it")
+        sp.add_argument("--replace", action="store_true", help=REPLACE_HELP)
+    if sp := add("invite", "peers_cli.cmd_invite", "invite an agent on another daemon; prints the invitation URI for its `ocapd accept`"):
+        sp.add_argument("name", help="the name its handle will have here once it accepts")
+    if sp := add("accept", "peers_cli.cmd_accept", "accept an invitation from an agent on another daemon, and name that agent"):
+        sp.add_argument("invitation", help="the URI `ocapd invite` printed there")
+        sp.add_argument("name", help="the name the inviting agent will have here")
     if only is not None and only not in sub.choices:  # not a command: the full parser says so
         return build_parser()
     return p

@@ -284,4 +284,18 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     for s in report["sessions"]:
         counts = f"{s['exports']:8} {s['imports']:8} {s['questions']:9} {s['answers']:8} {s['frames_in']:8} {s['frames_out']:8}"
         print(f"  {s['name']:{width}} {counts} {s.get('outbox_bytes', 0):10}")
+    ocapn = report.get("ocapn")
+    if ocapn is not None:
+        print(f"\nocapn    {ocapn['uri'] or 'not listening'}  shares {ocapn['shares']}")
+        print(f"  peers ({len(ocapn['peers'])})")
+        for p in ocapn["peers"]:
+            print(f"    {p['id'][:16]}  {'live' if p['live'] else '-':5} {p['locator']}")
+        print(f"  sessions ({len(ocapn['sessions'])})")
+        for s in ocapn["sessions"]:
+            who = s["designator"] or "?"
+            proven = "authenticated" if s["authenticated"] else "unauthenticated"
+            print(
+                f"    {who[:20]:20} {s['netlayer'] or '-':12} {s['direction']:8} {s['state']:8} {proven:15} "
+                f"exports {s.get('exports', 0)}  imports {s.get('imports', 0)}"
+            )
 

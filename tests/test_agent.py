@@ -404,3 +404,151 @@ async def test_the_cli_lists_the_audit_and_the_grants_and_revokes(setup: dict[st
     assert [g["tool"] for g in json.loads(daemon.out("weblets", "grants", "--json"))] == ["counter.increment"]
     assert daemon.out("weblets", "grants", "counter.increment", "--revoke").strip() == "revoked 1 grant"
     assert json.loads(daemon.out("weblets", "grants", "--json")) == []
+
+
+# ---- following the waiting calls (the chat page's live Allow queue) -------------------------------------
+@asynccontextmanager
+async def gateway_agent(port: int, token: str) -> AsyncIterator[Any]:
+    """What a chat page holds: a CapTP session through the gateway that fetched its agent with ``token``."""
+    async with websocket(port) as ws, open_websocket_connection(ws, None, name="chat") as conn:
+        yield await E(conn.bootstrap()).fetch(token)
+
+
+async def next_event(stream: Any) -> dict[str, Any]:
+    with trio.fail_after(30):
+        got = await E(stream).next()
+    assert got["done"] is False, got
+    return got["value"]  # type: ignore[no-any-return]
+
+
+async def test_follow_pending_replays_what_waits_then_reports_each_call_that_waits_and_how_it_ended(setup: dict[str, Any]) -> None:
+    rest: Rest = setup["rest"]
+    visible = [setup["counter"]["panel"]]
+    early = (await rest.message("increment 1", visible))["calls"][0]
+    async with setup_connect(setup) as agent:
+        stream = await E(agent).follow_pending()
+        replay = await next_event(stream)
+        assert [c["call"] for c in replay["waiting"]] == [c["call"] for c in await E(agent).pending()]
+        [shown] = [c for c in replay["waiting"] if c["call"] == early["call"]]
+        assert shown["status"] == "needs_permission" and 0 < shown["expires_in"] <= 120
+        await rest.permission(early["call"], "deny")
+        assert (await next_event(stream))["settled"] == {**early, "status": "denied"}
+        # A read never waits: no event. A write does: it is reported, then how it ended (with its result).
+        assert (await rest.message("value", visible))["calls"][0]["status"] == "done"
+        asked = (await rest.message("increment 4", visible))["calls"][0]
+        added = (await next_event(stream))["add"]
+        assert {k: v for k, v in added.items() if k != "expires_in"} == asked and 0 < added["expires_in"] <= 120
+        allowed = await rest.permission(asked["call"], "once")
+        settled = (await next_event(stream))["settled"]
+        assert (settled["call"], settled["status"], settled["result"]) == (asked["call"], "done", allowed["result"])
+
+
+async def test_follow_pending_reports_a_call_that_expires(setup: dict[str, Any]) -> None:
+    rest: Rest = setup["rest"]
+    settings = setup["daemon"].home / "state" / "agent.json"
+    async with setup_connect(setup) as agent:
+        stream = await E(agent).follow_pending()
+        await next_event(stream)
+        settings.write_text(json.dumps({"permission_timeout": 0.2}))
+        try:
+            asked = (await rest.message("increment 2", [setup["counter"]["panel"]]))["calls"][0]
+            assert (await next_event(stream))["add"]["call"] == asked["call"]
+            settled = (await next_event(stream))["settled"]
+        finally:
+            settings.unlink()
+    assert (settled["call"], settled["status"], settled["error"]) == (asked["call"], "expired", "nobody answered in time")
+
+
+async def test_a_host_follows_only_its_own_waiting_calls_and_a_guest_none(setup: dict[str, Any]) -> None:
+    """The boundary: another host's chat, or a guest's, never learns of this host's calls."""
+    daemon: DaemonProcess = setup["daemon"]
+    rest: Rest = setup["rest"]
+    daemon.cli("mkhost", "other")
+    other = Rest(rest.port, daemon.chat_url("--as", "other-agent").split("#token=", 1)[1])
+    wid = (await other.ok("POST", "/api/weblets/install", 201, files={"file": ("counter.zip", counter_zip())}, data={"name": "counter"}))["weblet"]["id"]
+    other_panel = (await other.ok("POST", f"/api/weblets/{wid}/instances", 201))["instance"]["panel"]
+    daemon.cli("mkguest", "follower")
+    guest_token = daemon.chat_url("--as", "follower-agent").split("#token=", 1)[1]
+    async with gateway_agent(rest.port, guest_token) as guest:
+        for method in ("follow_pending", "pending", "agent"):
+            with pytest.raises(Exception, match=f"has no method '{method}'"):
+                await getattr(E(guest), method)()
+    async with gateway_agent(rest.port, other.token) as other_host, gateway_agent(rest.port, rest.token) as host:
+        theirs = await E(await E(other_host).agent()).follow_pending()
+        mine = await E(await E(host).agent()).follow_pending()
+        assert (await next_event(theirs))["waiting"] == []
+        await next_event(mine)
+        asked = (await rest.message("increment 5", [setup["counter"]["panel"]]))["calls"][0]
+        assert (await next_event(mine))["add"]["call"] == asked["call"]
+        # The other host's next event is its own call, not this host's (nor its end).
+        await rest.permission(asked["call"], "deny")
+        assert (await next_event(mine))["settled"]["status"] == "denied"
+        own = (await other.message("increment 6", [other_panel]))["calls"][0]
+        assert (await next_event(theirs))["add"]["call"] == own["call"]
+        await other.permission(own["call"], "deny")
+        assert (await next_event(theirs))["settled"]["call"] == own["call"]
+        # A panel of this host in the other host's message adds nothing: it cannot ask in this host's chat.
+        assert (await other.message("increment 7", [setup["counter"]["panel"]]))["calls"] == []
+
+
+@pytest.mark.slow
+async def test_a_follower_that_falls_far_behind_is_closed_and_a_new_one_starts_from_the_list(setup: dict[str, Any]) -> None:
+    """The daemon holds at most FOLLOW_BUFFER events for a follower that does not pull (results may be 64 KiB each)."""
+    from ocapd.chat_host.agent.service import FOLLOW_BUFFER
+
+    visible = [setup["counter"]["panel"]]
+    async with setup_connect(setup) as agent:
+        idle = await E(agent).follow_pending()
+        assert "waiting" in await next_event(idle)  # (other tests' calls may wait)
+
+        async def ask_and_deny() -> None:
+            call = (await E(agent).message("increment", visible))["calls"][0]["call"]
+            await E(agent).permission(call, "deny")
+
+        for _ in range(FOLLOW_BUFFER // 2 + 1):  # two events each: it waits, it ends
+            await ask_and_deny()
+        for _ in range(FOLLOW_BUFFER):
+            await next_event(idle)  # what it held …
+        with trio.fail_after(30):
+            assert await E(idle).next() == {"done": True}  # … and no more: it was closed
+        waiting = (await E(agent).message("increment 9", visible))["calls"][0]
+        again = await E(agent).follow_pending()
+        assert waiting["call"] in [c["call"] for c in (await next_event(again))["waiting"]]
+        await E(agent).permission(waiting["call"], "deny")
+
+
+@pytest.mark.parametrize("how", ["stop", "kill9"])
+def test_a_call_still_waiting_when_the_daemon_ends_is_in_the_audit_after_restart(tmp_path: Path, how: str) -> None:
+    """Every call ends in exactly one audit row, also one the daemon never got to answer."""
+    d = DaemonProcess(tmp_path / "home")
+    d.home.mkdir()
+    d.start()
+
+    def rest() -> Rest:
+        return Rest(d.gateway_port, d.chat_url().split("#token=", 1)[1])
+
+    async def ask() -> str:
+        r = rest()
+        wid = (await r.ok("POST", "/api/weblets/install", 201, files={"file": ("c.zip", counter_zip())}, data={"name": "counter"}))["weblet"]["id"]
+        panel = (await r.ok("POST", f"/api/weblets/{wid}/instances", 201))["instance"]["panel"]
+        asked = (await r.message("increment 3", [panel]))["calls"][0]
+        assert asked["status"] == "needs_permission"
+        assert await audit_of(r, asked["call"]) == []
+        return str(asked["call"])
+
+    async def entries_of(call: str) -> list[dict[str, Any]]:
+        rows = (await rest().ok("GET", "/api/audit", params={"after": "0", "limit": "1000"}))["entries"]
+        return [e for e in rows if e["call"] == call]
+
+    try:
+        call = trio.run(ask)
+        d.kill9() if how == "kill9" else d.stop()
+        d.start()
+        rows = trio.run(entries_of, call)
+        assert [(e["decision"], e["outcome"], e["args"]) for e in rows] == [("expired", "not_run", '{"by": 3}')]
+        assert "daemon stopped" in rows[0]["detail"]
+        assert trio.run(entries_of, call) == rows  # written once, not at every start or read
+        d.restart()
+        assert trio.run(entries_of, call) == rows
+    finally:
+        d.stop()

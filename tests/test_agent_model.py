@@ -10,15 +10,14 @@ data delimiters, the key only in the Authorization header.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from daemon_harness import DaemonProcess
+from scripted_model import ScriptedModel, text_answer, tool_answer
 from test_agent import Rest, _zip, audit_of, counter_zip
 
 from ocapd.captp import E
@@ -44,66 +43,6 @@ def make(powers, context):
         return {"notes": list(notes)}
     return Far("Notes", invoke=invoke)
 """
-
-
-class ScriptedModel:
-    """An OpenAI-compatible ``/v1/chat/completions`` whose answers the test queues, one per request."""
-
-    def __init__(self) -> None:
-        self.script: list[Any] = []
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.release = threading.Event()
-        model = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                model.bodies.append(json.loads(body))
-                model.headers.append({k.lower(): v for k, v in self.headers.items()})
-                answer = model.script.pop(0) if model.script else {"error": "nothing scripted"}
-                status = 200
-                if answer == "hang":
-                    model.release.wait(30)
-                    answer = text_answer("too late")
-                if isinstance(answer, tuple):
-                    status, answer = answer
-                data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
-                if self.path != "/v1/chat/completions":
-                    status, data = 404, b'{"error": "no such path"}'
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the daemon gave up (the timeout test)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def text_answer(text: str) -> dict[str, Any]:
-    return {"id": "c1", "object": "chat.completion", "model": "m",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]}  # fmt: skip
-
-
-def tool_answer(name: str, args: dict[str, Any], call_id: str = "call_1") -> dict[str, Any]:
-    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
-    return {"id": "c1", "object": "chat.completion", "model": "m",
-            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +105,7 @@ async def test_the_agents_tables_upgrade_from_schema_1_and_keep_the_model_settin
         assert await db.migrate_namespace(store.AGENT_NAMESPACE, store.MIGRATIONS[:1]) == 1  # a file from before models
         await db.execute("INSERT INTO agent_grants VALUES ('h', 'w', 'c', 'hash', 1.0)")
         agents = await store.AgentStore.open(db)
-        assert db.get_meta("schema_version:agent") == "2" and await agents.has_grant("h", "w", "c", "hash")
+        assert db.get_meta("schema_version:agent") == str(len(store.MIGRATIONS)) and await agents.has_grant("h", "w", "c", "hash")
         assert agents.model_of("h") is None
         await agents.set_model("h", make_config("https://models.example/v1", "m", "MY_KEY", 5))
         await db.aclose()

@@ -18,7 +18,7 @@ import trio
 from trio_websocket import serve_websocket
 
 from ocapd import captp
-from ocapd.captp import E, Tagged, far, make_promise_kit
+from ocapd.captp import E, Far, Rejected, Symbol, Tagged, far, make_promise_kit
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "tests" / "js" / "interop_client.mjs"
@@ -73,6 +73,37 @@ class Service:
         result = await E(ref).hello(name)
         self.observed["callback"] = result
         return result
+
+    def adder(self) -> Any:
+        return Far("Add", lambda a, b: a + b)
+
+    async def call_fn(self, fn: Any, arg: Any) -> Any:
+        try:
+            return await E(fn)(arg)
+        except Exception as e:
+            return [type(e).__name__, getattr(e, "name", None), getattr(e, "message", str(e))]
+
+    def call_fn_only(self, fn: Any, arg: Any) -> None:
+        E.send_only(fn)(arg)
+
+    def reject_with(self, value: Any) -> None:
+        raise Rejected(value)
+
+    def reject_with_car(self, color: str) -> None:
+        raise Rejected(Car(color))
+
+    async def await_rejection(self, promise: Any) -> Any:
+        try:
+            await promise
+        except Rejected as r:
+            self.observed.setdefault("rejections", []).append(r.value)
+            if isinstance(r.value, captp.RemoteRef):
+                return ["Rejected", "ref", await E(r.value).hello("rejecter")]
+            return ["Rejected", type(r.value).__name__, r.value]
+        return ["fulfilled"]
+
+    def give_symbols(self) -> list[Any]:
+        return [Symbol("op:deliver"), "op:deliver", Symbol("")]
 
     async def never(self) -> None:
         await trio.sleep_forever()
@@ -143,6 +174,42 @@ async def test_captp_js_talks_to_python_over_websocket() -> None:
     assert steps["py-promise"]["result"] == "from python"
     assert service.observed["callback"] == "hello py from js"
     assert steps["callback"] == {"step": "callback", "result": "hello py from js", "identity": True}
+    # Calls without a method (docs/protocol.md §5.2), both ways.
+    assert steps["py-far-function"] == {
+        "step": "py-far-function",
+        "result": 42,
+        "frames": ["out deliver adder", "out deliver null"],
+    }
+    assert steps["py-not-a-function"] == {
+        "step": "py-not-a-function",
+        "ok": False,
+        "isRemoteError": True,
+        "name": "TypeError",
+        "message": "InteropService is not a function",
+        "reason": None,
+    }
+    assert steps["js-far-function"]["result"] == 42
+    assert steps["js-not-a-function"]["result"] == ["RemoteError", "TypeError", "Greeter is not a function"]
+    assert steps["js-far-function-only"]["heard"] == "told without a method"
+    # Break values that are not errors (§6.3), both ways: the value itself, references included.
+    assert steps["py-rejects-string"] == {
+        "step": "py-rejects-string",
+        "ok": False,
+        "isRemoteError": False,
+        "reason": "not found",
+    }
+    assert steps["py-rejects-record"]["reason"] == {"code": 404}
+    assert steps["py-rejects-ref"] == {"step": "py-rejects-ref", "isRef": True, "drives": "blue car drives"}
+    assert steps["js-rejects-string"]["result"] == ["Rejected", "str", "why not"]
+    assert steps["js-rejects-ref"]["result"] == ["Rejected", "ref", "hello rejecter from js"]
+    assert service.observed["rejections"][0] == "why not"
+    # Symbols (Python) and Selectors (captp.js) over the msgpack profile (§3.2).
+    assert steps["selectors-to-py"]["seen"] == [
+        ["Symbol", repr(Symbol("fetch"))],
+        ["str", repr("fetch")],
+        ["Symbol", repr(Symbol("héllo 🦊"))],
+    ]
+    assert steps["selectors-from-py"]["kinds"] == ["selector op:deliver", "string op:deliver", "selector "]
     assert steps["aborted"] == {
         "step": "aborted",
         "code": "closed",

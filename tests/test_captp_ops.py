@@ -760,6 +760,28 @@ def test_after_an_abort_a_session_ignores_further_input() -> None:
     assert a.data_to_send() == [] and a.stats()["frames_in"] == frames_in
 
 
+def test_on_terminate_runs_once_the_moment_a_session_ends_before_its_broken_promises_react() -> None:
+    """The daemon detaches what lived on a dead worker here, so no caller can get it in between."""
+    for end in ("abort", "peer-abort", "lost"):
+        a, b = sans_io_pair(None, Peer("bob"))
+        answer = E(a.bootstrap()).greet("x")
+        seen: list[str] = []
+        answer.when_settled(lambda p, seen=seen: seen.append("reaction"))
+        a.on_terminate = partial(lambda seen, reason: seen.append(reason.code), seen)
+        if end == "abort":
+            a.abort("closed: bye")
+        elif end == "peer-abort":
+            b.abort("closed: bye")
+            transfer(b, a)
+        else:
+            a.connection_lost("eof")
+        code = "disconnected" if end == "lost" else "closed"
+        assert seen[:1] == [code], end  # at once, before the broken promise's reaction
+        a.abort("closed: again")
+        a.connection_lost("again")
+        assert seen.count(code) == 1 and len(seen) <= 2, (end, seen)  # once
+
+
 # ---------------------------------------------------------------------------
 # Transports
 

@@ -340,12 +340,13 @@ def test_a_guests_chat_has_no_agent_and_says_how_to_type_commands(chat: Page, da
     expect(chat.page.locator("#transcript .line.error")).to_have_count(0)
 
 
-#: Run in a weblet's own frame, as its script would: try to answer the chat's Allow dialog.
+#: Run in a weblet's own frame, as its script would: try to reach the agent, follow its waiting calls, answer the dialog.
 CROSS_FROM_FRAME = """async () => {
   const { connect, E } = await import("/_ocapd/weblet.js");
   const { powers } = await connect();
   const out = {};
   try { await E(powers).agent(); out.agent = "reached"; } catch (e) { out.agent = "refused"; }
+  try { await E(powers).follow_pending(); out.follow = "reached"; } catch (e) { out.follow = "refused"; }
   try { window.parent.document.getElementById("agent-once").click(); out.click = "clicked"; } catch (e) { out.click = e.name; }
   return out;
 }"""
@@ -360,7 +361,7 @@ def test_a_weblets_frame_cannot_answer_the_allow_dialog(chat: Page, daemon: Daem
     dialog = allow_dialog(chat)
     expect(dialog.locator("#agent-once")).to_be_enabled()
     frame = next(f for f in chat.page.frames if f.url.startswith("http://") and ".localhost:" in f.url)
-    assert frame.evaluate(CROSS_FROM_FRAME) == {"agent": "refused", "click": "SecurityError"}
+    assert frame.evaluate(CROSS_FROM_FRAME) == {"agent": "refused", "follow": "refused", "click": "SecurityError"}
     expect(call_line(chat)).to_have_attribute("data-status", "needs_permission")
     dialog.locator("#agent-deny").click()
     expect(call_line(chat)).to_have_attribute("data-status", "denied")
@@ -391,3 +392,94 @@ def test_later_for_a_weblet_sets_aside_all_its_waiting_calls_and_asks_the_next_w
         expect(dialog).to_have_attribute("data-call", call)
         dialog.locator("#agent-deny").click()
         expect(chat.page.locator(f'#transcript .line.agent-call[data-call="{call}"]')).to_have_attribute("data-status", "denied")
+
+
+# ---------------------------------------------------------------------------
+# calls asked elsewhere reach the open page as they happen (follow_pending), not by polling
+
+
+def synced(chat: Page) -> None:
+    """A round trip through the page's agent: what the page started with its session (following) is set up."""
+    before = chat.page.locator('#transcript .line.agent-call[data-status="done"]').count()
+    chat.run("inventory.list")
+    expect(chat.page.locator('#transcript .line.agent-call[data-status="done"]')).to_have_count(before + 1)
+
+
+def test_a_call_asked_over_rest_while_the_page_is_open_shows_at_once_and_its_end_too(chat: Page, daemon: DaemonProcess) -> None:
+    """The page has no poll: the dialog and the line's end can only come from the server's push."""
+    rest = Rest(daemon)
+    panel = panel_of(daemon, "counter")
+    rest.no_grants()
+    open_chat(chat, daemon)
+    synced(chat)
+    asked = rest.post("/api/agent/message", {"text": "increment 13", "visible": [panel]})["calls"][0]
+    dialog = allow_dialog(chat)
+    expect(dialog).to_have_attribute("data-call", asked["call"])
+    expect(dialog.locator("#agent-args")).to_contain_text("13")
+    expect(dialog.locator("#agent-expires")).to_have_text(re.compile(r"^Unanswered, it expires in [0-9]+:[0-5][0-9]\.$"))
+    line = chat.page.locator(f'#transcript .line.agent-call[data-call="{asked["call"]}"]')
+    expect(line).to_have_attribute("data-status", "needs_permission")
+    # Answered elsewhere (a script, another tab): the dialog closes and the line shows the result.
+    ran = rest.post("/api/agent/permission", {"call": asked["call"], "decision": "once"})
+    expect(dialog).to_be_hidden()
+    expect(line).to_have_attribute("data-status", "done")
+    expect(line.locator(".agent-result")).to_have_text(json.dumps(ran["result"]))
+
+
+def test_a_write_called_over_mcp_asks_in_the_open_page_and_the_client_gets_the_result(chat: Page, daemon: DaemonProcess) -> None:
+    import threading
+
+    import trio
+    from test_mcp import mcp_session
+
+    rest = Rest(daemon)
+    panel_of(daemon, "counter")
+    rest.no_grants()
+    open_chat(chat, daemon)
+    synced(chat)
+    answer: dict[str, Any] = {}
+
+    async def call_over_mcp() -> None:
+        async with mcp_session(daemon) as session:
+            result = await session.call_tool("counter__increment", {"by": 2})
+            answer.update(error=result.is_error, content=result.structured_content)
+
+    client = threading.Thread(target=trio.run, args=(call_over_mcp,), daemon=True)
+    client.start()
+    dialog = allow_dialog(chat)
+    expect(dialog.locator("#agent-command")).to_have_text("increment")
+    expect(dialog.locator("#agent-args")).to_contain_text("2")
+    expect(dialog.locator("#agent-asked")).to_contain_text("an MCP client called it")
+    call = dialog.get_attribute("data-call")
+    dialog.locator("#agent-once").click()
+    expect(dialog).to_be_hidden()
+    line = chat.page.locator(f'#transcript .line.agent-call[data-call="{call}"]')
+    expect(line).to_have_attribute("data-status", "done")
+    client.join(60)
+    assert not client.is_alive() and answer["error"] is False
+    expect(line.locator(".agent-result")).to_have_text(json.dumps(answer["content"]))
+
+
+def test_a_guests_page_never_shows_the_hosts_waiting_calls(browser: Any, chat: Page, daemon: DaemonProcess) -> None:  # noqa: F811
+    rest = Rest(daemon)
+    panel = panel_of(daemon, "counter")
+    rest.no_grants()
+    daemon.cli("mkguest", "onlooker")
+    chat.page.goto(daemon.chat_url("--as", "onlooker-agent"))
+    expect(chat.page.locator("#connection")).to_have_attribute("data-state", "connected")
+    asked = rest.post("/api/agent/message", {"text": "increment 21", "visible": [panel]})["calls"][0]
+    host = Page(browser)
+    try:
+        open_chat(host, daemon)  # the host's page is asked …
+        expect(allow_dialog(host)).to_have_attribute("data-call", asked["call"])
+        # … the guest's never: a line typed meanwhile answers as a guest's chat does, and nothing of the call is there.
+        chat.run("increment 21")
+        expect(chat.page.locator("#transcript .line.info").last).to_have_text(re.compile(r"^Commands start with /"))
+        expect(chat.page.locator("#agent-dialog")).to_be_hidden()
+        expect(chat.page.locator("#transcript .line.agent-call")).to_have_count(0)
+        host.page.locator("#agent-deny").click()
+        expect(host.page.locator(f'#transcript .line.agent-call[data-call="{asked["call"]}"]')).to_have_attribute("data-status", "denied")
+        assert host.errors == []
+    finally:
+        host.context.close()
+    assert chat.page.locator("#transcript .line.agent-call").count() == 0

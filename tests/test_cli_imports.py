@@ -54,7 +54,10 @@ FORBIDDEN = (
 DAEMON_MODULES_ALLOWED = {"ocapd.daemon", "ocapd.daemon.paths"}
 
 #: Commands that talk to the daemon through the blocking client.
-COMMANDS = (["list"], ["ping"], ["show", "x"], ["list", "--json"], ["inbox"], ["weblets", "list"], ["agent", "show"])
+COMMANDS = (
+    ["list"], ["ping"], ["show", "x"], ["list", "--json"], ["inbox"], ["weblets", "list"],
+    ["agent", "show"], ["network", "show"], ["share", "x"], ["enliven", "ocapn://x.tls-ed25519/s/y", "-n", "x"], ["invite", "x"],
+)  # fmt: skip
 
 
 #: The ``ocapd`` script, telling what it imported on its way out.

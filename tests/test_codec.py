@@ -26,16 +26,18 @@ from ocapd.captp.codec import (
     EXT_EXPORT,
     EXT_IMPORT_OBJECT,
     EXT_IMPORT_PROMISE,
+    EXT_SYMBOL,
     EXT_TAGGED,
     MAX_BIGINT_BYTES,
     MAX_DEPTH,
     MAX_POSITION,
+    MAX_SYMBOL_BYTES,
     CodecError,
     Desc,
     decode,
     encode,
 )
-from ocapd.captp.passable import Far, RemoteError, Tagged, far
+from ocapd.captp.passable import Far, RemoteError, Symbol, Tagged, far
 
 DESC_CODES = [EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_ANSWER]
 
@@ -602,3 +604,60 @@ def test_arbitrary_bytes_decode_or_raise_codec_error_only(data: bytes) -> None:
         decode(data)
     except CodecError:
         pass
+
+
+# ---------------------------------------------------------------------------
+# symbols (ext 6): a name that is not a string
+
+
+@pytest.mark.parametrize("name", ["fetch", "", "op:deliver", "héllo 🦊", "\x00", "n" * MAX_SYMBOL_BYTES])
+def test_symbols_survive_a_round_trip_and_stay_symbols(name: str) -> None:
+    data = encode([Symbol(name), name])
+    back = decode(data)
+    assert back == [Symbol(name), name]
+    assert type(back[0]) is Symbol and type(back[1]) is str
+
+
+def test_a_symbol_is_an_ext_whose_payload_is_its_utf8_name() -> None:
+    assert split_ext(encode(Symbol("héllo"))) == ExtType(EXT_SYMBOL, "héllo".encode())
+    assert encode(Symbol("")) == bytes.fromhex("c70006")
+
+
+def test_symbol_names_longer_than_the_cap_are_refused_both_ways() -> None:
+    with pytest.raises(TypeError, match="symbol"):
+        encode(Symbol("n" * (MAX_SYMBOL_BYTES + 1)))
+    with pytest.raises(TypeError, match="symbol"):
+        encode(Symbol("é" * (MAX_SYMBOL_BYTES // 2 + 1)))  # the cap counts UTF-8 bytes
+    with pytest.raises(CodecError):
+        decode(msgpack.packb(ExtType(EXT_SYMBOL, b"n" * (MAX_SYMBOL_BYTES + 1))))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"ok\x80"],
+    ids=["ff", "truncated", "surrogate", "overlong", "stray-continuation"],
+)
+def test_symbols_that_are_not_utf8_are_refused(payload: bytes) -> None:
+    with pytest.raises(CodecError):
+        decode(raw_ext(EXT_SYMBOL, payload))
+    with pytest.raises(CodecError):
+        decode(b"\x91" + raw_ext(EXT_SYMBOL, payload))
+
+
+def test_symbols_with_lone_surrogates_are_refused_on_encode() -> None:
+    with pytest.raises(TypeError):
+        encode(Symbol("\ud800"))
+
+
+def test_symbols_are_leaves_and_pass_at_the_deepest_nesting() -> None:
+    value: Any = Symbol("deep")
+    for _ in range(MAX_DEPTH - 1):
+        value = [value]
+    assert decode(encode(value)) == value
+
+
+def test_refusing_a_value_that_is_not_passable_does_not_blame_the_missing_session() -> None:
+    with pytest.raises(TypeError) as info:
+        encode({1, 2})
+    assert "no session" not in str(info.value)
+    assert "not passable" in str(info.value)

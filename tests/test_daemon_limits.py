@@ -7,15 +7,19 @@ property quickly; throughout, the owner's ``ocapd ping`` still answers.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import trio
 from daemon_harness import DaemonProcess
 
-from ocapd.captp import E, RemoteError
+from ocapd.captp import PROTOCOL_VERSION, E, Limits, RemoteError, open_stream_connection
+from ocapd.daemon.limits import DaemonLimits, load_limits, session_limits
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -53,6 +57,91 @@ def test_a_bad_limits_override_stops_the_daemon_with_a_clear_message(tmp_path: P
     d = make_daemon(tmp_path, no_such_limit=3)
     with pytest.raises(RuntimeError, match="unknown limit 'no_such_limit'"):
         d.start()
+
+
+# -- the drain after an abort (captp.Limits.drain_timeout / drain_bytes) ------------------------
+
+
+def test_drain_limits_default_to_captps_and_reach_untrusted_sessions() -> None:
+    limits = load_limits({})
+    assert (limits.drain_timeout, limits.drain_bytes) == (Limits.drain_timeout, Limits.drain_bytes)
+    session = session_limits(limits)
+    assert (session.drain_timeout, session.drain_bytes) == (Limits.drain_timeout, Limits.drain_bytes)
+
+
+def test_drain_limits_can_be_set_in_ocapd_limits() -> None:
+    limits = load_limits({"OCAPD_LIMITS": '{"drain_timeout": 0.1, "drain_bytes": 4096}'})
+    assert (limits.drain_timeout, limits.drain_bytes) == (0.1, 4096)
+    base = Limits(max_frame_size=1024)  # as the gateway's anonymous sessions start from their own base
+    session = session_limits(limits, base)
+    assert (session.drain_timeout, session.drain_bytes, session.max_frame_size) == (0.1, 4096, 1024)
+    assert session_limits(load_limits({"OCAPD_LIMITS": '{"drain_timeout": 0, "drain_bytes": 0}'})).drain_bytes == 0
+    assert load_limits({"OCAPD_LIMITS": '{"drain_timeout": 2}'}).drain_timeout == 2  # an int is a number of seconds too
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"drain_timeout": -0.5}, "drain_timeout must be a non-negative number"),
+        ({"drain_bytes": -1}, "drain_bytes must be a non-negative number"),
+        ({"drain_bytes": 1.5}, "drain_bytes must be an integer"),
+        ({"drain_bytes": True}, "drain_bytes must be a non-negative number"),
+        ({"drain_timeout": "1"}, "drain_timeout must be a non-negative number"),
+        ({"drain_timeout": None}, "drain_timeout must be a non-negative number"),
+    ],
+)
+def test_bad_drain_limits_are_refused_with_their_name(override: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_limits({"OCAPD_LIMITS": json.dumps(override)})
+
+
+async def test_drain_limits_from_ocapd_limits_reach_the_driver_over_a_real_socket() -> None:
+    # More than captp's default drain (1 MiB) but less than the operator's: a
+    # driver given the operator's numbers drops it all and ends with a clean
+    # EOF; one left with the defaults would close mid-flood, and the peer
+    # would read a reset instead.
+    late_bytes = 8 * 1024 * 1024
+    limits = session_limits(load_limits({"OCAPD_LIMITS": json.dumps({"drain_bytes": 4 * late_bytes, "drain_timeout": 3600})}))
+    done = trio.Event()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with open_stream_connection(stream, None, limits=limits) as conn:
+            await conn.wait_closed()
+        done.set()
+
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+
+    def peer() -> bytes:
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            start = msgpack.packb(["start-session", PROTOCOL_VERSION])
+            client.sendall(struct.pack(">I", len(start)) + start + struct.pack(">I", 1) + b"\xc1")  # then a bad frame
+            received = b""
+            while chunk := client.recv(65536):  # our start-session, the abort, then EOF
+                received += chunk
+            client.sendall(b"\x00" * late_bytes)  # still sending after the abort
+            client.shutdown(socket.SHUT_WR)
+            return received + client.recv(1)  # b"" at a clean end; a reset raises
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, handle, [listener])
+        with trio.fail_after(60):
+            received = await trio.to_thread.run_sync(peer)
+            await done.wait()
+        nursery.cancel_scope.cancel()
+    assert b"abort" in received and b"malformed-frame" in received
+
+
+def test_a_bad_drain_limit_stops_the_daemon_with_a_clear_message(tmp_path: Path) -> None:
+    d = make_daemon(tmp_path, drain_bytes=-1)
+    with pytest.raises(RuntimeError, match="drain_bytes must be a non-negative number"):
+        d.start()
+
+
+def test_every_daemon_limit_is_documented_in_operations_md() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text(encoding="utf-8")
+    missing = [f for f in DaemonLimits.__dataclass_fields__ if f"`{f}`" not in text]
+    assert missing == []
 
 
 async def test_the_daemon_reports_its_shared_budget(daemon: DaemonProcess) -> None:

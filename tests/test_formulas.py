@@ -64,6 +64,13 @@ EXAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
         {"type": "weblet", "guest": A, "bundle": B, "backend": C, "manifest": {"name": "chat", "v": [1]}, "digest": "ab" * 32, "level": "ENDO"},
         [A, B, C],
     ),
+    "peer": ({"type": "peer", "locator": "ocapn://" + "a" * 52 + ".tls-ed25519?host=127.0.0.1&port=9045"}, []),
+    "sturdyref": ({"type": "sturdyref", "peer": A, "swiss": "k9jJ9kZ2O4FLm8NJXU4I_lAQ1vogwaNV4xsxnB4FTRE"}, [A]),
+    "share": ({"type": "share", "value": A, "swiss": "k9jJ9kZ2O4FLm8NJXU4I_lAQ1vogwaNV4xsxnB4FTRE", "host": B}, [A, B]),
+    "invitation": ({"type": "invitation", "host": A, "guest_name": "bob"}, [A]),
+    "remote-agent": ({"type": "remote-agent", "peer": A, "swiss": "k9jJ9kZ2O4FLm8NJXU4I_lAQ1vogwaNV4xsxnB4FTRE"}, [A]),
+    "peer-inbox": ({"type": "peer-inbox", "agent": A, "sender": B}, [A, B]),
+    "remote-resolver": ({"type": "remote-resolver", "store": A, "peer": B}, [A, B]),
 }
 
 
@@ -75,7 +82,7 @@ def test_the_catalogue_has_one_maker_for_every_formula_type_and_nothing_else() -
     assert set(MAKERS) == set(FORMULA_TYPES.values())
 
 
-@pytest.mark.parametrize("kind", ["invitation", "peer", "no-such-type"])
+@pytest.mark.parametrize("kind", ["no-such-type", "Peer", ""])
 def test_a_type_without_a_maker_is_not_a_formula(kind: str) -> None:
     with pytest.raises(pydantic.ValidationError):
         parse_formula({"type": kind})

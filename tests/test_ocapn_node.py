@@ -423,3 +423,45 @@ async def test_an_answer_passed_on_is_forwarded_through_the_gifter(nursery: trio
         with trio.fail_after(10), pytest.raises(RemoteError, match="closed"):
             await second
         assert await E(introducer)(0) is not None  # the receiver's session with the gifter goes on
+
+
+@asynccontextmanager
+async def tls_node(claimed_designator: str | None = None) -> AsyncIterator[tuple[OcapnNode, str]]:
+    """A node on the tls-ed25519 netlayer and the designator its key proves.
+
+    ``claimed_designator``: the designator its start-session claims instead.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ocapd.captp.ocapn_tls import TlsNetlayer
+
+    netlayer = TlsNetlayer(Ed25519PrivateKey.generate())
+    box: list[OcapnNode] = []
+
+    async def handle(connection: PeerConnection) -> None:
+        await box[0].serve_stream(connection.stream, peer_designator=connection.peer_designator)
+
+    async with trio.open_nursery() as inner:
+        location = await inner.start(netlayer.serve, handle, "127.0.0.1", 0)
+        claimed = location if claimed_designator is None else PeerLocator(claimed_designator, location.transport, location.hints)
+        node = OcapnNode(claimed, netlayer.connect)
+        node.swiss.update(make_objects(node))
+        await inner.start(node.run)
+        box.append(node)
+        yield node, netlayer.designator
+        inner.cancel_scope.cancel()
+
+
+async def test_a_peer_claiming_a_designator_its_netlayer_did_not_authenticate_is_refused() -> None:
+    async with tls_node() as (a, _), tls_node() as (b, _):
+        async with tls_node(claimed_designator=b.location.designator) as (impostor, proven):
+            # Dialing out: the netlayer proved the impostor's own key, not b's.
+            with pytest.raises((RemoteError, ConnectionError)):
+                await impostor.enliven(SturdyRef(a.location, ECHO))
+            # Dialed: a asks for the impostor's key and hears b's designator.
+            real = PeerLocator(proven, a.location.transport, impostor.location.hints)
+            with pytest.raises((RemoteError, ConnectionError)):
+                await a.enliven(SturdyRef(real, ECHO))
+        # The honest peer b is served as before, and a has no session claiming to be b.
+        assert await E(await b.enliven(SturdyRef(a.location, ECHO)))(1) == [1]
+        assert [s["designator"] for s in a.sessions()] == [b.location.designator]

@@ -18,7 +18,7 @@ from strict_equality import same
 
 from ocapd.captp import codec
 from ocapd.captp.codec import CodecError, Desc
-from ocapd.captp.passable import RemoteError, Tagged, far
+from ocapd.captp.passable import Far, Rejected, RemoteError, Tagged, far
 from ocapd.captp.session import Limits, Session
 from ocapd.captp.turns import run_turns
 
@@ -141,6 +141,12 @@ class VectorBootstrap:
 
     def fail(self, message: str) -> None:
         raise RemoteError("Error", message)
+
+    def adder(self) -> Any:
+        return Far("Add", lambda a, b: a + b)
+
+    def reject(self, value: Any) -> None:
+        raise value if isinstance(value, BaseException) else Rejected(value)
 
 
 START = bytes.fromhex(MESSAGES["frames"][0]["hex"])

@@ -30,6 +30,7 @@ import logging
 import os
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ import trio
 
 from ocapd.captp import far
 from ocapd.daemon.hosts import control
+from ocapd.daemon.petstore import ChangeStream
 from ocapd.daemon.registry import BUILTINS, WebletRegistry, registry_of
 
 from .dispatch import CommandFailed, dispatch
@@ -60,6 +62,10 @@ SETTINGS_FILE = "agent.json"
 #: Calls waiting for an answer, per daemon: a runaway model or script cannot pile up more.
 MAX_PENDING = 256
 DECISIONS = ("once", "always", "deny")
+#: Events a follower of the waiting calls may fall behind by before its stream is closed (it follows again and
+#: gets a fresh list): a few times what can wait at once, so a page that pulls keeps up, and one that does
+#: not cannot make the daemon hold results (up to 64 KiB each) without end.
+FOLLOW_BUFFER = 4 * MAX_PENDING
 #: A chat message sent to a model, in characters: a message, not a document (longer ones go to the router).
 MAX_MODEL_MESSAGE = 16 * 1024
 #: Why a write an MCP client asked for is withdrawn from the chat.
@@ -121,6 +127,8 @@ class Call:
     error: str | None = None
     decision: str | None = None
     settled: trio.Event = field(default_factory=trio.Event)
+    #: It waited for the user (so followers were told, and are told how it ended).
+    asked: bool = False
 
     def public(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -134,6 +142,10 @@ class Call:
             out["error"] = self.error
         return out
 
+    def waiting(self, now: float) -> dict[str, Any]:
+        """As :meth:`public`, with ``expires_in``: the seconds left to answer it."""
+        return {**self.public(), "expires_in": round(max(0.0, self.expires - now), 1)}
+
 
 class AgentService:
     """The chat agent of one daemon (see the module doc)."""
@@ -146,6 +158,9 @@ class AgentService:
         self._sweeping = False
         self._wake = trio.Event()
         self._settings: tuple[float, AgentSettings] | None = None
+        #: Chat pages following a host's waiting calls, by host id. Held weakly: a stream lives as long as
+        #: its follower holds it (over CapTP, until the session ends or drops it), not as long as we do.
+        self._followers: weakref.WeakKeyDictionary[ChangeStream, str] = weakref.WeakKeyDictionary()
         #: The clock expiry reads (tests may replace it).
         self.clock: Callable[[], float] = time.monotonic
 
@@ -345,8 +360,14 @@ class AgentService:
             if sum(1 for c in self._calls.values() if c.status == "needs_permission") >= MAX_PENDING:
                 await self._finish(call, "invalid", "not_run", error="too many calls are waiting for permission; answer those first")
                 return call
+            await store.remember_waiting(
+                host=host_id, call=call.id, weblet=tool.weblet, weblet_name=tool.weblet_name, command=tool.command,
+                args=call.args, asked_by=asked_by,
+            )  # fmt: skip
             self._calls[call.id] = call
+            call.asked = True
             self._start_sweeper()
+            self._emit(host_id, {"add": call.waiting(self.clock())})
         return call
 
     async def decide(self, host: Any, call_id: Any, decision: Any) -> Call:
@@ -383,6 +404,32 @@ class AgentService:
     def pending(self, host: Any) -> list[Call]:
         host_id = control(host).id
         return [c for c in self._calls.values() if c.host == host_id and c.status == "needs_permission"]
+
+    async def follow_pending(self, host: Any) -> ChangeStream:
+        """The host's waiting calls, live: ``{"waiting": [...]}`` now, then ``{"add": call}`` / ``{"settled": call}``.
+
+        ``add`` comes when a call starts to wait (with ``expires_in``), and
+        ``settled`` when a call that waited ends, however it ends — allowed
+        and run (with its result), denied, expired, refused, withdrawn —
+        with its final state, after its audit row is written. Only this
+        host's calls; a call that never waited (a read, a granted write) is
+        not reported.
+        """
+        await self._sweep()
+        host_id = control(host).id
+        stream = ChangeStream(on_close=self._unfollow, buffer=FOLLOW_BUFFER)
+        now = self.clock()
+        stream.push({"waiting": [c.waiting(now) for c in self.pending(host)]})
+        self._followers[stream] = host_id
+        return stream
+
+    def _unfollow(self, stream: ChangeStream) -> None:
+        self._followers.pop(stream, None)
+
+    def _emit(self, host_id: str, event: dict[str, Any]) -> None:
+        for stream, follows in list(self._followers.items()):
+            if follows == host_id:
+                stream.push(event)
 
     async def _still_current(self, call: Call) -> str | None:
         if call.tool.builtin:
@@ -422,13 +469,18 @@ class AgentService:
         call.error = error
         self._calls.pop(call.id, None)
         try:
-            await (await self.store()).audit(
+            store = await self.store()
+            await store.audit(
                 host=call.host, call=call.id, weblet=call.tool.weblet, weblet_name=call.tool.weblet_name, command=call.tool.command,
                 args=call.args, asked_by=call.asked_by, decision=decision, outcome=outcome,  # type: ignore[arg-type]
                 detail=error if error is not None else call.result,
             )  # fmt: skip
+            if call.asked:
+                await store.forget_waiting(call.id)
         finally:
             call.settled.set()
+            if call.asked:
+                self._emit(call.host, {"settled": call.public()})
 
     # -- expiry --------------------------------------------------------------------------------------
     async def _sweep(self) -> None:
@@ -527,7 +579,15 @@ class HostAgent:
         """Calls waiting for the user's answer (typed, or asked by a model or MCP), each with ``expires_in`` (seconds left)."""
         await self._service._sweep()
         now = self._service.clock()
-        return [{**c.public(), "expires_in": round(max(0.0, c.expires - now), 1)} for c in self._service.pending(self._host)]
+        return [c.waiting(now) for c in self._service.pending(self._host)]
+
+    async def follow_pending(self) -> ChangeStream:
+        """The waiting calls, live (``next()`` until ``{"done": True}``): first ``{"waiting": [...]}`` as :meth:`pending`,
+        then ``{"add": call}`` when one more waits and ``{"settled": call}`` when one ends, with its final state.
+
+        A follower that falls far behind is closed as too slow; follow again for a fresh list.
+        """
+        return await self._service.follow_pending(self._host)
 
     async def grants(self) -> list[dict[str, Any]]:
         """The stored "always" grants still in force."""

@@ -97,8 +97,29 @@ def _schema_2(db: sqlite_utils.Database) -> None:
     )
 
 
+def _schema_3(db: sqlite_utils.Database) -> None:
+    # Calls waiting for the user's answer live in memory; this table only
+    # remembers that they exist, so that a call the daemon never got to answer
+    # (it stopped, or was killed) still ends in its one audit row.
+    db.execute(
+        """CREATE TABLE agent_waiting (
+            call TEXT PRIMARY KEY,
+            time REAL NOT NULL,
+            host TEXT NOT NULL,
+            weblet TEXT NOT NULL,
+            weblet_name TEXT NOT NULL,
+            command TEXT NOT NULL,
+            args TEXT NOT NULL,            -- JSON, capped as in the audit
+            asked_by TEXT NOT NULL
+        )"""
+    )
+
+
 #: MIGRATIONS[n] takes the agent's tables from version n to n + 1. Append, never edit.
-MIGRATIONS: list[Migration] = [_schema_1, _schema_2]
+MIGRATIONS: list[Migration] = [_schema_1, _schema_2, _schema_3]
+
+#: The audit detail of a call that was still waiting when the daemon stopped.
+ABANDONED = "the daemon stopped before anyone answered"
 
 _AUDIT_COLUMNS = "seq, time, host, call, weblet, weblet_name, command, args, asked_by, decision, outcome, detail"
 
@@ -152,7 +173,30 @@ class AgentStore:
             store._grants[(host, weblet, command)] = (mhash, float(created))
         for host, url, model, key_env, timeout in db.select("SELECT host, url, model, key_env, timeout FROM agent_models"):
             store._models[host] = ModelConfig(url=url, model=model, key_env=key_env, timeout=float(timeout))
+        await store._close_abandoned()
         return store
+
+    async def _close_abandoned(self) -> None:
+        """Audit the calls a previous run left waiting (expired, not run), once each."""
+        await self.db.execute(
+            "INSERT INTO agent_audit (time, host, call, weblet, weblet_name, command, args, asked_by, decision, outcome, detail)"
+            " SELECT ?, host, call, weblet, weblet_name, command, args, asked_by, 'expired', 'not_run', ? FROM agent_waiting w"
+            " WHERE asked_by IN ('user', 'model', 'mcp') AND NOT EXISTS (SELECT 1 FROM agent_audit a WHERE a.call = w.call)"
+            " ORDER BY time",
+            (time.time(), ABANDONED),
+        )
+        await self.db.execute("DELETE FROM agent_waiting")
+
+    # -- calls waiting for an answer ----------------------------------------------------------------------
+    async def forget_waiting(self, call: str) -> None:
+        """The call has its audit row: nothing left to close after a restart."""
+        await self.db.execute("DELETE FROM agent_waiting WHERE call = ?", (call,))
+
+    async def remember_waiting(self, *, host: str, call: str, weblet: str, weblet_name: str, command: str, args: Any, asked_by: AskedBy) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO agent_waiting (call, time, host, weblet, weblet_name, command, args, asked_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (call, time.time(), host, weblet, weblet_name, command, cap_json(args, MAX_AUDIT_ARGS), asked_by),
+        )
 
     # -- the model setting ------------------------------------------------------------------------------
     def model_of(self, host: str) -> ModelConfig | None:

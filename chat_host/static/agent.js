@@ -17,22 +17,25 @@
 // (the call keeps waiting; its transcript line reopens it) so the page is never
 // locked behind a queue, and "Later for this weblet" sets aside all of one
 // weblet's waiting calls at once. Calls asked for elsewhere (a model, an MCP client,
-// another tab) are found by asking `pending()` when a session starts and every
-// few seconds; a call that leaves the pending list without this page answering
-// it (it expired, or was answered elsewhere) is looked up in the audit log and
-// its line says how it ended.
+// a script, another tab) come from the server as they happen: each session
+// follows `follow_pending()` — the waiting list first, then every call that
+// starts to wait and every one that ends, with how it ended (expired, answered
+// elsewhere) for its line. Nothing is polled: the server pushes each change.
 
+import { Float64 } from "/_ocapd/captp.js";
 import { byId, h, replaceChildren } from "./dom.js";
 import { formatValue } from "./format.js";
 
 /** Allow is not clickable for this long after the dialog shows (a click meant for a weblet must not land on it). */
 const ARM_DELAY_MS = 500;
-/** How often the page asks for calls waiting for an answer (asked by a model or MCP, or expired meanwhile). */
-export const PENDING_POLL_MS = 2000;
 /** Newest audit rows read to learn how a call the page did not answer ended. */
 const AUDIT_LOOKBACK = 200;
 /** Longest argument or result text shown; they are the weblet's, so bounded like any untrusted text. */
 const MAX_TEXT = 2000;
+/** Longest text of a model's own words shown: the server keeps this many (model.py's MAX_REPLY), so none is lost here. */
+const MAX_MODEL_WORDS = 4000;
+/** Longest line about one waiting call (a tool name and a weblet title, both capped by the manifest's rules). */
+const MAX_NOTE = 500;
 
 /** Who asked for a call, in words. */
 export const ASKED_BY = { user: "you typed it", model: "the model chose it", mcp: "an MCP client called it" };
@@ -46,7 +49,7 @@ export const STATUS_WORDS = {
 /**
  * @typedef {{call: string, weblet: string, weblet_name: string, title: string, tool: string, command: string,
  *            args: Record<string, any>, status: string, result?: any, error?: string, readOnly: boolean,
- *            description: string, asked_by: string, expires_in?: number}} AgentCall
+ *            description: string, asked_by: string, expires_in?: number | Float64}} AgentCall
  * @typedef {{seq: number, time: number, call: string, weblet: string, weblet_name: string, command: string,
  *            args: string, asked_by: string, decision: string, outcome: string, detail: string}} AuditEntry
  */
@@ -72,6 +75,31 @@ export function stateFromAudit(row) {
   if (row.decision === "denied") return { status: "denied" };
   if (row.outcome === "done") return { status: "done", result: row.detail };
   return { status: "error", error: row.detail || "not run" };
+}
+
+/**
+ * A model's reply as the page shows it. The server sends the model's words
+ * followed by one line for each call that waits for the user's Allow (so the
+ * words cannot hide one, or claim it done); whatever the model wrote, those
+ * last lines are shown whole, and the words are cut only where the server
+ * would have cut them.
+ * @param {string} reply
+ * @param {number} waiting  how many of the answer's calls wait for the user
+ */
+export function modelReply(reply, waiting) {
+  const lines = reply.split("\n");
+  const notes = waiting > 0 ? lines.splice(-waiting) : [];
+  return [cut(lines.join("\n"), MAX_MODEL_WORDS), ...notes.map((note) => cut(note, MAX_NOTE))].filter(Boolean).join("\n");
+}
+
+/**
+ * Seconds from the daemon as a number, or undefined: a whole float (`120.0`)
+ * crosses CapTP boxed as a Float64, so that it stays a float.
+ * @param {unknown} value
+ */
+export function seconds(value) {
+  const n = value instanceof Float64 ? value.value : value;
+  return typeof n === "number" && Number.isFinite(n) ? n : undefined;
 }
 
 /** The weblet's name for a call: its title, else the name it was installed as. */
@@ -250,7 +278,7 @@ export class AllowDialog {
     this.denyButton.focus();
   }
 
-  /** How long the current call still waits (known once `pending()` said so). */
+  /** How long the current call still waits (known once the server said so: `expires_in`). */
   tick() {
     const deadline = this.current ? this.hooks.deadline(this.current.call) : undefined;
     this.expiresEl.hidden = deadline === undefined;
@@ -310,15 +338,20 @@ export class AgentChat {
     this.lines = new Map();
     /** Calls being answered from this page (their end comes with the answer, not from the audit). */
     this.answering = new Set();
-    /** Calls closed with "Later": not asked again by the poll (their line's "Answer…" asks). */
+    /** Calls closed with "Later": not asked again when the waiting list comes again (their line's "Answer…" asks). */
     this.deferred = new Set();
-    /** @type {Map<string, number>} when each waiting call expires (Date.now() ms), from `pending()` */
+    /** @type {Map<string, number>} when each waiting call expires (Date.now() ms), from the server's `expires_in` */
     this.deadlines = new Map();
-    this.polling = false;
+    /** Messages of this page still on their way: calls they made are shown under their own lines, not at the end. */
+    this.sending = 0;
+    /** @type {Map<string, AgentCall>} calls that started to wait while a message was on its way (shown after it) */
+    this.held = new Map();
+    /** @type {Map<string, AgentCall>} calls without a line yet that ended while a message was on its way, as they ended */
+    this.early = new Map();
     this.dialog = new AllowDialog({
       decide: (call, decision) => this.decide(call, decision),
       onClose: (call) => {
-        // Closed unanswered (Later, Esc): it keeps waiting, and the poll does not ask again.
+        // Closed unanswered (Later, Esc): it keeps waiting, and is not asked again unless its line's Answer… is used.
         if (call && this.lines.get(call.call)?.call.status === "needs_permission") this.deferred.add(call.call);
         hooks.onClose();
       },
@@ -329,11 +362,95 @@ export class AgentChat {
     });
   }
 
-  /** A new session: waiting calls are looked at again. */
-  beginSession() {
+  /**
+   * A new session: follow the waiting calls again (they are asked about anew).
+   * @param {() => boolean} live  whether that session is still the page's current one
+   */
+  beginSession(live) {
     this.dialog.reset();
     this.deferred.clear();
-    this.poll();
+    this.held.clear();
+    this.early.clear();
+    this.follow(live);
+  }
+
+  /**
+   * Follow the host's waiting calls until the session ends: the server's
+   * `follow_pending()` stream, pulled with `next()`. A stream the server ends
+   * (a follower that fell far behind is closed) is followed again, and its
+   * fresh list settles whatever changed meanwhile.
+   * @param {() => boolean} live
+   */
+  async follow(live) {
+    try {
+      const agent = await this.hooks.agent();
+      while (live()) {
+        const stream = await this.hooks.callOn(agent, "follow_pending");
+        for (;;) {
+          const { done, value } = await this.hooks.callOn(stream, "next");
+          if (!live()) return;
+          if (done) break;
+          await this.apply(value);
+        }
+      }
+    } catch {
+      // No agent here (a guest's chat), or the session went (the next one follows again).
+    }
+  }
+
+  /**
+   * One event of `follow_pending()`: `{waiting}` (the list now), `{add}` (one more waits) or `{settled}` (one ended).
+   * @param {{waiting?: AgentCall[], add?: AgentCall, settled?: AgentCall}} event
+   */
+  async apply(event) {
+    if (Array.isArray(event.waiting)) await this.resync(event.waiting);
+    else if (event.add) this.added(event.add);
+    else if (event.settled) this.ended(event.settled);
+  }
+
+  /** A call that waits from now on: a line (at the end) and a dialog — after this page's own messages are shown. */
+  added(call) {
+    const left = seconds(call.expires_in);
+    if (left !== undefined) this.deadlines.set(call.call, Date.now() + left * 1000);
+    if (this.sending > 0 && !this.lines.has(call.call)) {
+      this.held.set(call.call, call); // most likely the call of the message on its way: shown under it, by message()
+      return;
+    }
+    this.waiting(call);
+  }
+
+  /** Show a waiting call that came from elsewhere, and ask about it unless it was set aside or is being answered. */
+  waiting(call) {
+    if (this.answering.has(call.call)) return;
+    if (!this.lines.has(call.call)) this.addLine(call, this.hooks.transcript);
+    if (!this.deferred.has(call.call)) this.dialog.ask(call);
+  }
+
+  /** A call that waited has ended (answered here or elsewhere, expired, withdrawn): its line says how. */
+  ended(call) {
+    this.held.delete(call.call);
+    this.deadlines.delete(call.call);
+    this.deferred.delete(call.call);
+    const line = this.lines.get(call.call);
+    if (!line) {
+      if (this.sending > 0) this.early.set(call.call, call); // the message on its way may be about to show it
+      return;
+    }
+    line.update(call);
+    this.dialog.settled(call.call);
+    this.hooks.changed();
+  }
+
+  /** The list of waiting calls at the start of a stream: new ones are shown; lines still waiting that are not in it ended meanwhile. */
+  async resync(pending) {
+    const waiting = new Set(pending.map((c) => c.call));
+    for (const call of pending) this.added(call);
+    for (const id of this.deadlines.keys()) if (!waiting.has(id)) this.deadlines.delete(id);
+    this.dialog.tick();
+    const gone = [...this.lines.values()]
+      .filter((l) => l.call.status === "needs_permission" && !waiting.has(l.call.call) && !this.answering.has(l.call.call))
+      .map((l) => l.call.call);
+    if (gone.length) await this.settleFromAudit(gone).catch(() => false);
   }
 
   /**
@@ -342,6 +459,23 @@ export class AgentChat {
    * @param {any} out
    */
   async message(text, out) {
+    this.sending += 1;
+    try {
+      await this.send(text, out);
+    } finally {
+      this.sending -= 1;
+      if (this.sending === 0) {
+        // Calls that started to wait meanwhile and are not this page's (a model or MCP asking at the same time).
+        const held = [...this.held.values()];
+        this.held.clear();
+        this.early.clear();
+        for (const call of held) this.waiting(call);
+      }
+    }
+  }
+
+  /** @param {string} text @param {any} out */
+  async send(text, out) {
     const agent = await this.hooks.agent();
     const answer = await this.hooks.callOn(agent, "message", text, this.hooks.visible());
     const calls = Array.isArray(answer?.calls) ? answer.calls : [];
@@ -353,21 +487,31 @@ export class AgentChat {
     }
     for (const call of calls) this.show(call, out);
     // The router's reply repeats its one call (the call's line says it all); a model's words are its own.
-    if (reply && (calls.length === 0 || answer?.routed_by === "model")) out.add("agent-reply", cut(reply));
+    if (reply && answer?.routed_by === "model") {
+      out.add("agent-reply", modelReply(reply, calls.filter((c) => c.status === "needs_permission").length));
+    } else if (reply && calls.length === 0) {
+      out.add("agent-reply", cut(reply));
+    }
     this.hooks.changed();
-    if (calls.some((c) => c.status === "needs_permission")) this.poll(); // how long it waits: pending() says
   }
 
-  /** Show `call` (once) under `out`, and ask about it if it waits. */
+  /** Show `call` (once) under `out`, and ask about it if it waits (and has not ended meanwhile). */
   show(call, out) {
-    let line = this.lines.get(call.call);
+    call = this.early.get(call.call) ?? call;
+    const line = this.lines.get(call.call);
     if (line) line.update(call);
-    else {
-      line = new CallLine(out.add("agent-call"), call, (c) => this.reopen(c));
-      this.lines.set(call.call, line);
-    }
+    else this.addLine(call, out);
     if (call.status === "needs_permission") this.dialog.ask(call);
     else this.dialog.settled(call.call);
+  }
+
+  /** A new line for `call` under the writer `out`. */
+  addLine(call, out) {
+    for (const [id, line] of this.lines) {
+      // Lines the transcript dropped (its cap, /clear) are forgotten once their call has ended.
+      if (!line.el.isConnected && line.call.status !== "needs_permission") this.lines.delete(id);
+    }
+    this.lines.set(call.call, new CallLine(out.add("agent-call"), call, (c) => this.reopen(c)));
   }
 
   /** The line's "Answer…": ask about a call closed with Later. */
@@ -393,41 +537,6 @@ export class AgentChat {
       return this.lines.get(call.call)?.call.status !== "needs_permission";
     } finally {
       this.answering.delete(call.call);
-    }
-  }
-
-  /** Ask for the calls waiting now: new ones get a line and a dialog; those gone are settled from the audit. */
-  async poll() {
-    if (this.polling) return;
-    this.polling = true;
-    try {
-      const agent = await this.hooks.agent();
-      /** @type {AgentCall[]} */
-      const pending = await this.hooks.callOn(agent, "pending");
-      const waiting = new Set(pending.map((c) => c.call));
-      const now = Date.now();
-      for (const call of pending) {
-        if (typeof call.expires_in === "number") this.deadlines.set(call.call, now + call.expires_in * 1000);
-        if (this.answering.has(call.call)) continue;
-        if (!this.lines.has(call.call)) {
-          this.lines.set(call.call, new CallLine(this.hooks.transcript.add("agent-call"), call, (c) => this.reopen(c)));
-        }
-        if (!this.deferred.has(call.call)) this.dialog.ask(call);
-      }
-      for (const [id, line] of this.lines) {
-        // Lines the transcript dropped (its cap, /clear) are forgotten once their call has ended.
-        if (!line.el.isConnected && line.call.status !== "needs_permission") this.lines.delete(id);
-      }
-      for (const id of this.deadlines.keys()) if (!waiting.has(id)) this.deadlines.delete(id);
-      this.dialog.tick();
-      const gone = [...this.lines.values()]
-        .filter((l) => l.call.status === "needs_permission" && !waiting.has(l.call.call) && !this.answering.has(l.call.call))
-        .map((l) => l.call.call);
-      if (gone.length) await this.settleFromAudit(gone);
-    } catch {
-      // No agent here (a guest's chat), or the session went: nothing to follow.
-    } finally {
-      this.polling = false;
     }
   }
 

@@ -9,7 +9,7 @@
 // remove_instance), so a reload brings the same panels back on the same
 // origins; the manager itself is manager.js.
 
-import { AgentChat, PENDING_POLL_MS } from "./agent.js";
+import { AgentChat } from "./agent.js";
 import { lookupCommand, completeCommand, UsageError } from "./commands.js";
 import { E, Far } from "/_ocapd/captp.js";
 import { Connection } from "./connection.js";
@@ -334,10 +334,6 @@ const agentChat = new AgentChat({
   changed: () => scheduleRefresh(),
 });
 
-setInterval(() => {
-  if (connection.session && document.visibilityState === "visible") agentChat.poll();
-}, PENDING_POLL_MS);
-
 /** The manager's list, or null where there is no manager (a guest's chat). */
 async function managerList() {
   let m;
@@ -643,7 +639,7 @@ function startSession(session) {
   refreshEntries().then(() => (isCurrent(session) ? restorePanels() : undefined)).catch(
     (error) => isCurrent(session) && transcript.error(error));
   if (managerView.isOpen) managerView.open();
-  agentChat.beginSession(); // calls waiting for an answer (asked by a model or MCP, or before a reload)
+  agentChat.beginSession(() => isCurrent(session)); // calls waiting for an answer, followed live (docs/agent.md)
   connection.call("list_messages").then(
     (records) => {
       if (!isCurrent(session)) return;

@@ -33,10 +33,14 @@
 //                     in its own order (JS objects list integer-like keys first)
 //   Tagged            Tagged
 //   Symbol            Selector (OCapN's name for a Syrup symbol; not a JS symbol):
-//                     `new Selector("fetch")`, compared with `sameSelector`. The
-//                     msgpack profile carries neither yet (both refuse to encode one).
+//                     `new Selector("fetch")`, compared with `sameSelector`; ext 6
+//                     on the wire (docs/protocol.md §3.2), names up to 1024 UTF-8 bytes.
 //   exception         Error (sent as its name and message); arrives as RemoteError
+//   Rejected(v)       a promise rejected with v that is not an Error: the peer's
+//                     promise rejects with v itself (references included), both ways
 //   @far object       Far(iface, methods) here; proxies arrive as RemoteRef
+//   Far(iface, fn)    Far(iface, fn): a far function, called with `E(fn)(...args)`
+//                     (a deliver without a method); only those may be called so
 //   Promise           Promise; proxies arrive as RemotePromise
 //
 // A record key "__proto__" cannot be received (the msgpack library refuses it,

@@ -23,14 +23,22 @@ export interface Remote<M extends object = Methods> {
   readonly [methods]?: M;
 }
 
-/** What `E(ref)` offers: each method of `M`, returning a promise for its result. */
+/**
+ * What `E(ref)` offers: each method of `M`, returning a promise for its
+ * result; and, when `M` is a function (a far function, `Far(iface, fn)`),
+ * `E(ref)(...args)` calls it.
+ */
 export type EProxy<M extends object> = {
   readonly [K in keyof M]: M[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never;
-};
-/** What `E.sendOnly(ref)` offers: each method of `M`, returning nothing. */
+} & (M extends (...args: infer A) => infer R
+  ? (...args: A) => Promise<Awaited<R>>
+  : string extends keyof M // untyped (Methods): callable with anything, as it has any method
+    ? (...args: any[]) => Promise<any>
+    : unknown);
+/** What `E.sendOnly(ref)` offers: each method of `M`, returning nothing (and a call of `M` itself, if a function). */
 export type SendOnlyProxy<M extends object> = {
   readonly [K in keyof M]: M[K] extends (...args: infer A) => any ? (...args: A) => void : never;
-};
+} & (M extends (...args: infer A) => any ? (...args: A) => void : string extends keyof M ? (...args: any[]) => void : unknown);
 
 /**
  * Eventual send: `E(target).method(...args)` calls `method` on a reference,
@@ -41,18 +49,19 @@ export type SendOnlyProxy<M extends object> = {
  */
 export declare const E: {
   <M extends object>(target: Remote<M> | PromiseLike<Remote<M>> | null): EProxy<M>;
-  (target: unknown): EProxy<Methods>;
+  (target: unknown): EProxy<Methods> & ((...args: any[]) => Promise<any>);
   /** Deliver-only: the result and any failure are dropped. */
   sendOnly: {
     <M extends object>(target: Remote<M> | PromiseLike<Remote<M>> | null): SendOnlyProxy<M>;
-    (target: unknown): SendOnlyProxy<Methods>;
+    (target: unknown): SendOnlyProxy<Methods> & ((...args: any[]) => void);
   };
 };
 
 /**
  * Make `methods` an object the other side can call (passed by reference):
  * its own function properties whose names are identifiers not starting
- * with "_" are its remote methods. Returns the same object, frozen.
+ * with "_" are its remote methods. Returns the same object, frozen. Given a
+ * function, makes a far function: the other side calls it with `E(fn)(...args)`.
  */
 export declare function Far<T extends object>(iface: string, methods?: T): T;
 

@@ -12,6 +12,10 @@ submit to the transcript line appearing):
   router -> the backend's ``invoke`` -> the call line showing its result;
 - ``allow_once_ms``: clicking Allow once on a waiting ``increment`` -> the
   call line showing its result (``permission`` -> the backend);
+- ``asked_elsewhere_ms``: a write asked by another client (``POST
+  /api/agent/message`` with the host token, as a script or MCP would) ->
+  the server's push (``follow_pending``) -> the page's Allow dialog open
+  on that call (before the push, the page found it by polling every 2 s);
 - ``baseline_ms``: ``/show n`` in the same page (a stored value: two CapTP
   calls, describe and lookup, and a transcript line), the page's own round
   trip; each ``ratio`` is the median against it.
@@ -75,6 +79,27 @@ TIME_ALLOW = """async () => {
 }"""
 
 
+#: Ask for a write over REST (another client) and resolve with the milliseconds until the page's dialog shows it.
+TIME_ELSEWHERE = """async ([token, panel]) => {
+  const dialog = document.getElementById("agent-dialog");
+  let wanted = null;
+  const shown = new Promise((resolve) => {
+    const observer = new MutationObserver(() => {
+      if (wanted && dialog.open && dialog.dataset.call === wanted) { observer.disconnect(); resolve(undefined); }
+    });
+    observer.observe(dialog, { attributes: true });
+  });
+  const t0 = performance.now();
+  const answer = await fetch("/api/agent/message", {
+    method: "POST", headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ text: "increment", visible: [panel] }),
+  }).then((r) => r.json());
+  wanted = answer.calls[0].call;
+  if (!(dialog.open && dialog.dataset.call === wanted)) await shown;
+  return performance.now() - t0;
+}"""
+
+
 def log(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
 
@@ -131,6 +156,14 @@ def run(quick: bool) -> dict[str, Any]:
                     page.locator("#agent-once:enabled").wait_for()
                     allow.append(page.evaluate(TIME_ALLOW))
                     page.locator("#agent-dialog").wait_for(state="hidden")
+                elsewhere: list[float] = []
+                token = d.chat_url().split("#token=", 1)[1]
+                panel = next(w for w in json.loads(d.out("weblets", "list", "--json")) if w["name"] == "counter")["instances"][0]["panel"]
+                log(f"{allows} calls asked elsewhere")
+                for _ in range(allows):
+                    elsewhere.append(page.evaluate(TIME_ELSEWHERE, [token, panel]))
+                    page.locator("#agent-deny").click()
+                    page.locator("#agent-dialog").wait_for(state="hidden")
         finally:
             d.cli("stop", check=False)
     base = statistics.median(baseline)
@@ -139,6 +172,7 @@ def run(quick: bool) -> dict[str, Any]:
         "browser": "chromium (Debian), headless",
         "read_command_ms": {**summary(read), "ratio": round(statistics.median(read) / base, 2)},
         "allow_once_ms": {**summary(allow), "ratio": round(statistics.median(allow) / base, 2)},
+        "asked_elsewhere_ms": {**summary(elsewhere), "ratio": round(statistics.median(elsewhere) / base, 2)},
         "baseline_ms": {**summary(baseline), "what": "/show n in the same page"},
     }
 

@@ -5,7 +5,19 @@
 import { isDeepStrictEqual } from "node:util";
 import WebSocket from "ws"; // node 20 has no global WebSocket; browsers use their own
 
-import { E, Far, RemoteError, Tagged, connectWebSocket, float64, makePromiseKit, unpack } from "../../chat_host/static/captp.js";
+import {
+  E,
+  Far,
+  RemoteError,
+  RemoteRef,
+  Selector,
+  Tagged,
+  connectWebSocket,
+  float64,
+  isSelector,
+  makePromiseKit,
+  unpack,
+} from "../../chat_host/static/captp.js";
 
 const report = (step, fields) => console.log(JSON.stringify({ step, ...fields }, (_, v) => (typeof v === "bigint" ? v.toString() : v)));
 
@@ -66,6 +78,59 @@ report("py-promise", { result: await p });
 // 6. Python calls back a JS Far object
 const greeter = Far("Greeter", { hello: (name) => `hello ${name} from js` });
 report("callback", { result: await E(boot).call_back(greeter, "py"), identity: (await E(boot).echo(greeter)) === greeter });
+
+/** How a promise settled, for the report. */
+const outcome = (p) =>
+  p.then(
+    (value) => ({ ok: true, value }),
+    (e) => ({ ok: false, isRemoteError: e instanceof RemoteError, name: e?.name, message: e?.message, reason: e instanceof Error ? null : e }),
+  );
+
+// 8. calls without a method, JS -> Python: a Python far function, and an object that is not one
+frames.length = 0;
+const add = await E(boot).adder();
+report("py-far-function", { result: await E(add)(20, 22), frames: frames.filter((f) => f.startsWith("out")) });
+report("py-not-a-function", await outcome(E(boot)("x")));
+E.sendOnly(add)(1, 2); // deliver-only without a method: nothing comes back, nothing breaks
+
+// 9. calls without a method, Python -> JS
+report("js-far-function", { result: await E(boot).call_fn(Far("Double", (x) => x * 2), 21) });
+report("js-not-a-function", { result: await E(boot).call_fn(greeter, 21) });
+const heard = makePromiseKit();
+E.sendOnly(boot).call_fn_only(
+  Far("Ear", (what) => heard.resolve(what)),
+  "told without a method",
+);
+report("js-far-function-only", { heard: await heard.promise });
+
+// 10. break values that are not errors, Python -> JS: a string, a record, a Python reference
+report("py-rejects-string", await outcome(E(boot).reject_with("not found")));
+report("py-rejects-record", await outcome(E(boot).reject_with({ code: 404 })));
+const refReason = await E(boot).reject_with_car("blue").then(
+  () => null,
+  (e) => e,
+);
+report("py-rejects-ref", { isRef: refReason instanceof RemoteRef, drives: await E(refReason).drive() });
+
+// 11. break values that are not errors, JS -> Python
+// (the rejections are handled here too: the peer listens only once its call runs)
+const rejecting = makePromiseKit();
+rejecting.promise.catch(() => {});
+const seenString = E(boot).await_rejection(rejecting.promise);
+rejecting.reject("why not");
+report("js-rejects-string", { result: await seenString });
+const rejectingRef = makePromiseKit();
+rejectingRef.promise.catch(() => {});
+const seenRef = E(boot).await_rejection(rejectingRef.promise);
+rejectingRef.reject(greeter);
+report("js-rejects-ref", { result: await seenRef });
+
+// 12. selectors both ways
+report("selectors-to-py", { seen: await E(boot).describe([new Selector("fetch"), "fetch", new Selector("héllo 🦊")]) });
+const symbols = await E(boot).give_symbols();
+report("selectors-from-py", {
+  kinds: symbols.map((s) => (isSelector(s) ? `selector ${s.name}` : `${typeof s} ${s}`)),
+});
 
 // 7. Python aborts: the pending call breaks and `closed` tells why
 const pending = E(boot).never();

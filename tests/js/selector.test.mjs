@@ -48,7 +48,13 @@ test("isSelector tells a Selector from look-alikes a peer could send", () => {
   assert.ok(!isSelector(Symbol.for("x")));
 });
 
-test("the msgpack profile refuses a Selector with a message that says why", () => {
-  assert.throws(() => encode(new Selector("fetch")), /Selector.*msgpack/);
-  assert.throws(() => encode([1, { k: new Selector("fetch") }]), /Selector.*msgpack/);
+test("the msgpack profile writes a Selector as ext 6 holding its UTF-8 name", () => {
+  assert.deepEqual([...encode(new Selector("fetch"))], [0xc7, 5, 6, ...new TextEncoder().encode("fetch")]);
+  assert.deepEqual([...encode(new Selector(""))], [0xc7, 0, 6]);
+});
+
+test("the msgpack profile refuses a Selector it cannot carry, saying why", () => {
+  assert.throws(() => encode([1, { k: new Selector("s".repeat(1025)) }]), /selector name too long/);
+  assert.throws(() => encode(new Selector("é".repeat(513))), /selector name too long/); // bytes, not characters
+  assert.throws(() => encode(new Selector("\ud800")), TypeError);
 });

@@ -10,10 +10,12 @@ import {
   Far,
   Float64,
   RemoteError,
+  Selector,
   Session,
   Tagged,
   decode,
   encode,
+  isSelector,
   unpack,
 } from "../../chat_host/static/captp.js";
 
@@ -51,6 +53,8 @@ function build(n) {
       return new RemoteError(v[0], v[1], v[2] ?? null);
     case "desc":
       return Desc.fromName(v[0], v[1]);
+    case "symbol":
+      return new Selector(v);
   }
   throw new Error(`unknown notation ${kind}`);
 }
@@ -105,6 +109,9 @@ function assertSame(got, n, path = "value") {
     case "desc":
       assert.ok(got instanceof Desc, `${path}: descriptor expected`);
       return assert.deepEqual([got.kindName, got.position], v, path);
+    case "symbol":
+      assert.ok(isSelector(got), `${path}: selector expected`);
+      return assert.equal(got.name, v, path);
   }
   throw new Error(`unknown notation ${kind}`);
 }
@@ -161,7 +168,7 @@ for (const f of [...messages.frames]) {
   });
 }
 
-/** The vector bootstrap (README): echo, self, fail. */
+/** The vector bootstrap (README): echo, self, fail, adder, reject. */
 function vectorBootstrap() {
   const boot = Far("VectorBootstrap", {
     echo: (value) => value,
@@ -169,6 +176,8 @@ function vectorBootstrap() {
     fail(message) {
       throw new Error(message);
     },
+    adder: () => Far("Add", (a, b) => a + b),
+    reject: (value) => Promise.reject(value),
   });
   return boot;
 }

@@ -29,3 +29,16 @@ const listener = Far("Listener", { notify(/** @type {string} */ what) { return w
 await E(instance).register_commands(listener);
 await commands.handle("clear", async (args) => Object.keys(args).length);
 await events.emit("cleared");
+
+// A far function: the other side calls it with E(fn)(...), and so may we.
+const double = Far("Double", (/** @type {number} */ x) => x * 2);
+/** @type {import("/_ocapd/weblet.js").Remote<(x: number) => number>} */
+const remoteDouble = /** @type {any} */ (null);
+(await E(remoteDouble)(21)).toFixed();
+// @ts-expect-error: the function takes a number
+await E(remoteDouble)("21");
+E.sendOnly(remoteDouble)(21);
+await E(untyped)("any", "arguments"); // no type given: callable too
+await E(double)(4);
+// @ts-expect-error: a Counter is not a function
+await E(app)();

@@ -36,9 +36,10 @@ from ocapd.captp.codec import (  # noqa: E402
     MAX_BIGINT_BYTES,
     MAX_DEPTH,
     MAX_POSITION,
+    MAX_SYMBOL_BYTES,
     Desc,
 )
-from ocapd.captp.passable import RemoteError, Tagged  # noqa: E402
+from ocapd.captp.passable import RemoteError, Symbol, Tagged  # noqa: E402
 from ocapd.captp.session import PROTOCOL_VERSION  # noqa: E402
 
 VALUES_FILE = HERE / "values.json"
@@ -86,6 +87,8 @@ def to_py(n: Any) -> Any:
         return RemoteError(*body)
     if kind == "desc":
         return Desc(DESC_KINDS[body[0]], body[1])
+    if kind == "symbol":
+        return Symbol(body)
     raise ValueError(f"unknown notation kind {kind!r}")
 
 
@@ -119,6 +122,8 @@ def to_notation(v: Any) -> Any:
         return {"error": fields}
     if t is Desc:
         return {"desc": [DESC_NAMES[v.kind], v.position]}
+    if t is Symbol:
+        return {"symbol": v.name}
     raise TypeError(f"no notation for {t.__name__}")
 
 
@@ -151,8 +156,8 @@ def _nested_lists(depth: int) -> Any:
     return v
 
 
-def _nested_tagged(depth: int) -> Any:
-    v: Any = None
+def _nested_tagged(depth: int, leaf: Any = None) -> Any:
+    v: Any = leaf
     for _ in range(depth):
         v = Tagged("t", v)
     return v
@@ -265,6 +270,16 @@ VALUES: list[tuple[str, Any]] = [
     ("desc position 2**53-1 (largest)", Desc(EXT_IMPORT_OBJECT, MAX_POSITION)),
     ("desc in record in list", [{"who": Desc(EXT_IMPORT_OBJECT, 1)}, Desc(EXT_IMPORT_PROMISE, 2)]),
     ("desc in tagged", Tagged("ref", Desc(EXT_IMPORT_OBJECT, 4))),
+    # symbols (ext 6): the name's UTF-8 bytes
+    ("symbol", Symbol("fetch")),
+    ("symbol, empty name", Symbol("")),
+    ("symbol, non-ASCII name", Symbol("héllo 🦊")),
+    ("symbol next to the str of the same name", [Symbol("op:deliver"), "op:deliver"]),
+    ("symbol as a record value and a tagged payload", {"verb": Symbol("get"), "t": Tagged("sel", Symbol("x"))}),
+    ("symbol of 1024 bytes (longest)", Symbol("s" * MAX_SYMBOL_BYTES)),
+    # leaves that are ext values are not counted in the nesting (§3.4), like strings
+    ("bigint inside tagged 128 levels deep", _nested_tagged(MAX_DEPTH, 2**64)),
+    ("symbol inside tagged 128 levels deep", _nested_tagged(MAX_DEPTH, Symbol("leaf"))),
 ]
 
 # Bytes a decoder accepts although an encoder never writes them. Decoding gives
@@ -373,6 +388,12 @@ REJECTS: list[tuple[str, str]] = [
     ("truncated str", "a3616263"[:6]),
     ("two values (trailing bytes)", "c0c0"),
     ("list 129 levels deep", "91" * (MAX_DEPTH + 1) + "c0"),
+    # symbols
+    ("symbol not UTF-8 (ff)", _ext(6, b"\xff")),
+    ("symbol with an encoded surrogate (ed a0 80)", _ext(6, bytes.fromhex("eda080"))),
+    ("symbol with an overlong encoding (c0 af)", _ext(6, bytes.fromhex("c0af"))),
+    ("symbol of 1025 bytes", _ext(6, b"s" * (MAX_SYMBOL_BYTES + 1))),
+    ("symbol not UTF-8, inside a list", "91" + _ext(6, bytes.fromhex("c328"))),
 ]
 
 # Values an encoder must refuse (TypeError in Python).
@@ -380,6 +401,8 @@ ENCODE_REJECTS: list[tuple[str, Any]] = [
     ("bigint needing 4097 bytes", 2 ** (MAX_BIGINT_BYTES * 8 - 1)),
     ("list 129 levels deep", _nested_lists(MAX_DEPTH + 1)),
     ("tagged 129 levels deep", _nested_tagged(MAX_DEPTH + 1)),
+    ("symbol of 1025 bytes", Symbol("s" * (MAX_SYMBOL_BYTES + 1))),
+    ("symbol of 513 two-byte characters (1026 bytes)", Symbol("é" * (MAX_SYMBOL_BYTES // 2 + 1))),
 ]
 
 
@@ -423,6 +446,12 @@ FRAMES: list[tuple[str, list[Any]]] = [
     ("gc-answers", ["gc-answers", [0, 1]]),
     ("abort", ["abort", "closed"]),
     ("abort with detail", ["abort", "unknown-op: 'frobnicate'"]),
+    ("deliver without a method: call the target itself",
+     ["deliver", exp(1), None, [2, 3], 0, imp(1)]),
+    ("deliver-only without a method", ["deliver-only", exp(1), None, ["hi"]]),
+    ("deliver-only: break a resolver with a value that is not an error",
+     ["deliver-only", exp(1), "break", ["not found"]]),
+    ("deliver: a symbol argument", ["deliver", exp(0), "echo", [Symbol("fetch")], 0, imp(1)]),
 ]
 
 STREAM_EXAMPLES: list[tuple[str, list[Any]]] = [
@@ -531,6 +560,16 @@ MESSAGE_REJECTS: list[tuple[str, bool, list[Any], Any, str, dict[str, int]]] = [
     ("gc-answers twice", True,
      [["deliver", exp(0), "echo", [1], 0, None], ["gc-answers", [0]]],
      ["gc-answers", [0]], "unknown-position", {}),
+    # calls without a method, symbols
+    ("deliver method a symbol", True, [], ["deliver", exp(0), Symbol("echo"), [], None, None], "bad-field", {}),
+    ("deliver-only method a symbol", True, [], ["deliver-only", exp(0), Symbol("echo"), []], "bad-field", {}),
+    ("deliver method false (not nil)", True, [], ["deliver", exp(0), False, [], None, None], "bad-field", {}),
+    ("symbol not UTF-8 in args", True, [],
+     Raw(codec.encode(["deliver-only", exp(0), "echo", []])[:-1] + bytes.fromhex("91" + _ext(6, b"\xff"))),
+     "malformed-frame", {}),
+    ("symbol of 1025 bytes in args", True, [],
+     Raw(codec.encode(["deliver-only", exp(0), "echo", []])[:-1] + bytes.fromhex("91" + _ext(6, b"s" * (MAX_SYMBOL_BYTES + 1)))),
+     "malformed-frame", {}),
 ]
 
 # Exchanges with the vector bootstrap: frames in, the frames the session must
@@ -615,6 +654,45 @@ EXCHANGES: list[tuple[str, list[tuple[str, Any]], dict[str, Any] | None]] = [
         ("in", ["deliver-only", exp(0), "fail", ["boom"]]),
         ("in", ["deliver", exp(0), "echo", ["still here"], 2, imp(1)]),
         ("out", ["deliver-only", exp(1), "fulfill", ["still here"]]),
+    ], None),
+    ("a call without a method calls a far function", [
+        ("out", START),
+        ("in", START),
+        ("in", ["deliver", exp(0), "adder", [], 0, imp(1)]),
+        ("out", ["deliver-only", exp(1), "fulfill", [imp(1)]]),
+        ("in", ["deliver", exp(1), None, [2, 3], 1, imp(2)]),
+        ("out", ["deliver-only", exp(2), "fulfill", [5]]),
+        ("in", ["deliver-only", exp(1), None, [4, 4]]),
+        ("out", None),
+    ], None),
+    ("a call without a method on an object that is not a function is rejected", [
+        ("out", START),
+        ("in", START),
+        ("in", ["deliver", exp(0), None, ["x"], 0, imp(1)]),
+        ("out", ["deliver-only", exp(1), "break", [RemoteError("TypeError", "VectorBootstrap is not a function")]]),
+        ("in", ["deliver-only", exp(0), None, []]),
+        ("in", ["deliver", exp(0), "echo", ["still here"], 1, imp(2)]),
+        ("out", ["deliver-only", exp(2), "fulfill", ["still here"]]),
+    ], None),
+    ("a promise broken with a value that is not an error sends the value", [
+        ("out", START),
+        ("in", START),
+        ("in", ["deliver", exp(0), "reject", ["not found"], 0, imp(1)]),
+        ("out", ["deliver-only", exp(1), "break", ["not found"]]),
+        ("in", ["deliver", exp(0), "reject", [{"code": 404}], 1, imp(2)]),
+        ("out", ["deliver-only", exp(2), "break", [{"code": 404}]]),
+    ], None),
+    ("a break value may be a reference", [
+        ("out", START),
+        ("in", START),
+        ("in", ["deliver", exp(0), "reject", [imp(3)], 0, imp(1)]),
+        ("out", ["deliver-only", exp(1), "break", [exp(3)]]),
+    ], None),
+    ("a symbol comes back as a symbol", [
+        ("out", START),
+        ("in", START),
+        ("in", ["deliver", exp(0), "echo", [[Symbol("fetch"), "fetch"]], 0, imp(1)]),
+        ("out", ["deliver-only", exp(1), "fulfill", [[Symbol("fetch"), "fetch"]]]),
     ], None),
 ]
 

@@ -8,7 +8,7 @@
 // into descriptors by the `onRef` / `onDesc` functions its caller supplies.
 
 import { Decoder, Encoder, ExtData, ExtensionCodec } from "../vendor/msgpack.mjs";
-import { Float64, RemoteError, Tagged, describeType, isSelector, remotableInterface } from "./passable.js";
+import { Float64, RemoteError, Selector, Tagged, describeType, isSelector, remotableInterface } from "./passable.js";
 import { isProxy } from "./refs.js";
 
 // ---------------------------------------------------------------------------
@@ -17,6 +17,8 @@ import { isProxy } from "./refs.js";
 export const EXT_BIGINT = 1;
 export const EXT_TAGGED = 2;
 export const EXT_ERROR = 3;
+/** Not 4 or 5: earlier vectors use those as examples of unassigned codes. */
+export const EXT_SELECTOR = 6;
 export const EXT_IMPORT_OBJECT = 10;
 export const EXT_IMPORT_PROMISE = 11;
 export const EXT_EXPORT = 12;
@@ -35,6 +37,8 @@ export const MAX_DEPTH = 128;
 export const MAX_POSITION = Number.MAX_SAFE_INTEGER;
 /** Largest bigint payload in bytes (§3.2). */
 export const MAX_BIGINT_BYTES = 4096;
+/** Longest selector name in UTF-8 bytes (§3.2; Python's `MAX_SYMBOL_BYTES`). */
+export const MAX_SELECTOR_BYTES = 1024;
 
 const INT_MIN = -(2n ** 63n);
 const INT_MAX = 2n ** 64n - 1n;
@@ -143,6 +147,8 @@ const toWellFormed =
     ? (s) => s.toWellFormed()
     : (s) => s.replace(SURROGATES, (pair, lone) => (lone ? "\ufffd" : pair));
 
+const utf8 = new TextEncoder();
+
 /** @param {string} s */
 function checkString(s) {
   if (!isWellFormed(s)) throw new TypeError("string is not valid Unicode (lone surrogate)");
@@ -204,6 +210,9 @@ const noRefs = (obj) => {
   throw new TypeError(`cannot encode ${describeType(obj)}: no session to pass references through`);
 };
 
+/** @param {Desc} desc */
+const descExt = (desc) => new ExtData(desc.kind, positionBytes(desc.position));
+
 /**
  * @param {unknown} value
  * @param {OnRef} onRef
@@ -224,6 +233,8 @@ function toWire(value, onRef, depth) {
     case "bigint":
       return wireInt(value);
     case "function":
+      // A far function (Far(iface, fn)) passes by reference like any remotable.
+      if (remotableInterface(value) !== undefined) return descExt(onRef(value));
       throw new TypeError("cannot pass a function: make a remotable with Far()");
     case "symbol":
       throw new TypeError("cannot pass a symbol");
@@ -233,8 +244,10 @@ function toWire(value, onRef, depth) {
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
   if (value instanceof Float64) return value;
   if (isSelector(value)) {
-    // docs/protocol.md has no msgpack form for it yet; the ocapn profile writes it as a Syrup symbol.
-    throw new TypeError(`cannot pass Selector ${JSON.stringify(value.name)} over the msgpack profile: it has no msgpack form yet`);
+    // A leaf, like a string: ext 6 holding the name's UTF-8 bytes, not counted in the nesting.
+    const data = utf8.encode(checkString(value.name));
+    if (data.length > MAX_SELECTOR_BYTES) throw new TypeError(`selector name too long to pass (${data.length} bytes > ${MAX_SELECTOR_BYTES})`);
+    return new ExtData(EXT_SELECTOR, data);
   }
   if (depth >= MAX_DEPTH) throw new TypeError(`value nested deeper than ${MAX_DEPTH} levels`);
   if (Array.isArray(value)) {
@@ -265,8 +278,7 @@ function toWire(value, onRef, depth) {
     return wireRecord(keys, values);
   }
   if (remotableInterface(value) !== undefined || isProxy(value) || value instanceof Promise) {
-    const desc = onRef(/** @type {object} */ (value));
-    return new ExtData(desc.kind, positionBytes(desc.position));
+    return descExt(onRef(/** @type {object} */ (value)));
   }
   const proto = Object.getPrototypeOf(value);
   if (proto === Object.prototype || proto === null) {
@@ -419,7 +431,11 @@ function decoderAt(level) {
  * @param {DecodeContext} context
  */
 function decodeExt(data, type, context) {
-  if (context.level >= MAX_DEPTH) throw new CodecError(`value nested deeper than ${MAX_DEPTH} levels`);
+  // At the limit only leaves (bigints, selectors; descriptors, which revive
+  // counts) may still appear, as in Python: §3.4 does not count them.
+  if (context.level >= MAX_DEPTH && (type === EXT_TAGGED || type === EXT_ERROR)) {
+    throw new CodecError(`value nested deeper than ${MAX_DEPTH} levels`);
+  }
   switch (type) {
     case EXT_IMPORT_OBJECT:
     case EXT_IMPORT_PROMISE:
@@ -428,6 +444,16 @@ function decodeExt(data, type, context) {
       return decodePosition(type, data);
     case EXT_BIGINT:
       return decodeBigint(data);
+    case EXT_SELECTOR: {
+      if (data.length > MAX_SELECTOR_BYTES) throw new CodecError("selector name too long");
+      let name;
+      try {
+        name = strictUtf8.decode(data);
+      } catch {
+        throw new CodecError("selector name is not valid UTF-8");
+      }
+      return new Selector(name);
+    }
     case EXT_TAGGED: {
       const inner = decoderAt(context.level + 1).decode(data);
       if (!Array.isArray(inner) || inner.length !== 2 || typeof inner[0] !== "string") {
@@ -484,7 +510,7 @@ export function revive(value, onDesc = null, depth = 0) {
     case "bigint":
       return value;
   }
-  if (value === null || value instanceof Float64) return value;
+  if (value === null || value instanceof Float64 || isSelector(value)) return value;
   if (value instanceof Uint8Array) return value.slice(); // detach from the frame's buffer
   if (depth >= MAX_DEPTH) throw new CodecError(`value nested deeper than ${MAX_DEPTH} levels`);
   if (Array.isArray(value)) {

@@ -111,6 +111,11 @@ export const METHOD_NAME = /^[A-Za-z][A-Za-z0-9_]{0,127}$/;
  * reference, and the peer may call its own function properties whose names
  * are identifiers not starting with "_". Returns the same object, frozen.
  *
+ * Given a function, `Far("Add", (a, b) => a + b)` makes a *far function*:
+ * `E(add)(1, 2)` calls the function itself (a deliver without a method name,
+ * docs/protocol.md §5.2), as Python's `Far("Add", fn)`. Only a far function
+ * may be called that way; its own function properties are methods as above.
+ *
  * @template {object} T
  * @param {string} iface
  * @param {T} [methods]
@@ -118,6 +123,9 @@ export const METHOD_NAME = /^[A-Za-z][A-Za-z0-9_]{0,127}$/;
  */
 export function Far(iface, methods = /** @type {T} */ ({})) {
   if (typeof iface !== "string" || !iface) throw new TypeError("Far() needs a non-empty interface name");
+  if (methods === null || (typeof methods !== "object" && typeof methods !== "function")) {
+    throw new TypeError(`Far() needs an object of methods or a function, not ${describeType(methods)}`);
+  }
   for (const [name, fn] of Object.entries(methods)) {
     if (typeof fn !== "function") continue; // data properties are allowed but not callable
     if (!METHOD_NAME.test(name)) throw new TypeError(`Far(): ${JSON.stringify(name)} is not a valid remote method name`);
@@ -131,7 +139,15 @@ export function Far(iface, methods = /** @type {T} */ ({})) {
  * @param {unknown} obj
  * @returns {string | undefined}
  */
-export const interfaceOf = (obj) => (obj !== null && typeof obj === "object" ? farInterfaces.get(obj) : undefined);
+export const interfaceOf = (obj) =>
+  obj !== null && (typeof obj === "object" || typeof obj === "function") ? farInterfaces.get(obj) : undefined;
+
+/**
+ * Whether `obj` may be called itself, `E(obj)(...)`: a function made a remotable by `Far(iface, fn)`. Internal.
+ * @param {unknown} obj
+ * @returns {obj is (...args: unknown[]) => unknown}
+ */
+export const isFarFunction = (obj) => typeof obj === "function" && farInterfaces.has(obj);
 
 /**
  * The interface name if `obj` was made by `Far` (any kind of value may be asked). Internal.

@@ -7,7 +7,7 @@
 // (session.js) makes and releases proxies; `E` (eventual.js) reads their
 // state to decide where a call goes.
 
-import { Far, RemoteError } from "./passable.js";
+import { Far } from "./passable.js";
 
 /** @typedef {import("./session.js").Session} Session */
 
@@ -180,9 +180,9 @@ export function makeResolver(info) {
     fulfill(value = null) {
       info.resolve(value);
     },
-    /** @param {unknown} [reason] */
+    /** @param {unknown} [reason] any passable value: an error arrives as a RemoteError, anything else as itself (§6.3) */
     break(reason = null) {
-      info.reject(reason instanceof Error ? reason : new RemoteError("Error", String(reason)));
+      info.reject(reason);
     },
   });
   resolverRejects.set(resolver, info.reject);

@@ -330,7 +330,7 @@ export class Session {
   /**
    * Queue a call; return its answer, a RemotePromise that can be pipelined on.
    * @param {unknown} target a proxy of this session
-   * @param {string} method
+   * @param {string | null} method null calls the target itself (§5.2)
    * @param {unknown[]} args
    * @returns {RemotePromise}
    */
@@ -359,7 +359,7 @@ export class Session {
   /**
    * Queue a call whose result nobody wants (deliver-only). Throws TypeError for bad args.
    * @param {unknown} target a proxy of this session
-   * @param {string} method
+   * @param {string | null} method null calls the target itself (§5.2)
    * @param {unknown[]} args
    */
   sendOnly(target, method, args) {
@@ -499,10 +499,12 @@ export class Session {
   }
 
   /**
+   * A method name, or null: a call of the target itself (§5.2).
    * @param {unknown} method
-   * @returns {asserts method is string}
+   * @returns {asserts method is string | null}
    */
   _checkMethod(method) {
+    if (method === null) return;
     const max = this.limits.maxMethodLength;
     if (typeof method !== "string" || (method.length > max && Array.from(method).length > max)) {
       throw new ProtocolError(R.BAD_FIELD, "method must be a short string");
@@ -619,16 +621,21 @@ export class Session {
       },
       (error) => {
         if (this.aborted) return;
-        send("break", this._wireError(error));
+        if (error instanceof Error) return send("break", this._wireError(error));
+        // Broken with a value that is not an error: the peer gets the value itself (§6.3).
+        try {
+          send("break", error);
+        } catch (e) {
+          send("break", new RemoteError("TypeError", `rejection value is not passable: ${e.message}`));
+        }
       },
     );
   }
 
-  /** @param {unknown} e */
+  /** @param {Error} e */
   _wireError(e) {
     if (e instanceof RemoteError) return e;
-    if (e instanceof Error) return new RemoteError(e.name, e.message, this.debug && e.stack ? String(e.stack) : null);
-    return new RemoteError("Error", String(e));
+    return new RemoteError(e.name, e.message, this.debug && e.stack ? String(e.stack) : null);
   }
 
   /** @param {PromiseInfo} info */
