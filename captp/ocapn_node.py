@@ -72,6 +72,14 @@ MAX_FRAME_SIZE = 16 * 1024 * 1024
 #: memory with gifts nobody will collect.
 MAX_PENDING_GIFTS = 1024
 
+#: Seconds a withdrawal waits for its gift before it breaks. The gifter sends
+#: deposit-gift to the exporter before it sends the handoff-give to the
+#: receiver, so a withdrawal that arrives first is behind by the difference
+#: of two paths — a round trip or two, seconds on a bad link. A minute is far
+#: past that; a withdrawal still waiting then is for a gift that is not coming
+#: (a gifter that lied, or died without its session ending yet).
+GIFT_WAIT_TIMEOUT = 60.0
+
 #: Seconds a closing stream keeps reading (and dropping) what the peer still
 #: sends after our end of the stream, so that the peer sees the stream end
 #: rather than a reset. Long enough for a peer to notice the end; short
@@ -174,8 +182,9 @@ class _Peer:
         self.next_count = 0
         #: Gifts the other side deposited with us and nobody withdrew yet (exporter role).
         self.gifts: set[tuple[bytes, bytes | int]] = set()
-        #: Gifts the other side asked to withdraw before they were deposited (exporter role).
-        self.waiting: set[tuple[bytes, Any]] = set()
+        #: Withdrawals the other side made before their gifts were deposited (exporter role);
+        #: one entry per withdrawal, so asking for one gift many times counts many times.
+        self.waiting: list[_Withdrawal] = []
         self.bootstrap = _Bootstrap(node, self)
 
     def location(self) -> PeerLocator | None:
@@ -183,6 +192,18 @@ class _Peer:
         if self.profile.peer is not None:
             return self.profile.peer.location
         return self.outbound
+
+
+class _Withdrawal:
+    """A withdraw-gift waiting for its deposit: who asked, the promise it was answered, and its deadline."""
+
+    def __init__(self, key: tuple[bytes, Any], receiver: _Peer, resolver: Any) -> None:
+        self.key = key
+        self.receiver = receiver
+        self.resolver = resolver
+        #: Cancelled when the withdrawal is settled; its deadline breaks it (``GIFT_WAIT_TIMEOUT``).
+        self.timer = trio.CancelScope(deadline=trio.current_time() + GIFT_WAIT_TIMEOUT)
+        self.settled = False
 
 
 class OcapnNode:
@@ -211,7 +232,7 @@ class OcapnNode:
         self._by_profile: dict[int, _Peer] = {}
         self._by_session: dict[int, _Peer] = {}
         self._gifts: dict[tuple[bytes, Any], Any] = {}
-        self._waiting: dict[tuple[bytes, Any], list[tuple[_Peer, Any]]] = {}
+        self._waiting: dict[tuple[bytes, Any], list[_Withdrawal]] = {}
         self._nursery: trio.Nursery | None = None
 
     # -- running ------------------------------------------------------------------------
@@ -443,11 +464,10 @@ class OcapnNode:
 
     # -- gifts (exporter role) ----------------------------------------------------------------
     def _deposit(self, key: tuple[bytes, Any], gift: Any, gifter: _Peer) -> None:
-        waiting = self._waiting.pop(key, None)
+        waiting = self._waiting.get(key)
         if waiting:
-            for receiver, resolver in waiting:
-                receiver.waiting.discard(key)
-                resolver.resolve(gift)
+            for withdrawal in list(waiting):
+                self._settle(withdrawal, gift=gift)
             return
         if key in self._gifts:
             raise ValueError("a gift with that id is already deposited in this session")
@@ -457,6 +477,13 @@ class OcapnNode:
         gifter.gifts.add(key)
 
     def _withdraw(self, key: tuple[bytes, Any], receiver: _Peer) -> Any:
+        """The gift under ``key``, or a promise for it that breaks if it cannot come.
+
+        A withdrawal may arrive before its deposit (the two travel different
+        paths); it then waits — until the deposit, the end of the gifter's
+        session or of the receiver's, or ``GIFT_WAIT_TIMEOUT``, whichever is
+        first. At most ``MAX_PENDING_GIFTS`` withdrawals of one session wait.
+        """
         if key in self._gifts:
             for peer in self._peers:
                 peer.gifts.discard(key)
@@ -464,23 +491,46 @@ class OcapnNode:
         if len(receiver.waiting) >= MAX_PENDING_GIFTS:
             raise ValueError(f"more than {MAX_PENDING_GIFTS} withdrawals are waiting for their gifts in this session")
         promise, resolver = make_promise_kit()
-        self._waiting.setdefault(key, []).append((receiver, resolver))
-        receiver.waiting.add(key)
+        withdrawal = _Withdrawal(key, receiver, resolver)
+        self._waiting.setdefault(key, []).append(withdrawal)
+        receiver.waiting.append(withdrawal)
+        self._spawn(self._expire, withdrawal)
         return promise
 
+    async def _expire(self, withdrawal: _Withdrawal) -> None:
+        with withdrawal.timer:
+            await trio.sleep_forever()
+        if not withdrawal.settled:
+            self._settle(withdrawal, error=f"no gift was deposited within {GIFT_WAIT_TIMEOUT:g} seconds")
+
+    def _settle(self, withdrawal: _Withdrawal, *, gift: Any = None, error: str | None = None) -> None:
+        """Answer a waiting withdrawal with its gift, or break it with ``error``; forget it either way."""
+        if withdrawal.settled:
+            return
+        withdrawal.settled = True
+        withdrawal.timer.cancel()
+        left = [w for w in self._waiting.get(withdrawal.key, []) if w is not withdrawal]
+        if left:
+            self._waiting[withdrawal.key] = left
+        else:
+            self._waiting.pop(withdrawal.key, None)
+        withdrawal.receiver.waiting.remove(withdrawal)
+        if error is None:
+            withdrawal.resolver.resolve(gift)
+        else:
+            withdrawal.resolver.reject(RemoteError("HandoffError", error))
+
     def _forget(self, peer: _Peer) -> None:
-        """A session ended: its gifts go, and its withdrawals still waiting break."""
+        """A session ended: its gifts go; its withdrawals, and those waiting for its gifts, break."""
         for key in peer.gifts:
             self._gifts.pop(key, None)
-        for key in peer.waiting:
-            left = []
-            for receiver, resolver in self._waiting.pop(key, []):
-                if receiver is peer:
-                    resolver.reject(RemoteError("ConnectionError", "the session ended before the gift was deposited"))
-                else:
-                    left.append((receiver, resolver))
-            if left:
-                self._waiting[key] = left
+        for withdrawal in list(peer.waiting):
+            self._settle(withdrawal, error="the session ended before the gift was deposited")
+        if peer.profile.peer is not None:
+            session_id = peer.profile.peer.session_id
+            for key in [k for k in self._waiting if k[0] == session_id]:
+                for withdrawal in list(self._waiting.get(key, [])):
+                    self._settle(withdrawal, error="the gifter's session ended before it deposited the gift")
 
     def _gifter_key(self, session_id: bytes) -> Any:
         for peer in self._peers:

@@ -465,3 +465,92 @@ async def test_a_peer_claiming_a_designator_its_netlayer_did_not_authenticate_is
         # The honest peer b is served as before, and a has no session claiming to be b.
         assert await E(await b.enliven(SturdyRef(a.location, ECHO)))(1) == [1]
         assert [s["designator"] for s in a.sessions()] == [b.location.designator]
+
+
+# -- withdrawals that can never be served -------------------------------------------------------
+
+
+def _gives_and_receives(gifter: OcapnNode, g2e: Session, receiver: OcapnNode, r2e: Session, exporter: OcapnNode) -> tuple[Any, Any]:
+    """Makers of gives signed in the gifter's session and receives signed in the receiver's."""
+    g_profile, r_profile = _profile_of(gifter, g2e), _profile_of(receiver, r2e)
+    assert g_profile.peer is not None and r_profile.peer is not None
+    g_peer, r_peer = g_profile.peer, r_profile.peer
+    receiver_key = OcapnProfile(receiver.location).key
+
+    def give(gift_id: bytes) -> Record:
+        return make_handoff_give(
+            g_profile.key, receiver_key=receiver_key.public_key(), exporter_location=exporter.location,
+            session=g_peer.session_id, gifter_side=g_peer.our_side, gift_id=gift_id,
+        )
+
+    def receive(signed_give: Record, count: int) -> Record:
+        return make_handoff_receive(
+            receiver_key, signed_give, receiving_session=r_peer.session_id,
+            receiving_side=r_peer.our_side, handoff_count=count,
+        )
+
+    return give, receive
+
+
+async def test_a_withdrawal_waiting_for_a_gift_breaks_when_the_gifters_session_ends(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        _, g2e, r2e = await _exporter_and_handoff(nursery, exporter, gifter, receiver)
+        give, receive = _gives_and_receives(gifter, g2e, receiver, r2e, exporter)
+        # The withdrawal arrives before the deposit (a legitimate race): it waits.
+        waiting = E(r2e.bootstrap()).withdraw_gift(receive(give(b"never deposited"), 0))
+        with trio.fail_after(10):
+            while not exporter._waiting:
+                await trio.sleep(0.01)
+        # The gifter's session ends: the gift can never come.
+        g2e.abort()
+        with trio.fail_after(10), pytest.raises(RemoteError, match="gifter's session ended"):
+            await waiting
+        assert not exporter._waiting
+        assert r2e.aborted is None
+        assert await E(r2e.bootstrap()).fetch(ECHO) is not None
+
+
+async def test_a_withdrawal_after_the_gifters_session_ended_breaks_at_once(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        echo_at_gifter, g2e, r2e = await _exporter_and_handoff(nursery, exporter, gifter, receiver)
+        give, receive = _gives_and_receives(gifter, g2e, receiver, r2e, exporter)
+        await E(g2e.bootstrap()).deposit_gift(b"deposited", echo_at_gifter)
+        signed_give = give(b"deposited")
+        g2e.abort()
+        with trio.fail_after(10):
+            while exporter._gifts:
+                await trio.sleep(0.01)
+        with trio.fail_after(10), pytest.raises(RemoteError, match="HandoffError"):
+            await E(r2e.bootstrap()).withdraw_gift(receive(signed_give, 0))
+        assert not exporter._waiting
+
+
+async def test_a_withdrawal_waiting_longer_than_the_bound_breaks(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ocapd.captp.ocapn_node.GIFT_WAIT_TIMEOUT", 0.05)
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        _, g2e, r2e = await _exporter_and_handoff(nursery, exporter, gifter, receiver)
+        give, receive = _gives_and_receives(gifter, g2e, receiver, r2e, exporter)
+        with trio.fail_after(10), pytest.raises(RemoteError, match="no gift was deposited"):
+            await E(r2e.bootstrap()).withdraw_gift(receive(give(b"late"), 0))
+        assert not exporter._waiting
+        assert g2e.aborted is None and r2e.aborted is None
+
+
+async def test_waiting_withdrawals_are_bounded_per_session_even_for_one_gift(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ocapd.captp.ocapn_node.MAX_PENDING_GIFTS", 2)
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        echo_at_gifter, g2e, r2e = await _exporter_and_handoff(nursery, exporter, gifter, receiver)
+        give, receive = _gives_and_receives(gifter, g2e, receiver, r2e, exporter)
+        same = give(b"one gift")
+        first = E(r2e.bootstrap()).withdraw_gift(receive(same, 0))
+        second = E(r2e.bootstrap()).withdraw_gift(receive(same, 1))
+        with trio.fail_after(10), pytest.raises(RemoteError, match="more than 2 withdrawals"):
+            await E(r2e.bootstrap()).withdraw_gift(receive(same, 2))
+        with trio.fail_after(10), pytest.raises(RemoteError, match="more than 2 withdrawals"):
+            await E(r2e.bootstrap()).withdraw_gift(receive(give(b"another gift"), 3))
+        # The deposit serves the withdrawals that waited; the session goes on.
+        await E(g2e.bootstrap()).deposit_gift(b"one gift", echo_at_gifter)
+        with trio.fail_after(10):
+            assert await E(await first)("a") == ["a"]
+            assert await E(await second)("b") == ["b"]
+        assert not exporter._waiting
