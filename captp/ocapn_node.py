@@ -56,12 +56,26 @@ from .session import Budget, RemotePromise, RemoteRef, Session
 from .syrup import Record, SyrupError, SyrupReader
 from .transport import FramedStream, TransportClosed
 
-__all__ = ["OcapnNode", "SyrupStream", "R_CROSSED_HELLOS"]
+__all__ = ["OcapnNode", "SyrupStream", "R_CROSSED_HELLOS", "R_TOO_MANY_FAILED_FETCHES"]
 
 log = logging.getLogger("captp.ocapn")
 
 #: Abort reason of the session that loses a crossed hello.
 R_CROSSED_HELLOS = "crossed-hellos"
+
+#: Abort reason of a session that failed more fetches than it may (``MAX_FAILED_FETCHES``).
+R_TOO_MANY_FAILED_FETCHES = "too-many-failed-fetches"
+
+#: Failed fetches a session may make in a burst, and how many more it earns
+#: back each second; one more and the session is aborted. A swiss number is
+#: 256 random bits, so guessing is hopeless anyway: this is defence in depth,
+#: so that a peer cannot spend our time (and its own luck) on millions of
+#: guesses per session. An honest peer fails a fetch rarely — a mistyped or
+#: revoked URI, once per use — and a burst of 32 with one a second forgiven
+#: never stops it; a guesser is held to about one guess a second per session,
+#: and each new session costs it a handshake.
+MAX_FAILED_FETCHES = 32
+FAILED_FETCHES_PER_SECOND = 1.0
 
 #: Largest message read or written: the session's default frame limit (and Syrup's).
 MAX_FRAME_SIZE = 16 * 1024 * 1024
@@ -185,7 +199,20 @@ class _Peer:
         #: Withdrawals the other side made before their gifts were deposited (exporter role);
         #: one entry per withdrawal, so asking for one gift many times counts many times.
         self.waiting: list[_Withdrawal] = []
+        #: Failed fetches this session may still make (``MAX_FAILED_FETCHES``), as of ``_fetch_clock``.
+        self._fetch_allowance = float(MAX_FAILED_FETCHES)
+        self._fetch_clock = trio.current_time()
         self.bootstrap = _Bootstrap(node, self)
+
+    def failed_fetch(self) -> None:
+        """Count a failed fetch; past the session's allowance, abort the session."""
+        now = trio.current_time()
+        earned = (now - self._fetch_clock) * FAILED_FETCHES_PER_SECOND
+        self._fetch_allowance = min(float(MAX_FAILED_FETCHES), self._fetch_allowance + earned) - 1
+        self._fetch_clock = now
+        if self._fetch_allowance < 0 and self.session is not None:
+            log.info("%s: aborting a session that failed too many fetches", self.node.name)
+            self.session.abort(f"{R_TOO_MANY_FAILED_FETCHES}: more than {MAX_FAILED_FETCHES} failed fetches")
 
     def location(self) -> PeerLocator | None:
         """The other side's location: as it signed it once started, else where we dialed."""
@@ -549,6 +576,14 @@ class _Bootstrap:
         self._peer = peer
 
     def fetch(self, swiss: Any) -> Any:
+        """The object at ``swiss``; a failure counts against the session (``MAX_FAILED_FETCHES``)."""
+        try:
+            return self._fetch(swiss)
+        except Exception:
+            self._peer.failed_fetch()
+            raise
+
+    def _fetch(self, swiss: Any) -> Any:
         if type(swiss) is str:
             swiss = swiss.encode("utf-8")
         if type(swiss) is not bytes:

@@ -25,10 +25,10 @@ from ocapd.captp.messages import Deliver, DescKind, Descriptor
 from ocapd.captp.ocapn_keys import MAX_GIFT_ID, make_handoff_give, make_handoff_receive
 from ocapd.captp.ocapn_locators import PeerLocator, SturdyRef
 from ocapd.captp.ocapn_netlayers import PeerConnection, TcpTestingOnlyNetlayer
-from ocapd.captp.ocapn_node import OcapnNode
+from ocapd.captp.ocapn_node import R_TOO_MANY_FAILED_FETCHES, OcapnNode
 from ocapd.captp.ocapn_profile import OcapnProfile
 from ocapd.captp.ocapn_test_peer import SWISS_NUMBERS, make_objects
-from ocapd.captp.session import Limits, Session
+from ocapd.captp.session import Limits, Session, SessionAborted
 from ocapd.captp.syrup import Record, decode, encode
 
 ECHO = SWISS_NUMBERS["echo"]
@@ -554,3 +554,41 @@ async def test_waiting_withdrawals_are_bounded_per_session_even_for_one_gift(nur
             assert await E(await first)("a") == ["a"]
             assert await E(await second)("b") == ["b"]
         assert not exporter._waiting
+
+
+# -- failed fetches ---------------------------------------------------------------------------------
+
+
+async def test_a_session_that_fails_too_many_fetches_is_aborted_and_others_go_on(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ocapd.captp.ocapn_node.MAX_FAILED_FETCHES", 3)
+    monkeypatch.setattr("ocapd.captp.ocapn_node.FAILED_FETCHES_PER_SECOND", 0.0)
+    async with running_node(nursery) as a, running_node(nursery) as guesser, running_node(nursery) as honest:
+        echo = await honest.enliven(SturdyRef(a.location, ECHO))
+        session = await guesser.session_for(a.location)
+        bootstrap = session.bootstrap()
+        for guess in (b"guess-1", b"guess-2", b"guess-3"):
+            with pytest.raises(RemoteError, match="swiss number"):
+                await E(bootstrap).fetch(guess)
+        # Good fetches cost nothing.
+        assert await E(bootstrap).fetch(ECHO) is not None
+        assert session.aborted is None
+        with trio.fail_after(10), pytest.raises(SessionAborted, match=R_TOO_MANY_FAILED_FETCHES):
+            await E(bootstrap).fetch(b"guess-4")
+        assert session.aborted is not None and session.aborted.code == R_TOO_MANY_FAILED_FETCHES
+        assert session.aborted.by_peer
+        # The honest peer's session was not touched.
+        assert await E(echo)("still here") == ["still here"]
+        assert echo._session.aborted is None
+
+
+async def test_failed_fetches_are_forgiven_at_a_steady_rate(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ocapd.captp.ocapn_node.MAX_FAILED_FETCHES", 1)
+    monkeypatch.setattr("ocapd.captp.ocapn_node.FAILED_FETCHES_PER_SECOND", 1e12)  # any pause earns one back
+    async with running_node(nursery) as a, running_node(nursery) as b:
+        session = await b.session_for(a.location)
+        for n in range(5):
+            with pytest.raises(RemoteError, match="swiss number"):
+                await E(session.bootstrap()).fetch(b"typo %d" % n)
+        assert session.aborted is None
