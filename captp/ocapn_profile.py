@@ -28,6 +28,7 @@ It implements ``captp.profile.WireProfile``:
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,27 @@ __all__ = ["CAPTP_VERSION", "HANDOFF_GIVE", "OcapnProfile", "PeerInfo"]
 
 #: The version every ``op:start-session`` carries (the draft spec's and the suite's).
 CAPTP_VERSION = "1.0"
+
+#: An error's one string on the wire is ``"Name: message"``; a prefix of this
+#: form before ``": "`` is read back as the name. OCapN's ``desc:error`` has one
+#: field (Endo reads exactly one string and refuses a record with more), so the
+#: name rides in the message. An identifier is what Python and JavaScript error
+#: class names are; a message that merely starts with one (another peer's
+#: "note: …") reads as an error of that name, and prints the same either way.
+_ERROR_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,63}): (.*)\Z", re.DOTALL)
+
+
+def error_text(err: RemoteError) -> str:
+    """The one string a ``desc:error`` carries: ``"Name: message"`` (see ``read_error``)."""
+    return f"{err.name}: {err.message}"
+
+
+def read_error(text: str) -> RemoteError:
+    """A ``desc:error``'s string as a ``RemoteError``: ``"Name: message"`` gives both back; other text is the message of an "Error"."""
+    named = _ERROR_NAME.match(text)
+    if named is None:
+        return RemoteError("Error", text)
+    return RemoteError(named.group(1), named.group(2))
 
 _S = Symbol
 VOID, NULL, TAGGED, ERROR = _S("void"), _S("null"), _S("desc:tagged"), _S("desc:error")
@@ -350,7 +372,7 @@ class OcapnProfile:
         if label == ERROR:
             if len(fields) != 1 or type(fields[0]) is not str:
                 raise ProtocolError(R_MALFORMED, "<desc:error> takes a message string")
-            return RemoteError("Error", fields[0])
+            return read_error(fields[0])
         if label == STURDYREF:
             return SturdyRef.from_syrup(value)
         if label == PEER:
@@ -537,7 +559,7 @@ class _Writer:
             elif isinstance(value, BaseException):
                 err = RemoteError.from_exception(value)
                 out.append(_OPEN_ERROR)
-                self.value(f"{err.name}: {err.message}" if err.message else err.name, depth)
+                self.value(error_text(err), depth)
                 out.append(b">")
             else:
                 self.elements -= 1

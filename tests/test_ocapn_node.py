@@ -592,3 +592,24 @@ async def test_failed_fetches_are_forgiven_at_a_steady_rate(nursery: trio.Nurser
             with pytest.raises(RemoteError, match="swiss number"):
                 await E(session.bootstrap()).fetch(b"typo %d" % n)
         assert session.aborted is None
+
+
+# -- error names ---------------------------------------------------------------------------------
+
+
+async def test_an_errors_name_survives_ocapn_also_passed_on_through_a_third_node(nursery: trio.Nursery) -> None:
+    def refuse() -> None:
+        raise PermissionError("not for you")
+
+    async with running_node(nursery) as exporter, running_node(nursery) as relay, running_node(nursery) as caller:
+        exporter.swiss[b"refuser"] = Far("Refuser", refuse)
+        at_relay = await relay.enliven(SturdyRef(exporter.location, b"refuser"))
+        with pytest.raises(RemoteError) as direct:
+            await E(at_relay)()
+        assert (direct.value.name, direct.value.message) == ("PermissionError", "not for you")
+        relay.swiss[b"relayer"] = Far("Relayer", lambda: E(at_relay)())
+        at_caller = await caller.enliven(SturdyRef(relay.location, b"relayer"))
+        with pytest.raises(RemoteError) as relayed:
+            await E(at_caller)()
+        assert (relayed.value.name, relayed.value.message) == ("PermissionError", "not for you")
+        assert str(relayed.value) == "PermissionError: not for you"
