@@ -107,6 +107,10 @@ def read_error(text: str) -> RemoteError:
 
 _S = Symbol
 VOID, NULL, TAGGED, ERROR = _S("void"), _S("null"), _S("desc:tagged"), _S("desc:error")
+#: What Guile Goblins breaks a promise with for any exception: no fields, so
+#: that nothing about the exception leaks. Read, never written.
+MYSTERY_ERROR = _S("exn:fail:mystery")
+
 SIG_ENVELOPE, HANDOFF_GIVE = _S("desc:sig-envelope"), _S("desc:handoff-give")
 PEER, STURDYREF = _S("ocapn-peer"), _S("ocapn-sturdyref")
 DESC_LABEL = {
@@ -373,6 +377,10 @@ class OcapnProfile:
             if len(fields) != 1 or type(fields[0]) is not str:
                 raise ProtocolError(R_MALFORMED, "<desc:error> takes a message string")
             return read_error(fields[0])
+        if label == MYSTERY_ERROR:
+            if fields:
+                raise ProtocolError(R_MALFORMED, "<exn:fail:mystery> has no fields")
+            return RemoteError("Error", "an error the peer does not describe (exn:fail:mystery)")
         if label == STURDYREF:
             return SturdyRef.from_syrup(value)
         if label == PEER:

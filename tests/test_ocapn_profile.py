@@ -265,6 +265,14 @@ def test_any_identifier_name_and_any_message_round_trip(name: str, message: str)
     assert (back.name, back.message) == (name, message)
 
 
+def test_goblins_fieldless_mystery_error_reads_as_an_error() -> None:
+    """Guile Goblins breaks promises with <exn:fail:mystery> and no fields, revealing nothing."""
+    error = _value(b"<16'exn:fail:mystery>")
+    assert isinstance(error, RemoteError) and error.name == "Error" and "does not describe" in error.message
+    with pytest.raises(ProtocolError, match="exn:fail:mystery"):
+        _value(b"<16'exn:fail:mystery3\"why>")
+
+
 def test_descriptors_inside_values_go_to_revive():
     seen: list[Descriptor] = []
     value = _value(b"[<19'desc:import-promise2+>{1\"k<18'desc:import-object3+>}]", lambda d: seen.append(d) or d.position)
