@@ -384,6 +384,10 @@ def test_the_advertised_address_is_what_uris_carry_and_it_is_kept(pair: tuple[Da
         # The peer dials the advertised address, and reaches the listener.
         b.out("enliven", uri, "-n", "greeter-at-d")
         assert "hello bob" in b.out("eval", CALL, "g:greeter-at-d")
+        # A refused listen leaves the listener that runs.
+        one_line_error(d.cli("network", "listen", "--netlayer", "tls-ed25519", "--host", "0.0.0.0", check=False))
+        assert show_json(d, "network", "show")["uri"] == listening
+        assert "hello ann" in b.out("eval", "E(g).greet('ann')", "g:greeter-at-d")
         d.restart()
         wait_until(lambda: show_json(d, "network", "show")["listening"], "d listens again")
         assert show_json(d, "network", "show")["uri"] == listening
