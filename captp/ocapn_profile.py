@@ -79,7 +79,7 @@ if TYPE_CHECKING:
 
     from .session import Limits
 
-__all__ = ["CAPTP_VERSION", "HANDOFF_GIVE", "OcapnProfile", "PeerInfo"]
+__all__ = ["CAPTP_VERSION", "HANDOFF_GIVE", "OcapnProfile", "PeerInfo", "error_text", "read_error"]
 
 #: The version every ``op:start-session`` carries (the draft spec's and the suite's).
 CAPTP_VERSION = "1.0"

@@ -58,8 +58,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEY_FILE", "LISTEN_META", "NETLAYERS", "Caretaker", "Network", "NetworkControl", "Peer", "PeerError",
-    "PeerUnreachable", "make_peer", "short", "make_share", "make_sturdyref", "network_of", "new_swiss",
-    "resume_listening", "stage_peer", "stage_share", "stage_unshare", "sturdyref_parts",
+    "PeerUnreachable", "advertised_address", "is_unspecified", "make_peer", "short", "make_share", "make_sturdyref",
+    "network_of", "new_swiss", "resume_listening", "stage_peer", "stage_share", "stage_unshare", "sturdyref_parts",
 ]  # fmt: skip
 
 log = logging.getLogger("ocapd.peers")
