@@ -15,7 +15,14 @@ class              op (docs/protocol.md §5)
 ``GcExports``      gc-exports: the sender dropped its imports
 ``GcAnswers``      gc-answers: the sender dropped its answers
 ``Abort``          abort: the session ends, with a reason
+``Get``            OCapN's op:get: a field of the record a promise settles to
+``Index``          OCapN's op:index: an element of the list it settles to
+``Untag``          OCapN's op:untag: the payload of the tagged value it settles to
 =================  =========================================================
+
+``Get``, ``Index`` and ``Untag`` pipeline on copy data rather than call an
+object. Only the OCapN profile writes them; the msgpack profile has no op
+for them (its ``encode_message`` raises ``TypeError``, and it reads none).
 
 **Fields as decoded are unchecked.** A profile decodes a frame into one of
 these classes and checks only what makes it that message (an op it knows,
@@ -60,6 +67,9 @@ __all__ = [
     "GcExports",
     "GcAnswers",
     "Abort",
+    "Get",
+    "Index",
+    "Untag",
     "ProtocolError",
     "LimitExceeded",
     "MAX_POSITION",
@@ -226,10 +236,44 @@ class Abort(NamedTuple):
     reason: Any
 
 
+class Get(NamedTuple):
+    """get: put at ``answer_pos`` a promise for field ``field`` of the record ``target`` settles to.
+
+    ``target`` names a promise of the receiver's (an answer, or a promise it
+    exported); the new answer breaks if that promise breaks, or settles to
+    anything but a record holding ``field``. ``field`` is a str.
+    """
+
+    target: Any
+    field: Any
+    answer_pos: Any
+
+
+class Index(NamedTuple):
+    """index: as ``Get`` for element ``index`` (an int) of the list ``target`` settles to.
+
+    An index outside the list, negative ones included, breaks the answer.
+    """
+
+    target: Any
+    index: Any
+    answer_pos: Any
+
+
+class Untag(NamedTuple):
+    """untag: as ``Get`` for the payload of the ``Tagged`` ``target`` settles to, if its tag is ``tag``."""
+
+    target: Any
+    tag: Any
+    answer_pos: Any
+
+
 #: Any one message.
-Message = StartSession | Deliver | DeliverOnly | Listen | GcExports | GcAnswers | Abort
+Message = StartSession | Deliver | DeliverOnly | Listen | GcExports | GcAnswers | Abort | Get | Index | Untag
 #: The message classes, for ``isinstance`` and for profiles that map ops to classes.
-MESSAGE_TYPES: tuple[type[Message], ...] = (StartSession, Deliver, DeliverOnly, Listen, GcExports, GcAnswers, Abort)
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    StartSession, Deliver, DeliverOnly, Listen, GcExports, GcAnswers, Abort, Get, Index, Untag,
+)
 for _cls in MESSAGE_TYPES:
     _cls.__eq__ = _same_message  # type: ignore[method-assign]
     _cls.__ne__ = _other_message  # type: ignore[assignment,method-assign]

@@ -80,6 +80,19 @@ MY_LOCATION_LABEL = Symbol("my-location")
 #: session ID (the draft's "prot0").
 SESSION_ID_PREFIX = b"prot0"
 
+#: Largest integer gift id. The draft spec's gift id is "a non-negative
+#: integer" (a gifter's counter); 2**64 - 1 is more gifts than a session
+#: will see, and the bound keeps a gift id — a key of the exporter's gift
+#: table until the gift is withdrawn — a few bytes long.
+MAX_GIFT_ID = 2**64 - 1
+#: Longest bytestring gift id (the test suite's form: ``b"my-gift"``).
+#: ocapd's gifter writes 16 random bytes; 256 leaves room for any other
+#: scheme while an exporter holding ``ocapn_node.MAX_PENDING_GIFTS`` ids per
+#: session keeps a quarter of a MiB, not one frame each.
+MAX_GIFT_ID_BYTES = 256
+#: What ``is_gift_id`` accepts, in words, for errors.
+GIFT_ID_FORMS = f"a gift id is a bytestring of 1..{MAX_GIFT_ID_BYTES} bytes or an integer 0..2**64-1"
+
 _KEY_BYTES = 32
 _HASH_BYTES = 32
 _SIGNATURE_HALF = 32
@@ -243,6 +256,16 @@ def verify_envelope(key: Ed25519PublicKey, envelope: object, what: str = "desc:s
 # third-party handoffs
 
 
+def is_gift_id(value: object) -> bool:
+    """A gift id: bytes as the test suite sends, or a non-negative integer as the spec says (bounded both ways).
+
+    Not a boolean (Python's ``True == 1``), nor a string: those are other Syrup types.
+    """
+    if type(value) is bytes:
+        return 0 < len(value) <= MAX_GIFT_ID_BYTES
+    return type(value) is int and 0 <= value <= MAX_GIFT_ID
+
+
 @dataclass(frozen=True, slots=True)
 class HandoffGive:
     """``<desc:handoff-give receiver-key exporter-location session gifter-side gift-id>``.
@@ -256,7 +279,8 @@ class HandoffGive:
     exporter_location: PeerLocator
     session: bytes
     gifter_side: bytes
-    gift_id: bytes
+    #: bytes (the suite's form) or an int (the spec's); ``is_gift_id`` holds.
+    gift_id: bytes | int
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, HandoffGive):
@@ -284,8 +308,8 @@ class HandoffGive:
         session = _id_field(fields[2], "handoff-give's session")
         gifter_side = _id_field(fields[3], "handoff-give's gifter-side")
         gift_id = fields[4]
-        if not isinstance(gift_id, bytes) or not gift_id:
-            raise SignatureError(f"handoff-give's gift-id must be a non-empty bytestring, not {_describe(gift_id)}")
+        if not is_gift_id(gift_id):
+            raise SignatureError(f"handoff-give's gift-id: {GIFT_ID_FORMS}, not {_describe(gift_id)}")
         return cls(receiver_key, exporter_location, session, gifter_side, gift_id)
 
 
@@ -328,7 +352,7 @@ def make_handoff_give(
     exporter_location: PeerLocator,
     session: bytes,
     gifter_side: bytes,
-    gift_id: bytes,
+    gift_id: bytes | int,
 ) -> Record:
     """The gifter's signed give, to send to the receiver in place of the reference.
 

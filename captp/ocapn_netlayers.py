@@ -3,7 +3,7 @@
 A netlayer (OCapN's draft Netlayers specification) turns a peer locator into
 a bidirectional, ordered byte stream, and serves streams to whoever dials the
 location it announces. OCapN messages then travel on the stream as Syrup
-values back to back (``syrup.SyrupSplitter`` finds where each ends). Every
+values back to back (``syrup.SyrupReader`` cuts and reads them). Every
 netlayer here has the same small interface:
 
 - ``await nursery.start(netlayer.serve, handler, host, port)`` listens and

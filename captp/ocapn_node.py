@@ -36,10 +36,12 @@ from .connection import open_connection
 from .eventual import E
 from .messages import R_BAD_FIELD, R_MALFORMED, ProtocolError
 from .ocapn_keys import (
+    GIFT_ID_FORMS,
     HandoffError,
     SignatureError,
     check_handoff_give,
     check_handoff_receive,
+    is_gift_id,
     make_handoff_give,
     make_handoff_receive,
     open_envelope,
@@ -50,16 +52,30 @@ from .ocapn_netlayers import PeerConnection
 from .ocapn_profile import HANDOFF_GIVE, OcapnProfile
 from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
-from .session import Budget, RemoteRef, Session
-from .syrup import Record, SyrupError, SyrupSplitter
+from .session import Budget, RemotePromise, RemoteRef, Session
+from .syrup import Record, SyrupError, SyrupReader
 from .transport import FramedStream, TransportClosed
 
-__all__ = ["OcapnNode", "SyrupStream", "R_CROSSED_HELLOS"]
+__all__ = ["OcapnNode", "SyrupStream", "R_CROSSED_HELLOS", "R_TOO_MANY_FAILED_FETCHES"]
 
 log = logging.getLogger("captp.ocapn")
 
 #: Abort reason of the session that loses a crossed hello.
 R_CROSSED_HELLOS = "crossed-hellos"
+
+#: Abort reason of a session that failed more fetches than it may (``MAX_FAILED_FETCHES``).
+R_TOO_MANY_FAILED_FETCHES = "too-many-failed-fetches"
+
+#: Failed fetches a session may make in a burst, and how many more it earns
+#: back each second; one more and the session is aborted. A swiss number is
+#: 256 random bits, so guessing is hopeless anyway: this is defence in depth,
+#: so that a peer cannot spend our time (and its own luck) on millions of
+#: guesses per session. An honest peer fails a fetch rarely — a mistyped or
+#: revoked URI, once per use — and a burst of 32 with one a second forgiven
+#: never stops it; a guesser is held to about one guess a second per session,
+#: and each new session costs it a handshake.
+MAX_FAILED_FETCHES = 32
+FAILED_FETCHES_PER_SECOND = 1.0
 
 #: Largest message read or written: the session's default frame limit (and Syrup's).
 MAX_FRAME_SIZE = 16 * 1024 * 1024
@@ -69,6 +85,14 @@ MAX_FRAME_SIZE = 16 * 1024 * 1024
 #: moments after it is deposited; the bound keeps a peer from filling our
 #: memory with gifts nobody will collect.
 MAX_PENDING_GIFTS = 1024
+
+#: Seconds a withdrawal waits for its gift before it breaks. The gifter sends
+#: deposit-gift to the exporter before it sends the handoff-give to the
+#: receiver, so a withdrawal that arrives first is behind by the difference
+#: of two paths — a round trip or two, seconds on a bad link. A minute is far
+#: past that; a withdrawal still waiting then is for a gift that is not coming
+#: (a gifter that lied, or died without its session ending yet).
+GIFT_WAIT_TIMEOUT = 60.0
 
 #: Seconds a closing stream keeps reading (and dropping) what the peer still
 #: sends after our end of the stream, so that the peer sees the stream end
@@ -97,7 +121,8 @@ class SyrupStream(FramedStream):
 
     def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int) -> None:
         super().__init__(stream, max_frame_size=max_frame_size)
-        self._splitter = SyrupSplitter(max_value_bytes=max_frame_size)
+        #: Cuts and decodes in one pass; the profile takes each ``SyrupFrame``'s value as it is.
+        self._splitter = SyrupReader(max_value_bytes=max_frame_size)
         #: Frames read but not yet taken by ``receive_frame``.
         self._ready: list[bytes] = []
 
@@ -113,7 +138,7 @@ class SyrupStream(FramedStream):
         while True:
             try:
                 frames = []
-                while (frame := splitter.next_value()) is not None:
+                while (frame := splitter.next_frame()) is not None:
                     frames.append(frame)
             except SyrupError as e:
                 raise ProtocolError(R_MALFORMED, str(e)) from None
@@ -170,16 +195,42 @@ class _Peer:
         #: The next handoff count we use with the other side (receiver role).
         self.next_count = 0
         #: Gifts the other side deposited with us and nobody withdrew yet (exporter role).
-        self.gifts: set[tuple[bytes, Any]] = set()
-        #: Gifts the other side asked to withdraw before they were deposited (exporter role).
-        self.waiting: set[tuple[bytes, Any]] = set()
+        self.gifts: set[tuple[bytes, bytes | int]] = set()
+        #: Withdrawals the other side made before their gifts were deposited (exporter role);
+        #: one entry per withdrawal, so asking for one gift many times counts many times.
+        self.waiting: list[_Withdrawal] = []
+        #: Failed fetches this session may still make (``MAX_FAILED_FETCHES``), as of ``_fetch_clock``.
+        self._fetch_allowance = float(MAX_FAILED_FETCHES)
+        self._fetch_clock = trio.current_time()
         self.bootstrap = _Bootstrap(node, self)
+
+    def failed_fetch(self) -> None:
+        """Count a failed fetch; past the session's allowance, abort the session."""
+        now = trio.current_time()
+        earned = (now - self._fetch_clock) * FAILED_FETCHES_PER_SECOND
+        self._fetch_allowance = min(float(MAX_FAILED_FETCHES), self._fetch_allowance + earned) - 1
+        self._fetch_clock = now
+        if self._fetch_allowance < 0 and self.session is not None:
+            log.info("%s: aborting a session that failed too many fetches", self.node.name)
+            self.session.abort(f"{R_TOO_MANY_FAILED_FETCHES}: more than {MAX_FAILED_FETCHES} failed fetches")
 
     def location(self) -> PeerLocator | None:
         """The other side's location: as it signed it once started, else where we dialed."""
         if self.profile.peer is not None:
             return self.profile.peer.location
         return self.outbound
+
+
+class _Withdrawal:
+    """A withdraw-gift waiting for its deposit: who asked, the promise it was answered, and its deadline."""
+
+    def __init__(self, key: tuple[bytes, Any], receiver: _Peer, resolver: Any) -> None:
+        self.key = key
+        self.receiver = receiver
+        self.resolver = resolver
+        #: Cancelled when the withdrawal is settled; its deadline breaks it (``GIFT_WAIT_TIMEOUT``).
+        self.timer = trio.CancelScope(deadline=trio.current_time() + GIFT_WAIT_TIMEOUT)
+        self.settled = False
 
 
 class OcapnNode:
@@ -208,7 +259,7 @@ class OcapnNode:
         self._by_profile: dict[int, _Peer] = {}
         self._by_session: dict[int, _Peer] = {}
         self._gifts: dict[tuple[bytes, Any], Any] = {}
-        self._waiting: dict[tuple[bytes, Any], list[tuple[_Peer, Any]]] = {}
+        self._waiting: dict[tuple[bytes, Any], list[_Withdrawal]] = {}
         self._nursery: trio.Nursery | None = None
 
     # -- running ------------------------------------------------------------------------
@@ -410,8 +461,16 @@ class OcapnNode:
         return promise
 
     def _on_foreign(self, profile: OcapnProfile, obj: Any) -> Any:
-        """A reference imported from another of our sessions, passed on: hand it off (gifter role)."""
-        if type(obj) is not RemoteRef:
+        """A reference imported from another of our sessions, passed on: hand it off (gifter role).
+
+        A reference is an object or a promise (OCapN's Model), so a promise
+        the exporter exported to us is handed off too, deposited as the
+        ``desc:export`` it is there. The answer to a call of ours is not:
+        depositing it would put a ``desc:answer`` among deposit-gift's
+        arguments, which the spec defines only as a message's target. That
+        one is exported as our own promise and forwarded (docs/ocapn.md).
+        """
+        if type(obj) is not RemoteRef and not (type(obj) is RemotePromise and obj._kind == "import"):
             return None
         exporter = self._by_session.get(id(obj._session))
         receiver = self._by_profile.get(id(profile))
@@ -432,11 +491,10 @@ class OcapnNode:
 
     # -- gifts (exporter role) ----------------------------------------------------------------
     def _deposit(self, key: tuple[bytes, Any], gift: Any, gifter: _Peer) -> None:
-        waiting = self._waiting.pop(key, None)
+        waiting = self._waiting.get(key)
         if waiting:
-            for receiver, resolver in waiting:
-                receiver.waiting.discard(key)
-                resolver.resolve(gift)
+            for withdrawal in list(waiting):
+                self._settle(withdrawal, gift=gift)
             return
         if key in self._gifts:
             raise ValueError("a gift with that id is already deposited in this session")
@@ -446,6 +504,13 @@ class OcapnNode:
         gifter.gifts.add(key)
 
     def _withdraw(self, key: tuple[bytes, Any], receiver: _Peer) -> Any:
+        """The gift under ``key``, or a promise for it that breaks if it cannot come.
+
+        A withdrawal may arrive before its deposit (the two travel different
+        paths); it then waits — until the deposit, the end of the gifter's
+        session or of the receiver's, or ``GIFT_WAIT_TIMEOUT``, whichever is
+        first. At most ``MAX_PENDING_GIFTS`` withdrawals of one session wait.
+        """
         if key in self._gifts:
             for peer in self._peers:
                 peer.gifts.discard(key)
@@ -453,23 +518,46 @@ class OcapnNode:
         if len(receiver.waiting) >= MAX_PENDING_GIFTS:
             raise ValueError(f"more than {MAX_PENDING_GIFTS} withdrawals are waiting for their gifts in this session")
         promise, resolver = make_promise_kit()
-        self._waiting.setdefault(key, []).append((receiver, resolver))
-        receiver.waiting.add(key)
+        withdrawal = _Withdrawal(key, receiver, resolver)
+        self._waiting.setdefault(key, []).append(withdrawal)
+        receiver.waiting.append(withdrawal)
+        self._spawn(self._expire, withdrawal)
         return promise
 
+    async def _expire(self, withdrawal: _Withdrawal) -> None:
+        with withdrawal.timer:
+            await trio.sleep_forever()
+        if not withdrawal.settled:
+            self._settle(withdrawal, error=f"no gift was deposited within {GIFT_WAIT_TIMEOUT:g} seconds")
+
+    def _settle(self, withdrawal: _Withdrawal, *, gift: Any = None, error: str | None = None) -> None:
+        """Answer a waiting withdrawal with its gift, or break it with ``error``; forget it either way."""
+        if withdrawal.settled:
+            return
+        withdrawal.settled = True
+        withdrawal.timer.cancel()
+        left = [w for w in self._waiting.get(withdrawal.key, []) if w is not withdrawal]
+        if left:
+            self._waiting[withdrawal.key] = left
+        else:
+            self._waiting.pop(withdrawal.key, None)
+        withdrawal.receiver.waiting.remove(withdrawal)
+        if error is None:
+            withdrawal.resolver.resolve(gift)
+        else:
+            withdrawal.resolver.reject(RemoteError("HandoffError", error))
+
     def _forget(self, peer: _Peer) -> None:
-        """A session ended: its gifts go, and its withdrawals still waiting break."""
+        """A session ended: its gifts go; its withdrawals, and those waiting for its gifts, break."""
         for key in peer.gifts:
             self._gifts.pop(key, None)
-        for key in peer.waiting:
-            left = []
-            for receiver, resolver in self._waiting.pop(key, []):
-                if receiver is peer:
-                    resolver.reject(RemoteError("ConnectionError", "the session ended before the gift was deposited"))
-                else:
-                    left.append((receiver, resolver))
-            if left:
-                self._waiting[key] = left
+        for withdrawal in list(peer.waiting):
+            self._settle(withdrawal, error="the session ended before the gift was deposited")
+        if peer.profile.peer is not None:
+            session_id = peer.profile.peer.session_id
+            for key in [k for k in self._waiting if k[0] == session_id]:
+                for withdrawal in list(self._waiting.get(key, [])):
+                    self._settle(withdrawal, error="the gifter's session ended before it deposited the gift")
 
     def _gifter_key(self, session_id: bytes) -> Any:
         for peer in self._peers:
@@ -488,6 +576,14 @@ class _Bootstrap:
         self._peer = peer
 
     def fetch(self, swiss: Any) -> Any:
+        """The object at ``swiss``; a failure counts against the session (``MAX_FAILED_FETCHES``)."""
+        try:
+            return self._fetch(swiss)
+        except Exception:
+            self._peer.failed_fetch()
+            raise
+
+    def _fetch(self, swiss: Any) -> Any:
         if type(swiss) is str:
             swiss = swiss.encode("utf-8")
         if type(swiss) is not bytes:
@@ -503,8 +599,8 @@ class _Bootstrap:
         info = self._peer.profile.peer
         if info is None:
             raise RuntimeError("the session has not started")
-        if not (type(gift_id) is bytes or (type(gift_id) is int and gift_id >= 0)):
-            raise TypeError("a gift id is a bytestring or a non-negative integer")
+        if not is_gift_id(gift_id):
+            raise TypeError(GIFT_ID_FORMS)
         self._node._deposit((info.session_id, gift_id), gift, self._peer)
 
     def withdraw_gift(self, signed_receive: Any) -> Any:

@@ -14,7 +14,8 @@ It implements ``captp.profile.WireProfile``:
   leading symbol argument, gc ops are written in the singular and read in
   both numbers, ``false`` stands for no answer position.
 - **frames** are Syrup values back to back on the stream (no length prefix):
-  ``SyrupSplitter`` cuts them.
+  ``SyrupReader`` cuts and decodes them in one pass, and ``decode_message``
+  takes the value it decoded (a ``SyrupFrame``) instead of decoding again.
 - **values the profile adds** to the session's passables: ``Symbol``;
   ``PeerLocator`` and ``SturdyRef`` (as ``ocapn-peer``/``ocapn-sturdyref``
   records); a signed handoff (``desc:sig-envelope``) received in a call's
@@ -27,6 +28,7 @@ It implements ``captp.profile.WireProfile``:
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -47,11 +49,14 @@ from .messages import (
     Descriptor,
     GcAnswers,
     GcExports,
+    Get,
+    Index,
     LimitExceeded,
     Listen,
     Message,
     ProtocolError,
     StartSession,
+    Untag,
     brief,
 )
 from .ocapn_keys import (
@@ -67,20 +72,45 @@ from .ocapn_keys import (
 from .ocapn_locators import LocatorError, PeerLocator, SturdyRef
 from .passable import RemoteError, Symbol, Tagged
 from .profile import Describe, Revive
-from .syrup import MAX_DEPTH, MAX_INTEGER_DIGITS, Record, SyrupError, SyrupSplitter, decode, encode
+from .syrup import MAX_DEPTH, MAX_INTEGER_DIGITS, Record, SyrupError, SyrupFrame, SyrupReader, decode, encode
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
     from .session import Limits
 
-__all__ = ["CAPTP_VERSION", "HANDOFF_GIVE", "OcapnProfile", "PeerInfo"]
+__all__ = ["CAPTP_VERSION", "HANDOFF_GIVE", "OcapnProfile", "PeerInfo", "error_text", "read_error"]
 
 #: The version every ``op:start-session`` carries (the draft spec's and the suite's).
 CAPTP_VERSION = "1.0"
 
+#: An error's one string on the wire is ``"Name: message"``; a prefix of this
+#: form before ``": "`` is read back as the name. OCapN's ``desc:error`` has one
+#: field (Endo reads exactly one string and refuses a record with more), so the
+#: name rides in the message. An identifier is what Python and JavaScript error
+#: class names are; a message that merely starts with one (another peer's
+#: "note: …") reads as an error of that name, and prints the same either way.
+_ERROR_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,63}): (.*)\Z", re.DOTALL)
+
+
+def error_text(err: RemoteError) -> str:
+    """The one string a ``desc:error`` carries: ``"Name: message"`` (see ``read_error``)."""
+    return f"{err.name}: {err.message}"
+
+
+def read_error(text: str) -> RemoteError:
+    """A ``desc:error``'s string as a ``RemoteError``: ``"Name: message"`` gives both back; other text is the message of an "Error"."""
+    named = _ERROR_NAME.match(text)
+    if named is None:
+        return RemoteError("Error", text)
+    return RemoteError(named.group(1), named.group(2))
+
 _S = Symbol
 VOID, NULL, TAGGED, ERROR = _S("void"), _S("null"), _S("desc:tagged"), _S("desc:error")
+#: What Guile Goblins breaks a promise with for any exception: no fields, so
+#: that nothing about the exception leaks. Read, never written.
+MYSTERY_ERROR = _S("exn:fail:mystery")
+
 SIG_ENVELOPE, HANDOFF_GIVE = _S("desc:sig-envelope"), _S("desc:handoff-give")
 PEER, STURDYREF = _S("ocapn-peer"), _S("ocapn-sturdyref")
 DESC_LABEL = {
@@ -97,10 +127,13 @@ OP_START, OP_DELIVER, OP_DELIVER_ONLY, OP_LISTEN, OP_ABORT = (
 OP_GC_EXPORTS, OP_GC_EXPORT, OP_GC_ANSWERS, OP_GC_ANSWER = (
     _S("op:gc-exports"), _S("op:gc-export"), _S("op:gc-answers"), _S("op:gc-answer"),
 )
+#: Pipelining on copy data: a field, an element, a payload of what a promise settles to.
+OP_GET, OP_INDEX, OP_UNTAG = _S("op:get"), _S("op:index"), _S("op:untag")
 _ARITY = {
     OP_START: (StartSession, 4), OP_DELIVER: (Deliver, 4), OP_DELIVER_ONLY: (DeliverOnly, 2),
     OP_LISTEN: (Listen, 3), OP_ABORT: (Abort, 1), OP_GC_EXPORTS: (GcExports, 2), OP_GC_EXPORT: (GcExports, 2),
     OP_GC_ANSWERS: (GcAnswers, 1), OP_GC_ANSWER: (GcAnswers, 1),
+    OP_GET: (Get, 3), OP_INDEX: (Index, 3), OP_UNTAG: (Untag, 3),
 }
 
 _PLAIN = frozenset({str, bytes, bool, float, int, Symbol})
@@ -144,15 +177,17 @@ def symbol_method(symbol: Symbol) -> str:
 
 
 class _Splitter:
+    """Cuts a stream into frames, decoding each as it goes (``SyrupReader``): ``decode_message`` reuses the value."""
+
     def __init__(self, max_frame_size: int) -> None:
-        self._splitter = SyrupSplitter(max_value_bytes=max_frame_size)
+        self._splitter = SyrupReader(max_value_bytes=max_frame_size)
         self._max = max_frame_size
 
     def feed(self, data: bytes) -> list[bytes]:
         try:
             self._splitter.feed(data)
-            frames = []
-            while (frame := self._splitter.next_value()) is not None:
+            frames: list[bytes] = []
+            while (frame := self._splitter.next_frame()) is not None:
                 frames.append(frame)
             return frames
         except SyrupError as e:
@@ -237,6 +272,11 @@ class OcapnProfile:
         elif isinstance(message, Abort):
             out.append(_OPEN_ABORT)
             writer.value(message.reason, 0)
+        elif isinstance(message, (Get, Index, Untag)):
+            out.append(_OPEN_SELECT[type(message)])
+            writer.desc(message.target)
+            writer.value(message[1], 0)
+            out.append(_int(message.answer_pos))
         elif isinstance(message, StartSession):
             out.append(_OPEN_START)
             writer.value(message.version, 0)
@@ -252,10 +292,13 @@ class OcapnProfile:
 
     # -- decoding ------------------------------------------------------------------------
     def decode_message(self, frame: bytes, limits: Limits) -> Message:
-        try:
-            record = decode(frame)
-        except SyrupError as e:
-            raise ProtocolError(R_MALFORMED, str(e)) from None
+        if type(frame) is SyrupFrame:  # cut from a stream by a SyrupReader, which decoded it already
+            record = frame.value
+        else:
+            try:
+                record = decode(frame)
+            except SyrupError as e:
+                raise ProtocolError(R_MALFORMED, str(e)) from None
         if type(record) is not Record:
             raise ProtocolError(R_MALFORMED, "a message must be a record")
         if len(frame) > limits.max_elements or len(frame) >= _MIN_DESCRIPTOR_BYTES * limits.max_descriptors:
@@ -283,6 +326,11 @@ class OcapnProfile:
             return GcAnswers(fields[0])
         if cls is Abort:
             return Abort(fields[0])
+        if cls is Get or cls is Index or cls is Untag:
+            key = fields[1]
+            if cls is Untag and type(key) is Symbol:
+                key = key.name  # a tag written as Endo writes desc:tagged's
+            return cls(_read_desc(fields[0]), key, fields[2])
         return StartSession(fields[0], fields[1:])
 
     def decode_args(self, args: Any, revive: Revive) -> list[Any]:
@@ -328,7 +376,11 @@ class OcapnProfile:
         if label == ERROR:
             if len(fields) != 1 or type(fields[0]) is not str:
                 raise ProtocolError(R_MALFORMED, "<desc:error> takes a message string")
-            return RemoteError("Error", fields[0])
+            return read_error(fields[0])
+        if label == MYSTERY_ERROR:
+            if fields:
+                raise ProtocolError(R_MALFORMED, "<exn:fail:mystery> has no fields")
+            return RemoteError("Error", "an error the peer does not describe (exn:fail:mystery)")
         if label == STURDYREF:
             return SturdyRef.from_syrup(value)
         if label == PEER:
@@ -356,6 +408,7 @@ _OPEN_DELIVER, _OPEN_DELIVER_ONLY, _OPEN_LISTEN, _OPEN_ABORT, _OPEN_START = (
     _label("op:deliver"), _label("op:deliver-only"), _label("op:listen"), _label("op:abort"), _label("op:start-session"),
 )
 _OPEN_GC_EXPORT, _OPEN_GC_ANSWER = _label("op:gc-export"), _label("op:gc-answer")
+_OPEN_SELECT = {Get: _label("op:get"), Index: _label("op:index"), Untag: _label("op:untag")}
 _OPEN_DESC = {kind: _label(label.name) for kind, label in DESC_LABEL.items()}
 _OPEN_TAGGED, _OPEN_ERROR = _label("desc:tagged"), _label("desc:error")
 _NULL = _label("null") + b">"
@@ -514,7 +567,7 @@ class _Writer:
             elif isinstance(value, BaseException):
                 err = RemoteError.from_exception(value)
                 out.append(_OPEN_ERROR)
-                self.value(f"{err.name}: {err.message}" if err.message else err.name, depth)
+                self.value(error_text(err), depth)
                 out.append(b">")
             else:
                 self.elements -= 1

@@ -63,14 +63,14 @@ are written as errors, other values as themselves. The session does the rest.
 Adding operations
 =================
 
-OCapN has operations this session does not yet have (``op:get``,
-``op:index``, ``op:untag`` are deliveries with a well-known method, and
-``op:gc-answer`` is ``GcAnswers`` of one position). A profile maps what it
-can onto the existing classes (a deliver whose method is a reserved name);
-an operation that needs new session behaviour gets a new class in
+A profile maps what it can onto the existing classes (OCapN's
+``op:gc-answer`` is ``GcAnswers`` of one position); an operation that needs
+new session behaviour gets a new class in
 ``captp.messages`` and a handler in the session, and profiles that cannot
-write it raise ``TypeError`` from ``encode_message``. A profile that decodes
-an op it has no class for raises ``ProtocolError(R_UNKNOWN_OP)``.
+write it raise ``TypeError`` from ``encode_message``, as OCapN's ``op:get``,
+``op:index`` and ``op:untag`` did (``messages.Get``/``Index``/``Untag``:
+only the OCapN profile writes them). A profile that decodes an op it has no
+class for raises ``ProtocolError(R_UNKNOWN_OP)``.
 """
 
 from __future__ import annotations

@@ -40,11 +40,14 @@ from .messages import (
     Descriptor,
     GcAnswers,
     GcExports,
+    Get,
+    Index,
     LimitExceeded,
     Listen,
     Message,
     ProtocolError,
     StartSession,
+    Untag,
 )
 
 # The reason codes and op names, also importable from here (as before the wire profiles).
@@ -74,7 +77,7 @@ from .msgpack_profile import OP_GC_ANSWERS as OP_GC_ANSWERS
 from .msgpack_profile import OP_GC_EXPORTS as OP_GC_EXPORTS
 from .msgpack_profile import OP_LISTEN as OP_LISTEN
 from .msgpack_profile import OP_START as OP_START
-from .passable import Rejected, RemoteError, far, is_remotable
+from .passable import Rejected, RemoteError, Tagged, far, is_remotable
 from .profile import WireProfile
 from .promise import FULFILLED, PENDING, REJECTED, Promise
 
@@ -636,6 +639,67 @@ class Session:
             return
         self._queue(DeliverOnly(self._target_desc(target), method, args))
 
+    def pipeline_get(self, target: RemotePromise, field: str) -> Promise:
+        """A promise for field ``field`` of the record ``target`` settles to (OCapN's ``op:get``).
+
+        ``target`` is a promise of this session (the answer to a call, or a
+        promise the peer exported). While it is pending the peer is asked
+        at once, without waiting for it, and the result can itself be
+        pipelined on; once it has settled the field is picked here. The
+        result breaks if ``target`` breaks or settles to anything but a
+        record with that field. Raises ``TypeError`` if this session's
+        profile has no form for the op (msgpack): nothing is sent then.
+        """
+        if type(field) is not str:
+            raise TypeError(f"a field name is a str, not {type(field).__name__}")
+        return self._select(target, Get, field)
+
+    def pipeline_index(self, target: RemotePromise, index: int) -> Promise:
+        """As ``pipeline_get``, for element ``index`` of the list ``target`` settles to (``op:index``).
+
+        An index outside the list breaks the result (a negative one too:
+        there is no counting from the end).
+        """
+        if type(index) is not int:
+            raise TypeError(f"an index is an int, not {type(index).__name__}")
+        return self._select(target, Index, index)
+
+    def pipeline_untag(self, target: RemotePromise, tag: str) -> Promise:
+        """As ``pipeline_get``, for the payload of the ``Tagged`` ``target`` settles to, if tagged ``tag`` (``op:untag``)."""
+        if type(tag) is not str:
+            raise TypeError(f"a tag is a str, not {type(tag).__name__}")
+        return self._select(target, Untag, tag)
+
+    def _select(self, target: RemotePromise, op: type[Get | Index | Untag], key: Any) -> Promise:
+        if type(target) is not RemotePromise or target._session is not self:
+            raise TypeError(f"{op.__name__.lower()} needs a promise of this session, not {type(target).__name__}")
+        pick = _PICKS[op]
+        if target._state != PENDING:
+            return target.then(lambda value: pick(key, value))
+        if self._aborted is not None:
+            return Promise.rejected_with(self._aborted)
+        budget = self._budget
+        if budget is not None and not budget.take("questions"):
+            raise LimitExceeded(f"{budget.max_questions} calls are already waiting for answers")
+        pos = self._next_question
+        # Nothing reports to this answer unasked (the op has no resolver):
+        # awaiting it sends a listen, as for a promise the peer exported.
+        answer = RemotePromise(self, "answer", pos)
+        try:
+            frame = self._encode(_new(op, (self._target_desc(target), key, pos)))
+        except BaseException:
+            answer._position = -1  # nothing was sent; nothing to release
+            if budget is not None:
+                budget.give("questions")
+            raise
+        self._next_question += 1
+        self._questions.add(pos)
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        if len(self._outbox) == 1 and self.on_wakeup is not None:
+            self.on_wakeup()
+        return answer
+
     def _describe(self, obj: Any) -> Descriptor:
         """The descriptor for ``obj`` as the peer will see it (encode callback)."""
         tobj = type(obj)
@@ -775,6 +839,28 @@ class Session:
         else:
             report(Promise.resolved(target))
 
+    def _on_select(self, msg: Get | Index | Untag) -> None:
+        """get/index/untag: a new answer for a part of what one of our promises settles to."""
+        op = type(msg)
+        target_desc, key, answer_pos = msg
+        if op is Index:
+            if type(key) is not int:
+                raise ProtocolError(R_BAD_FIELD, "index needs an integer index")
+        elif type(key) is not str:
+            raise ProtocolError(R_BAD_FIELD, f"{'get needs a field name' if op is Get else 'untag needs a tag'} (a string)")
+        if type(answer_pos) is not int or not 0 <= answer_pos <= MAX_POSITION:
+            raise ProtocolError(R_BAD_FIELD, "answer position must be 0..2**53-1")
+        if answer_pos in self._answers:
+            raise ProtocolError(R_POSITION_IN_USE, f"answer {answer_pos}")
+        if len(self._answers) >= self.limits.max_answers:
+            raise ProtocolError(R_LIMIT, f"more than {self.limits.max_answers} pending answers")
+        target = self._local_target(target_desc)
+        if self._budget is not None and not self._budget.take("answers"):
+            raise ProtocolError(R_BUDGET, f"{self._budget.max_answers} answers are pending over all sessions")
+        source = target if isinstance(target, Promise) else Promise.resolved(target)
+        pick = _PICKS[op]
+        self._answers[answer_pos] = source.then(lambda value: pick(key, value))
+
     def _on_gc_exports(self, msg: GcExports) -> None:
         positions, deltas = msg.positions, msg.deltas
         if type(positions) is not list or type(deltas) is not list or len(positions) != len(deltas):
@@ -862,7 +948,7 @@ class Session:
             return
         if promise._position < 0:
             return
-        self._queue(Listen(_new(Descriptor, (_EXPORT, promise._position)), _ResultResolver(promise), False))
+        self._queue(Listen(self._target_desc(promise), _ResultResolver(promise), False))
 
     # -- garbage collection ----------------------------------------------------------
     def _drop_import(self, pos: int, proxy: Any) -> None:
@@ -975,6 +1061,44 @@ def _log_unobserved_failure(p: Promise) -> None:
         log.debug("deliver-only call failed: %r", p._result)
 
 
+def _shape(value: Any) -> str:
+    """What a value is, in words, for the error of a get/index/untag that does not fit it."""
+    t = type(value)
+    if t is dict:
+        return "a record"
+    if t is list or t is tuple:
+        return "a list"
+    if t is Tagged:
+        return f"a value tagged {_brief(value.tag)}"
+    if t is str or t is bytes or t is int or t is float or t is bool or value is None:
+        return f"{_brief(value)}"
+    return f"a {t.__name__}"
+
+
+def _pick_field(field: str, value: Any) -> Any:
+    if type(value) is not dict:
+        raise RemoteError("TypeError", f"get needs a record, got {_shape(value)}")
+    if field not in value:
+        raise RemoteError("KeyError", f"the record has no field {_brief(field)}")
+    return value[field]
+
+
+def _pick_element(index: int, value: Any) -> Any:
+    if type(value) is not list and type(value) is not tuple:
+        raise RemoteError("TypeError", f"index needs a list, got {_shape(value)}")
+    if not 0 <= index < len(value):
+        raise RemoteError("IndexError", f"index {_brief(index)} is outside a list of {len(value)}")
+    return value[index]
+
+
+def _pick_payload(tag: str, value: Any) -> Any:
+    if type(value) is not Tagged or value.tag != tag:
+        raise RemoteError("TypeError", f"untag {_brief(tag)} needs a value with that tag, got {_shape(value)}")
+    return value.payload
+
+
+_PICKS: dict[type[Message], Callable[[Any, Any], Any]] = {Get: _pick_field, Index: _pick_element, Untag: _pick_payload}
+
 _HANDLERS: dict[type[Message], Callable[[Session, Any], None]] = {
     StartSession: Session._on_start,
     Deliver: Session._on_deliver,
@@ -983,4 +1107,7 @@ _HANDLERS: dict[type[Message], Callable[[Session, Any], None]] = {
     GcExports: Session._on_gc_exports,
     GcAnswers: Session._on_gc_answers,
     Abort: Session._on_abort,
+    Get: Session._on_select,
+    Index: Session._on_select,
+    Untag: Session._on_select,
 }

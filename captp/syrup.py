@@ -2,9 +2,9 @@
 
 This module is the format only (the ``ocapn`` wire profile builds on it):
 ``encode`` writes a value's one canonical encoding, ``decode`` reads exactly
-one value and accepts only canonical input, and ``SyrupSplitter`` finds where
+one value and accepts only canonical input, ``SyrupSplitter`` finds where
 each value of a byte stream ends (OCapN over a stream sends Syrup values back
-to back, with no length prefix). docs/ocapn.md ("Syrup") is the reference.
+to back, with no length prefix), and ``SyrupReader`` does both at once. docs/ocapn.md ("Syrup") is the reference.
 
 =========================  ==========================  ==========================
 Syrup                      bytes                       Python
@@ -54,6 +54,8 @@ __all__ = [
     "Record",
     "Symbol",
     "SyrupError",
+    "SyrupFrame",
+    "SyrupReader",
     "SyrupSplitter",
     "decode",
     "encode",
@@ -104,6 +106,10 @@ _CANONICAL_NAN = b"\x7f\xf8\x00\x00\x00\x00\x00\x00"
 # A run of digits, bounded so that a million digits are refused after reading
 # only MAX_INTEGER_DIGITS + 1 of them.
 _DIGITS = re.compile(rb"[0-9]{1,%d}" % (MAX_INTEGER_DIGITS + 1))
+# A short atom's canonical head, the decoder's fast path: up to 19 digits
+# without a leading zero (under any int_max_str_digits Python allows), then
+# a marker. Longer numbers take the long way, which checks everything.
+_ATOM = re.compile(rb"(?:0|[1-9][0-9]{0,18})[-+:\"']")
 
 _DOUBLE = struct.Struct(">d")
 _SINGLE = struct.Struct(">f")
@@ -121,6 +127,10 @@ _CLOSER_OF = {_LIST_OPEN: _LIST_CLOSE, _DICT_OPEN: _DICT_CLOSE, _SET_OPEN: _SET_
 
 class SyrupError(ValueError):
     """Bytes that are not one canonical Syrup value within this module's limits."""
+
+
+class _Truncated(SyrupError):
+    """The input ends inside the value: more bytes may complete it (``SyrupReader`` waits for them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,25 +289,52 @@ class _Decoder:
     tuples there, and dictionaries (which Python cannot hash) are refused.
     """
 
-    __slots__ = ("data", "end", "budget")
+    __slots__ = ("data", "end", "budget", "max_depth")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, end: int | None = None, max_depth: int = MAX_DEPTH) -> None:
         self.data = data
-        self.end = len(data)
+        #: Where the input ends for this reader: ``len(data)``, or less to read a prefix only.
+        self.end = len(data) if end is None else end
         self.budget = MAX_VALUES
+        self.max_depth = max_depth
 
     def fail(self, pos: int, message: str) -> NoReturn:
         raise SyrupError(f"{message} (at byte {pos})")
 
+    def truncated(self, pos: int, message: str) -> NoReturn:
+        raise _Truncated(f"{message} (at byte {pos})")
+
     def value(self, pos: int, depth: int, frozen: bool) -> tuple[Any, int]:
         if pos >= self.end:
-            self.fail(pos, "truncated: a value was expected")
+            self.truncated(pos, "truncated: a value was expected")
         self.budget -= 1
         if self.budget < 0:
             self.fail(pos, f"more than MAX_VALUES ({MAX_VALUES}) values")
-        byte = self.data[pos]
+        data = self.data
+        byte = data[pos]
         if _ZERO <= byte <= _NINE:
-            return self.atom(pos)
+            # The common atom in one regex match: canonical digits and a marker.
+            # Anything else (and every error) goes the long way, through atom().
+            match = _ATOM.match(data, pos, self.end)
+            if match is None:
+                return self.atom(pos)
+            marker_at = match.end() - 1
+            marker = data[marker_at]
+            if marker == _PLUS:
+                return int(data[pos:marker_at]), marker_at + 1
+            if marker == _MINUS or marker_at - pos > _MAX_LENGTH_DIGITS:
+                return self.atom(pos)
+            start = marker_at + 1
+            stop = start + int(data[pos:marker_at])
+            if stop > self.end:
+                return self.atom(pos)
+            if marker == _COLON:
+                return data[start:stop], stop
+            try:
+                text = data[start:stop].decode("utf-8")
+            except UnicodeDecodeError:
+                return self.atom(pos)
+            return (text if marker == _DQUOTE else Symbol(text)), stop
         if byte == _T:
             return True, pos + 1
         if byte == _F:
@@ -306,11 +343,11 @@ class _Decoder:
             return self.double(pos)
         if byte == _SF:
             if pos + 5 > self.end:
-                self.fail(pos, "truncated: a single float needs 4 bytes")
+                self.truncated(pos, "truncated: a single float needs 4 bytes")
             return _SINGLE.unpack_from(self.data, pos + 1)[0], pos + 5
         if byte in _CLOSER_OF:
-            if depth >= MAX_DEPTH:
-                self.fail(pos, f"nested deeper than MAX_DEPTH ({MAX_DEPTH}) levels")
+            if depth >= self.max_depth:
+                self.fail(pos, f"nested deeper than MAX_DEPTH ({self.max_depth}) levels")
             if byte == _LIST_OPEN:
                 return self.sequence(pos, depth + 1, frozen)
             if byte == _DICT_OPEN:
@@ -325,14 +362,14 @@ class _Decoder:
     def atom(self, pos: int) -> tuple[Any, int]:
         """An integer, or a bytestring, string or symbol with its length."""
         data = self.data
-        match = _DIGITS.match(data, pos)
+        match = _DIGITS.match(data, pos, self.end)
         assert match is not None  # data[pos] is a digit
         marker_at = match.end()
         ndigits = marker_at - pos
         if ndigits > MAX_INTEGER_DIGITS:
             self.fail(pos, f"a number of more than MAX_INTEGER_DIGITS ({MAX_INTEGER_DIGITS}) digits")
         if marker_at >= self.end:
-            self.fail(pos, "truncated: digits without the marker after them")
+            self.truncated(pos, "truncated: digits without the marker after them")
         if data[pos] == _ZERO and ndigits > 1:
             self.fail(pos, "a number with a leading zero is not canonical")
         marker = data[marker_at]
@@ -349,7 +386,7 @@ class _Decoder:
         start = marker_at + 1
         stop = start + length
         if stop > self.end:
-            self.fail(pos, f"truncated: declares {length} bytes, {self.end - start} remain")
+            self.truncated(pos, f"truncated: declares {length} bytes, {self.end - start} remain")
         raw = data[start:stop]
         if marker == _COLON:
             return raw, stop
@@ -367,7 +404,7 @@ class _Decoder:
 
     def double(self, pos: int) -> tuple[float, int]:
         if pos + 9 > self.end:
-            self.fail(pos, "truncated: a double needs 8 bytes")
+            self.truncated(pos, "truncated: a double needs 8 bytes")
         number: float = _DOUBLE.unpack_from(self.data, pos + 1)[0]
         if number != number and self.data[pos + 1 : pos + 9] != _CANONICAL_NAN:
             self.fail(pos, "a NaN other than the canonical 7ff8000000000000 is not canonical")
@@ -378,7 +415,7 @@ class _Decoder:
         pos += 1
         while True:
             if pos >= self.end:
-                self.fail(pos, "truncated: a list is not closed")
+                self.truncated(pos, "truncated: a list is not closed")
             if self.data[pos] == _LIST_CLOSE:
                 return (tuple(items) if frozen else items), pos + 1
             item, pos = self.value(pos, depth, frozen)
@@ -392,7 +429,7 @@ class _Decoder:
         pos += 1
         while True:
             if pos >= self.end:
-                self.fail(pos, "truncated: a dictionary is not closed")
+                self.truncated(pos, "truncated: a dictionary is not closed")
             if self.data[pos] == _DICT_CLOSE:
                 return result, pos + 1
             key_at = pos
@@ -410,7 +447,7 @@ class _Decoder:
         pos += 1
         while True:
             if pos >= self.end:
-                self.fail(pos, "truncated: a set is not closed")
+                self.truncated(pos, "truncated: a set is not closed")
             if self.data[pos] == _SET_CLOSE:
                 result = frozenset(members)
                 if len(result) != len(members):
@@ -429,7 +466,7 @@ class _Decoder:
         fields: list[Any] = []
         while True:
             if pos >= self.end:
-                self.fail(pos, "truncated: a record is not closed")
+                self.truncated(pos, "truncated: a record is not closed")
             if self.data[pos] == _RECORD_CLOSE:
                 return Record(label, tuple(fields)), pos + 1
             field, pos = self.value(pos, depth, frozen)
@@ -532,6 +569,13 @@ class SyrupSplitter:
     def _fail(self, pos: int, message: str) -> NoReturn:
         raise SyrupError(f"{message} (at byte {self._dropped + pos} of the stream)")
 
+    def _take_rest(self) -> bytes:
+        """Hand over the bytes held past the last value returned (``SyrupReader``); the splitter is done."""
+        rest = bytes(self._buffer[self._start :])
+        self._buffer = bytearray()
+        self._start = self._pos = 0
+        return rest
+
     def _scan(self) -> int | None:
         buffer, closers = self._buffer, self._closers
         end = len(buffer)
@@ -593,3 +637,110 @@ class SyrupSplitter:
                 if pos > limit:
                     self._fail(self._start, f"a value longer than {self._max_value_bytes} bytes")
                 return pos
+
+
+# ---------------------------------------------------------------------------
+# reading a stream: splitting and decoding in one pass
+
+
+class SyrupFrame(bytes):
+    """The bytes of one value read from a stream, with ``value``: what they decode to.
+
+    A ``bytes`` (equal to, and usable as, the plain bytes), so code that
+    takes frames takes these; code that knows them (the OCapN profile) uses
+    ``value`` rather than decoding the same bytes again.
+    """
+
+    value: Any
+
+
+class SyrupReader:
+    """``SyrupSplitter`` and ``decode`` in one pass: bytes in, decoded values out.
+
+    ``feed`` bytes as they arrive; ``next_frame`` returns the next value as a
+    ``SyrupFrame`` (its bytes, and its ``value`` as ``decode`` returns it),
+    or None until more bytes arrive. Values are checked as ``decode`` checks
+    them (canonical form, UTF-8, limits): any bad one raises ``SyrupError``,
+    and after that every call raises it (where the next value starts is
+    unknown).
+
+    Values that arrive whole (the usual case: a read holds whole messages)
+    are parsed once, where they lie in the fed bytes, without being scanned
+    first or copied before parsing. A value cut by the end of what was fed
+    is handed, with the bytes after it, to a ``SyrupSplitter``, which reads
+    each further byte once; when it finds the value's end, the value is
+    decoded and reading goes back to the fast way. So the work stays linear
+    however the stream is cut: a value is parsed at most twice (once partly).
+    """
+
+    def __init__(self, max_value_bytes: int = MAX_VALUE_BYTES, max_depth: int = MAX_DEPTH) -> None:
+        self._max_value_bytes = max_value_bytes
+        self._max_depth = max_depth
+        self._data = b""  # bytes fed and not yet read, from _offset on
+        self._offset = 0
+        self._splitter: SyrupSplitter | None = None  # set while a value is arriving in pieces
+        self._error: SyrupError | None = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes received from the stream."""
+        if self._error is not None:
+            raise self._error
+        if self._splitter is not None:
+            self._splitter.feed(data)
+        elif self._offset < len(self._data):
+            self._data = self._data[self._offset :] + bytes(data)
+            self._offset = 0
+        else:
+            self._data = bytes(data)
+            self._offset = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that are not yet part of a returned value (nonzero at the end of a stream: it ended inside one)."""
+        if self._splitter is not None:
+            return self._splitter.buffered
+        return len(self._data) - self._offset
+
+    def next_frame(self) -> SyrupFrame | None:
+        """The next complete value and its bytes, or None if more bytes are needed."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next()
+        except RecursionError:
+            self._error = SyrupError("nested too deeply for this thread's stack")
+        except SyrupError as e:
+            self._error = e
+        raise self._error
+
+    def _next(self) -> SyrupFrame | None:
+        if self._splitter is not None:
+            whole = self._splitter.next_value()
+            if whole is None:
+                return None
+            self._data, self._offset = self._splitter._take_rest(), 0
+            self._splitter = None
+            value, end = _Decoder(whole, None, self._max_depth).value(0, 0, False)
+            if end != len(whole):  # pragma: no cover - the splitter found this end
+                raise SyrupError(f"the value ends at byte {end}, not {len(whole)}")
+            frame = SyrupFrame(whole)
+            frame.value = value
+            return frame
+        data, start = self._data, self._offset
+        if start >= len(data):
+            return None
+        # Read no further than the limit allows: a longer value is "truncated"
+        # here, and the splitter refuses it as it does any other.
+        end = min(len(data), start + self._max_value_bytes)
+        try:
+            value, stop = _Decoder(data, end, self._max_depth).value(start, 0, False)
+        except _Truncated:
+            splitter = SyrupSplitter(self._max_value_bytes, self._max_depth)
+            splitter.feed(data[start:])
+            self._data, self._offset = b"", 0
+            self._splitter = splitter
+            return self._next()
+        self._offset = stop
+        frame = SyrupFrame(data[start:stop])
+        frame.value = value
+        return frame

@@ -28,10 +28,13 @@ never loads them.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
+import socket
 import stat
 from typing import TYPE_CHECKING, Any
 
@@ -55,15 +58,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEY_FILE", "LISTEN_META", "NETLAYERS", "Caretaker", "Network", "NetworkControl", "Peer", "PeerError",
-    "PeerUnreachable", "make_peer", "short", "make_share", "make_sturdyref", "network_of", "new_swiss",
-    "resume_listening", "stage_peer", "stage_share", "stage_unshare", "sturdyref_parts",
+    "PeerUnreachable", "advertised_address", "is_unspecified", "make_peer", "short", "make_share", "make_sturdyref",
+    "network_of", "new_swiss", "resume_listening", "stage_peer", "stage_share", "stage_unshare", "sturdyref_parts",
 ]  # fmt: skip
 
 log = logging.getLogger("ocapd.peers")
 
 #: The daemon's OCapN identity, in the state folder.
 KEY_FILE = "ocapn-ed25519.key"
-#: Where the listener's settings are kept (database meta): JSON {netlayer, host, port}.
+#: Where the listener's settings are kept (database meta): JSON {netlayer, host, port, advertise}.
 LISTEN_META = "ocapn_listen"
 #: Netlayers a daemon listens on and dials. ``tcp-testing-only`` authenticates
 #: nothing, so daemons never use it: it is for the conformance suite.
@@ -74,6 +77,65 @@ SWISS_BYTES = 32
 
 class PeerError(Exception):
     """A peering operation that cannot be done, said in one line."""
+
+
+#: What ``--advertise`` may name as a host: a DNS name or an IPv4 address
+#: (letters, digits, ``-``, ``.``; at most 253), or an IPv6 address in brackets.
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
+_FIX = "add --advertise HOST[:PORT], the address peers dial to reach it"
+
+
+def is_unspecified(host: str) -> bool:
+    """Whether ``host`` means "every address here" (0.0.0.0, ::, and spellings of them such as 0):
+    an address to listen on, never one a peer can dial."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        pass
+    try:
+        return socket.inet_aton(host) == b"\0\0\0\0"  # the short forms a resolver reads, "0", "0.0"
+    except OSError:
+        return False
+
+
+def advertised_address(advertise: str | None, host: str, port: int) -> tuple[str, int]:
+    """The host and port written into URIs: ``advertise`` (``HOST``, ``HOST:PORT``,
+    ``[IPv6]`` or ``[IPv6]:PORT``; without a port, the bound one), else where we listen.
+
+    Raises ``PeerError`` (one line, saying how to fix it) for an address a
+    peer could not dial — above all the unspecified 0.0.0.0 and ::.
+    """
+    if advertise is None:
+        if is_unspecified(host):
+            raise PeerError(f"{host} listens on every address of this machine, but peers cannot dial it; {_FIX}")
+        return host, port
+    text, shown = advertise, repr(advertise)
+    if text.startswith("["):
+        literal, sep, rest = text[1:].partition("]")
+        try:
+            name = str(ipaddress.IPv6Address(literal)) if sep else ""
+        except ValueError:
+            name = ""
+        if not name or (rest and not rest.startswith(":")):
+            raise PeerError(f"--advertise {shown}: write an IPv6 address as [ADDRESS] or [ADDRESS]:PORT")
+        port_text: str | None = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        try:
+            name, port_text = str(ipaddress.IPv6Address(text)), None
+        except ValueError:
+            raise PeerError(f"--advertise {shown}: not an IPv6 address; give HOST, HOST:PORT or [IPv6]:PORT") from None
+    else:
+        name, _, after = text.partition(":")
+        port_text = after if ":" in text else None
+        if not _HOST_NAME.match(name):
+            raise PeerError(f"--advertise {shown}: not a host name or address; give HOST, HOST:PORT or [IPv6]:PORT")
+    if port_text is not None:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise PeerError(f"--advertise {shown}: the port is a number from 1 to 65535")
+        port = int(port_text)
+    if is_unspecified(name):
+        raise PeerError(f"--advertise {shown} is no address a peer can dial; {_FIX}")
+    return name, port
 
 
 class PeerUnreachable(PeerError):
@@ -143,17 +205,32 @@ class Network:
         self._listener: trio.CancelScope | None = None
         self._closed = trio.Event()
         self.listening: PeerLocator | None = None
+        #: Where the listener is bound (``HOST:PORT``), and the ``--advertise`` it was given.
+        self._address: str | None = None
+        self._advertise: str | None = None
         self._swiss: dict[bytes, str] | None = None
 
     # -- listening --------------------------------------------------------------------
-    async def listen(self, netlayer: str, host: str = "127.0.0.1", port: int = 0) -> PeerLocator:
-        """Listen for peers on ``host:port`` (0: a free port) and record it; returns our location."""
+    async def listen(
+        self, netlayer: str, host: str = "127.0.0.1", port: int = 0, advertise: str | None = None
+    ) -> PeerLocator:
+        """Listen for peers on ``host:port`` (0: a free port) and record it; returns our location.
+
+        The location (in every URI the daemon prints) carries the address
+        ``advertise`` names (``advertised_address``), else ``host`` and the
+        bound port. An address peers cannot dial is refused before anything
+        listens.
+        """
+        from ocapd.captp.ocapn_locators import PeerLocator
         from ocapd.captp.ocapn_netlayers import NetlayerError
 
         if netlayer not in NETLAYERS:
             raise PeerError(f"unknown netlayer {netlayer!r}; daemons peer over {', '.join(NETLAYERS)}")
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
             raise PeerError("the port is a number from 0 to 65535 (0: any free port)")
+        if advertise is not None and not isinstance(advertise, str):
+            raise PeerError("--advertise is HOST[:PORT]")
+        advertised_address(advertise, host, port or 1)  # refuse before listening
         if self._listener is not None:
             await self.stop(forget=False)
 
@@ -175,9 +252,14 @@ class Network:
             self._listener = None
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise PeerError(f"cannot listen on {host}:{port}: {reason}") from None
+        bound = int(location.hints["port"])
+        there, there_port = advertised_address(advertise, host, bound)
+        location = PeerLocator(location.designator, location.transport, {**location.hints, "host": there, "port": str(there_port)})
         self.listening = location
+        self._address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+        self._advertise = advertise
         self.node.location = location
-        settings = {"netlayer": netlayer, "host": host, "port": int(location.hints["port"])}
+        settings = {"netlayer": netlayer, "host": host, "port": bound, "advertise": advertise}
         await self._kernel.db.set_meta(LISTEN_META, json.dumps(settings))
         log.info("listening for OCapN peers at %s", location.to_uri())
         return location
@@ -202,6 +284,8 @@ class Network:
             "netlayer": listening.transport if listening is not None else None,
             "listening": listening is not None,
             "uri": listening.to_uri() if listening is not None else None,
+            "address": self._address if listening is not None else None,
+            "advertise": self._advertise if listening is not None else None,
             "sessions": self.node.sessions(),
         }
 
@@ -269,7 +353,7 @@ async def resume_listening(kernel: Kernel) -> None:
     try:
         settings = json.loads(raw)
         network = await network_of(kernel)
-        await network.listen(settings["netlayer"], settings["host"], settings["port"])
+        await network.listen(settings["netlayer"], settings["host"], settings["port"], settings.get("advertise"))
     except (PeerError, ValueError, KeyError, TypeError) as e:
         log.error("could not listen for OCapN peers again: %s", e)
 
@@ -281,9 +365,11 @@ class NetworkControl:
     def __init__(self, kernel: Kernel) -> None:
         self._kernel = kernel
 
-    async def listen(self, netlayer: str, port: int = 0, host: str = "127.0.0.1") -> dict[str, Any]:
+    async def listen(
+        self, netlayer: str, port: int = 0, host: str = "127.0.0.1", advertise: str | None = None
+    ) -> dict[str, Any]:
         network = await network_of(self._kernel)
-        await network.listen(netlayer, host, port)
+        await network.listen(netlayer, host, port, advertise)
         return network.show()
 
     async def stop(self) -> bool:

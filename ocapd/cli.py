@@ -208,7 +208,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         sp.add_argument("action", choices=["listen", "show", "stop"])
         sp.add_argument("--netlayer", help="listen: the netlayer (tls-ed25519)")
         sp.add_argument("--port", type=int, help="listen: the TCP port (default 0: any free port; kept for restarts)")
-        sp.add_argument("--host", default="127.0.0.1", help="listen: the address to listen on and give peers (default 127.0.0.1)")
+        sp.add_argument("--host", default="127.0.0.1", help="listen: the address to listen on (default 127.0.0.1); also the one given peers unless --advertise")
+        sp.add_argument("--advertise", metavar="HOST[:PORT]",
+                        help="listen: the address peers dial, written into URIs (needed with --host 0.0.0.0 or ::; default --host and the bound port)")
     if sp := add("share", "peers_cli.cmd_share", "print a sturdyref URI (ocapn://…/s/…) through which peers reach a value"):
         sp.add_argument("target", nargs="?", metavar="NAME", help="the value to share; with --revoke a name or a sturdyref URI")
         sp.add_argument("--revoke", action="store_true", help="revoke that sturdyref, or every share of the named value")

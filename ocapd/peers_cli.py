@@ -32,7 +32,7 @@ def cmd_network(conv: Conversation, args: argparse.Namespace) -> None:
     if args.action == "listen":
         if args.netlayer is None:
             raise CliError("network listen: give --netlayer tls-ed25519")
-        shown = conv.call(conv.E(network).listen(args.netlayer, args.port or 0, args.host))
+        shown = conv.call(conv.E(network).listen(args.netlayer, args.port or 0, args.host, args.advertise))
     elif args.action == "stop":
         stopped = conv.call(conv.E(network).stop())
         if args.json:
@@ -50,6 +50,8 @@ def cmd_network(conv: Conversation, args: argparse.Namespace) -> None:
         return
     print(f"designator {shown['designator']}")
     print(f"listening  {shown['uri'] or 'no (ocapd network listen --netlayer tls-ed25519)'}")
+    if shown.get("address"):
+        print(f"bound to   {shown['address']}")
     _print_sessions(shown["sessions"])
 
 

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from ocapd.captp import Symbol
 from ocapd.captp.ocapn_keys import (
+    MAX_GIFT_ID,
+    MAX_GIFT_ID_BYTES,
     HandoffError,
     HandoffGive,
     HandoffReceive,
@@ -25,6 +27,7 @@ from ocapd.captp.ocapn_keys import (
     check_handoff_give,
     check_handoff_receive,
     generate_key,
+    is_gift_id,
     make_handoff_give,
     make_handoff_receive,
     open_envelope,
@@ -231,7 +234,7 @@ class Handoff:
         self.exporter = PeerLocator("exporter", "tcp-testing-only", {"host": "127.0.0.1", "port": "1"})
         self.used: set[int] = set()
 
-    def give(self, *, gift_id: bytes = b"g" * 32, signer: Ed25519PrivateKey | None = None) -> Record:
+    def give(self, *, gift_id: bytes | int = b"g" * 32, signer: Ed25519PrivateKey | None = None) -> Record:
         return make_handoff_give(
             signer or self.g2e,
             receiver_key=self.r2g.public_key(),
@@ -273,6 +276,30 @@ def test_a_valid_handoff_passes_every_check_and_says_what_was_given() -> None:
     assert checked_give == give
     assert receive.handoff_count == 7
     assert receive.receiving_session == h.er_session
+
+
+@pytest.mark.parametrize("gift_id", [b"my-gift", b"g" * MAX_GIFT_ID_BYTES, 0, 42, MAX_GIFT_ID])
+def test_a_gift_id_is_a_bytestring_as_the_suite_sends_or_an_integer_as_the_spec_says(gift_id: bytes | int) -> None:
+    h = Handoff()
+    signed_give = h.give(gift_id=gift_id)
+    assert check_handoff_give(roundtrip(signed_give), h.r2g.public_key()).gift_id == gift_id
+    give, _ = h.check(h.receive(roundtrip(signed_give)))
+    assert give.gift_id == gift_id and type(give.gift_id) is type(gift_id)
+
+
+@pytest.mark.parametrize(
+    "gift_id",
+    [-1, MAX_GIFT_ID + 1, 2**4000, b"", b"g" * (MAX_GIFT_ID_BYTES + 1), True, False, "my-gift", 1.0, Symbol("g"), [1], None],
+)
+def test_a_gift_id_of_another_kind_or_out_of_range_is_refused(gift_id: object) -> None:
+    assert not is_gift_id(gift_id)
+    h = Handoff()
+    give = open_envelope(h.give())[0]
+    fields = list(give.fields)
+    fields[4] = gift_id
+    with pytest.raises(SignatureError, match="gift-id") as caught:
+        HandoffGive.from_syrup(Record(give.label, tuple(fields)))
+    one_line(caught)
 
 
 def test_the_give_record_has_the_spec_fields_in_order() -> None:
@@ -386,7 +413,7 @@ def test_the_exporter_refuses_a_gifter_side_that_is_not_the_gifters() -> None:
         (1, "ocapn://a.b", "ocapn-peer"),
         (2, "session", "session"),
         (3, b"short", "gifter-side"),
-        (4, 12, "gift-id"),
+        (4, -1, "gift-id"),
     ],
 )
 def test_a_malformed_give_is_refused_with_its_field_named(index: int, value: object, complaint: str) -> None:

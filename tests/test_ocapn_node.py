@@ -20,15 +20,15 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocapd.captp import E, Far, RemoteError, Symbol
+from ocapd.captp import E, Far, RemoteError, Symbol, make_promise_kit
 from ocapd.captp.messages import Deliver, DescKind, Descriptor
-from ocapd.captp.ocapn_keys import make_handoff_give, make_handoff_receive
+from ocapd.captp.ocapn_keys import MAX_GIFT_ID, make_handoff_give, make_handoff_receive
 from ocapd.captp.ocapn_locators import PeerLocator, SturdyRef
 from ocapd.captp.ocapn_netlayers import PeerConnection, TcpTestingOnlyNetlayer
-from ocapd.captp.ocapn_node import OcapnNode
+from ocapd.captp.ocapn_node import R_TOO_MANY_FAILED_FETCHES, OcapnNode
 from ocapd.captp.ocapn_profile import OcapnProfile
 from ocapd.captp.ocapn_test_peer import SWISS_NUMBERS, make_objects
-from ocapd.captp.session import Limits, Session
+from ocapd.captp.session import Limits, Session, SessionAborted
 from ocapd.captp.syrup import Record, decode, encode
 
 ECHO = SWISS_NUMBERS["echo"]
@@ -178,6 +178,8 @@ async def _read_until_closed(stream: trio.SocketStream) -> bytes:
         b"<10'op:deliver<11'desc:export9+>[]f<18'desc:import-object0+>>",  # an export never given
         b"<10'op:deliver<11'desc:export0+>[#1+$]f<18'desc:import-object0+>>",  # a set is not passable
         b"<12'op:gc-export[0+][5+]>",  # gc of more than was sent
+        b"<6'op:get<11'desc:export0+>3+1+>",  # a field name that is not a string
+        b"<8'op:index<11'desc:export0+>0+>",  # no answer position
     ],
 )
 async def test_bad_input_aborts_that_session_only(nursery: trio.Nursery, garbage: bytes) -> None:
@@ -201,6 +203,7 @@ async def test_calls_before_start_session_are_refused(nursery: trio.Nursery) -> 
 # -- the sans-IO session with the OCapN profile: any frame, a message or a clean abort ------------
 
 _LABELS = [Symbol(n) for n in ("op:deliver", "op:deliver-only", "op:listen", "op:gc-export", "op:gc-answer", "op:abort",
+                               "op:get", "op:index", "op:untag",
                                "op:start-session", "desc:export", "desc:answer", "desc:import-object",
                                "desc:import-promise", "desc:tagged", "desc:error", "desc:sig-envelope", "null")]
 _atoms = st.one_of(st.booleans(), st.integers(-2, 2**53), st.text(max_size=4), st.binary(max_size=4), st.sampled_from(_LABELS + [Symbol("fetch")]))
@@ -330,6 +333,98 @@ async def test_a_handoff_give_for_another_receiver_breaks_only_that_argument(nur
         assert not any(p.location() is not None and p.location().same_peer(exporter.location) for p in receiver._peers)
 
 
+@pytest.mark.parametrize("gift_id", [7, 0, MAX_GIFT_ID, b"my-gift"])
+async def test_a_gift_deposited_under_an_integer_id_as_the_spec_says_or_bytes_as_the_suite_sends_is_withdrawn(
+    nursery: trio.Nursery, gift_id: bytes | int
+) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        echo_at_gifter, g2e, r2e = await _exporter_and_handoff(nursery, exporter, gifter, receiver)
+        g_profile, r_profile = _profile_of(gifter, g2e), _profile_of(receiver, r2e)
+        assert g_profile.peer is not None and r_profile.peer is not None
+        receiver_key = OcapnProfile(receiver.location).key
+        await E(g2e.bootstrap()).deposit_gift(gift_id, echo_at_gifter)
+        signed_give = make_handoff_give(
+            g_profile.key,
+            receiver_key=receiver_key.public_key(),
+            exporter_location=exporter.location,
+            session=g_profile.peer.session_id,
+            gifter_side=g_profile.peer.our_side,
+            gift_id=gift_id,
+        )
+        signed_receive = make_handoff_receive(
+            receiver_key, signed_give, receiving_session=r_profile.peer.session_id,
+            receiving_side=r_profile.peer.our_side, handoff_count=0,
+        )
+        echo = await E(r2e.bootstrap()).withdraw_gift(signed_receive)
+        assert await E(echo)("given") == ["given"]
+
+
+@pytest.mark.parametrize("gift_id", [-1, MAX_GIFT_ID + 1, 2**4000, b"", b"g" * 257, True, "my-gift", 1.5, Symbol("g"), None])
+async def test_a_deposit_under_a_gift_id_of_another_kind_breaks_and_the_session_goes_on(
+    nursery: trio.Nursery, gift_id: object
+) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter:
+        echo = await gifter.enliven(SturdyRef(exporter.location, ECHO))
+        with pytest.raises(RemoteError, match="gift id"):
+            await E(echo._session.bootstrap()).deposit_gift(gift_id, echo)
+        assert not exporter._gifts
+        assert await E(echo)("still here") == ["still here"]
+
+
+# -- promises passed from one session to another -----------------------------------------------
+
+
+def _sessions_to(node: OcapnNode, other: OcapnNode) -> list[Session]:
+    return [p.session for p in node._peers
+            if p.session is not None and p.location() is not None and p.location().same_peer(other.location)]
+
+
+async def test_a_promise_the_exporter_exported_is_handed_off_and_settles_at_the_receiver_directly(nursery: trio.Nursery) -> None:
+    """A promise is a reference (OCapN's Model): passed on, it is handed off like an object."""
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        promise, resolver = make_promise_kit()
+        exporter.swiss[b"giver"] = Far("Giver", lambda: [promise])
+        (at_gifter,) = await E(await gifter.enliven(SturdyRef(exporter.location, b"giver")))()
+        gifter.swiss[b"introducer"] = Far("Introducer", lambda: [at_gifter])
+        (at_receiver,) = await E(await receiver.enliven(SturdyRef(gifter.location, b"introducer")))()
+        with trio.fail_after(10):
+            while not _sessions_to(receiver, exporter):
+                await trio.sleep(0.01)
+        # The gifter's part is over: its session with the exporter may end.
+        for session in _sessions_to(gifter, exporter):
+            session.abort()
+        resolver.resolve({"done": True})
+        with trio.fail_after(10):
+            assert await at_receiver == {"done": True}
+
+
+async def test_an_answer_passed_on_is_forwarded_through_the_gifter(nursery: trio.Nursery) -> None:
+    """The answer to the gifter's own call is not handed off: the gifter forwards how it settles."""
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        later, resolve_later = make_promise_kit()
+        exporter.swiss[b"later"] = Far("Later", lambda: later)
+        at_exporter = await gifter.enliven(SturdyRef(exporter.location, b"later"))
+        answers = [E(at_exporter)(), E(at_exporter)()]
+        gifter.swiss[b"introducer"] = Far("Introducer", lambda i: [answers[i]])
+        introducer = await receiver.enliven(SturdyRef(gifter.location, b"introducer"))
+        (first,) = await E(introducer)(0)
+        assert not _sessions_to(receiver, exporter)  # nothing was handed off
+        resolve_later.resolve("settled at the exporter")
+        with trio.fail_after(10):
+            assert await first == "settled at the exporter"
+        # A second answer, pending while the gifter's session with the exporter dies, breaks at the receiver.
+        pending, _ = make_promise_kit()
+        exporter.swiss[b"later"] = Far("Later", lambda: pending)
+        at_exporter_2 = await gifter.enliven(SturdyRef(exporter.location, b"later"))
+        answers[1] = E(at_exporter_2)()
+        (second,) = await E(introducer)(1)
+        for session in _sessions_to(gifter, exporter):
+            session.abort()
+        with trio.fail_after(10), pytest.raises(RemoteError, match="closed"):
+            await second
+        assert await E(introducer)(0) is not None  # the receiver's session with the gifter goes on
+
+
 @asynccontextmanager
 async def tls_node(claimed_designator: str | None = None) -> AsyncIterator[tuple[OcapnNode, str]]:
     """A node on the tls-ed25519 netlayer and the designator its key proves.
@@ -370,3 +465,151 @@ async def test_a_peer_claiming_a_designator_its_netlayer_did_not_authenticate_is
         # The honest peer b is served as before, and a has no session claiming to be b.
         assert await E(await b.enliven(SturdyRef(a.location, ECHO)))(1) == [1]
         assert [s["designator"] for s in a.sessions()] == [b.location.designator]
+
+
+# -- withdrawals that can never be served -------------------------------------------------------
+
+
+def _gives_and_receives(gifter: OcapnNode, g2e: Session, receiver: OcapnNode, r2e: Session, exporter: OcapnNode) -> tuple[Any, Any]:
+    """Makers of gives signed in the gifter's session and receives signed in the receiver's."""
+    g_profile, r_profile = _profile_of(gifter, g2e), _profile_of(receiver, r2e)
+    assert g_profile.peer is not None and r_profile.peer is not None
+    g_peer, r_peer = g_profile.peer, r_profile.peer
+    receiver_key = OcapnProfile(receiver.location).key
+
+    def give(gift_id: bytes) -> Record:
+        return make_handoff_give(
+            g_profile.key, receiver_key=receiver_key.public_key(), exporter_location=exporter.location,
+            session=g_peer.session_id, gifter_side=g_peer.our_side, gift_id=gift_id,
+        )
+
+    def receive(signed_give: Record, count: int) -> Record:
+        return make_handoff_receive(
+            receiver_key, signed_give, receiving_session=r_peer.session_id,
+            receiving_side=r_peer.our_side, handoff_count=count,
+        )
+
+    return give, receive
+
+
+async def test_a_withdrawal_waiting_for_a_gift_breaks_when_the_gifters_session_ends(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        _, g2e, r2e = await _exporter_and_handoff(nursery, exporter, gifter, receiver)
+        give, receive = _gives_and_receives(gifter, g2e, receiver, r2e, exporter)
+        # The withdrawal arrives before the deposit (a legitimate race): it waits.
+        waiting = E(r2e.bootstrap()).withdraw_gift(receive(give(b"never deposited"), 0))
+        with trio.fail_after(10):
+            while not exporter._waiting:
+                await trio.sleep(0.01)
+        # The gifter's session ends: the gift can never come.
+        g2e.abort()
+        with trio.fail_after(10), pytest.raises(RemoteError, match="gifter's session ended"):
+            await waiting
+        assert not exporter._waiting
+        assert r2e.aborted is None
+        assert await E(r2e.bootstrap()).fetch(ECHO) is not None
+
+
+async def test_a_withdrawal_after_the_gifters_session_ended_breaks_at_once(nursery: trio.Nursery) -> None:
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        echo_at_gifter, g2e, r2e = await _exporter_and_handoff(nursery, exporter, gifter, receiver)
+        give, receive = _gives_and_receives(gifter, g2e, receiver, r2e, exporter)
+        await E(g2e.bootstrap()).deposit_gift(b"deposited", echo_at_gifter)
+        signed_give = give(b"deposited")
+        g2e.abort()
+        with trio.fail_after(10):
+            while exporter._gifts:
+                await trio.sleep(0.01)
+        with trio.fail_after(10), pytest.raises(RemoteError, match="HandoffError"):
+            await E(r2e.bootstrap()).withdraw_gift(receive(signed_give, 0))
+        assert not exporter._waiting
+
+
+async def test_a_withdrawal_waiting_longer_than_the_bound_breaks(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ocapd.captp.ocapn_node.GIFT_WAIT_TIMEOUT", 0.05)
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        _, g2e, r2e = await _exporter_and_handoff(nursery, exporter, gifter, receiver)
+        give, receive = _gives_and_receives(gifter, g2e, receiver, r2e, exporter)
+        with trio.fail_after(10), pytest.raises(RemoteError, match="no gift was deposited"):
+            await E(r2e.bootstrap()).withdraw_gift(receive(give(b"late"), 0))
+        assert not exporter._waiting
+        assert g2e.aborted is None and r2e.aborted is None
+
+
+async def test_waiting_withdrawals_are_bounded_per_session_even_for_one_gift(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ocapd.captp.ocapn_node.MAX_PENDING_GIFTS", 2)
+    async with running_node(nursery) as exporter, running_node(nursery) as gifter, running_node(nursery) as receiver:
+        echo_at_gifter, g2e, r2e = await _exporter_and_handoff(nursery, exporter, gifter, receiver)
+        give, receive = _gives_and_receives(gifter, g2e, receiver, r2e, exporter)
+        same = give(b"one gift")
+        first = E(r2e.bootstrap()).withdraw_gift(receive(same, 0))
+        second = E(r2e.bootstrap()).withdraw_gift(receive(same, 1))
+        with trio.fail_after(10), pytest.raises(RemoteError, match="more than 2 withdrawals"):
+            await E(r2e.bootstrap()).withdraw_gift(receive(same, 2))
+        with trio.fail_after(10), pytest.raises(RemoteError, match="more than 2 withdrawals"):
+            await E(r2e.bootstrap()).withdraw_gift(receive(give(b"another gift"), 3))
+        # The deposit serves the withdrawals that waited; the session goes on.
+        await E(g2e.bootstrap()).deposit_gift(b"one gift", echo_at_gifter)
+        with trio.fail_after(10):
+            assert await E(await first)("a") == ["a"]
+            assert await E(await second)("b") == ["b"]
+        assert not exporter._waiting
+
+
+# -- failed fetches ---------------------------------------------------------------------------------
+
+
+async def test_a_session_that_fails_too_many_fetches_is_aborted_and_others_go_on(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ocapd.captp.ocapn_node.MAX_FAILED_FETCHES", 3)
+    monkeypatch.setattr("ocapd.captp.ocapn_node.FAILED_FETCHES_PER_SECOND", 0.0)
+    async with running_node(nursery) as a, running_node(nursery) as guesser, running_node(nursery) as honest:
+        echo = await honest.enliven(SturdyRef(a.location, ECHO))
+        session = await guesser.session_for(a.location)
+        bootstrap = session.bootstrap()
+        for guess in (b"guess-1", b"guess-2", b"guess-3"):
+            with pytest.raises(RemoteError, match="swiss number"):
+                await E(bootstrap).fetch(guess)
+        # Good fetches cost nothing.
+        assert await E(bootstrap).fetch(ECHO) is not None
+        assert session.aborted is None
+        with trio.fail_after(10), pytest.raises(SessionAborted, match=R_TOO_MANY_FAILED_FETCHES):
+            await E(bootstrap).fetch(b"guess-4")
+        assert session.aborted is not None and session.aborted.code == R_TOO_MANY_FAILED_FETCHES
+        assert session.aborted.by_peer
+        # The honest peer's session was not touched.
+        assert await E(echo)("still here") == ["still here"]
+        assert echo._session.aborted is None
+
+
+async def test_failed_fetches_are_forgiven_at_a_steady_rate(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ocapd.captp.ocapn_node.MAX_FAILED_FETCHES", 1)
+    monkeypatch.setattr("ocapd.captp.ocapn_node.FAILED_FETCHES_PER_SECOND", 1e12)  # any pause earns one back
+    async with running_node(nursery) as a, running_node(nursery) as b:
+        session = await b.session_for(a.location)
+        for n in range(5):
+            with pytest.raises(RemoteError, match="swiss number"):
+                await E(session.bootstrap()).fetch(b"typo %d" % n)
+        assert session.aborted is None
+
+
+# -- error names ---------------------------------------------------------------------------------
+
+
+async def test_an_errors_name_survives_ocapn_also_passed_on_through_a_third_node(nursery: trio.Nursery) -> None:
+    def refuse() -> None:
+        raise PermissionError("not for you")
+
+    async with running_node(nursery) as exporter, running_node(nursery) as relay, running_node(nursery) as caller:
+        exporter.swiss[b"refuser"] = Far("Refuser", refuse)
+        at_relay = await relay.enliven(SturdyRef(exporter.location, b"refuser"))
+        with pytest.raises(RemoteError) as direct:
+            await E(at_relay)()
+        assert (direct.value.name, direct.value.message) == ("PermissionError", "not for you")
+        relay.swiss[b"relayer"] = Far("Relayer", lambda: E(at_relay)())
+        at_caller = await caller.enliven(SturdyRef(relay.location, b"relayer"))
+        with pytest.raises(RemoteError) as relayed:
+            await E(at_caller)()
+        assert (relayed.value.name, relayed.value.message) == ("PermissionError", "not for you")
+        assert str(relayed.value) == "PermissionError: not for you"

@@ -227,6 +227,52 @@ def test_null_void_tagged_and_error_read_back():
     assert _value(b"<10'desc:error3\"bad>") == RemoteError("Error", "bad")
 
 
+@pytest.mark.parametrize(
+    ("error", "written"),
+    [
+        (RemoteError("Revoked", "this reference was revoked"), b"<10'desc:error35\"Revoked: this reference was revoked>"),
+        (RemoteError("KeyError", ""), b"<10'desc:error10\"KeyError: >"),
+        (RemoteError("gaierror", "no such name"), b"<10'desc:error22\"gaierror: no such name>"),
+        (RemoteError("Error", "a: b"), b"<10'desc:error11\"Error: a: b>"),
+        (RemoteError("_Private9", "x\ny"), b"<10'desc:error14\"_Private9: x\ny>"),
+    ],
+)
+def test_an_error_name_that_is_an_identifier_crosses_with_its_message(error: RemoteError, written: bytes) -> None:
+    assert _syrup_of(error) == written
+    back = _value(written)
+    assert (back.name, back.message) == (error.name, error.message)
+
+
+@pytest.mark.parametrize(
+    ("message", "read"),
+    [
+        ("bad", RemoteError("Error", "bad")),  # what Endo writes for Error("bad"): no name
+        ("Not a name: x", RemoteError("Error", "Not a name: x")),
+        ("9Lives: x", RemoteError("Error", "9Lives: x")),
+        ("Name:no space", RemoteError("Error", "Name:no space")),
+        ("Ünïcode: x", RemoteError("Error", "Ünïcode: x")),
+        ("N" * 65 + ": x", RemoteError("Error", "N" * 65 + ": x")),
+        ("", RemoteError("Error", "")),
+    ],
+)
+def test_a_message_without_a_name_before_it_reads_as_an_error_named_error(message: str, read: RemoteError) -> None:
+    assert _value(encode(Record(Symbol("desc:error"), (message,)))) == read
+
+
+@given(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,63}", fullmatch=True), st.text(max_size=20))
+def test_any_identifier_name_and_any_message_round_trip(name: str, message: str) -> None:
+    back = _value(_syrup_of(RemoteError(name, message)))
+    assert (back.name, back.message) == (name, message)
+
+
+def test_goblins_fieldless_mystery_error_reads_as_an_error() -> None:
+    """Guile Goblins breaks promises with <exn:fail:mystery> and no fields, revealing nothing."""
+    error = _value(b"<16'exn:fail:mystery>")
+    assert isinstance(error, RemoteError) and error.name == "Error" and "does not describe" in error.message
+    with pytest.raises(ProtocolError, match="exn:fail:mystery"):
+        _value(b"<16'exn:fail:mystery3\"why>")
+
+
 def test_descriptors_inside_values_go_to_revive():
     seen: list[Descriptor] = []
     value = _value(b"[<19'desc:import-promise2+>{1\"k<18'desc:import-object3+>}]", lambda d: seen.append(d) or d.position)
@@ -350,7 +396,7 @@ def _reference(value: Any) -> Any:
         return Record(Symbol("desc:tagged"), (Symbol(value.tag), _reference(value.payload)))
     if isinstance(value, BaseException):
         err = RemoteError.from_exception(value)
-        return Record(Symbol("desc:error"), (f"{err.name}: {err.message}" if err.message else err.name,))
+        return Record(Symbol("desc:error"), (f"{err.name}: {err.message}",))
     return value
 
 

@@ -363,6 +363,102 @@ def test_a_daemon_whose_port_is_taken_at_restart_runs_without_listening(
     assert show_json(a, "network", "show")["uri"] == peer_of(shared)
 
 
+def test_the_advertised_address_is_what_uris_carry_and_it_is_kept(pair: tuple[DaemonProcess, DaemonProcess], tmp_path: Path) -> None:
+    """Listen on one address, give peers another (here a name for the same loopback)."""
+    _, b = pair
+    d = DaemonProcess(tmp_path / "home")
+    d.home.mkdir()
+    d.start()
+    try:
+        listening = d.out("network", "listen", "--netlayer", "tls-ed25519", "--host", "127.0.0.1", "--advertise", "localhost")
+        port = listening.rsplit("port=", 1)[1]
+        assert listening.endswith(f".tls-ed25519?host=localhost&port={port}")
+        shown = show_json(d, "network", "show")
+        assert shown["uri"] == listening
+        assert shown["address"] == f"127.0.0.1:{port}" and shown["advertise"] == "localhost"
+        human = d.out("network", "show")
+        assert f"127.0.0.1:{port}" in human and listening in human
+        d.out("eval", GREETER, "-w", "w1", "-n", "greeter")
+        uri = d.out("share", "greeter")
+        assert uri.startswith(listening.split("?")[0] + "/s/") and uri.endswith(f"?host=localhost&port={port}")
+        # The peer dials the advertised address, and reaches the listener.
+        b.out("enliven", uri, "-n", "greeter-at-d")
+        assert "hello bob" in b.out("eval", CALL, "g:greeter-at-d")
+        # A refused listen leaves the listener that runs.
+        one_line_error(d.cli("network", "listen", "--netlayer", "tls-ed25519", "--host", "0.0.0.0", check=False))
+        assert show_json(d, "network", "show")["uri"] == listening
+        assert "hello ann" in b.out("eval", "E(g).greet('ann')", "g:greeter-at-d")
+        d.restart()
+        wait_until(lambda: show_json(d, "network", "show")["listening"], "d listens again")
+        assert show_json(d, "network", "show")["uri"] == listening
+        # An advertised port (a forwarded one, say) replaces the bound one in URIs only.
+        forwarded = d.out("network", "listen", "--netlayer", "tls-ed25519", "--advertise", "localhost:9")
+        assert forwarded.endswith("?host=localhost&port=9")
+        assert show_json(d, "network", "show")["address"].startswith("127.0.0.1:")
+    finally:
+        d.stop()
+
+
+def test_no_uri_is_given_with_an_address_peers_cannot_dial(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path / "home")
+    d.home.mkdir()
+    d.start()
+    try:
+        refused = [
+            ("--host", "0.0.0.0"),
+            ("--host", "::"),
+            ("--host", "0.0.0.0", "--advertise", "0.0.0.0"),
+            ("--advertise", "[::]:9045"),
+            ("--advertise", "::"),
+            ("--advertise", "localhost:70000"),
+            ("--advertise", "localhost:x"),
+            ("--advertise", ""),
+            ("--advertise", "a b"),
+        ]
+        for args in refused:
+            line = one_line_error(d.cli("network", "listen", "--netlayer", "tls-ed25519", *args, check=False))
+            assert "--advertise" in line, (args, line)
+            assert not show_json(d, "network", "show")["listening"], args
+        d.restart()
+        assert not show_json(d, "network", "show")["listening"]
+        line = one_line_error(d.cli("network", "listen", "--netlayer", "tls-ed25519", "--host", "0.0.0.0", check=False))
+        assert "0.0.0.0 listens on every address" in line and "add --advertise HOST[:PORT], the address peers dial" in line
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize(
+    ("advertise", "host", "expected"),
+    [
+        (None, "127.0.0.1", ("127.0.0.1", 4000)),
+        ("example.org", "0.0.0.0", ("example.org", 4000)),
+        ("example.org:443", "::", ("example.org", 443)),
+        ("192.0.2.7", "0.0.0.0", ("192.0.2.7", 4000)),
+        ("[2001:db8::1]:9045", "::", ("2001:db8::1", 9045)),
+        ("[2001:db8::1]", "::", ("2001:db8::1", 4000)),
+        ("2001:db8::1", "::", ("2001:db8::1", 4000)),
+    ],
+)
+def test_the_advertised_address_is_read_in_every_form(advertise: str | None, host: str, expected: tuple[str, int]) -> None:
+    from ocapd.daemon.peers import advertised_address
+
+    assert advertised_address(advertise, host, 4000) == expected
+
+
+@pytest.mark.parametrize(
+    ("advertise", "host"),
+    [(None, "0.0.0.0"), (None, "::"), (None, "0"), ("0.0.0.0", "0.0.0.0"), ("0", "::"), ("[::]", "::"), ("::", "::"),
+     ("[::]:1", "::"), ("0:80", "::"), ("[2001:db8::1]x", "::"), ("[nope]", "::"), ("x:0", "::"), ("x:", "::"),
+     ("-x", "::"), ("x/y", "::"), ("a b", "::"), ("", "::"), ("1:2:3", "::")],
+)
+def test_an_address_peers_cannot_dial_is_refused_in_one_line_saying_how_to_fix_it(advertise: str | None, host: str) -> None:
+    from ocapd.daemon.peers import PeerError, advertised_address
+
+    with pytest.raises(PeerError, match="advertise") as caught:
+        advertised_address(advertise, host, 4000)
+    assert "\n" not in str(caught.value)
+
+
 def test_stop_means_no_listener_after_a_restart(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
     a, b = pair
     a.out("network", "stop")

@@ -24,6 +24,8 @@ from ocapd.captp.syrup import (
     MAX_VALUES,
     Record,
     SyrupError,
+    SyrupFrame,
+    SyrupReader,
     SyrupSplitter,
     decode,
     encode,
@@ -547,3 +549,90 @@ def test_splitter_reads_a_long_stream_fed_in_small_pieces() -> None:
     assert found == [one] * 2000
     big = b"%d:" % (1 << 20) + b"z" * (1 << 20)
     assert split_all([big[i : i + 512] for i in range(0, len(big), 512)]) == [big]
+
+
+# ---------------------------------------------------------------------------
+# the reader: the splitter and decode in one pass
+
+
+def read_all(chunks: list[bytes], reader: SyrupReader | None = None) -> list[SyrupFrame]:
+    reader = reader or SyrupReader()
+    found = []
+    for chunk in chunks:
+        reader.feed(chunk)
+        while (frame := reader.next_frame()) is not None:
+            found.append(frame)
+    return found
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(small_values, min_size=1, max_size=4))
+def test_reader_gives_each_value_and_its_bytes_however_the_bytes_arrive(stream_values: list[Any]) -> None:
+    encodings = [encode(v) for v in stream_values]
+    stream = b"".join(encodings)
+    for cut in range(len(stream) + 1):
+        frames = read_all([stream[:cut], stream[cut:]])
+        assert frames == encodings
+        for frame, value in zip(frames, stream_values, strict=True):
+            assert same(frame.value, value)
+    reader = SyrupReader()
+    frames = read_all([stream[i : i + 1] for i in range(len(stream))], reader)
+    assert frames == encodings and reader.buffered == 0
+    for frame, value in zip(frames, stream_values, strict=True):
+        assert same(frame.value, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=16), max_size=8))
+def test_reader_on_random_bytes_raises_only_syrup_error_and_reads_what_decode_reads(chunks: list[bytes]) -> None:
+    reader = SyrupReader()
+    found = []
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            while (frame := reader.next_frame()) is not None:
+                found.append(frame)
+    except SyrupError:
+        pass
+    assert b"".join(chunks).startswith(b"".join(found))
+    for frame in found:
+        assert same(decode(bytes(frame)), frame.value)
+
+
+@pytest.mark.parametrize("cut", [None, 1, 3])
+@pytest.mark.parametrize(
+    ("stream", "fragment"),
+    [
+        (b"{1:b1+1:a2+}", "canonical order"),  # the splitter passes these; decode refuses them
+        (b'2"\xff\xfe', "UTF-8"),
+        (b"[1+2+]0-", "negative zero"),
+        (b"t x", "does not start"),
+        (b"[" * (MAX_DEPTH + 1), "nested deeper"),
+    ],
+)
+def test_reader_refuses_what_decode_refuses_and_stays_refused(stream: bytes, fragment: str, cut: int | None) -> None:
+    reader = SyrupReader()
+    chunks = [stream] if cut is None else [stream[:cut], stream[cut:]]
+    with pytest.raises(SyrupError, match=fragment):
+        read_all(chunks, reader)
+    with pytest.raises(SyrupError, match=fragment):
+        reader.next_frame()
+    with pytest.raises(SyrupError, match=fragment):
+        reader.feed(b"t")
+
+
+def test_reader_refuses_a_value_longer_than_its_limit_whole_or_in_pieces() -> None:
+    for chunks in ([b"[" + b"t" * 100 + b"]"], [b"[" + b"t" * 50, b"t" * 50 + b"]"], [b"1000:"]):
+        with pytest.raises(SyrupError, match="longer than 100 bytes"):
+            read_all(chunks, SyrupReader(max_value_bytes=100))
+    assert read_all([b"[" + b"t" * 98 + b"]"], SyrupReader(max_value_bytes=100))
+
+
+def test_reader_reads_a_long_stream_fed_in_small_pieces() -> None:
+    one = encode([{"x": b"y" * 50}, 123456789, Symbol("op:deliver")])
+    stream = one * 2000
+    frames = read_all([stream[i : i + 7] for i in range(0, len(stream), 7)])
+    assert frames == [one] * 2000 and frames[-1].value == decode(one)
+    big = b"%d:" % (1 << 20) + b"z" * (1 << 20)
+    (frame,) = read_all([big[i : i + 512] for i in range(0, len(big), 512)] + [b"t"])[:1]
+    assert frame == big and frame.value == b"z" * (1 << 20)
