@@ -312,6 +312,10 @@ class GatewayService:
             1, min(self.limits.sessions, fd_limit - self.limits.fd_reserve - self.limits.anonymous_sessions)
         )
         self.anonymous = 0
+        #: Upgrades let through by ``_refusal`` and not yet counted as sessions
+        #: (accepting and starting a session awaits; other upgrades are checked meanwhile).
+        self.opening_anonymous = 0
+        self.opening_other = 0
         self.control = GatewayControl(self)
         self.port: int | None = None
         self.error: str | None = None
@@ -469,14 +473,27 @@ class GatewayService:
             return None, plain_response(403, "forbidden: this page's origin may not connect here", site.headers)
         if self.stopping:
             return None, plain_response(503, "the daemon is stopping", site.headers)
-        if site.max_sessions is not None and site.sessions >= site.max_sessions:
+        if site.max_sessions is not None and site.sessions + site.opening >= site.max_sessions:
             return None, plain_response(503, "too many sessions for this instance", site.headers)
         if site.name == "chat" and self._handshake_agent() is None:
-            if self.anonymous >= self.limits.anonymous_sessions:
+            if self.anonymous + self.opening_anonymous >= self.limits.anonymous_sessions:
                 return None, plain_response(503, "too many sessions without a token", site.headers)
-        elif self.authenticated_count() >= self.max_sessions:
+        elif self.authenticated_count() + self.opening_other >= self.max_sessions:
             return None, plain_response(503, "too many sessions", site.headers)
         return site, None
+
+    def _reserve(self, site: Site, anonymous: bool, n: int) -> None:
+        """Hold (``n=1``) or let go (``n=-1``) the place an accepted upgrade will take.
+
+        The caps are checked before an upgrade is accepted and the session is
+        counted only once it runs; without this, upgrades arriving together
+        would all pass the check before any of them counted.
+        """
+        site.opening += n
+        if anonymous:
+            self.opening_anonymous += n
+        else:
+            self.opening_other += n
 
     async def _websocket(self, path: str) -> Response | None:
         await self.revive_for(websocket.headers.get("Host"))
@@ -486,47 +503,56 @@ class GatewayService:
         # The real object, not quart's proxy: our tasks outlive the proxy's context.
         ws = websocket._get_current_object()  # type: ignore[attr-defined]
         agent_id = self._handshake_agent() if site.name == "chat" else None
-        subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.requested_subprotocols else None
-        await ws.accept(subprotocol=subprotocol)
-        if path == ECHO_PATH[1:]:
-            await _echo(ws)
-            return None
-        self._counter += 1
-        name = f"ws-{self._counter}"
-        transport = QuartWebSocketTransport(ws)
-        sessions = self.kernel.services.sessions
         anonymous = site.name == "chat" and agent_id is None
-        limits = session_limits(self.limits, ANONYMOUS_LIMITS if anonymous else None)
-        budget = self.kernel.services.budget
+        # From the check above until the session is counted below, its place is held.
+        self._reserve(site, anonymous, 1)
+        reserved = True
         try:
-            async with open_connection(transport, site.bootstrap(name), name=name, limits=limits, budget=budget) as conn:
-                live = self.sessions[name] = LiveSession(name, conn, site, transport, anonymous)
-                site.sessions += 1
-                if anonymous:
-                    self.anonymous += 1
-                elif agent_id is not None:
-                    live.agents.add(agent_id)
-                    self._promote(conn, agent_id)
-                sessions[name] = conn
-                try:
-                    async with trio.open_nursery() as nursery:
-                        if anonymous:
-                            nursery.start_soon(self._anonymous_deadline, live)
-                        await conn.wait_closed()
-                        nursery.cancel_scope.cancel()
-                finally:
-                    self.sessions.pop(name, None)
-                    site.sessions -= 1
-                    if live.anonymous:
-                        self.anonymous -= 1
-                    self.throttle.forget(name)
-                    sessions.pop(name, None)
-                    if self.stopping and not self.sessions:
-                        self._drained.set()
+            subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.requested_subprotocols else None
+            await ws.accept(subprotocol=subprotocol)
+            if path == ECHO_PATH[1:]:
+                await _echo(ws)
+                return None
+            self._counter += 1
+            name = f"ws-{self._counter}"
+            transport = QuartWebSocketTransport(ws)
+            sessions = self.kernel.services.sessions
+            limits = session_limits(self.limits, ANONYMOUS_LIMITS if anonymous else None)
+            budget = self.kernel.services.budget
+            try:
+                async with open_connection(transport, site.bootstrap(name), name=name, limits=limits, budget=budget) as conn:
+                    live = self.sessions[name] = LiveSession(name, conn, site, transport, anonymous)
+                    site.sessions += 1
+                    if anonymous:
+                        self.anonymous += 1
+                    elif agent_id is not None:
+                        live.agents.add(agent_id)
+                        self._promote(conn, agent_id)
+                    self._reserve(site, anonymous, -1)
+                    reserved = False
+                    sessions[name] = conn
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            if anonymous:
+                                nursery.start_soon(self._anonymous_deadline, live)
+                            await conn.wait_closed()
+                            nursery.cancel_scope.cancel()
+                    finally:
+                        self.sessions.pop(name, None)
+                        site.sessions -= 1
+                        if live.anonymous:
+                            self.anonymous -= 1
+                        self.throttle.forget(name)
+                        sessions.pop(name, None)
+                        if self.stopping and not self.sessions:
+                            self._drained.set()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
+                    await transport.close(CLOSE_GOING_AWAY if self.stopping else CLOSE_NORMAL)
+            return None
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
-                await transport.close(CLOSE_GOING_AWAY if self.stopping else CLOSE_NORMAL)
-        return None
+            if reserved:
+                self._reserve(site, anonymous, -1)
 
     async def _anonymous_deadline(self, live: LiveSession) -> None:
         with trio.move_on_after(self.limits.anonymous_deadline):

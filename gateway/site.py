@@ -31,6 +31,8 @@ class Site:
     origins: frozenset[str]
     bootstrap: Callable[[str], Any]  # session name -> the session's bootstrap object
     sessions: int = field(default=0)
+    #: Upgrades let through and not yet counted in ``sessions`` (see ``GatewayState._reserve``).
+    opening: int = field(default=0)
     #: Sessions this site may hold at once (weblet instances: ``instance_sessions``); None: no own cap.
     max_sessions: int | None = None
     #: Refuse upgrades that carry no ``Origin`` (weblet sites: only their own page may connect).

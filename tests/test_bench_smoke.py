@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent / "bench" / "captp_rtt.py"
 
 TRANSPORT_KEYS = {
@@ -38,7 +40,7 @@ def test_captp_rtt_smoke_run_prints_one_json_object_with_every_figure() -> None:
     result = json.loads(lines[0])
     assert result["benchmark"] == "captp_rtt"
     assert {"python", "trio", "iterations", "targets", "transports"} <= result.keys()
-    assert result["targets"] == {"call_over_raw_max": 1.5, "pipelined_over_sequential_min": 5, "ocapn_over_msgpack_max": 1.3}
+    assert result["targets"] == {"call_over_raw_max": 1.5, "pipelined_over_sequential_min": 5, "ocapn_over_msgpack_max": 1.3, "call_over_pyro5_max": 0.7}
     assert set(result["transports"]) == {"pipe", "tcp", "ws"}
     for figures in result["transports"].values():
         assert TRANSPORT_KEYS <= figures.keys()
@@ -49,3 +51,8 @@ def test_captp_rtt_smoke_run_prints_one_json_object_with_every_figure() -> None:
     assert ocapn["msgpack_call_rtt_us"] > 0 and ocapn["ocapn_call_rtt_us"] > 0
     assert ocapn["ocapn_over_msgpack"] > 0
     assert isinstance(ocapn["meets_ocapn_over_msgpack"], bool)
+    # The Pyro5 baseline: a Pyro5 echo call over TCP, measured in the same run.
+    pyro5 = result["pyro5"]
+    assert pyro5["transport"] == "tcp" and pyro5["call_rtt_us"] > 0
+    assert result["call_over_pyro5"] == pytest.approx(result["transports"]["tcp"]["call_rtt_us"] / pyro5["call_rtt_us"], rel=0.01)
+    assert isinstance(result["meets_call_over_pyro5"], bool)

@@ -286,7 +286,10 @@ def test_ocapd_chat_prints_a_stable_url_and_where_shows_the_gateway(daemon: Daem
 
 
 async def test_200_concurrent_sessions_are_held_and_each_answers_a_ping(daemon: DaemonProcess) -> None:
+    # The owner's sessions: each offers its token with the upgrade, as the chat page does
+    # (sessions without one have a cap of their own, 64 by default: tests/test_gateway_limits.py).
     port = daemon.gateway_port
+    protocols = ["ocapd-captp", f"ocapd-token.{token_of(daemon.chat_url())}"]
     n = 200
     opened = 0
     all_open = trio.Event()
@@ -294,7 +297,7 @@ async def test_200_concurrent_sessions_are_held_and_each_answers_a_ping(daemon: 
 
     async def one() -> None:
         nonlocal opened
-        async with captp_session(port) as gateway:
+        async with captp_session(port, subprotocols=protocols) as gateway:
             opened += 1
             if opened == n:
                 all_open.set()

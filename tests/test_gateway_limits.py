@@ -90,6 +90,35 @@ async def test_idle_sockets_without_a_token_cannot_keep_the_owner_out(daemon: Da
         done.set()
 
 
+async def test_upgrades_without_a_token_made_all_at_once_are_held_to_the_cap(daemon: DaemonProcess) -> None:
+    """The cap is checked before the upgrade is accepted and counted after: checks that race must not all pass."""
+    port = daemon.gateway_port
+    attempts = 12 * LIMITS["anonymous_sessions"]
+    held = refused = 0
+    everyone_tried = trio.Event()
+
+    async def one() -> None:
+        nonlocal held, refused
+        try:
+            async with raw_ws(port):
+                held += 1
+                if held + refused == attempts:
+                    everyone_tried.set()
+                await everyone_tried.wait()
+        except ConnectionRejected as e:
+            assert e.status_code == 503
+            refused += 1
+            if held + refused == attempts:
+                everyone_tried.set()
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for _ in range(attempts):
+                nursery.start_soon(one)
+    assert (held, refused) == (LIMITS["anonymous_sessions"], attempts - LIMITS["anonymous_sessions"])
+    await owner_gets_in(daemon)
+
+
 async def test_a_session_without_a_token_is_closed_after_its_deadline(daemon: DaemonProcess) -> None:
     async with raw_ws(daemon.gateway_port) as ws:
         frames = []

@@ -1,6 +1,7 @@
 """The far side of tests/bench/captp_rtt.py: an echo peer in its own process.
 
     python tests/bench/rtt_peer.py {raw,captp,ocapn} {pipe,tcp,ws}
+    python tests/bench/rtt_peer.py pyro5 tcp
 
 ``raw`` echoes every frame back unchanged, using the same framing CapTP uses
 on that transport; ``captp`` serves a CapTP session whose bootstrap object
@@ -9,6 +10,10 @@ over the OCapN wire profile, at the swiss number ``OCAPN_SWISS``. Over ``pipe`` 
 stdin/stdout; over ``tcp`` and ``ws`` it listens on 127.0.0.1 at a free port,
 prints that port as one line on stdout, and serves one connection. Either way
 it exits when the connection ends.
+
+``pyro5`` serves the same ``echo`` as a Pyro5 object (Pyro5's defaults: the
+serpent serializer, a thread pool server) on 127.0.0.1 at a free port,
+prints its URI as one line on stdout, and exits when its stdin closes.
 """
 
 from __future__ import annotations
@@ -77,9 +82,33 @@ async def _serve_ws(mode: str, request: Any) -> None:
             await conn.wait_closed()
 
 
-def _announce(port: int) -> None:
+def _announce(port: int | str) -> None:
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
+
+
+def serve_pyro5() -> None:
+    """The Pyro5 baseline: the same echo, served by Pyro5 until stdin closes."""
+    import threading
+
+    import Pyro5.api
+
+    @Pyro5.api.expose
+    class Pyro5Echo:
+        def echo(self, value: Any) -> Any:
+            return value
+
+    daemon = Pyro5.api.Daemon(host="127.0.0.1", port=0)
+    uri = daemon.register(Pyro5Echo, "echo")
+
+    def shut_down_at_eof() -> None:
+        sys.stdin.buffer.read()
+        daemon.shutdown()
+
+    threading.Thread(target=shut_down_at_eof, daemon=True).start()
+    _announce(str(uri))
+    daemon.requestLoop()
+    daemon.close()
 
 
 async def main(mode: str, transport: str) -> None:
@@ -112,6 +141,9 @@ async def main(mode: str, transport: str) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["pyro5", "tcp"]:
+        serve_pyro5()
+        sys.exit()
     if len(sys.argv) != 3 or sys.argv[1] not in ("raw", "captp", "ocapn") or sys.argv[2] not in ("pipe", "tcp", "ws"):
         sys.exit(__doc__)
     trio.run(main, sys.argv[1], sys.argv[2])
