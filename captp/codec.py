@@ -364,6 +364,7 @@ def _decode_nested(code: int, inner: Any) -> Any:
 
 
 _EXT_HOOKS = [_make_ext_hook(d) for d in range(MAX_DEPTH + 1)]  # deeper: _too_deep refuses everything
+_EXT_HOOK_0 = _EXT_HOOKS[0]
 
 
 def unpack(data: bytes, max_elements: int | None = None, max_descriptors: int | None = None) -> Any:
@@ -375,8 +376,12 @@ def unpack(data: bytes, max_elements: int | None = None, max_descriptors: int | 
     not to the size of the input.
     """
     try:
-        if _cannot_exceed(len(data), max_elements, max_descriptors):
-            return _unpackb(data, 0)
+        # _cannot_exceed and _unpackb, inline: nearly every frame is short.
+        size = len(data)
+        if (max_elements is None or size <= max_elements) and (
+            max_descriptors is None or size < _MIN_DESCRIPTOR_BYTES * (max_descriptors + 1)
+        ):
+            return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False, ext_hook=_EXT_HOOK_0)
         budget = _Budget(
             MAX_POSITION if max_elements is None else max_elements,
             MAX_POSITION if max_descriptors is None else max_descriptors,
