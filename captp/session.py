@@ -26,7 +26,6 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from .codec import MAX_DESCRIPTORS, MAX_ELEMENTS
@@ -106,7 +105,6 @@ _IMPORT_PROMISE = DescKind.IMPORT_PROMISE
 _EXPORT = DescKind.EXPORT
 _ANSWER = DescKind.ANSWER
 
-@dataclass(frozen=True)
 class Limits:
     """Protocol limits; exceeding one aborts this session only.
 
@@ -149,6 +147,63 @@ class Limits:
     #: when we aborted thus reads the abort instead of a connection reset.
     drain_timeout: float = 0.5
     drain_bytes: int = 1024 * 1024
+
+    # Written out rather than made by ``dataclasses`` (frozen): dataclasses
+    # imports inspect, about 10 ms of the blocking CLI client's start. The
+    # defaults above stay readable on the class (``Limits.stall_timeout``).
+    def __init__(
+        self,
+        max_frame_size: int = max_frame_size,
+        max_answers: int = max_answers,
+        max_exports: int = max_exports,
+        max_imports: int = max_imports,
+        max_method_length: int = max_method_length,
+        max_reason_length: int = max_reason_length,
+        max_elements: int = max_elements,
+        max_descriptors: int = max_descriptors,
+        max_outbox_bytes: int = max_outbox_bytes,
+        stall_timeout: float = stall_timeout,
+        drain_timeout: float = drain_timeout,
+        drain_bytes: int = drain_bytes,
+    ) -> None:
+        self.__dict__.update(
+            max_frame_size=max_frame_size,
+            max_answers=max_answers,
+            max_exports=max_exports,
+            max_imports=max_imports,
+            max_method_length=max_method_length,
+            max_reason_length=max_reason_length,
+            max_elements=max_elements,
+            max_descriptors=max_descriptors,
+            max_outbox_bytes=max_outbox_bytes,
+            stall_timeout=stall_timeout,
+            drain_timeout=drain_timeout,
+            drain_bytes=drain_bytes,
+        )
+
+    def replace(self, **changes: Any) -> Limits:
+        """A copy with ``changes`` (names of limits to new values), as ``dataclasses.replace`` made."""
+        return Limits(**{**self.__dict__, **changes})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: Limits are immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: Limits are immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Limits:
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.__dict__.values()))
+
+    def __repr__(self) -> str:
+        return f"Limits({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+
+    def __reduce__(self) -> tuple[type[Limits], tuple[Any, ...]]:
+        return (Limits, tuple(self.__dict__.values()))
 
 
 DEFAULT_LIMITS = Limits()
