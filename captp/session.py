@@ -322,7 +322,10 @@ class RemotePromise(Promise):
     __slots__ = ("_session", "_kind", "_position", "_listening")
 
     def __init__(self, session: Session, kind: str, position: int) -> None:
-        super().__init__()
+        # Promise.__init__, inline: one of these per call.
+        self._state = PENDING
+        self._result = None
+        self._callbacks = None
         self._session = session
         self._kind = kind
         self._position = position
@@ -664,7 +667,12 @@ class Session:
         answer = RemotePromise(self, "answer", pos)
         answer._listening = True  # the result comes to our resolver unasked
         resolver = _ResultResolver(answer)
-        message = _new(Deliver, (self._target_desc(target), method, args, pos, resolver))
+        # _target_desc, inline
+        if not isinstance(target, RemoteRef) and target._kind == "answer":
+            desc = _new(Descriptor, (_ANSWER, target._position))
+        else:
+            desc = _new(Descriptor, (_EXPORT, target._position))
+        message = _new(Deliver, (desc, method, args, pos, resolver))
         try:
             frame = self._encode(message)
         except TypeError:
@@ -842,7 +850,8 @@ class Session:
 
     def _on_deliver(self, msg: Deliver) -> None:
         method, answer_pos, resolve_me = msg.method, msg.answer_pos, msg.resolve_me
-        self._check_method(method)
+        if method is not None and (type(method) is not str or len(method) > self.limits.max_method_length):
+            self._check_method(method)  # raises
         if answer_pos is not None:
             if type(answer_pos) is not int or not 0 <= answer_pos <= MAX_POSITION:
                 raise ProtocolError(R_BAD_FIELD, "answer position must be null or 0..2**53-1")
@@ -866,7 +875,8 @@ class Session:
 
     def _on_deliver_only(self, msg: DeliverOnly) -> None:
         method = msg.method
-        self._check_method(method)
+        if method is not None and (type(method) is not str or len(method) > self.limits.max_method_length):
+            self._check_method(method)  # raises
         target = self._local_target(msg.target)
         args = self._decode_args(msg.args, self._revive_desc)
         if type(target) is _ResultResolver and (method == "fulfill" or method == "break"):
