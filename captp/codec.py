@@ -79,6 +79,7 @@ _DESC_CODES = frozenset({EXT_IMPORT_OBJECT, EXT_IMPORT_PROMISE, EXT_EXPORT, EXT_
 #: The ``DescKind`` of each descriptor ext code (the kinds' numbers are these codes).
 _KIND_OF_CODE = {kind.value: kind for kind in DescKind}
 _new_tuple = tuple.__new__
+_ExtType = msgpack.ExtType
 
 #: Deepest nesting of lists, records and tagged values. Real data rarely goes
 #: past a few dozen levels; 128 keeps recursive walks far from Python's
@@ -153,6 +154,11 @@ def _bigint_bytes(n: int) -> bytes:
 _ONE_BYTE_POSITIONS = [bytes((i,)) for i in range(256)]
 
 
+def _ext(code: int, data: bytes) -> msgpack.ExtType:
+    """``msgpack.ExtType(code, data)`` without its Python ``__new__``, whose checks every caller here meets."""
+    return _new_tuple(_ExtType, (code, data))
+
+
 def _position_bytes(pos: int) -> bytes:
     if 0 <= pos < 256:
         return _ONE_BYTE_POSITIONS[pos]
@@ -169,7 +175,7 @@ def _symbol_ext(symbol: Symbol) -> msgpack.ExtType:
     data = symbol.name.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a TypeError in encode()
     if len(data) > MAX_SYMBOL_BYTES:
         raise TypeError(f"symbol name too long to pass ({len(data)} bytes > {MAX_SYMBOL_BYTES})")
-    return msgpack.ExtType(EXT_SYMBOL, data)
+    return _ext(EXT_SYMBOL, data)
 
 
 #: Types whose every value goes on the wire unchanged (``int`` needs a range check).
@@ -186,36 +192,48 @@ def _to_wire(value: Any, on_ref: OnRef, depth: int) -> Any:
         data = _bigint_bytes(value)
         if len(data) > MAX_BIGINT_BYTES:
             raise TypeError(f"int too large to pass ({len(data)} bytes > {MAX_BIGINT_BYTES})")
-        return msgpack.ExtType(EXT_BIGINT, data)
+        return _ext(EXT_BIGINT, data)
     if t is Symbol:  # a leaf, like a string: not counted in the nesting
         return _symbol_ext(value)
     if depth >= MAX_DEPTH:
         raise TypeError(f"value nested deeper than {MAX_DEPTH} levels")
-    # Containers test their elements against _AS_IS inline: most values are
-    # flat data, and a call per string or float would cost more than the rest
-    # of the walk. Skipping the call skips nothing but the return above.
+    # Containers handle the commonest elements inline: most values are flat
+    # data, and a call per string, int or descriptor would cost more than the
+    # rest of the walk. Each inline test is the one ``_to_wire`` would make for
+    # that element at its depth, so skipping the call changes nothing else.
     if t is list or t is tuple:
         depth += 1
-        return [v if type(v) in _AS_IS else _to_wire(v, on_ref, depth) for v in value]
+        out: list[Any] = []
+        append = out.append
+        for v in value:
+            tv = type(v)
+            if tv in _AS_IS or (tv is int and _INT_MIN <= v <= _INT_MAX):
+                append(v)
+            elif tv is Desc and depth < MAX_DEPTH:
+                append(_desc_ext(v))
+            else:
+                append(_to_wire(v, on_ref, depth))
+        return out
     if t is dict:
         depth += 1
-        out = {}
+        record = {}
         for k, v in value.items():
             if type(k) is not str:
                 raise TypeError(f"record keys must be str, not {type(k).__name__}")
-            out[k] = v if type(v) in _AS_IS else _to_wire(v, on_ref, depth)
-        return out
+            tv = type(v)
+            record[k] = v if tv in _AS_IS or (tv is int and _INT_MIN <= v <= _INT_MAX) else _to_wire(v, on_ref, depth)
+        return record
     if t is Desc:
         return _desc_ext(value)
     if t is Tagged:
         inner = [value.tag, _to_wire(value.payload, on_ref, depth + 1)]
-        return msgpack.ExtType(EXT_TAGGED, _pack(inner))
+        return _ext(EXT_TAGGED, _pack(inner))
     if isinstance(value, BaseException):
         err = RemoteError.from_exception(value)
         fields = [err.name, err.message]
         if err.remote_traceback is not None:
             fields.append(err.remote_traceback)
-        return msgpack.ExtType(EXT_ERROR, _pack(fields))
+        return _ext(EXT_ERROR, _pack(fields))
     if t is bytearray or t is memoryview:
         return bytes(value)
     return _desc_ext(on_ref(value))
@@ -223,9 +241,10 @@ def _to_wire(value: Any, on_ref: OnRef, depth: int) -> Any:
 
 def _desc_ext(desc: Desc) -> msgpack.ExtType:
     # The encoder refuses exactly what decoders refuse: never write bytes a peer must reject.
-    if desc.kind not in _DESC_CODES or type(desc.position) is not int or not 0 <= desc.position <= MAX_POSITION:
+    kind, pos = desc
+    if kind not in _DESC_CODES or type(pos) is not int or not 0 <= pos <= MAX_POSITION:
         raise TypeError(f"not a valid descriptor: {desc!r}")
-    return msgpack.ExtType(desc.kind, _position_bytes(desc.position))
+    return _new_tuple(_ExtType, (kind, _ONE_BYTE_POSITIONS[pos] if pos < 256 else _position_bytes(pos)))  # _ext, inline
 
 
 # ``msgpack.packb`` builds a Packer (and its buffer) per call, which costs about
@@ -251,7 +270,14 @@ def encode(value: Any, on_ref: OnRef | None = None) -> bytes:
     ``os.fsdecode`` makes for undecodable file names): UTF-8 cannot carry them.
     """
     try:
-        return _pack(_to_wire(value, on_ref or _no_refs, 0))
+        wire = _to_wire(value, on_ref or _no_refs, 0)
+        # _pack, inline (one call less per frame)
+        packer = _packers.__dict__.pop("packer", None)
+        if packer is None:
+            packer = msgpack.Packer(use_bin_type=True)
+        data: bytes = packer.pack(wire)
+        _packers.packer = packer
+        return data
     except (UnicodeEncodeError, OverflowError, ValueError) as e:
         raise TypeError(f"cannot encode: {e}") from None
 
@@ -260,7 +286,12 @@ def encode_plain(value: Any) -> bytes:
     """Encode data already in wire form, unchecked: for protocol data the
     session builds from its own tables (strs, ints in 64-bit range, lists).
     """
-    return _pack(value)
+    packer = _packers.__dict__.pop("packer", None)  # _pack, inline
+    if packer is None:
+        packer = msgpack.Packer(use_bin_type=True)
+    data: bytes = packer.pack(value)
+    _packers.packer = packer
+    return data
 
 
 # ---------------------------------------------------------------------------
@@ -333,6 +364,7 @@ def _decode_nested(code: int, inner: Any) -> Any:
 
 
 _EXT_HOOKS = [_make_ext_hook(d) for d in range(MAX_DEPTH + 1)]  # deeper: _too_deep refuses everything
+_EXT_HOOK_0 = _EXT_HOOKS[0]
 
 
 def unpack(data: bytes, max_elements: int | None = None, max_descriptors: int | None = None) -> Any:
@@ -344,8 +376,12 @@ def unpack(data: bytes, max_elements: int | None = None, max_descriptors: int | 
     not to the size of the input.
     """
     try:
-        if _cannot_exceed(len(data), max_elements, max_descriptors):
-            return _unpackb(data, 0)
+        # _cannot_exceed and _unpackb, inline: nearly every frame is short.
+        size = len(data)
+        if (max_elements is None or size <= max_elements) and (
+            max_descriptors is None or size < _MIN_DESCRIPTOR_BYTES * (max_descriptors + 1)
+        ):
+            return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False, ext_hook=_EXT_HOOK_0)
         budget = _Budget(
             MAX_POSITION if max_elements is None else max_elements,
             MAX_POSITION if max_descriptors is None else max_descriptors,

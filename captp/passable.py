@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 __all__ = [
@@ -127,19 +126,47 @@ def is_method_name(name: object) -> bool:
     return isinstance(name, str) and _METHOD_NAME.match(name) is not None
 
 
-@dataclass(frozen=True, slots=True)
+# Tagged and Symbol are written out rather than made by ``dataclasses``
+# (frozen, slots): dataclasses imports inspect, about 10 ms of the blocking
+# CLI client's start (tests/test_protocol_classes.py pins the behaviour).
+_set = object.__setattr__
+
+
 class Tagged:
     """A tagged copy record: ``Tagged("point", {"x": 1})``. Both parts are copied."""
 
+    __slots__ = ("tag", "payload")
+    __match_args__ = ("tag", "payload")
     tag: str
     payload: Any
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.tag, str):
+    def __init__(self, tag: str, payload: Any) -> None:
+        if not isinstance(tag, str):
             raise TypeError("Tagged.tag must be a str")
+        _set(self, "tag", tag)
+        _set(self, "payload", payload)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: Tagged is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: Tagged is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Tagged:
+            return NotImplemented
+        return (self.tag, self.payload) == (other.tag, other.payload)
+
+    def __hash__(self) -> int:
+        return hash((self.tag, self.payload))
+
+    def __repr__(self) -> str:
+        return f"Tagged(tag={self.tag!r}, payload={self.payload!r})"
+
+    def __reduce__(self) -> tuple[type[Tagged], tuple[str, Any]]:
+        return (Tagged, (self.tag, self.payload))
 
 
-@dataclass(frozen=True, slots=True, repr=False)
 class Symbol:
     """A symbol (OCapN's *selector*): a name that is not a string.
 
@@ -149,11 +176,31 @@ class Symbol:
     ``codec.MAX_SYMBOL_BYTES``), captp.js as a ``Selector``.
     """
 
+    __slots__ = ("name",)
+    __match_args__ = ("name",)
     name: str
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str):
-            raise TypeError(f"Symbol name must be a str, not {type(self.name).__name__}")
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"Symbol name must be a str, not {type(name).__name__}")
+        _set(self, "name", name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: Symbol is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: Symbol is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Symbol:
+            return NotImplemented
+        return self.name == other.name
+
+    def __hash__(self) -> int:
+        return hash((self.name,))
+
+    def __reduce__(self) -> tuple[type[Symbol], tuple[str]]:
+        return (Symbol, (self.name,))
 
     def __repr__(self) -> str:
         return f"Symbol({self.name!r})"

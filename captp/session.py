@@ -26,7 +26,6 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from .codec import MAX_DESCRIPTORS, MAX_ELEMENTS
@@ -106,7 +105,6 @@ _IMPORT_PROMISE = DescKind.IMPORT_PROMISE
 _EXPORT = DescKind.EXPORT
 _ANSWER = DescKind.ANSWER
 
-@dataclass(frozen=True)
 class Limits:
     """Protocol limits; exceeding one aborts this session only.
 
@@ -149,6 +147,63 @@ class Limits:
     #: when we aborted thus reads the abort instead of a connection reset.
     drain_timeout: float = 0.5
     drain_bytes: int = 1024 * 1024
+
+    # Written out rather than made by ``dataclasses`` (frozen): dataclasses
+    # imports inspect, about 10 ms of the blocking CLI client's start. The
+    # defaults above stay readable on the class (``Limits.stall_timeout``).
+    def __init__(
+        self,
+        max_frame_size: int = max_frame_size,
+        max_answers: int = max_answers,
+        max_exports: int = max_exports,
+        max_imports: int = max_imports,
+        max_method_length: int = max_method_length,
+        max_reason_length: int = max_reason_length,
+        max_elements: int = max_elements,
+        max_descriptors: int = max_descriptors,
+        max_outbox_bytes: int = max_outbox_bytes,
+        stall_timeout: float = stall_timeout,
+        drain_timeout: float = drain_timeout,
+        drain_bytes: int = drain_bytes,
+    ) -> None:
+        self.__dict__.update(
+            max_frame_size=max_frame_size,
+            max_answers=max_answers,
+            max_exports=max_exports,
+            max_imports=max_imports,
+            max_method_length=max_method_length,
+            max_reason_length=max_reason_length,
+            max_elements=max_elements,
+            max_descriptors=max_descriptors,
+            max_outbox_bytes=max_outbox_bytes,
+            stall_timeout=stall_timeout,
+            drain_timeout=drain_timeout,
+            drain_bytes=drain_bytes,
+        )
+
+    def replace(self, **changes: Any) -> Limits:
+        """A copy with ``changes`` (names of limits to new values), as ``dataclasses.replace`` made."""
+        return Limits(**{**self.__dict__, **changes})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: Limits are immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: Limits are immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Limits:
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.__dict__.values()))
+
+    def __repr__(self) -> str:
+        return f"Limits({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+
+    def __reduce__(self) -> tuple[type[Limits], tuple[Any, ...]]:
+        return (Limits, tuple(self.__dict__.values()))
 
 
 DEFAULT_LIMITS = Limits()
@@ -267,7 +322,10 @@ class RemotePromise(Promise):
     __slots__ = ("_session", "_kind", "_position", "_listening")
 
     def __init__(self, session: Session, kind: str, position: int) -> None:
-        super().__init__()
+        # Promise.__init__, inline: one of these per call.
+        self._state = PENDING
+        self._result = None
+        self._callbacks = None
         self._session = session
         self._kind = kind
         self._position = position
@@ -609,7 +667,12 @@ class Session:
         answer = RemotePromise(self, "answer", pos)
         answer._listening = True  # the result comes to our resolver unasked
         resolver = _ResultResolver(answer)
-        message = _new(Deliver, (self._target_desc(target), method, args, pos, resolver))
+        # _target_desc, inline
+        if not isinstance(target, RemoteRef) and target._kind == "answer":
+            desc = _new(Descriptor, (_ANSWER, target._position))
+        else:
+            desc = _new(Descriptor, (_EXPORT, target._position))
+        message = _new(Deliver, (desc, method, args, pos, resolver))
         try:
             frame = self._encode(message)
         except TypeError:
@@ -787,7 +850,8 @@ class Session:
 
     def _on_deliver(self, msg: Deliver) -> None:
         method, answer_pos, resolve_me = msg.method, msg.answer_pos, msg.resolve_me
-        self._check_method(method)
+        if method is not None and (type(method) is not str or len(method) > self.limits.max_method_length):
+            self._check_method(method)  # raises
         if answer_pos is not None:
             if type(answer_pos) is not int or not 0 <= answer_pos <= MAX_POSITION:
                 raise ProtocolError(R_BAD_FIELD, "answer position must be null or 0..2**53-1")
@@ -811,7 +875,8 @@ class Session:
 
     def _on_deliver_only(self, msg: DeliverOnly) -> None:
         method = msg.method
-        self._check_method(method)
+        if method is not None and (type(method) is not str or len(method) > self.limits.max_method_length):
+            self._check_method(method)  # raises
         target = self._local_target(msg.target)
         args = self._decode_args(msg.args, self._revive_desc)
         if type(target) is _ResultResolver and (method == "fulfill" or method == "break"):

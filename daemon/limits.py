@@ -98,8 +98,7 @@ def load_limits(env: Mapping[str, str] = os.environ) -> DaemonLimits:
 
 def session_limits(limits: DaemonLimits, base: Limits | None = None) -> Limits:
     """CapTP limits for a session of an untrusted peer: ``base`` with the daemon's backpressure and drain settings."""
-    return replace(
-        base or Limits(),
+    return (base or Limits()).replace(
         max_outbox_bytes=limits.outbox_bytes,
         stall_timeout=limits.stall_timeout,
         drain_timeout=limits.drain_timeout,

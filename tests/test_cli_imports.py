@@ -96,3 +96,11 @@ def test_a_command_builds_only_its_own_parser_and_imports_only_its_own_module(tm
     modules = _imported_modules(["list"], tmp_path)
     assert "ocapd.commands" in modules
     assert not {"ocapd.lifecycle", "ocapd.run", "ocapd.weblets_cli"} & modules
+
+
+def test_the_client_and_the_protocol_import_no_dataclasses_nor_inspect() -> None:
+    # dataclasses imports inspect (and with it ast, dis, tokenize): ~10 ms of
+    # every command's start, for three small classes of the protocol.
+    code = "import sys, ocapd.client; print(sorted({'dataclasses', 'inspect'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
