@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,13 +47,40 @@ class UnsafeRunFolder(PermissionError):
     """The run folder belongs to someone else, so its permission proves nothing."""
 
 
-@dataclass(frozen=True)
 class Paths:
-    """The daemon's three folders; every other location is derived from them."""
+    """The daemon's three folders; every other location is derived from them.
 
+    Immutable, compared and hashed by its folders. A plain class, not a
+    dataclass: every CLI command imports this module, and ``dataclasses``
+    would bring ``inspect`` (and ``ast``, ``dis``, ``tokenize``) into each start.
+    """
+
+    __slots__ = ("state", "run", "cache")
     state: Path  # durable: the database, logs, per-worker folders
     run: Path  # for one run of the daemon: socket and pid file
     cache: Path  # anything that can be rebuilt
+
+    def __init__(self, state: Path, run: Path, cache: Path) -> None:
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "run", run)
+        object.__setattr__(self, "cache", cache)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Paths is immutable (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Paths is immutable (cannot delete {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Paths:
+            return NotImplemented
+        return (self.state, self.run, self.cache) == (other.state, other.run, other.cache)
+
+    def __hash__(self) -> int:
+        return hash((self.state, self.run, self.cache))
+
+    def __repr__(self) -> str:
+        return f"Paths(state={self.state!r}, run={self.run!r}, cache={self.cache!r})"
 
     @property
     def db(self) -> Path:

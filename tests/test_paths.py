@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ocapd.daemon.paths import SocketPathTooLong, ensure_dirs, resolve_paths, socket_path
+from ocapd.daemon.paths import Paths, SocketPathTooLong, ensure_dirs, resolve_paths, socket_path
 
 
 def test_ocapd_home_puts_everything_under_one_folder(tmp_path: Path) -> None:
@@ -54,3 +54,15 @@ def test_a_socket_path_too_long_for_unix_sockets_is_refused_clearly(tmp_path: Pa
 def test_the_commands_socket_path_is_the_daemons(env: dict[str, str]) -> None:
     # Commands find the socket without pathlib; it must be the very file the daemon binds.
     assert socket_path(env) == str(resolve_paths(env).sock)
+
+
+def test_paths_are_immutable_values() -> None:
+    a = Paths(Path("/s"), Path("/r"), Path("/c"))
+    assert a == Paths(Path("/s"), Path("/r"), Path("/c")) and hash(a) == hash(Paths(Path("/s"), Path("/r"), Path("/c")))
+    assert a != Paths(Path("/s"), Path("/r"), Path("/other")) and a != (Path("/s"), Path("/r"), Path("/c"))
+    assert a.sock == Path("/r/ocapd.sock") and a.db == Path("/s/ocapd.sqlite")
+    assert repr(a) == "Paths(state=PosixPath('/s'), run=PosixPath('/r'), cache=PosixPath('/c'))"
+    for attempt in (lambda: setattr(a, "state", Path("/x")), lambda: delattr(a, "run"), lambda: setattr(a, "new", 1)):
+        with pytest.raises(AttributeError):
+            attempt()
+    assert a.state == Path("/s")
