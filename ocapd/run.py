@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from .conversation import bundle_bytes, connect, state_paths
 from .render import describe_error
@@ -46,12 +47,11 @@ def cmd_run_daemon(args: argparse.Namespace) -> None:
     # The composition root: the daemon never imports the gateway, and the
     # gateway is handed the chat page's folder rather than looking for it.
     from ocapd.chat_host import STATIC_DIR
-    from ocapd.chat_host.agent import agent_hook
     from ocapd.gateway import DEFAULT_PORT, gateway_hook
 
     hook = gateway_hook(DEFAULT_PORT if args.port is None else args.port, static_dir=STATIC_DIR)
     try:
-        trio.run(lambda: run_daemon(paths, on_ready=on_ready, gateway=hook, agent=agent_hook))
+        trio.run(lambda: run_daemon(paths, on_ready=on_ready, gateway=hook, agent=_LazyChatAgents))
     except (AlreadyRunning, StartError) as e:
         # One line; `ocapd start` (whose daemon's stderr is the log) reports it as the reason.
         print(f"ocapd: {e}", file=sys.stderr)
@@ -79,3 +79,43 @@ def _welcome(examples: str | None) -> None:
     except Exception as e:  # the daemon runs on; say what went wrong in one line
         print(f"ocapd: could not finish setting up: {describe_error(e)}", file=sys.stderr, flush=True)
 
+
+class _LazyChatAgents:
+    """The chat agent (``ocapd.chat_host.agent``), imported once the daemon is ready.
+
+    Importing it brings the manifest models and the fetch stack (~100 ms),
+    which the daemon does not need to answer its first command: like the
+    gateway's web stack, it is imported in a thread after ready, and a call
+    that comes first waits for it. It offers what ``ChatAgents`` promises.
+    """
+
+    def __init__(self, kernel: Any) -> None:
+        import trio
+
+        self._kernel = kernel
+        self._agents: Any = None
+        self._lock = trio.Lock()
+        kernel.nursery.start_soon(self._warm)
+
+    async def _warm(self) -> None:
+        ready = self._kernel.services.daemon_ready
+        if ready is not None:
+            await ready.wait()
+        await self._get()
+
+    async def _get(self) -> Any:
+        import importlib
+
+        import trio
+
+        async with self._lock:
+            if self._agents is None:
+                module = await trio.to_thread.run_sync(importlib.import_module, "ocapd.chat_host.agent")
+                self._agents = module.agent_hook(self._kernel)
+        return self._agents
+
+    async def for_host(self, host: Any) -> Any:
+        return await (await self._get()).for_host(host)
+
+    async def console_for(self, host: Any) -> Any:
+        return await (await self._get()).console_for(host)
