@@ -88,6 +88,35 @@ def _fd_getter(stream: trio.abc.Stream, direction: str) -> Callable[[], int] | N
     return None
 
 
+async def _eof_then_drain(stream: trio.abc.Stream, dropped: int, max_bytes: int) -> None:
+    """EOF to the peer, then read and drop its bytes until its EOF or ``max_bytes`` in all.
+
+    ``dropped``: what the transport had buffered already. A stream that cannot
+    close only its sending side does nothing; a broken one ends the drain.
+    """
+    send_eof = getattr(stream, "send_eof", None)
+    if send_eof is None:
+        return
+    try:
+        await send_eof()
+        while dropped < max_bytes:
+            chunk = await stream.receive_some(_READ_SIZE)
+            if not chunk:
+                return
+            dropped += len(chunk)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+        return
+
+
+async def _close_stream(stream: trio.abc.Stream) -> None:
+    """Close, even when cancelled; a stream already broken is closed enough."""
+    with trio.CancelScope(shield=True):
+        try:
+            await stream.aclose()
+        except (trio.BrokenResourceError, OSError):
+            pass
+
+
 class FramedStream:
     """Length-prefixed frames over a byte stream."""
 
@@ -286,28 +315,13 @@ class FramedStream:
         Reads raw bytes, not frames: nothing is buffered, whatever the peer
         announces. A stream that cannot close only its sending side does nothing.
         """
-        send_eof = getattr(self.stream, "send_eof", None)
-        if send_eof is None:
-            return
-        try:
-            await send_eof()
-            dropped = len(self._buf) - self._pos
-            self._buf.clear()
-            self._pos = 0
-            while dropped < max_bytes:
-                chunk = await self.stream.receive_some(_READ_SIZE)
-                if not chunk:
-                    return
-                dropped += len(chunk)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
-            return
+        dropped = len(self._buf) - self._pos
+        self._buf.clear()
+        self._pos = 0
+        await _eof_then_drain(self.stream, dropped, max_bytes)
 
     async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
-            try:
-                await self.stream.aclose()
-            except (trio.BrokenResourceError, OSError):
-                pass
+        await _close_stream(self.stream)
 
 
 class ProfileStream:
@@ -350,26 +364,10 @@ class ProfileStream:
 
     async def half_close(self, max_bytes: int) -> None:
         """See ``MessageTransport``: EOF to the peer, then drop its input until EOF or ``max_bytes``."""
-        send_eof = getattr(self.stream, "send_eof", None)
-        if send_eof is None:
-            return
-        try:
-            await send_eof()
-            dropped = self._splitter.buffered
-            while dropped < max_bytes:
-                chunk = await self.stream.receive_some(_READ_SIZE)
-                if not chunk:
-                    return
-                dropped += len(chunk)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
-            return
+        await _eof_then_drain(self.stream, self._splitter.buffered, max_bytes)
 
     async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
-            try:
-                await self.stream.aclose()
-            except (trio.BrokenResourceError, OSError):
-                pass
+        await _close_stream(self.stream)
 
 
 #: Seconds a WebSocket's close handshake may take before the transport stops waiting for the peer's answer.
