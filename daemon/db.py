@@ -59,15 +59,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import trio
 from pydantic import BaseModel
-
-if TYPE_CHECKING:
-    # Imported only when a migration runs (see _open_files): it costs a
-    # noticeable part of the daemon's start-up, which usually has none to run.
-    import sqlite_utils
 
 __all__ = [
     "Batch",
@@ -104,7 +99,7 @@ class SchemaTooNew(RuntimeError):
 _ID_CHECK = "length({0}) = 64 AND {0} NOT GLOB '*[^0-9a-f]*'"
 
 
-def _schema_1(db: sqlite_utils.Database) -> None:
+def _schema_1(db: sqlite3.Connection) -> None:
     """Formulas, pet names, mail, metadata and blobs."""
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID")
     db.execute(
@@ -138,12 +133,12 @@ def _schema_1(db: sqlite_utils.Database) -> None:
     )
 
 
-def _schema_2(db: sqlite_utils.Database) -> None:
+def _schema_2(db: sqlite3.Connection) -> None:
     """Nothing, now. Version 2 once created the gateway's tokens table; the gateway's
     own migrations ("gateway" namespace) own that table now, and adopt it where it exists."""
 
 
-def _schema_3(db: sqlite_utils.Database) -> None:
+def _schema_3(db: sqlite3.Connection) -> None:
     """Marshal formulas keep their value in the storage encoding (``ocapd.captp.storage``).
 
     Until now a stored value was written with the msgpack wire codec, capabilities
@@ -179,7 +174,7 @@ def _schema_3(db: sqlite_utils.Database) -> None:
         db.execute("UPDATE formulas SET body = ? WHERE id = ?", [_json(formula), fid])
 
 
-Migration = Callable[["sqlite_utils.Database"], None]
+Migration = Callable[[sqlite3.Connection], None]
 # MIGRATIONS[n] takes a file from schema version n to n + 1 (version 0 = empty).
 MIGRATIONS: list[Migration] = [_schema_1, _schema_2, _schema_3]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -209,7 +204,7 @@ def _version_key(namespace: str | None) -> str:
     return f"schema_version:{namespace}"
 
 
-def schema_version(db: sqlite_utils.Database | sqlite3.Connection, namespace: str | None = None) -> int:
+def schema_version(db: sqlite3.Connection, namespace: str | None = None) -> int:
     """The schema version of an open file (0 for a new, empty one), or of a layer's ``namespace`` in it."""
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
         return 0
@@ -218,7 +213,7 @@ def schema_version(db: sqlite_utils.Database | sqlite3.Connection, namespace: st
 
 
 def migrate(
-    db: sqlite_utils.Database,
+    db: sqlite3.Connection,
     target: int | None = None,
     *,
     namespace: str | None = None,
@@ -244,7 +239,7 @@ def migrate(
         what = "database schema" if namespace is None else f"database schema of {namespace!r}"
         raise SchemaTooNew(f"{what} version {version} is newer than this ocapd knows ({latest}); use a newer ocapd")
     while version < target:
-        with _transaction(db.conn):
+        with _transaction(db):
             migrations[version](db)
             version += 1
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, str(version)])
@@ -354,7 +349,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     # Made on a worker thread and used from others: one at a time, which is
     # what check_same_thread=False needs.
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
-    conn.execute("PRAGMA recursive_triggers=on")  # as sqlite_utils.Database sets it
+    conn.execute("PRAGMA recursive_triggers=on")
     return conn
 
 
@@ -369,9 +364,7 @@ def _open_files(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
         writer.execute("PRAGMA foreign_keys=OFF")
         try:
             if schema_version(writer) != len(MIGRATIONS):
-                import sqlite_utils
-
-                migrate(sqlite_utils.Database(writer, execute_plugins=False))
+                migrate(writer)
         except SchemaTooNew as error:
             raise SchemaTooNew(f"{path}: {error}") from None
         # Loaders read through their own connection, so they only ever see
@@ -609,11 +602,7 @@ class Database:
             return len(migrations)  # the usual start: nothing to do, no thread hop
 
         def run() -> int:
-            import sqlite_utils
-
-            return migrate(
-                sqlite_utils.Database(self._writer, execute_plugins=False), namespace=namespace, migrations=migrations
-            )
+            return migrate(self._writer, namespace=namespace, migrations=migrations)
 
         async with self._lane:
             if self._closing:

@@ -64,7 +64,7 @@ from .weblet_store import LoadedCatalogue, fetch_store_bundle, load_catalogue, v
 from .weblets import StoredWeblet, store_weblet_bundle
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    import sqlite3
 
     from .db import Migration
     from .hosts import Host
@@ -93,7 +93,7 @@ SourceType = Literal["file", "url", "store"]
 _HEX = "length({0}) = {1} AND {0} NOT GLOB '*[^0-9a-f]*'"
 
 
-def _schema_1(db: sqlite_utils.Database) -> None:
+def _schema_1(db: sqlite3.Connection) -> None:
     """Installed weblets and their instances (seed 000's installed_widgets / widget_instances)."""
     db.execute(
         f"""CREATE TABLE installed_weblets (

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    import sqlite3
 
     from ocapd.daemon.db import Database, Migration
 
@@ -60,7 +60,7 @@ MAX_LABEL_LENGTH = 200
 SCHEMA_NAMESPACE = "gateway"
 
 
-def _schema_1(db: sqlite_utils.Database) -> None:
+def _schema_1(db: sqlite3.Connection) -> None:
     """Tokens: only the sha256 of each secret is stored.
 
     ``IF NOT EXISTS``: files from before the gateway had a namespace of its

@@ -32,7 +32,6 @@ FORBIDDEN = (
     "pydantic_core",
     "annotated_types",
     "sqlite3",
-    "sqlite_utils",
     "asyncio",
     "hypercorn",
     "quart",

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 import trio
 import trio.testing
 
@@ -328,7 +327,7 @@ async def test_tokens_are_stored_hashed_listed_and_deleted(db: Database) -> None
 
 
 async def test_a_layer_above_keeps_its_tables_under_its_own_schema_namespace(db: Database) -> None:
-    def things(conn: sqlite_utils.Database) -> None:
+    def things(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE things (name TEXT PRIMARY KEY)")
 
     assert await db.migrate_namespace("layer", [things]) == 1
@@ -362,7 +361,7 @@ OLD_FORMULA = "a" * 64
 OLD_WORKER = "b" * 64
 
 
-def _fixture_v0(db: sqlite_utils.Database) -> None:
+def _fixture_v0(db: sqlite3.Connection) -> None:
     """Version 0 is the empty file a first start sees."""
 
 
@@ -370,8 +369,8 @@ def _check_v0(database: Database) -> None:
     assert database.load_formulas() == {}
 
 
-def _fixture_v1(db: sqlite_utils.Database) -> None:
-    with db.conn:
+def _fixture_v1(db: sqlite3.Connection) -> None:
+    with db:
         db.execute(
             "INSERT INTO formulas (id, type, body) VALUES (?, 'worker', ?)",
             [OLD_WORKER, '{"level":"NONE","type":"worker"}'],
@@ -401,9 +400,9 @@ def _check_v1(database: Database) -> None:
 OLD_TOKEN_HASH = "c" * 64
 
 
-def _fixture_v2(db: sqlite_utils.Database) -> None:
+def _fixture_v2(db: sqlite3.Connection) -> None:
     _fixture_v1(db)
-    with db.conn:
+    with db:
         # Version 2 made the gateway's tokens table in the daemon's schema
         # (today the gateway's own migrations make it, and adopt this one).
         db.execute(
@@ -434,17 +433,17 @@ OLD_MARSHAL_BODY = bytes.fromhex(
 )
 
 
-def _fixture_v3_common(db: sqlite_utils.Database, marshal_body: bytes) -> None:
+def _fixture_v3_common(db: sqlite3.Connection, marshal_body: bytes) -> None:
     _fixture_v2(db)
     body = base64.b64encode(marshal_body).decode("ascii")
-    with db.conn:
+    with db:
         db.execute(
             "INSERT INTO formulas (id, type, body) VALUES (?, 'marshal', ?)",
             [OLD_MARSHAL, '{"body":"' + body + '","slots":["' + OLD_FORMULA + '"],"type":"marshal"}'],
         )
 
 
-def _fixture_v2_with_marshal(db: sqlite_utils.Database) -> None:
+def _fixture_v2_with_marshal(db: sqlite3.Connection) -> None:
     _fixture_v3_common(db, OLD_MARSHAL_BODY)
 
 
@@ -462,7 +461,7 @@ def _check_marshal_in_storage_encoding(database: Database) -> None:
     }
 
 
-def _fixture_v3(db: sqlite_utils.Database) -> None:
+def _fixture_v3(db: sqlite3.Connection) -> None:
     # Schema 3: the same value, already in the storage encoding (frozen text).
     _fixture_v3_common(
         db,
@@ -480,7 +479,7 @@ TOKENS_AFTER_UPGRADE: dict[int, list[tokens.TokenRecord]] = {
 }
 
 
-UPGRADES: dict[int, tuple[Callable[[sqlite_utils.Database], None], Callable[[Database], None]]] = {
+UPGRADES: dict[int, tuple[Callable[[sqlite3.Connection], None], Callable[[Database], None]]] = {
     0: (_fixture_v0, _check_v0),
     1: (_fixture_v1, _check_v1),
     2: (_fixture_v2_with_marshal, _check_marshal_in_storage_encoding),
@@ -495,7 +494,7 @@ def test_every_schema_version_has_an_upgrade_case() -> None:
 @pytest.mark.parametrize("version", sorted(UPGRADES))
 async def test_a_file_from_an_earlier_schema_opens_with_its_data(tmp_path: Path, version: int) -> None:
     path = tmp_path / "old.sqlite"
-    old = sqlite_utils.Database(sqlite3.connect(path), execute_plugins=False)
+    old = sqlite3.connect(path)
     assert migrate(old, target=version) == version
     write_fixture, check = UPGRADES[version]
     write_fixture(old)
@@ -529,7 +528,7 @@ async def test_a_failing_migration_leaves_the_file_at_the_version_before(
     path = tmp_path / "ocapd.sqlite"
     await (await Database.open(path)).aclose()
 
-    def broken(db: sqlite_utils.Database) -> None:
+    def broken(db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE half_done (x)")
         raise RuntimeError("migration bug")
 

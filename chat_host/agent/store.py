@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .model import ModelConfig
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    import sqlite3
 
     from ocapd.daemon.db import Database, Migration
 
@@ -52,7 +52,7 @@ Decision = Literal["read_only", "once", "always", "granted", "denied", "expired"
 Outcome = Literal["done", "error", "not_run"]
 
 
-def _schema_1(db: sqlite_utils.Database) -> None:
+def _schema_1(db: sqlite3.Connection) -> None:
     db.execute(
         """CREATE TABLE agent_grants (
             host TEXT NOT NULL,
@@ -84,7 +84,7 @@ def _schema_1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TRIGGER agent_audit_no_delete BEFORE DELETE ON agent_audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END")
 
 
-def _schema_2(db: sqlite_utils.Database) -> None:
+def _schema_2(db: sqlite3.Connection) -> None:
     db.execute(
         """CREATE TABLE agent_models (
             host TEXT PRIMARY KEY,
@@ -97,7 +97,7 @@ def _schema_2(db: sqlite_utils.Database) -> None:
     )
 
 
-def _schema_3(db: sqlite_utils.Database) -> None:
+def _schema_3(db: sqlite3.Connection) -> None:
     # Calls waiting for the user's answer live in memory; this table only
     # remembers that they exist, so that a call the daemon never got to answer
     # (it stopped, or was killed) still ends in its one audit row.
