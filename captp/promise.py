@@ -15,15 +15,15 @@ settles when this one does.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Generator
 from typing import Any
 
+from .lazylog import LazyLogger
 from .turns import defer
 
 __all__ = ["Promise", "Resolver", "make_promise_kit"]
 
-log = logging.getLogger("captp")
+log = LazyLogger("captp")
 
 PENDING = 0
 FULFILLED = 1

@@ -22,7 +22,6 @@ half-updated in a way that matters: after an abort nothing else happens.
 
 from __future__ import annotations
 
-import logging
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -30,6 +29,7 @@ from typing import Any
 
 from .codec import MAX_DESCRIPTORS, MAX_ELEMENTS
 from .eventual import E, eventual_send
+from .lazylog import LazyLogger
 from .messages import (
     MAX_POSITION,
     Abort,
@@ -93,7 +93,7 @@ __all__ = [
     "WireProfile",
 ]
 
-log = logging.getLogger("captp")
+log = LazyLogger("captp")
 
 #: Builds a message or a descriptor from its fields without running Python
 #: code (a third cheaper than calling the NamedTuple): for those of every call.

@@ -24,16 +24,17 @@ and a test, each in its own thread and trio run, never run each other's turns).
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .lazylog import LazyLogger
+
 __all__ = ["defer", "run_turns", "pending_turns", "holding"]
 
-log = logging.getLogger("captp")
+log = LazyLogger("captp")
 
 #: Turns one ``run_turns`` call runs at most before returning: a program that
 #: keeps queueing turns (a method that sends to itself forever) must not

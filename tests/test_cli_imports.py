@@ -51,6 +51,8 @@ FORBIDDEN = (
     # dataclasses imports inspect (and with it ast, dis, tokenize): ~5-10 ms of a start.
     "dataclasses",
     "inspect",
+    # the protocol logs only when something fails (captp/lazylog.py): ~5 ms of a start.
+    "logging",
 )
 #: Of the daemon, a command reads where its socket is, nothing else.
 DAEMON_MODULES_ALLOWED = {"ocapd.daemon", "ocapd.daemon.paths"}
