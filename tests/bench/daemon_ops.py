@@ -19,7 +19,8 @@ the daemon's Unix socket (as tests/daemon_harness.py connects):
   same-named worker.
 
 And, outside the connection: ``cli_ms`` (wall time of one ``ocapd ping``
-command, a new Python process each), ``daemon_start_ms`` (``ocapd start``
+command, a new Python process each; ``cli_cold_ms`` the same with the files
+it reads evicted from the page cache first), ``daemon_start_ms`` (``ocapd start``
 until it returns ready, in a fresh state folder; ``daemon_restart_ms`` again
 on the state that left), with the CPU each took (``*_cpu_ms``: on a busy
 machine, wall times include waiting for a core), resident memory of
@@ -414,6 +415,58 @@ def measure_cli(home: Path, n: int) -> tuple[list[float], list[float]]:
     return walls, cpus
 
 
+#: Run by a fresh Python as one ``ocapd ping``: prints (to stderr) every file
+#: the command read: its modules' sources and bytecode, and what it mapped.
+_LIST_CLI_FILES = """
+import sys
+from ocapd.cli import main
+try:
+    main(["ping"])
+except SystemExit:
+    pass
+files = set()
+for module in list(sys.modules.values()):
+    for attr in ("__file__", "__cached__"):
+        path = getattr(module, attr, None)
+        if isinstance(path, str):
+            files.add(path)
+with open("/proc/self/maps") as maps:
+    for line in maps:
+        fields = line.split()
+        if len(fields) >= 6 and fields[5].startswith("/"):
+            files.add(fields[5])
+print("\\n".join(sorted(files)), file=sys.stderr)
+"""
+
+
+def _evict(files: list[str]) -> None:
+    """Drop ``files`` from the page cache (what a process still maps stays: this one's interpreter)."""
+    for path in files:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def measure_cli_cold(home: Path, n: int) -> list[float]:
+    """Wall seconds of ``ocapd ping`` with the files it reads evicted from the page cache first."""
+    env = _env(home)
+    listed = subprocess.run([sys.executable, "-c", _LIST_CLI_FILES], env=env, capture_output=True, text=True, check=True)
+    files = listed.stderr.split()
+    cmd = [*_ocapd_command(), "ping"]
+    walls = []
+    for _ in range(n):
+        _evict(files)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, env=env, capture_output=True, check=True)
+        walls.append(time.perf_counter() - t0)
+    return walls
+
+
 def measure_daemon_start(base: Path, n: int) -> dict[str, list[float]]:
     """``ocapd start`` until it returns (the daemon said ready): in a fresh state
     folder, then again on the state that start left (a restart).
@@ -481,6 +534,7 @@ async def run(profile: str, base: Path) -> dict[str, Any]:
         ops, memory, failures = await measure_ops(daemon, it, "", extras)
         progress("cli")
         cli_walls, cli_cpus = await trio.to_thread.run_sync(measure_cli, home, it.cli)
+        cli_cold = await trio.to_thread.run_sync(measure_cli_cold, home, it.cli)
     finally:
         daemon.stop()
     progress("daemon start")
@@ -494,6 +548,7 @@ async def run(profile: str, base: Path) -> dict[str, Any]:
         "ops": ops,
         "cli_ms": summary(cli_walls),
         "cli_cpu_ms": summary(cli_cpus),
+        "cli_cold_ms": summary(cli_cold),
         "daemon_start_ms": summary(starts["fresh"]),
         "daemon_start_cpu_ms": summary(starts["fresh_cpu"]),
         "daemon_restart_ms": summary(starts["existing"]),
@@ -508,6 +563,8 @@ async def run(profile: str, base: Path) -> dict[str, Any]:
             "compared_on": "median ms; memory: daemon VmRSS, worker PSS",
             "daemon_start": "ocapd start in a fresh state folder; daemon_restart_ms: on the state it left",
             "cpu_ms": "CPU (user + system) of the same commands: what the machine's load does not inflate",
+            "cli_cold_ms": "ocapd ping after evicting the files it reads from the page cache (posix_fadvise); "
+                           "the interpreter this benchmark runs on stays cached",
             "targets": f"endo/ocapd >= {SPEEDUP_TARGET} for times; lighter than Endo for memory",
         },
     }
