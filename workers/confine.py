@@ -43,7 +43,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import cgroups, syscalls
+from . import cgroups
 from .limits import WorkerLimits as WorkerLimitsJSON
 
 __all__ = ["LEVELS", "CONFINED_LEVELS", "apply", "probe", "scrubbed_env", "worker_packages"]
@@ -474,6 +474,10 @@ def _landlock(read_only: list[str], list_only: list[str], read_write: list[str])
 def _seccomp() -> dict[str, Any]:
     if not _IS_X86_64:
         return {"applied": False, "reason": "the seccomp policy is checked on Linux x86_64 only"}
+    # Imported by every process that confines itself before anything is
+    # closed (worker.py, forkserver.py); the daemon itself never needs it.
+    from . import syscalls
+
     return syscalls.load()
 
 
@@ -709,6 +713,7 @@ def probe() -> dict[str, Any]:
     if not hasattr(os, "fork"):
         return {"platform": sys.platform, "error": "no fork on this platform"}
     _lib()  # load libc before forking, not in the child
+    from . import syscalls  # noqa: F401  # and libseccomp, before the child closes the file system
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the throwaway child: never returns

@@ -43,7 +43,9 @@ import trio
 
 from ocapd.captp import Connection, E, Far, RemoteError, Tagged, far, open_stream_connection
 
-from . import confine
+# syscalls: now, while the file system is open (its import finds libseccomp);
+# confine applies its policy after Landlock has closed it.
+from . import confine, syscalls  # noqa: F401
 from .bundle import BundleError, bundle_digest, extract_bundle
 from .limits import format_bytes
 
