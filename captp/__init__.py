@@ -49,6 +49,7 @@ _LAZY = {
     "MessageTransport": "transport",
     "TransportClosed": "transport",
     "WebSocketTransport": "transport",
+    "WEBSOCKET_BATCH_SUBPROTOCOL": "transport",
     "memory_transport_pair": "transport",
     "stdio_stream": "transport",
 }

@@ -404,8 +404,13 @@ def open_stream_connection(
 
 
 def open_websocket_connection(ws: Any, bootstrap: Any = None, **kwargs: Any) -> Any:
-    """``open_connection`` over a trio-websocket connection (binary messages)."""
-    return open_connection(WebSocketTransport(ws), bootstrap, **kwargs)
+    """``open_connection`` over a trio-websocket connection (binary messages).
+
+    Frames are batched when the connection's subprotocol is
+    ``WEBSOCKET_BATCH_SUBPROTOCOL`` (see ``WebSocketTransport``).
+    """
+    limits = kwargs.get("limits", DEFAULT_LIMITS)
+    return open_connection(WebSocketTransport(ws, max_frame_size=limits.max_frame_size), bootstrap, **kwargs)
 
 
 @asynccontextmanager

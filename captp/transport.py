@@ -9,7 +9,11 @@ A transport moves whole frames (one encoded message each). Three kinds:
   profile's own splitter (``WireProfile.frame_splitter``): for profiles
   whose frames are not length-prefixed, such as OCapN's Syrup.
 - ``WebSocketTransport``: one binary WebSocket message per frame
-  (trio-websocket client or server connection).
+  (trio-websocket client or server connection); or, when both ends chose the
+  subprotocol ``ocapd-captp.batch`` in the upgrade, one or more frames per
+  message, each length-prefixed as on a byte stream (``pack_batch``,
+  ``split_batch``), so that a burst of frames is one message and one pass of
+  the driver rather than one of each per frame.
 - ``memory_transport_pair()``: two transports joined in memory, for tests.
 """
 
@@ -33,6 +37,9 @@ __all__ = [
     "FramedStream",
     "ProfileStream",
     "WebSocketTransport",
+    "WEBSOCKET_BATCH_SUBPROTOCOL",
+    "pack_batch",
+    "split_batch",
     "MemoryTransport",
     "memory_transport_pair",
     "stdio_stream",
@@ -373,23 +380,128 @@ class ProfileStream:
 #: Seconds a WebSocket's close handshake may take before the transport stops waiting for the peer's answer.
 WEBSOCKET_CLOSE_TIMEOUT = 2.0
 
+#: The WebSocket subprotocol under which a binary message holds one or more
+#: frames, each preceded by its length as on a byte stream (docs/protocol.md §2).
+#: Chosen in the upgrade, before any frame, so a peer that does not know it
+#: simply does not choose it and gets one frame per message.
+WEBSOCKET_BATCH_SUBPROTOCOL = "ocapd-captp.batch"
+#: A sender fills one batch message up to this many bytes; a larger frame goes
+#: in a message of its own. Big enough that a pipelined burst is a handful of
+#: messages, small enough that one message is no burden on any peer.
+BATCH_MESSAGE_BYTES = 64 * 1024
+#: The driver is handed at most this many bytes of frames from one message at
+#: a time (at least one frame); the rest wait in the transport. Between two
+#: takes the driver checks its outbox, so a message packed with tiny calls
+#: cannot make it answer them all before backpressure is looked at, as on a
+#: byte stream, where it reads 64 KiB at a time.
+BATCH_TAKE_BYTES = _READ_SIZE
+
+
+def pack_batch(frames: list[bytes]) -> list[bytes]:
+    """``frames`` as batch messages: each frame length-prefixed, joined up to ``BATCH_MESSAGE_BYTES`` a message."""
+    pack = _HEADER.pack
+    messages: list[bytes] = []
+    parts: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if parts and size + 4 + len(frame) > BATCH_MESSAGE_BYTES:
+            messages.append(b"".join(parts))
+            parts, size = [], 0
+        parts += (pack(len(frame)), frame)
+        size += 4 + len(frame)
+    if parts:
+        messages.append(b"".join(parts))
+    return messages
+
+
+def split_batch(message: bytes, max_frame_size: int) -> list[bytes]:
+    """The frames of one batch message, in order.
+
+    ``ProtocolError``: ``frame-too-large`` for a length over
+    ``max_frame_size`` (checked on the announced length, as on a stream),
+    ``malformed-frame`` for an empty message or one that ends inside a
+    length or a frame. A message is taken whole or refused whole.
+    """
+    if not message:
+        raise ProtocolError(R_MALFORMED, "empty batch message")
+    unpack_from = _HEADER.unpack_from
+    frames: list[bytes] = []
+    pos, end = 0, len(message)
+    while pos < end:
+        if end - pos < 4:
+            raise ProtocolError(R_MALFORMED, "batch message ends inside a frame length")
+        (length,) = unpack_from(message, pos)
+        if length > max_frame_size:
+            raise ProtocolError(R_FRAME_TOO_LARGE, f"{length} bytes announced")
+        pos += 4
+        if end - pos < length:
+            raise ProtocolError(R_MALFORMED, "batch message ends inside a frame")
+        frames.append(message[pos : pos + length])
+        pos += length
+    return frames
+
+
+class BatchQueue:
+    """The frames of received batch messages, handed out a bounded slice at a time."""
+
+    def __init__(self, max_frame_size: int) -> None:
+        self.max_frame_size = max_frame_size
+        #: Frames of the last message not yet handed out, from ``_next`` on.
+        self._frames: list[bytes] = []
+        self._next = 0
+
+    @property
+    def empty(self) -> bool:
+        return self._next >= len(self._frames)
+
+    def feed(self, message: bytes) -> None:
+        """Queue the frames of ``message`` (only when ``empty``); ``ProtocolError`` as ``split_batch``."""
+        self._frames, self._next = split_batch(message, self.max_frame_size), 0
+
+    def take(self) -> list[bytes]:
+        """The next frames (at least one, if any): up to ``BATCH_TAKE_BYTES`` of them."""
+        frames, start = self._frames, self._next
+        stop, size = start, 0
+        while stop < len(frames) and (stop == start or size + len(frames[stop]) <= BATCH_TAKE_BYTES):
+            size += len(frames[stop])
+            stop += 1
+        self._next = stop
+        if start == 0 and stop == len(frames):
+            self._frames, self._next = [], 0
+            return frames
+        return frames[start:stop]
+
+    def take_one(self) -> bytes:
+        self._next += 1
+        return self._frames[self._next - 1]
+
 
 class WebSocketTransport:
-    """One binary WebSocket message per frame (trio-websocket connection)."""
+    """Binary WebSocket messages over a trio-websocket client or server connection.
 
-    def __init__(self, ws: Any) -> None:
+    One frame per message, unless the connection's subprotocol is
+    ``WEBSOCKET_BATCH_SUBPROTOCOL``: then each message holds one or more
+    length-prefixed frames, and ``receive_frames`` hands them to the driver
+    at most ``BATCH_TAKE_BYTES`` at a time.
+    """
+
+    def __init__(self, ws: Any, *, max_frame_size: int = DEFAULT_LIMITS.max_frame_size) -> None:
         self.ws = ws
+        self.max_frame_size = max_frame_size
+        #: Both ends chose the batch subprotocol in the upgrade.
+        self.batching = getattr(ws, "subprotocol", None) == WEBSOCKET_BATCH_SUBPROTOCOL
+        self._batch = BatchQueue(max_frame_size)
 
     async def send_frames(self, frames: list[bytes]) -> None:
         from trio_websocket import ConnectionClosed
 
         try:
-            for frame in frames:
-                await self.ws.send_message(frame)
+            for message in pack_batch(frames) if self.batching else frames:
+                await self.ws.send_message(message)
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as e:
             raise TransportClosed(str(e)) from None
 
-    async def receive_frame(self) -> bytes:
+    async def _message(self) -> bytes:
         from trio_websocket import ConnectionClosed
 
         try:
@@ -399,6 +511,21 @@ class WebSocketTransport:
         if not isinstance(message, bytes):
             raise ProtocolError(R_MALFORMED, "text WebSocket message; CapTP frames are binary")
         return message
+
+    async def receive_frames(self) -> list[bytes]:
+        """The next frames: one message's, or up to ``BATCH_TAKE_BYTES`` of them when batching."""
+        if not self.batching:
+            return [await self._message()]
+        if self._batch.empty:
+            self._batch.feed(await self._message())
+        return self._batch.take()
+
+    async def receive_frame(self) -> bytes:
+        if not self.batching:
+            return await self._message()
+        if self._batch.empty:
+            self._batch.feed(await self._message())
+        return self._batch.take_one()
 
     async def aclose(self) -> None:
         # Shielded, so that a cancelled caller still closes; bounded, because

@@ -57,7 +57,7 @@ from hypercorn.utils import wrap_app
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
-from ocapd.captp import Limits, Promise, far, open_connection
+from ocapd.captp import WEBSOCKET_BATCH_SUBPROTOCOL, Limits, Promise, far, open_connection
 from ocapd.daemon.limits import DaemonLimits, session_limits
 from ocapd.daemon.registry import registry_of
 
@@ -87,8 +87,11 @@ __all__ = [
 
 log = logging.getLogger("ocapd.gateway")
 
-#: The protocol's frame limit: one CapTP frame is one WebSocket message.
-MAX_MESSAGE_SIZE = Limits().max_frame_size
+#: The protocol's frame limit, and room for its 4-byte length: one CapTP frame
+#: is one WebSocket message, or, under the batch subprotocol, a message holds
+#: one or more length-prefixed frames (a frame as large as allowed goes alone).
+#: Each frame is then checked against its session's own limit.
+MAX_MESSAGE_SIZE = Limits().max_frame_size + 4
 #: Our routes take no request bodies; anything larger is refused (413).
 MAX_REQUEST_BODY = 64 * 1024
 # Session caps (authenticated, anonymous, per weblet instance) are in
@@ -101,6 +104,8 @@ MAX_REQUEST_BODY = 64 * 1024
 ANONYMOUS_LIMITS = Limits(max_frame_size=256 * 1024, max_answers=8, max_exports=64, max_imports=64)
 #: The subprotocol the chat page offers, and the prefix of the one carrying its token.
 SUBPROTOCOL = "ocapd-captp"
+#: Chosen over ``SUBPROTOCOL`` when offered: several frames per message (docs/protocol.md §2).
+BATCH_SUBPROTOCOL = WEBSOCKET_BATCH_SUBPROTOCOL
 TOKEN_SUBPROTOCOL_PREFIX = "ocapd-token."
 #: Why an anonymous session that did not authenticate in time ends.
 ANONYMOUS_TIMEOUT_REASON = "closed: no valid token presented in time"
@@ -508,14 +513,16 @@ class GatewayService:
         self._reserve(site, anonymous, 1)
         reserved = True
         try:
-            subprotocol = SUBPROTOCOL if SUBPROTOCOL in websocket.requested_subprotocols else None
+            offered = websocket.requested_subprotocols
+            batch = BATCH_SUBPROTOCOL in offered and path != ECHO_PATH[1:]
+            subprotocol = BATCH_SUBPROTOCOL if batch else SUBPROTOCOL if SUBPROTOCOL in offered else None
             await ws.accept(subprotocol=subprotocol)
             if path == ECHO_PATH[1:]:
                 await _echo(ws)
                 return None
             self._counter += 1
             name = f"ws-{self._counter}"
-            transport = QuartWebSocketTransport(ws)
+            transport = QuartWebSocketTransport(ws, batching=batch, max_frame_size=MAX_MESSAGE_SIZE)
             sessions = self.kernel.services.sessions
             limits = session_limits(self.limits, ANONYMOUS_LIMITS if anonymous else None)
             budget = self.kernel.services.budget

@@ -1,4 +1,4 @@
-"""CapTP over quart's WebSocket object: one binary message per frame.
+"""CapTP over quart's WebSocket object: one binary message per frame, or several under the batch subprotocol.
 
 Two small pieces:
 
@@ -10,7 +10,10 @@ Two small pieces:
   the session ends the way it does on any transport. It also keeps an empty
   binary message as ``b""`` (quart turns it into ``None``).
 - ``QuartWebSocketTransport`` implements captp's transport protocol over an
-  accepted quart ``Websocket``.
+  accepted quart ``Websocket``; when the upgrade chose
+  ``ocapd-captp.batch``, a message holds one or more length-prefixed frames
+  (``captp.transport.pack_batch``/``split_batch``), handed to the driver a
+  bounded slice at a time, as ``captp``'s own ``WebSocketTransport`` does.
 
 Closing is left to the handler that owns the socket, which knows the close
 code (1000, or 1001 when the daemon is stopping): ``aclose`` only stops the
@@ -25,7 +28,8 @@ import trio
 from quart_trio.asgi import TrioASGIWebsocketConnection
 
 from ocapd.captp import ProtocolError, TransportClosed
-from ocapd.captp.session import R_MALFORMED
+from ocapd.captp.session import DEFAULT_LIMITS, R_MALFORMED
+from ocapd.captp.transport import BatchQueue, pack_batch
 
 __all__ = ["QuartWebSocketTransport", "WebsocketConnection"]
 
@@ -56,21 +60,26 @@ class WebsocketConnection(TrioASGIWebsocketConnection):
 class QuartWebSocketTransport:
     """One binary WebSocket message per CapTP frame, over an accepted quart ``Websocket``."""
 
-    def __init__(self, websocket: Any) -> None:
+    def __init__(
+        self, websocket: Any, *, batching: bool = False, max_frame_size: int = DEFAULT_LIMITS.max_frame_size
+    ) -> None:
         self._ws = websocket
         self._sending = True  # cleared by aclose (the session is over) or close
         self._closed = False  # the close frame went out
+        #: The upgrade chose the batch subprotocol: several length-prefixed frames per message.
+        self.batching = batching
+        self._batch = BatchQueue(max_frame_size)
 
     async def send_frames(self, frames: list[bytes]) -> None:
-        for frame in frames:
+        for message in pack_batch(frames) if self.batching else frames:
             if not self._sending:
                 raise TransportClosed("the WebSocket is closed")
             try:
-                await self._ws.send(frame)
+                await self._ws.send(message)
             except Exception as e:  # hypercorn refuses sends on a closing socket with its own errors
                 raise TransportClosed(str(e) or "connection lost") from None
 
-    async def receive_frame(self) -> bytes:
+    async def _message(self) -> bytes:
         try:
             message = await self._ws.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
@@ -78,6 +87,21 @@ class QuartWebSocketTransport:
         if not isinstance(message, bytes):
             raise ProtocolError(R_MALFORMED, "text WebSocket message; CapTP frames are binary")
         return message
+
+    async def receive_frames(self) -> list[bytes]:
+        """The next frames: one message's, or up to ``BATCH_TAKE_BYTES`` of them when batching."""
+        if not self.batching:
+            return [await self._message()]
+        if self._batch.empty:
+            self._batch.feed(await self._message())
+        return self._batch.take()
+
+    async def receive_frame(self) -> bytes:
+        if not self.batching:
+            return await self._message()
+        if self._batch.empty:
+            self._batch.feed(await self._message())
+        return self._batch.take_one()
 
     async def aclose(self) -> None:
         """The session is over: send nothing more. The owner closes the socket with ``close``."""

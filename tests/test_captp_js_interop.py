@@ -112,14 +112,19 @@ class Service:
         self.conn.close(reason)
 
 
-async def test_captp_js_talks_to_python_over_websocket() -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["one-frame-a-message", "batch-subprotocol"])
+async def test_captp_js_talks_to_python_over_websocket(batch: bool) -> None:
     if not (ROOT / "node_modules" / "ws").is_dir() or not (ROOT / "chat_host" / "static" / "vendor" / "msgpack.mjs").is_file():
         pytest.fail("npm packages missing: run `npm ci && npm run vendor` (scripts/setup does)")
     service = Service()
     ended: list[captp.SessionAborted] = []
 
+    chosen: list[str | None] = []
+
     async def handler(request: Any) -> None:
-        ws = await request.accept()
+        offered = captp.WEBSOCKET_BATCH_SUBPROTOCOL in request.proposed_subprotocols
+        ws = await request.accept(subprotocol=captp.WEBSOCKET_BATCH_SUBPROTOCOL if offered else None)
+        chosen.append(ws.subprotocol)
         async with captp.open_websocket_connection(ws, service, name="interop") as conn:
             service.conn = conn
             ended.append(await conn.wait_closed())
@@ -133,7 +138,8 @@ async def test_captp_js_talks_to_python_over_websocket() -> None:
         url = f"ws://127.0.0.1:{server.port}/"
         with trio.fail_after(60):
             proc = await trio.run_process(
-                [NODE, str(CLIENT), url], capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT
+                [NODE, str(CLIENT), url, captp.WEBSOCKET_BATCH_SUBPROTOCOL if batch else ""],
+                capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT
             )
         with trio.fail_after(10):
             while not ended:
@@ -141,6 +147,7 @@ async def test_captp_js_talks_to_python_over_websocket() -> None:
         nursery.cancel_scope.cancel()
 
     assert proc.returncode == 0, proc.stderr.decode()
+    assert chosen == [captp.WEBSOCKET_BATCH_SUBPROTOCOL if batch else None]
     steps = {line["step"]: line for line in map(json.loads, proc.stdout.decode().splitlines())}
 
     # Python saw each JS value as the type the protocol maps it to.

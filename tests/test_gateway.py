@@ -17,7 +17,14 @@ from daemon_harness import DaemonProcess
 from gateway_clients import http, websocket
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from ocapd.captp import E, RemoteError, open_websocket_connection
+from ocapd.captp import (
+    WEBSOCKET_BATCH_SUBPROTOCOL,
+    E,
+    RemoteError,
+    WebSocketTransport,
+    open_connection,
+    open_websocket_connection,
+)
 from ocapd.gateway import INVALID_TOKEN_MESSAGE, FailureThrottle, InvalidToken, build_table, chat_csp
 from ocapd.gateway.static import DEFAULT_STATIC_DIR, split_runtime
 from ocapd.gateway.tokens import FIRST_PENALTY, MAX_PENALTY
@@ -236,6 +243,36 @@ async def test_a_host_token_fetches_the_host_which_works(daemon: DaemonProcess) 
         await E(host).store_value({"from": "the browser"}, "from-browser")
         assert "from-browser" in await E(host).list()
     assert "the browser" in daemon.out("show", "from-browser")
+
+
+async def test_the_gateway_takes_the_batch_subprotocol_when_offered_and_answers_a_burst_in_few_messages(
+    daemon: DaemonProcess,
+) -> None:
+    # Several frames per message (docs/protocol.md §2): a page that offers
+    # it gets it, ahead of the plain one; a page that does not is unchanged.
+    token = token_of(daemon.chat_url())
+    offer = [WEBSOCKET_BATCH_SUBPROTOCOL, "ocapd-captp", f"ocapd-token.{token}"]
+    async with websocket(daemon.gateway_port, subprotocols=offer) as ws:
+        assert ws.subprotocol == WEBSOCKET_BATCH_SUBPROTOCOL
+        transport = WebSocketTransport(ws)
+        takes: list[int] = []
+        receive_frames = transport.receive_frames
+
+        async def counted() -> list[bytes]:
+            frames = await receive_frames()
+            takes.append(len(frames))
+            return frames
+
+        transport.receive_frames = counted  # type: ignore[method-assign]
+        async with open_connection(transport, None, name="browser") as conn:
+            host = await E(conn.bootstrap()).fetch(token)
+            takes.clear()
+            answers = [E(host).has(f"name-{i}") for i in range(100)]
+            assert [await a for a in answers] == [False] * 100
+            assert sum(takes) >= 100 and len(takes) < 20
+    async with websocket(daemon.gateway_port, subprotocols=["ocapd-captp"]) as ws:
+        assert ws.subprotocol == "ocapd-captp"
+        assert WebSocketTransport(ws).batching is False
 
 
 async def test_a_guest_token_fetches_the_guest_without_host_powers(daemon: DaemonProcess) -> None:

@@ -206,10 +206,10 @@ class StopsReading(WebSocketTransport):
         super().__init__(ws)
         self.reading = True
 
-    async def receive_frame(self) -> bytes:
+    async def receive_frames(self) -> list[bytes]:  # what the driver reads with
         if not self.reading:
             await trio.sleep_forever()
-        return await super().receive_frame()
+        return await super().receive_frames()
 
 
 async def ws_sessions(facet: Any) -> set[str]:

@@ -19,7 +19,8 @@ from strict_equality import same
 from ocapd.captp import codec
 from ocapd.captp.codec import CodecError, Desc
 from ocapd.captp.passable import Far, Rejected, RemoteError, Tagged, far
-from ocapd.captp.session import Limits, Session
+from ocapd.captp.session import DEFAULT_LIMITS, Limits, Session
+from ocapd.captp.transport import pack_batch, split_batch
 from ocapd.captp.turns import run_turns
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -127,6 +128,14 @@ def test_stream_frame_is_a_4_byte_big_endian_length_then_the_message(vector: dic
     data = bytes.fromhex(vector["hex"])
     body = codec.encode(to_py(vector["message"]))
     assert data == len(body).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize("vector", MESSAGES["websocket_batches"], ids=_ids(MESSAGES["websocket_batches"]))
+def test_a_websocket_batch_message_is_its_frames_each_length_prefixed(vector: dict[str, Any]) -> None:
+    data = bytes.fromhex(vector["hex"])
+    frames = [codec.encode(to_py(m)) for m in vector["messages"]]
+    assert pack_batch(frames) == [data]
+    assert split_batch(data, DEFAULT_LIMITS.max_frame_size) == frames
 
 
 @far("VectorBootstrap")

@@ -62,4 +62,4 @@ export { RemotePromise, RemoteRef, drop } from "./captp/refs.js";
 export { CodecError, Desc, MAX_BIGINT_BYTES, MAX_DEPTH, MAX_POSITION, decode, encode, revive, unpack } from "./captp/codec.js";
 export { E } from "./captp/eventual.js";
 export { DEFAULT_LIMITS, PROTOCOL_VERSION, Reasons, Session, SessionAborted } from "./captp/session.js";
-export { Connection, connectWebSocket, makeMemoryPair } from "./captp/transports.js";
+export { BATCH_SUBPROTOCOL, Connection, connectWebSocket, makeMemoryPair, packBatch, splitBatch } from "./captp/transports.js";

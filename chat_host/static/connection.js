@@ -147,6 +147,9 @@ export class Connection {
 }
 
 /**
+ * "ocapd-captp.batch" comes first: the gateway chooses it, and a burst of
+ * frames then travels as one message (docs/protocol.md §2); a gateway that
+ * does not know it chooses "ocapd-captp".
  * The token rides in the upgrade request as a subprotocol beside
  * "ocapd-captp" (the one the gateway selects): a session that carries a
  * valid token from its first byte is never counted among the sessions
@@ -156,7 +159,8 @@ export class Connection {
  * @param {string | null} token
  */
 export function tokenProtocols(token) {
-  return token && /^[A-Za-z0-9_-]{1,128}$/.test(token) ? ["ocapd-captp", `ocapd-token.${token}`] : ["ocapd-captp"];
+  const plain = ["ocapd-captp.batch", "ocapd-captp"];
+  return token && /^[A-Za-z0-9_-]{1,128}$/.test(token) ? [...plain, `ocapd-token.${token}`] : plain;
 }
 
 function notConnected() {

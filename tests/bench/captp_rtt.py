@@ -50,6 +50,7 @@ from typing import Any
 import trio  # noqa: E402
 
 from ocapd.captp import (  # noqa: E402
+    WEBSOCKET_BATCH_SUBPROTOCOL,
     E,
     FramedStream,
     Session,
@@ -166,7 +167,9 @@ async def open_link(mode: str, transport: str) -> AsyncIterator[Any]:
             from trio_websocket import open_websocket_url
 
             port = await _read_port(proc)
-            async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+            # CapTP offers the batch subprotocol (several frames a message), as captp.js does.
+            subprotocols = [] if mode == "raw" else [WEBSOCKET_BATCH_SUBPROTOCOL]
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/", subprotocols=subprotocols) as ws:
                 if mode == "raw":
                     yield WebSocketTransport(ws)
                 else:

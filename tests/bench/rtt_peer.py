@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from ocapd.captp import (
+    WEBSOCKET_BATCH_SUBPROTOCOL,
     FramedStream,
     TransportClosed,
     WebSocketTransport,
@@ -74,7 +75,9 @@ async def _serve_stream(mode: str, stream: trio.abc.Stream) -> None:
 
 
 async def _serve_ws(mode: str, request: Any) -> None:
-    ws = await request.accept()
+    # CapTP takes the batch subprotocol when the client offers it, as the gateway does.
+    batch = WEBSOCKET_BATCH_SUBPROTOCOL in request.proposed_subprotocols
+    ws = await request.accept(subprotocol=WEBSOCKET_BATCH_SUBPROTOCOL if batch and mode != "raw" else None)
     if mode == "raw":
         await _raw_echo(WebSocketTransport(ws))
     else:

@@ -27,7 +27,9 @@ const onFrame = (direction, frame) => {
   const [op, , method] = unpack(frame);
   if (!op.startsWith("gc-")) frames.push(op.startsWith("deliver") ? `${direction} ${op} ${method}` : `${direction} ${op}`);
 };
-const conn = await connectWebSocket(process.argv[2], { WebSocket, onFrame });
+// argv[3], if given: the subprotocols to offer (comma-separated), e.g. the batch one.
+const protocols = process.argv[3] ? process.argv[3].split(",") : undefined;
+const conn = await connectWebSocket(process.argv[2], { WebSocket, onFrame, protocols });
 const boot = conn.bootstrap();
 
 // 1. every passable type, as Python sees it, and back again

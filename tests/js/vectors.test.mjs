@@ -16,6 +16,8 @@ import {
   decode,
   encode,
   isSelector,
+  packBatch,
+  splitBatch,
   unpack,
 } from "../../chat_host/static/captp.js";
 
@@ -167,6 +169,25 @@ for (const f of [...messages.frames]) {
     assertSame(decode(fromHex(f.hex)), f.message);
   });
 }
+
+for (const v of messages.websocket_batches) {
+  test(`websocket batch message: ${v.name}`, () => {
+    const frames = v.messages.map((m) => encode(build(m)));
+    assert.deepEqual(packBatch(frames).map(toHex), [v.hex]);
+    assert.deepEqual(splitBatch(fromHex(v.hex), 1 << 24).map(toHex), frames.map(toHex));
+  });
+}
+
+test("a bad batch message is refused whole with its reason", () => {
+  for (const [hex, code] of [
+    ["", "malformed-frame"],
+    ["000000", "malformed-frame"],
+    ["00000005616263", "malformed-frame"],
+    ["000000016100000401", "frame-too-large"],
+  ]) {
+    assert.throws(() => splitBatch(fromHex(hex), 1024), (e) => e.code === code);
+  }
+});
 
 /** The vector bootstrap (README): echo, self, fail, adder, reject. */
 function vectorBootstrap() {

@@ -459,6 +459,12 @@ STREAM_EXAMPLES: list[tuple[str, list[Any]]] = [
     ("deliver on a stream", ["deliver", exp(0), "hello", ["world"], 0, imp(1)]),
 ]
 
+#: Binary messages under the WebSocket subprotocol ``ocapd-captp.batch``: each frame as on a stream, joined.
+WEBSOCKET_BATCH_EXAMPLES: list[tuple[str, list[list[Any]]]] = [
+    ("start-session and a deliver-only in one message", [START, ["deliver-only", exp(0), "hello", []]]),
+    ("one frame alone", [["deliver", exp(0), "hello", ["world"], 0, imp(1)]]),
+]
+
 Raw = bytes  # a frame given as raw bytes rather than a message to encode
 
 # Frames a started session (bootstrap: the vector bootstrap, README.md) must
@@ -740,6 +746,14 @@ def build_messages() -> dict[str, Any]:
                 "hex": (struct.pack(">I", len(codec.encode(msg))) + codec.encode(msg)).hex(),
             }
             for name, msg in STREAM_EXAMPLES
+        ],
+        "websocket_batches": [
+            {
+                "name": name,
+                "messages": [to_notation(m) for m in msgs],
+                "hex": b"".join(struct.pack(">I", len(codec.encode(m))) + codec.encode(m) for m in msgs).hex(),
+            }
+            for name, msgs in WEBSOCKET_BATCH_EXAMPLES
         ],
         "rejects": [
             {
