@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -415,65 +415,87 @@ def pack_batch(frames: list[bytes]) -> list[bytes]:
 
 
 def split_batch(message: bytes, max_frame_size: int) -> list[bytes]:
-    """The frames of one batch message, in order.
+    """All the frames of one batch message, in order (tests and vectors; the transports use ``BatchReader``).
 
-    ``ProtocolError``: ``frame-too-large`` for a length over
-    ``max_frame_size`` (checked on the announced length, as on a stream),
-    ``malformed-frame`` for an empty message or one that ends inside a
-    length or a frame. A message is taken whole or refused whole.
+    ``ProtocolError`` as ``BatchReader.take``, for any point of the message:
+    what this returns is the whole message or nothing.
     """
-    if not message:
-        raise ProtocolError(R_MALFORMED, "empty batch message")
-    unpack_from = _HEADER.unpack_from
+    reader = BatchReader(max_frame_size)
+    reader.feed(message)
     frames: list[bytes] = []
-    pos, end = 0, len(message)
-    while pos < end:
-        if end - pos < 4:
-            raise ProtocolError(R_MALFORMED, "batch message ends inside a frame length")
-        (length,) = unpack_from(message, pos)
-        if length > max_frame_size:
-            raise ProtocolError(R_FRAME_TOO_LARGE, f"{length} bytes announced")
-        pos += 4
-        if end - pos < length:
-            raise ProtocolError(R_MALFORMED, "batch message ends inside a frame")
-        frames.append(message[pos : pos + length])
-        pos += length
+    while not reader.empty:
+        frames += reader.take(len(message))
     return frames
 
 
-class BatchQueue:
-    """The frames of received batch messages, handed out a bounded slice at a time."""
+class BatchReader:
+    """The frames of received batch messages, read a bounded slice at a time.
+
+    A message is read as the driver asks for its frames, not split up front:
+    one message may be a peer's 16 MiB of 4-byte headers, and reading all of
+    it before the first frame was looked at would be work no byte stream
+    lets a peer cause. As on a stream, the frames before a bad length or a
+    cut frame are handed out first, and the error comes with the next take.
+    """
 
     def __init__(self, max_frame_size: int) -> None:
         self.max_frame_size = max_frame_size
-        #: Frames of the last message not yet handed out, from ``_next`` on.
-        self._frames: list[bytes] = []
-        self._next = 0
+        self._message = b""
+        self._pos = 0
 
     @property
     def empty(self) -> bool:
-        return self._next >= len(self._frames)
+        return self._pos >= len(self._message)
 
     def feed(self, message: bytes) -> None:
-        """Queue the frames of ``message`` (only when ``empty``); ``ProtocolError`` as ``split_batch``."""
-        self._frames, self._next = split_batch(message, self.max_frame_size), 0
+        """Start on the next ``message`` (only when ``empty``). An empty message is ``malformed-frame``."""
+        if not message:
+            raise ProtocolError(R_MALFORMED, "empty batch message")
+        self._message, self._pos = message, 0
 
-    def take(self) -> list[bytes]:
-        """The next frames (at least one, if any): up to ``BATCH_TAKE_BYTES`` of them."""
-        frames, start = self._frames, self._next
-        stop, size = start, 0
-        while stop < len(frames) and (stop == start or size + len(frames[stop]) <= BATCH_TAKE_BYTES):
-            size += len(frames[stop])
-            stop += 1
-        self._next = stop
-        if start == 0 and stop == len(frames):
-            self._frames, self._next = [], 0
-            return frames
-        return frames[start:stop]
+    def take(self, max_bytes: int) -> list[bytes]:
+        """The next frames of the current message: at least one, then as many as fit in ``max_bytes``.
 
-    def take_one(self) -> bytes:
-        self._next += 1
-        return self._frames[self._next - 1]
+        Each frame counts with its 4-byte length, so a message of empty
+        frames is handed out ``max_bytes // 4`` at a time.
+        ``ProtocolError``: ``frame-too-large`` for a length over
+        ``max_frame_size`` (on the announced length, as on a stream),
+        ``malformed-frame`` for a message that ends inside a length or a frame.
+        """
+        message, pos, end = self._message, self._pos, len(self._message)
+        unpack_from, limit = _HEADER.unpack_from, self.max_frame_size
+        frames: list[bytes] = []
+        size = 0
+        while pos < end:
+            error = None
+            if end - pos < 4:
+                error = ProtocolError(R_MALFORMED, "batch message ends inside a frame length")
+            else:
+                (length,) = unpack_from(message, pos)
+                if length > limit:
+                    error = ProtocolError(R_FRAME_TOO_LARGE, f"{length} bytes announced")
+                elif end - pos - 4 < length:
+                    error = ProtocolError(R_MALFORMED, "batch message ends inside a frame")
+            if error is not None:
+                if frames:
+                    break  # the good frames first; the next take starts here and raises
+                raise error
+            if frames and size + 4 + length > max_bytes:
+                break
+            frames.append(message[pos + 4 : pos + 4 + length])
+            size += 4 + length
+            pos += 4 + length
+        if pos >= end:
+            self._message, self._pos = b"", 0
+        else:
+            self._pos = pos
+        return frames
+
+    async def frames(self, next_message: Callable[[], Awaitable[bytes]], max_bytes: int) -> list[bytes]:
+        """``take(max_bytes)``, from the next message (``await next_message()``) when this one is done."""
+        if self.empty:
+            self.feed(await next_message())
+        return self.take(max_bytes)
 
 
 class WebSocketTransport:
@@ -490,7 +512,7 @@ class WebSocketTransport:
         self.max_frame_size = max_frame_size
         #: Both ends chose the batch subprotocol in the upgrade.
         self.batching = getattr(ws, "subprotocol", None) == WEBSOCKET_BATCH_SUBPROTOCOL
-        self._batch = BatchQueue(max_frame_size)
+        self._batch = BatchReader(max_frame_size)
 
     async def send_frames(self, frames: list[bytes]) -> None:
         from trio_websocket import ConnectionClosed
@@ -516,16 +538,12 @@ class WebSocketTransport:
         """The next frames: one message's, or up to ``BATCH_TAKE_BYTES`` of them when batching."""
         if not self.batching:
             return [await self._message()]
-        if self._batch.empty:
-            self._batch.feed(await self._message())
-        return self._batch.take()
+        return await self._batch.frames(self._message, BATCH_TAKE_BYTES)
 
     async def receive_frame(self) -> bytes:
         if not self.batching:
             return await self._message()
-        if self._batch.empty:
-            self._batch.feed(await self._message())
-        return self._batch.take_one()
+        return (await self._batch.frames(self._message, 0))[0]
 
     async def aclose(self) -> None:
         # Shielded, so that a cancelled caller still closes; bounded, because

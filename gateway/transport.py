@@ -29,7 +29,7 @@ from quart_trio.asgi import TrioASGIWebsocketConnection
 
 from ocapd.captp import ProtocolError, TransportClosed
 from ocapd.captp.session import DEFAULT_LIMITS, R_MALFORMED
-from ocapd.captp.transport import BatchQueue, pack_batch
+from ocapd.captp.transport import BATCH_TAKE_BYTES, BatchReader, pack_batch
 
 __all__ = ["QuartWebSocketTransport", "WebsocketConnection"]
 
@@ -68,7 +68,7 @@ class QuartWebSocketTransport:
         self._closed = False  # the close frame went out
         #: The upgrade chose the batch subprotocol: several length-prefixed frames per message.
         self.batching = batching
-        self._batch = BatchQueue(max_frame_size)
+        self._batch = BatchReader(max_frame_size)
 
     async def send_frames(self, frames: list[bytes]) -> None:
         for message in pack_batch(frames) if self.batching else frames:
@@ -92,16 +92,12 @@ class QuartWebSocketTransport:
         """The next frames: one message's, or up to ``BATCH_TAKE_BYTES`` of them when batching."""
         if not self.batching:
             return [await self._message()]
-        if self._batch.empty:
-            self._batch.feed(await self._message())
-        return self._batch.take()
+        return await self._batch.frames(self._message, BATCH_TAKE_BYTES)
 
     async def receive_frame(self) -> bytes:
         if not self.batching:
             return await self._message()
-        if self._batch.empty:
-            self._batch.feed(await self._message())
-        return self._batch.take_one()
+        return (await self._batch.frames(self._message, 0))[0]
 
     async def aclose(self) -> None:
         """The session is over: send nothing more. The owner closes the socket with ``close``."""

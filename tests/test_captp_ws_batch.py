@@ -94,7 +94,7 @@ async def test_the_frames_of_one_message_are_handed_out_together_but_bounded_in_
     # A peer may pack a whole 16 MiB message with tiny calls; the driver gets
     # them BATCH_TAKE_BYTES at a time and checks its outbox in between.
     frame = b"f" * 100
-    count = 3 * (BATCH_TAKE_BYTES // len(frame))
+    count = 3 * (BATCH_TAKE_BYTES // (4 + len(frame)))
     message = b"".join(pack_batch([frame] * count))  # one message, as a peer may send it
     transport = WebSocketTransport(FakeWebSocket(WEBSOCKET_BATCH_SUBPROTOCOL, [message, pack_batch([b"last"])[0]]))
     takes = []
@@ -102,8 +102,30 @@ async def test_the_frames_of_one_message_are_handed_out_together_but_bounded_in_
         got = await transport.receive_frames()
         assert got == [frame] * len(got)
         takes.append(len(got))
-    assert len(takes) == 3 and max(takes) * len(frame) <= BATCH_TAKE_BYTES
+    assert len(takes) == 3 and max(takes) * (4 + len(frame)) <= BATCH_TAKE_BYTES
     assert await transport.receive_frames() == [b"last"]
+
+
+async def test_a_message_of_empty_frames_is_read_a_slice_at_a_time_not_split_up_front() -> None:
+    # 16 MiB of zero lengths is four million frames: counted with their
+    # lengths, a take is at most BATCH_TAKE_BYTES // 4 of them, and the rest
+    # of the message is not even read until the driver asks again.
+    message = bytes(16 * 1024 * 1024)
+    transport = WebSocketTransport(
+        FakeWebSocket(WEBSOCKET_BATCH_SUBPROTOCOL, [message]), max_frame_size=Limits().max_frame_size
+    )
+    first = await transport.receive_frames()
+    assert first == [b""] * (BATCH_TAKE_BYTES // 4)
+    assert await transport.receive_frame() == b""
+
+
+async def test_frames_before_a_cut_frame_are_handed_out_and_the_error_comes_next() -> None:
+    good = pack_batch([b"a", b"b"])[0]
+    transport = WebSocketTransport(FakeWebSocket(WEBSOCKET_BATCH_SUBPROTOCOL, [good + b"\x00\x00\x00\x09cut"]))
+    assert await transport.receive_frames() == [b"a", b"b"]
+    with pytest.raises(ProtocolError) as info:
+        await transport.receive_frames()
+    assert info.value.code == R_MALFORMED
 
 
 async def test_without_the_subprotocol_a_message_is_one_frame_whatever_its_bytes() -> None:
