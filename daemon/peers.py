@@ -193,14 +193,25 @@ class Network:
         from ocapd.captp.ocapn_node import OcapnNode
         from ocapd.captp.ocapn_tls import TLS_NETLAYER, TlsNetlayer
 
+        from .limits import DaemonLimits
+
         self._kernel = kernel
-        self.netlayer: TlsNetlayer = TlsNetlayer(key)
+        limits = kernel.services.limits or DaemonLimits()
+        self.netlayer: TlsNetlayer = TlsNetlayer(key, max_connections_per_address=limits.peer_connections_per_address)
         self.designator = self.netlayer.designator
         # Until it listens, the daemon's location says who it is but not where.
         self._unlisted = PeerLocator(self.designator, TLS_NETLAYER, {})
         # Peers are untrusted: their sessions share the budget of workers' and gateway sessions.
         self.node: OcapnNode = OcapnNode(
-            self._unlisted, self.netlayer.connect, name="ocapn", fetch=self._fetch, budget=kernel.services.budget
+            self._unlisted,
+            self.netlayer.connect,
+            name="ocapn",
+            fetch=self._fetch,
+            budget=kernel.services.budget,
+            max_sessions_per_peer=limits.peer_sessions,
+            max_failed_fetches=limits.peer_failed_fetches,
+            failed_fetches_per_second=limits.peer_failed_fetches_per_second,
+            max_fetch_budgets=limits.peer_fetch_budgets,
         )
         self._listener: trio.CancelScope | None = None
         self._closed = trio.Event()

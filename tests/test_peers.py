@@ -139,6 +139,36 @@ def test_a_wrong_swiss_number_is_refused_and_names_nothing(pair: tuple[DaemonPro
     assert "forged" not in b.out("list")
 
 
+def test_a_peer_guessing_swiss_numbers_is_cut_off_and_reconnecting_does_not_refill_its_allowance(
+    pair: tuple[DaemonProcess, DaemonProcess], tmp_path: Path
+) -> None:
+    a, b = pair
+    c = DaemonProcess(tmp_path / "home")
+    c.home.mkdir()
+    # Nothing earned back, so what the guesser sees does not hang on the machine's speed.
+    c.env["OCAPD_LIMITS"] = json.dumps({"peer_failed_fetches": 2, "peer_failed_fetches_per_second": 0})
+    c.start()
+    try:
+        c.out("network", "listen", "--netlayer", "tls-ed25519")
+        c.out("store", "--text", "open secret", "-n", "note")
+        uri = c.out("share", "note")
+        head, rest = uri.split("/s/")
+        swiss, hints = rest.split("?")
+        # Each enliven after an abort dials a new session; the allowance is the peer's, not the session's.
+        lines = [
+            one_line_error(b.cli("enliven", f"{head}/s/guess{n}{swiss[6:]}?{hints}", "-n", f"guess-{n}", check=False))
+            for n in range(6)
+        ]
+        assert all("refused the sturdyref" in line and "swiss number" in line for line in lines[:2]), lines
+        assert all("too-many-failed-fetches" in line for line in lines[2:]), lines
+        # Over its allowance the guesser gets no lookup, not even of the right number; another peer is served.
+        assert "too-many-failed-fetches" in one_line_error(b.cli("enliven", uri, "-n", "note-at-c", check=False))
+        a.out("enliven", uri, "-n", "note-at-c")
+        assert a.out("show", "note-at-c") == "open secret"
+    finally:
+        c.stop()
+
+
 def test_a_designator_the_listener_does_not_hold_is_refused(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
