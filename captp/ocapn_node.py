@@ -132,8 +132,9 @@ _READ_SIZE = 65536
 #: Dials a location: a stream, or a netlayer's ``PeerConnection`` (which may
 #: say which designator it authenticated at the other end).
 Connect = Callable[[PeerLocator], Awaitable["trio.abc.Stream | PeerConnection"]]
-#: Finds what a swiss number names when ``OcapnNode.swiss`` has nothing for it.
-Fetch = Callable[[bytes], Any]
+#: Finds what a swiss number names when ``OcapnNode.swiss`` has nothing for it; also
+#: given the designator the netlayer authenticated for the fetching peer (None if none).
+Fetch = Callable[[bytes, "str | None"], Any]
 
 
 class SyrupStream(FramedStream):
@@ -365,8 +366,8 @@ class OcapnNode:
         self.budget = budget
         self.name = name
         self._connect = connect
-        #: Asked by the bootstrap's ``fetch`` for swiss numbers ``swiss`` does not hold
-        #: (a value, or a promise for it; raising breaks the fetch).
+        #: Asked by the bootstrap's ``fetch`` for swiss numbers ``swiss`` does not hold, with the
+        #: fetching peer's authenticated designator (a value, or a promise for it; raising breaks the fetch).
         self.fetch = fetch
         #: Objects offered to any peer that knows their swiss number (``fetch``).
         self.swiss: dict[bytes, Any] = {}
@@ -743,7 +744,7 @@ class _Bootstrap:
         obj = self._node.swiss.get(swiss)
         if obj is None:
             if self._node.fetch is not None:
-                return self._node.fetch(swiss)
+                return self._node.fetch(swiss, self._peer.verified_designator)
             raise KeyError("no object has that swiss number")
         return obj
 
