@@ -40,6 +40,8 @@ from .ocapn_locators import PeerLocator
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "address_key",
+    "address_of",
     "Netlayer",
     "NetlayerError",
     "PeerConnection",
@@ -74,6 +76,9 @@ class PeerConnection(trio.abc.AsyncResource):
     netlayer: str
     outbound: bool
     peer_designator: str | None = None
+    #: The other end's network address, grouped as ``address_key`` groups it
+    #: (None if the netlayer has none): what per-address limits count by.
+    remote_address: str | None = None
     #: Netlayer-specific facts about the other end (the TLS netlayer puts the peer's raw public key here).
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -126,6 +131,30 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def address_key(ip: str) -> str:
+    """The group an IP address is counted in by per-address limits: an IPv4
+    address itself, an IPv6 address's /64 (one subscriber's network: a host
+    gets a whole /64 and picks any address in it at will)."""
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def address_of(stream: trio.SocketStream) -> str | None:
+    """``address_key`` of the other end of a TCP stream, or None if the socket no longer knows it."""
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        return None
+    return address_key(peer[0]) if isinstance(peer, tuple) else None
 
 
 async def dial_tcp(locator: PeerLocator, host: str, port: int) -> trio.SocketStream:
@@ -225,7 +254,8 @@ class TcpTestingOnlyNetlayer:
             return self.location
 
         async def accept(stream: trio.SocketStream) -> None:
-            await run_handler(handler, PeerConnection(stream, TCP_TESTING_ONLY, outbound=False))
+            connection = PeerConnection(stream, TCP_TESTING_ONLY, outbound=False, remote_address=address_of(stream))
+            await run_handler(handler, connection)
 
         await serve_tcp(accept, host, port, location_for, task_status)
 
@@ -234,4 +264,4 @@ class TcpTestingOnlyNetlayer:
         host, port = host_and_port(locator, TCP_TESTING_ONLY)
         self._check_host(host, "dials")
         stream = await dial_tcp(locator, host, port)
-        return PeerConnection(stream, TCP_TESTING_ONLY, outbound=True)
+        return PeerConnection(stream, TCP_TESTING_ONLY, outbound=True, remote_address=address_of(stream))

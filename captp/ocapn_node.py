@@ -13,6 +13,11 @@ sessions lives here, in trio:
   other aborted;
 - **the bootstrap object** of each session (export position 0): ``fetch``
   (swiss number -> object), ``deposit-gift``, ``withdraw-gift``;
+- **bounds on peers**: at most ``max_sessions_per_peer`` sessions opened by
+  one authenticated designator at once (more are aborted with
+  ``too-many-sessions`` as they start), and a failed-fetch allowance kept
+  per designator and per address across sessions (``FailedFetches``), so a
+  guesser gains nothing by reconnecting;
 - **third-party handoffs** in all three roles: as *gifter*, a reference
   imported from one session and passed over another becomes a
   ``deposit-gift`` there and a signed handoff-give here; as *receiver*, a
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -56,7 +62,7 @@ from .session import Budget, RemotePromise, RemoteRef, Session
 from .syrup import Record, SyrupError, SyrupReader
 from .transport import FramedStream, TransportClosed
 
-__all__ = ["OcapnNode", "SyrupStream", "R_CROSSED_HELLOS", "R_TOO_MANY_FAILED_FETCHES"]
+__all__ = ["FailedFetches", "OcapnNode", "SyrupStream", "R_CROSSED_HELLOS", "R_TOO_MANY_FAILED_FETCHES", "R_TOO_MANY_SESSIONS"]
 
 log = logging.getLogger("captp.ocapn")
 
@@ -66,16 +72,34 @@ R_CROSSED_HELLOS = "crossed-hellos"
 #: Abort reason of a session that failed more fetches than it may (``MAX_FAILED_FETCHES``).
 R_TOO_MANY_FAILED_FETCHES = "too-many-failed-fetches"
 
-#: Failed fetches a session may make in a burst, and how many more it earns
-#: back each second; one more and the session is aborted. A swiss number is
+#: Abort reason of a session refused because its peer has too many open (``MAX_SESSIONS_PER_PEER``).
+R_TOO_MANY_SESSIONS = "too-many-sessions"
+
+#: Failed fetches a peer may make in a burst, and how many more it earns
+#: back each second; one more and its session is aborted. A swiss number is
 #: 256 random bits, so guessing is hopeless anyway: this is defence in depth,
 #: so that a peer cannot spend our time (and its own luck) on millions of
-#: guesses per session. An honest peer fails a fetch rarely — a mistyped or
-#: revoked URI, once per use — and a burst of 32 with one a second forgiven
-#: never stops it; a guesser is held to about one guess a second per session,
-#: and each new session costs it a handshake.
+#: guesses. An honest peer fails a fetch rarely — a mistyped or revoked URI,
+#: once per use — and a burst of 32 with one a second forgiven never stops
+#: it. The allowance is kept per session, and across sessions per
+#: authenticated designator and per address (``FailedFetches``): a guesser
+#: that reconnects, with its key or a fresh one, finds the allowance it left.
 MAX_FAILED_FETCHES = 32
 FAILED_FETCHES_PER_SECOND = 1.0
+
+#: Designators and addresses whose failed-fetch allowance is remembered, the
+#: least recently charged forgotten first. Each is a few hundred bytes, so
+#: 4096 stay well under 2 MiB; a guesser that comes back from one address
+#: keeps its own entry fresh, and only one with thousands of addresses (and
+#: as many keys) could push entries out — each then worth one burst.
+MAX_FETCH_BUDGETS = 4096
+
+#: Sessions one authenticated designator may have opened to us at once.
+#: After crossed hellos settle two daemons share one session; a second or
+#: third open for a moment when a peer reconnects before we notice its old
+#: connection died. A peer opening more gains nothing honest, and each
+#: costs us a socket and a session's tables.
+MAX_SESSIONS_PER_PEER = 4
 
 #: Largest message read or written: the session's default frame limit (and Syrup's).
 MAX_FRAME_SIZE = 16 * 1024 * 1024
@@ -108,8 +132,9 @@ _READ_SIZE = 65536
 #: Dials a location: a stream, or a netlayer's ``PeerConnection`` (which may
 #: say which designator it authenticated at the other end).
 Connect = Callable[[PeerLocator], Awaitable["trio.abc.Stream | PeerConnection"]]
-#: Finds what a swiss number names when ``OcapnNode.swiss`` has nothing for it.
-Fetch = Callable[[bytes], Any]
+#: Finds what a swiss number names when ``OcapnNode.swiss`` has nothing for it; also
+#: given the designator the netlayer authenticated for the fetching peer (None if none).
+Fetch = Callable[[bytes, "str | None"], Any]
 
 
 class SyrupStream(FramedStream):
@@ -175,6 +200,61 @@ class SyrupStream(FramedStream):
             await super().aclose()
 
 
+class _Allowance:
+    """Failed fetches one may still make, as of ``clock``; see ``FailedFetches``."""
+
+    __slots__ = ("left", "clock")
+
+    def __init__(self, left: float, clock: float) -> None:
+        self.left = left
+        self.clock = clock
+
+    def refill(self, now: float, burst: int, per_second: float) -> float:
+        self.left = min(float(burst), self.left + (now - self.clock) * per_second)
+        self.clock = now
+        return self.left
+
+
+class FailedFetches:
+    """Failed-fetch allowances that outlive sessions: one per key, at most ``capacity`` kept.
+
+    A key is who a peer is (``("designator", d)``, as the netlayer
+    authenticated it) or where it comes from (``("address", a)``), so that
+    neither reconnecting nor a fresh key starts a guesser over. A forgotten
+    key (least recently charged first) starts again with a full allowance:
+    the bound costs an attacker's entry pushed out one burst, never memory.
+    """
+
+    def __init__(self, burst: int, per_second: float, capacity: int) -> None:
+        self.burst = burst
+        self.per_second = per_second
+        self.capacity = capacity
+        self._allowances: OrderedDict[tuple[str, str], _Allowance] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._allowances)
+
+    def left(self, key: tuple[str, str]) -> float:
+        """The failed fetches ``key`` may still make now (the full burst for a key not kept)."""
+        allowance = self._allowances.get(key)
+        if allowance is None:
+            return float(self.burst)
+        return allowance.refill(trio.current_time(), self.burst, self.per_second)
+
+    def charge(self, key: tuple[str, str]) -> float:
+        """Count one failed fetch against ``key``; what is left (below 0: over the allowance)."""
+        now = trio.current_time()
+        allowance = self._allowances.pop(key, None)
+        if allowance is None:
+            allowance = _Allowance(float(self.burst), now)
+        allowance.refill(now, self.burst, self.per_second)
+        allowance.left -= 1
+        self._allowances[key] = allowance
+        while len(self._allowances) > self.capacity:
+            self._allowances.popitem(last=False)
+        return allowance.left
+
+
 class _Peer:
     """One session of the node, and what the node keeps about it."""
 
@@ -184,6 +264,10 @@ class _Peer:
         self.outbound = outbound
         #: The designator the netlayer authenticated at the other end, if it did.
         self.verified_designator: str | None = None
+        #: The other end's address as the netlayer groups it (``PeerConnection.remote_address``), if known.
+        self.address: str | None = None
+        #: Why this session is refused as soon as it runs (``R_TOO_MANY_SESSIONS``), or None.
+        self.refused: str | None = None
         self.profile = OcapnProfile(
             node.location, on_started=node._on_started, on_handoff=node._on_handoff, on_foreign=node._on_foreign
         )
@@ -199,20 +283,46 @@ class _Peer:
         #: Withdrawals the other side made before their gifts were deposited (exporter role);
         #: one entry per withdrawal, so asking for one gift many times counts many times.
         self.waiting: list[_Withdrawal] = []
-        #: Failed fetches this session may still make (``MAX_FAILED_FETCHES``), as of ``_fetch_clock``.
-        self._fetch_allowance = float(MAX_FAILED_FETCHES)
-        self._fetch_clock = trio.current_time()
+        #: Failed fetches this session may still make, whoever the peer is (``MAX_FAILED_FETCHES``).
+        self._fetch_allowance = _Allowance(float(node.failed_fetches.burst), trio.current_time())
         self.bootstrap = _Bootstrap(node, self)
 
+    def _designator_key(self) -> list[tuple[str, str]]:
+        return [("designator", self.verified_designator)] if self.verified_designator is not None else []
+
+    def _address_key(self) -> list[tuple[str, str]]:
+        return [("address", self.address)] if self.address is not None else []
+
+    def may_fetch(self) -> bool:
+        """Whether a fetch may be looked up: not while this session or this peer (its designator)
+        is over its allowance, from an earlier session say; the session is then aborted.
+
+        An address over its allowance still gets lookups, each session's first
+        failure aborting it (``failed_fetch``): other peers behind the same
+        address (a NAT) still fetch what they were given, while a guesser
+        making a fresh key per session gets one guess per session, each
+        costing it a key, a handshake and a connection under the address's cap.
+        """
+        budgets = self.node.failed_fetches
+        left = self._fetch_allowance.refill(trio.current_time(), budgets.burst, budgets.per_second)
+        if left >= 0 and all(budgets.left(key) >= 0 for key in self._designator_key()):
+            return True
+        self._abort_for_fetches()
+        return False
+
     def failed_fetch(self) -> None:
-        """Count a failed fetch; past the session's allowance, abort the session."""
-        now = trio.current_time()
-        earned = (now - self._fetch_clock) * FAILED_FETCHES_PER_SECOND
-        self._fetch_allowance = min(float(MAX_FAILED_FETCHES), self._fetch_allowance + earned) - 1
-        self._fetch_clock = now
-        if self._fetch_allowance < 0 and self.session is not None:
-            log.info("%s: aborting a session that failed too many fetches", self.node.name)
-            self.session.abort(f"{R_TOO_MANY_FAILED_FETCHES}: more than {MAX_FAILED_FETCHES} failed fetches")
+        """Count a failed fetch; past the session's, the peer's or its address's allowance, abort the session."""
+        budgets = self.node.failed_fetches
+        self._fetch_allowance.refill(trio.current_time(), budgets.burst, budgets.per_second)
+        self._fetch_allowance.left -= 1
+        left = [self._fetch_allowance.left] + [budgets.charge(key) for key in self._designator_key() + self._address_key()]
+        if min(left) < 0:
+            self._abort_for_fetches()
+
+    def _abort_for_fetches(self) -> None:
+        if self.session is not None and self.session.aborted is None:
+            log.info("%s: aborting a session whose peer failed too many fetches", self.node.name)
+            self.session.abort(f"{R_TOO_MANY_FAILED_FETCHES}: more than {self.node.failed_fetches.burst} failed fetches")
 
     def location(self) -> PeerLocator | None:
         """The other side's location: as it signed it once started, else where we dialed."""
@@ -244,14 +354,20 @@ class OcapnNode:
         name: str = "ocapn",
         fetch: Fetch | None = None,
         budget: Budget | None = None,
+        max_sessions_per_peer: int | None = None,
+        max_failed_fetches: int | None = None,
+        failed_fetches_per_second: float | None = None,
+        max_fetch_budgets: int | None = None,
     ) -> None:
+        """``max_sessions_per_peer``, ``max_failed_fetches``, ``failed_fetches_per_second`` and
+        ``max_fetch_budgets`` default to the module's constants of those names (upper case)."""
         self.location = location
         #: The budget every session's tables are charged to (None: only per-session limits).
         self.budget = budget
         self.name = name
         self._connect = connect
-        #: Asked by the bootstrap's ``fetch`` for swiss numbers ``swiss`` does not hold
-        #: (a value, or a promise for it; raising breaks the fetch).
+        #: Asked by the bootstrap's ``fetch`` for swiss numbers ``swiss`` does not hold, with the
+        #: fetching peer's authenticated designator (a value, or a promise for it; raising breaks the fetch).
         self.fetch = fetch
         #: Objects offered to any peer that knows their swiss number (``fetch``).
         self.swiss: dict[bytes, Any] = {}
@@ -261,6 +377,14 @@ class OcapnNode:
         self._gifts: dict[tuple[bytes, Any], Any] = {}
         self._waiting: dict[tuple[bytes, Any], list[_Withdrawal]] = {}
         self._nursery: trio.Nursery | None = None
+        #: Sessions one authenticated designator may have opened to us at once.
+        self.max_sessions_per_peer = MAX_SESSIONS_PER_PEER if max_sessions_per_peer is None else max_sessions_per_peer
+        #: Failed-fetch allowances by designator and by address, across sessions.
+        self.failed_fetches = FailedFetches(
+            MAX_FAILED_FETCHES if max_failed_fetches is None else max_failed_fetches,
+            FAILED_FETCHES_PER_SECOND if failed_fetches_per_second is None else failed_fetches_per_second,
+            MAX_FETCH_BUDGETS if max_fetch_budgets is None else max_fetch_budgets,
+        )
 
     # -- running ------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -275,22 +399,42 @@ class OcapnNode:
             raise RuntimeError("the OCapN node is not running")
         self._nursery.start_soon(fn, *args)
 
-    async def serve_stream(self, stream: trio.abc.Stream, *, peer_designator: str | None = None) -> None:
+    async def serve_stream(
+        self, stream: trio.abc.Stream, *, peer_designator: str | None = None, peer_address: str | None = None
+    ) -> None:
         """Run one session the peer opened over ``stream`` until it ends.
 
         ``peer_designator`` is the designator the netlayer authenticated at the
         other end (``PeerConnection.peer_designator``), if any: a peer whose
-        start-session claims another location is then refused.
+        start-session claims another location is then refused, and one that
+        has ``max_sessions_per_peer`` sessions open already is aborted at once
+        (``too-many-sessions``). ``peer_address`` is where it connects from
+        (``PeerConnection.remote_address``); failed fetches count against
+        both (``FailedFetches``).
         """
-        await self._serve(stream, self._add_peer(None, peer_designator))
+        peer = self._add_peer(None, peer_designator, peer_address)
+        if peer_designator is not None:
+            held = sum(
+                1
+                for other in self._peers
+                if other is not peer and other.outbound is None and other.verified_designator == peer_designator
+                and other.refused is None and not other.ended.is_set()
+            )  # fmt: skip
+            if held >= self.max_sessions_per_peer:
+                log.info("%s: refusing a session: its peer has %d open already", self.name, held)
+                peer.refused = f"{R_TOO_MANY_SESSIONS}: this peer has {held} sessions open here already (at most {self.max_sessions_per_peer})"
+        await self._serve(stream, peer)
 
     async def serve_connection(self, connection: PeerConnection) -> None:
         """``serve_stream`` for a netlayer's incoming connection (a netlayer ``serve`` handler)."""
-        await self.serve_stream(connection.stream, peer_designator=connection.peer_designator)
+        await self.serve_stream(
+            connection.stream, peer_designator=connection.peer_designator, peer_address=connection.remote_address
+        )
 
-    def _add_peer(self, outbound: PeerLocator | None, verified: str | None) -> _Peer:
+    def _add_peer(self, outbound: PeerLocator | None, verified: str | None, address: str | None) -> _Peer:
         peer = _Peer(self, outbound)
         peer.verified_designator = verified
+        peer.address = address
         self._peers.append(peer)
         self._by_profile[id(peer.profile)] = peer
         return peer
@@ -303,6 +447,8 @@ class OcapnNode:
             ) as conn:
                 peer.session = conn.session
                 self._by_session[id(conn.session)] = peer
+                if peer.refused is not None:
+                    conn.session.abort(peer.refused)
                 await conn.wait_closed()
         finally:
             peer.ended.set()
@@ -333,10 +479,10 @@ class OcapnNode:
             raise ConnectionError(f"no session to {location.designator} and no netlayer to dial it")
         dialed = await self._connect(location)
         if isinstance(dialed, PeerConnection):
-            stream, verified = dialed.stream, dialed.peer_designator
+            stream, verified, address = dialed.stream, dialed.peer_designator, dialed.remote_address
         else:
-            stream, verified = dialed, None
-        peer = self._add_peer(location, verified)
+            stream, verified, address = dialed, None, None
+        peer = self._add_peer(location, verified, address)
         self._spawn(self._serve, stream, peer)
         async with trio.open_nursery() as watchers:
 
@@ -350,7 +496,9 @@ class OcapnNode:
             return peer.session
         session = self._started_session(location)
         if session is None:
-            raise ConnectionError(f"the session to {location.designator} ended before it started")
+            aborted = peer.session.aborted if peer.session is not None else None
+            why = f" ({aborted})" if aborted is not None else ""
+            raise ConnectionError(f"the session to {location.designator} ended before it started{why}")
         return session
 
     def enliven(self, sturdyref: SturdyRef) -> Promise:
@@ -576,7 +724,12 @@ class _Bootstrap:
         self._peer = peer
 
     def fetch(self, swiss: Any) -> Any:
-        """The object at ``swiss``; a failure counts against the session (``MAX_FAILED_FETCHES``)."""
+        """The object at ``swiss``; a failure counts against the session and the peer (``MAX_FAILED_FETCHES``).
+
+        A peer out of failed fetches gets no lookup at all: its session is aborted.
+        """
+        if not self._peer.may_fetch():
+            raise KeyError("too many failed fetches")
         try:
             return self._fetch(swiss)
         except Exception:
@@ -591,7 +744,7 @@ class _Bootstrap:
         obj = self._node.swiss.get(swiss)
         if obj is None:
             if self._node.fetch is not None:
-                return self._node.fetch(swiss)
+                return self._node.fetch(swiss, self._peer.verified_designator)
             raise KeyError("no object has that swiss number")
         return obj
 

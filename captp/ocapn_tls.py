@@ -25,7 +25,9 @@ Then both ``PeerConnection``s carry the other's designator (authenticated)
 and the stream is the TLS stream. TLS 1.3 only; no session tickets; the
 handshake and proof must finish within ``HANDSHAKE_TIMEOUT``, each in the
 connection's own task, so a silent or garbage client delays no one else;
-at most ``MAX_PENDING_HANDSHAKES`` are under way at once.
+at most ``MAX_PENDING_HANDSHAKES`` are under way at once, and at most
+``MAX_CONNECTIONS_PER_ADDRESS`` connections (handshaking or proved) come
+from one address at once.
 
 Why TLS 1.3 and not Noise: the standard library's ``ssl`` (OpenSSL) and
 ``cryptography`` are maintained, audited and already dependencies; the
@@ -54,12 +56,22 @@ from cryptography.x509.oid import NameOID
 
 from .ocapn_keys import public_key_bytes
 from .ocapn_locators import PeerLocator
-from .ocapn_netlayers import Handler, NetlayerError, PeerConnection, dial_tcp, host_and_port, run_handler, serve_tcp
+from .ocapn_netlayers import (
+    Handler,
+    NetlayerError,
+    PeerConnection,
+    address_of,
+    dial_tcp,
+    host_and_port,
+    run_handler,
+    serve_tcp,
+)
 
 __all__ = [
     "CLIENT_PROOF_BYTES",
     "CLIENT_PROOF_CONTEXT",
     "HANDSHAKE_TIMEOUT",
+    "MAX_CONNECTIONS_PER_ADDRESS",
     "MAX_PENDING_HANDSHAKES",
     "TLS_NETLAYER",
     "TlsNetlayer",
@@ -86,6 +98,15 @@ HANDSHAKE_TIMEOUT = 10.0
 #: gateway, the workers' pipes), at the price of new peers waiting out the
 #: flood.
 MAX_PENDING_HANDSHAKES = 64
+
+#: Connections at once from one address (an IPv4 address, an IPv6 /64:
+#: ``ocapn_netlayers.address_key``), from accept until closed, handshakes
+#: included; more are closed at once. A daemon keeps one connection per
+#: peer (two for a moment while crossed hellos settle), so 16 leaves room
+#: for several daemons behind one NAT, while one address alone can hold
+#: only a quarter of the handshake slots above, and so cannot shut other
+#: peers out by itself.
+MAX_CONNECTIONS_PER_ADDRESS = 16
 
 #: Domain separation for the dialler's signature: it can never be taken for
 #: any other signature made with the same key.
@@ -212,7 +233,8 @@ class TlsNetlayer:
     it with the peer's state, since a new key is a new designator and every
     locator given out before names the old one. ``handshake_timeout`` bounds
     the handshake and the proof, both ways; ``max_pending_handshakes`` the
-    incoming connections that have not yet proved their key.
+    incoming connections that have not yet proved their key;
+    ``max_connections_per_address`` the incoming connections from one address.
     """
 
     name = TLS_NETLAYER
@@ -223,10 +245,14 @@ class TlsNetlayer:
         *,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
+        max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
     ) -> None:
         self._key = key
         self.handshake_timeout = handshake_timeout
         self._handshakes = trio.CapacityLimiter(max_pending_handshakes)
+        self.max_connections_per_address = max_connections_per_address
+        #: Incoming connections open now, by ``address_key`` (no entry: none).
+        self._per_address: dict[str, int] = {}
         self.designator = designator_for(key.public_key())
         #: The location announced once ``serve`` has started.
         self.location: PeerLocator | None = None
@@ -266,6 +292,26 @@ class TlsNetlayer:
         await serve_tcp(accept, host, port, location_for, task_status)
 
     async def _accept(self, tcp: trio.SocketStream, handler: Handler) -> None:
+        address = address_of(tcp)
+        if address is None:  # gone before we looked
+            await trio.aclose_forcefully(tcp)
+            return
+        held = self._per_address.get(address, 0)
+        if held >= self.max_connections_per_address:
+            log.info("%s: refused a connection from %s: it already has %d open", TLS_NETLAYER, address, held)
+            await trio.aclose_forcefully(tcp)
+            return
+        self._per_address[address] = held + 1
+        try:
+            await self._accept_from(tcp, address, handler)
+        finally:
+            left = self._per_address[address] - 1
+            if left:
+                self._per_address[address] = left
+            else:
+                del self._per_address[address]
+
+    async def _accept_from(self, tcp: trio.SocketStream, address: str, handler: Handler) -> None:
         try:
             self._handshakes.acquire_nowait()
         except trio.WouldBlock:
@@ -280,7 +326,12 @@ class TlsNetlayer:
             return
         tls, client_key = accepted
         connection = PeerConnection(
-            tls, TLS_NETLAYER, outbound=False, peer_designator=designator_for(client_key), details={"public_key": public_key_bytes(client_key)}
+            tls,
+            TLS_NETLAYER,
+            outbound=False,
+            peer_designator=designator_for(client_key),
+            remote_address=address,
+            details={"public_key": public_key_bytes(client_key)},
         )
         await run_handler(handler, connection)
 
@@ -337,7 +388,12 @@ class TlsNetlayer:
             await trio.aclose_forcefully(tls)
             raise
         return PeerConnection(
-            tls, TLS_NETLAYER, outbound=True, peer_designator=locator.designator, details={"public_key": public_key_bytes(peer_key)}
+            tls,
+            TLS_NETLAYER,
+            outbound=True,
+            peer_designator=locator.designator,
+            remote_address=address_of(tcp),
+            details={"public_key": public_key_bytes(peer_key)},
         )
 
 

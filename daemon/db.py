@@ -174,9 +174,23 @@ def _schema_3(db: sqlite3.Connection) -> None:
         db.execute("UPDATE formulas SET body = ? WHERE id = ?", [_json(formula), fid])
 
 
+def _schema_4(db: sqlite3.Connection) -> None:
+    """Which peers fetched each share: one row per share and peer designator (``peers.Network``)."""
+    db.execute(
+        f"""CREATE TABLE share_fetches (
+            share TEXT NOT NULL CHECK ({_ID_CHECK.format("share")}),
+            peer TEXT NOT NULL,  -- the designator the netlayer authenticated
+            first REAL NOT NULL,  -- seconds since the epoch
+            last REAL NOT NULL,
+            count INTEGER NOT NULL CHECK (typeof(count) = 'integer' AND count > 0),
+            PRIMARY KEY (share, peer)
+        ) WITHOUT ROWID"""
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 # MIGRATIONS[n] takes a file from schema version n to n + 1 (version 0 = empty).
-MIGRATIONS: list[Migration] = [_schema_1, _schema_2, _schema_3]
+MIGRATIONS: list[Migration] = [_schema_1, _schema_2, _schema_3, _schema_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 # A layer's namespace: a short lower-case word (it is part of a meta key).
 _NAMESPACE = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
@@ -260,6 +274,9 @@ def blob_hash(data: bytes) -> str:
 
 _PUT_FORMULA = "INSERT OR REPLACE INTO formulas (id, type, body) VALUES (?, ?, ?)"
 _DELETE_FORMULA = "DELETE FROM formulas WHERE id = ?"
+_PUT_SHARE_FETCH = "INSERT OR REPLACE INTO share_fetches (share, peer, first, last, count) VALUES (?, ?, ?, ?, ?)"
+_DELETE_SHARE_FETCH = "DELETE FROM share_fetches WHERE share = ? AND peer = ?"
+_DELETE_SHARE_FETCHES = "DELETE FROM share_fetches WHERE share = ?"
 _SET_NAME = "INSERT OR REPLACE INTO names (store, name, formula) VALUES (?, ?, ?)"
 _REMOVE_NAME = "DELETE FROM names WHERE store = ? AND name = ?"
 _PUT_MESSAGE = "INSERT OR REPLACE INTO messages (mailbox, number, record) VALUES (?, ?, ?)"
@@ -292,7 +309,16 @@ class Batch:
         self._ops.append((_PUT_FORMULA, (formula_id, kind, _json(data))))
 
     def delete_formula(self, formula_id: str) -> None:
+        """Delete a formula, and what is recorded about it (a share's fetches)."""
         self._ops.append((_DELETE_FORMULA, (formula_id,)))
+        self._ops.append((_DELETE_SHARE_FETCHES, (formula_id,)))
+
+    def put_share_fetch(self, share_id: str, peer: str, first: float, last: float, count: int) -> None:
+        """Record that ``peer`` (a designator) fetched the share ``count`` times, from ``first`` to ``last``."""
+        self._ops.append((_PUT_SHARE_FETCH, (share_id, peer, float(first), float(last), int(count))))
+
+    def delete_share_fetch(self, share_id: str, peer: str) -> None:
+        self._ops.append((_DELETE_SHARE_FETCH, (share_id, peer)))
 
     def set_name(self, store_id: str, name: str, formula_id: str) -> None:
         self._ops.append((_SET_NAME, (store_id, name, formula_id)))
@@ -650,6 +676,14 @@ class Database:
         for mailbox, record in self._read("SELECT mailbox, record FROM messages ORDER BY mailbox, number"):
             messages.setdefault(mailbox, []).append(json.loads(record))
         return messages
+
+    def load_share_fetches(self) -> dict[str, list[dict[str, Any]]]:
+        """Who fetched each share: share id -> [{peer, first, last, count}], the latest fetch first."""
+        fetches: dict[str, list[dict[str, Any]]] = {}
+        rows = self._read("SELECT share, peer, first, last, count FROM share_fetches ORDER BY share, last DESC, peer")
+        for share, peer, first, last, count in rows:
+            fetches.setdefault(share, []).append({"peer": peer, "first": first, "last": last, "count": count})
+        return fetches
 
     def select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """The rows of a query on a layer's own tables (committed data only, like every loader)."""

@@ -518,7 +518,8 @@ class Host(Agent):
         ]
 
     async def list_shares(self) -> list[dict[str, Any]]:
-        """This host's shares: id, URI (None while the daemon does not listen), and the value's names."""
+        """This host's shares: id, URI (None while the daemon does not listen), the value's names,
+        and the peers that fetched each (``fetched_by``: designator, first and last time, count)."""
         from .peers import PeerError, network_of
 
         network = await network_of(self._kernel)
@@ -528,7 +529,10 @@ class Host(Agent):
                 uri: str | None = network.sturdyref_uri(formula.swiss)
             except PeerError:
                 uri = None
-            shares.append({"id": fid, "uri": uri, "value": formula.value, "names": self._store.reverse(formula.value)})
+            shares.append({
+                "id": fid, "uri": uri, "value": formula.value, "names": self._store.reverse(formula.value),
+                "fetched_by": network.fetches.fetched_by(fid),
+            })  # fmt: skip
         return shares
 
     async def revoke_share(self, what: str) -> int:

@@ -72,6 +72,19 @@ class DaemonLimits:
     #: until the recipient answers or dismisses one (prompt spam, issue 9 item 13).
     pending_requests: int = 3
 
+    # -- OCapN peers (``captp.ocapn_node``, ``captp.ocapn_tls``, which say why these numbers) --
+    #: Sessions one peer (an authenticated designator) may have opened to us at once.
+    peer_sessions: int = 4
+    #: Connections at once from one address (IPv4, or an IPv6 /64) at the listener, handshakes included.
+    peer_connections_per_address: int = 16
+    #: Failed fetches (wrong swiss numbers) a peer may make in a burst, and
+    #: how many it earns back a second; kept per designator and per address
+    #: across sessions, so reconnecting does not refill them.
+    peer_failed_fetches: int = 32
+    peer_failed_fetches_per_second: float = 1.0
+    #: Designators and addresses whose failed-fetch allowance is remembered (least recently used forgotten).
+    peer_fetch_budgets: int = 4096
+
 
 def load_limits(env: Mapping[str, str] = os.environ) -> DaemonLimits:
     """The defaults, with ``OCAPD_LIMITS`` applied. Raises ``ValueError`` for a bad override."""

@@ -13,7 +13,10 @@
   base64url) to a value's formula; the bootstrap object's ``fetch(swiss)``
   provides that formula: copy data as is, an object behind a ``Caretaker``.
   Revoking deletes the formula and revokes the caretaker: later fetches
-  fail, and so do calls through references already fetched.
+  fail, and so do calls through references already fetched. Each share
+  records which peers (designators) fetched it, when first and last, and
+  how often (``share_fetches`` table, at most ``MAX_FETCHERS_PER_SHARE``
+  peers a share), so whoever revokes it sees who holds it.
 - **Remote references.** A ``peer`` formula is a peer's locator; its
   incarnation is a started session (dialed on first use, shared by every
   reference to that peer, and cancelled when the session ends, so the next
@@ -36,6 +39,7 @@ import re
 import secrets
 import socket
 import stat
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -57,8 +61,8 @@ if TYPE_CHECKING:
     from .kernel import Incarnation, Kernel, Txn
 
 __all__ = [
-    "KEY_FILE", "LISTEN_META", "NETLAYERS", "Caretaker", "Network", "NetworkControl", "Peer", "PeerError",
-    "PeerUnreachable", "advertised_address", "is_unspecified", "make_peer", "short", "make_share", "make_sturdyref",
+    "KEY_FILE", "LISTEN_META", "MAX_FETCHERS_PER_SHARE", "NETLAYERS", "Caretaker", "Network", "NetworkControl", "Peer", "PeerError",
+    "PeerUnreachable", "ShareFetches", "advertised_address", "is_unspecified", "make_peer", "short", "make_share", "make_sturdyref",
     "network_of", "new_swiss", "resume_listening", "stage_peer", "stage_share", "stage_unshare", "sturdyref_parts",
 ]  # fmt: skip
 
@@ -73,6 +77,11 @@ LISTEN_META = "ocapn_listen"
 NETLAYERS = ("tls-ed25519",)
 #: Random bytes in a swiss number: as a formula id, unguessable.
 SWISS_BYTES = 32
+#: Peers remembered per share as having fetched it, the one that fetched
+#: least recently forgotten first. A share usually goes to one peer, an
+#: invitation's to exactly one; a URI posted widely is fetched by many, and
+#: 16 rows (about 2 KiB) then show the latest holders, not all of them.
+MAX_FETCHERS_PER_SHARE = 16
 
 
 class PeerError(Exception):
@@ -185,6 +194,88 @@ def load_or_create_key(path: os.PathLike[str] | str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(raw)
 
 
+class ShareFetches:
+    """Which peers fetched each share of the daemon: in memory, written to the database soon after.
+
+    At most ``MAX_FETCHERS_PER_SHARE`` peers a share, the one that fetched
+    least recently forgotten first; a share's record goes with its formula.
+    """
+
+    def __init__(self, kernel: Kernel) -> None:
+        self._kernel = kernel
+        #: Share id -> designator -> {peer, first, last, count}; loaded on first use.
+        self._fetchers: dict[str, dict[str, dict[str, Any]]] | None = None
+        #: (share id, designator) recorded in memory and not yet written; a writer task runs while any are.
+        self._unwritten: set[tuple[str, str]] = set()
+        self._writing = False
+
+    def _fetch_records(self) -> dict[str, dict[str, dict[str, Any]]]:
+        if self._fetchers is None:
+            loaded = self._kernel.db.load_share_fetches()
+            self._fetchers = {share: {r["peer"]: r for r in records} for share, records in loaded.items()}
+        return self._fetchers
+
+    def fetched_by(self, share_id: str) -> list[dict[str, Any]]:
+        """The peers that fetched a share: [{peer, first, last, count}] (times in seconds since the epoch), latest first."""
+        records = self._fetch_records().get(share_id, {})
+        return sorted((dict(r) for r in records.values()), key=lambda r: (-r["last"], r["peer"]))
+
+    def holders(self) -> list[dict[str, Any]]:
+        """Each peer that fetched one of the shares that still exist: {peer, shares, last}, latest first."""
+        by_peer: dict[str, dict[str, Any]] = {}
+        for share_id, records in self._fetch_records().items():
+            if share_id not in self._kernel.formulas:
+                continue
+            for peer, record in records.items():
+                held = by_peer.setdefault(peer, {"peer": peer, "shares": 0, "last": record["last"]})
+                held["shares"] += 1
+                held["last"] = max(held["last"], record["last"])
+        return sorted(by_peer.values(), key=lambda h: (-h["last"], h["peer"]))
+
+    def record(self, share_id: str, peer: str) -> None:
+        """Note that ``peer`` fetched the share; written to the database soon after (``_write``)."""
+        now = time.time()
+        records = self._fetch_records().setdefault(share_id, {})
+        record = records.get(peer)
+        if record is None:
+            record = records[peer] = {"peer": peer, "first": now, "last": now, "count": 0}
+            if len(records) > MAX_FETCHERS_PER_SHARE:
+                gone = min((r for r in records.values() if r is not record), key=lambda r: r["last"])
+                del records[gone["peer"]]
+                self._unwritten.add((share_id, gone["peer"]))
+        record["last"] = now
+        record["count"] += 1
+        self._unwritten.add((share_id, peer))
+        if not self._writing:
+            self._writing = True
+            self._kernel.nursery.start_soon(self._write)
+
+    async def _write(self) -> None:
+        """Write what ``record`` noted, as one batch per round: a peer fetching
+        in a loop costs one write per commit, not one per fetch."""
+        try:
+            while self._unwritten:
+                keys, self._unwritten = self._unwritten, set()
+                batch = self._kernel.db.batch()
+                for share_id, peer in sorted(keys):
+                    record = self._fetch_records().get(share_id, {}).get(peer)
+                    if record is None:
+                        batch.delete_share_fetch(share_id, peer)
+                    elif share_id in self._kernel.formulas:  # not revoked meanwhile
+                        batch.put_share_fetch(share_id, peer, record["first"], record["last"], record["count"])
+                with trio.CancelScope(shield=True):  # a fetch answered is recorded, also at shutdown
+                    await self._kernel.db.commit(batch)
+        except Exception as e:
+            log.warning("could not record which peers fetched a share: %s", e)
+        finally:
+            self._writing = False
+
+    def forget(self, share_id: str) -> None:
+        """A share is gone (its rows go with its formula)."""
+        self._fetch_records().pop(share_id, None)
+
+
+
 class Network:
     """The daemon's OCapN node, its identity and (when listening) its listener. One per daemon."""
 
@@ -193,14 +284,25 @@ class Network:
         from ocapd.captp.ocapn_node import OcapnNode
         from ocapd.captp.ocapn_tls import TLS_NETLAYER, TlsNetlayer
 
+        from .limits import DaemonLimits
+
         self._kernel = kernel
-        self.netlayer: TlsNetlayer = TlsNetlayer(key)
+        limits = kernel.services.limits or DaemonLimits()
+        self.netlayer: TlsNetlayer = TlsNetlayer(key, max_connections_per_address=limits.peer_connections_per_address)
         self.designator = self.netlayer.designator
         # Until it listens, the daemon's location says who it is but not where.
         self._unlisted = PeerLocator(self.designator, TLS_NETLAYER, {})
         # Peers are untrusted: their sessions share the budget of workers' and gateway sessions.
         self.node: OcapnNode = OcapnNode(
-            self._unlisted, self.netlayer.connect, name="ocapn", fetch=self._fetch, budget=kernel.services.budget
+            self._unlisted,
+            self.netlayer.connect,
+            name="ocapn",
+            fetch=self._fetch,
+            budget=kernel.services.budget,
+            max_sessions_per_peer=limits.peer_sessions,
+            max_failed_fetches=limits.peer_failed_fetches,
+            failed_fetches_per_second=limits.peer_failed_fetches_per_second,
+            max_fetch_budgets=limits.peer_fetch_budgets,
         )
         self._listener: trio.CancelScope | None = None
         self._closed = trio.Event()
@@ -209,6 +311,8 @@ class Network:
         self._address: str | None = None
         self._advertise: str | None = None
         self._swiss: dict[bytes, str] | None = None
+        #: Which peers fetched each share.
+        self.fetches = ShareFetches(kernel)
 
     # -- listening --------------------------------------------------------------------
     async def listen(
@@ -310,11 +414,16 @@ class Network:
             raise PeerError("this daemon does not listen for peers; run `ocapd network listen --netlayer tls-ed25519` first")
         return SturdyRef(self.listening, swiss.encode("ascii")).to_uri()
 
-    def _fetch(self, swiss: bytes) -> Any:
-        """The bootstrap's ``fetch`` for swiss numbers of share formulas: a promise for the shared value."""
+    def _fetch(self, swiss: bytes, peer: str | None = None) -> Any:
+        """The bootstrap's ``fetch`` for swiss numbers of share formulas: a promise for the shared value.
+
+        ``peer``, the designator the netlayer authenticated, is recorded with the share.
+        """
         fid = self._index().get(swiss)
         if fid is None:
             raise KeyError("no object has that swiss number")
+        if peer is not None:
+            self.fetches.record(fid, peer)
         promise, resolver = make_promise_kit()
 
         async def provide() -> None:
@@ -523,6 +632,7 @@ def stage_unshare(kernel: Kernel, network: Network, txn: Txn, share_ids: list[st
 
     def forget() -> None:
         for fid in share_ids:
+            network.fetches.forget(fid)
             for inc in kernel.detach(fid, reason):
                 if inc.promise.fulfilled and isinstance(inc.promise.result(), Caretaker):
                     inc.promise.result()._revoke(reason)  # now, before the caller hears it is done

@@ -213,6 +213,8 @@ def _ocapn_report(kernel: Kernel) -> dict[str, Any] | None:
         **(network.show() if network is not None else {"listening": False, "uri": None, "sessions": []}),
         "peers": peers,
         "shares": shares,
+        # Peers that fetched a share that still exists: who holds what this daemon gave out.
+        "holders": network.fetches.holders() if network is not None else [],
     }
 
 

@@ -290,6 +290,10 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         print(f"  peers ({len(ocapn['peers'])})")
         for p in ocapn["peers"]:
             print(f"    {p['id'][:16]}  {'live' if p['live'] else '-':5} {p['locator']}")
+        holders = ocapn.get("holders", [])
+        print(f"  share holders ({len(holders)})")
+        for h in holders:
+            print(f"    {h['peer']}  {h['shares']} share{'s' if h['shares'] != 1 else ''}")
         print(f"  sessions ({len(ocapn['sessions'])})")
         for s in ocapn["sessions"]:
             who = s["designator"] or "?"

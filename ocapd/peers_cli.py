@@ -55,6 +55,13 @@ def cmd_network(conv: Conversation, args: argparse.Namespace) -> None:
     _print_sessions(shown["sessions"])
 
 
+def _when(seconds: float) -> str:
+    """A time for a listing, local and to the second."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
 @agent_command
 def cmd_share(conv: Conversation, args: argparse.Namespace) -> None:
     if args.list:
@@ -67,6 +74,11 @@ def cmd_share(conv: Conversation, args: argparse.Namespace) -> None:
         for s in shares:
             names = ", ".join(s["names"]) or s["value"][:16]
             print(f"{names:24} {s['uri'] or '(not listening)'}")
+            for f in s["fetched_by"]:
+                times = "once" if f["count"] == 1 else f"{f['count']} times"
+                print(f"  fetched by {f['peer']}  {times}, first {_when(f['first'])}, last {_when(f['last'])}")
+            if not s["fetched_by"]:
+                print("  not fetched yet")
         return
     if args.target is None:
         raise CliError("share: give the name of the value to share (or --list)")

@@ -131,6 +131,24 @@ async def test_meta_values_are_strings(db: Database) -> None:
         db.batch().set_meta("n", 1)  # type: ignore[arg-type]
 
 
+async def test_a_shares_fetches_are_kept_and_go_with_its_formula(db: Database) -> None:
+    share, other = "1" * 64, "2" * 64
+    batch = db.batch()
+    batch.put_share_fetch(share, "peer-a", 10.0, 10.0, 1)
+    batch.put_share_fetch(share, "peer-a", 10.0, 12.5, 2)  # the same peer again: one row
+    batch.put_share_fetch(share, "peer-b", 11.0, 11.0, 1)
+    batch.put_share_fetch(other, "peer-a", 5.0, 5.0, 1)
+    await db.commit(batch)
+    db = await reopen(db)
+    assert db.load_share_fetches() == {
+        share: [{"peer": "peer-a", "first": 10.0, "last": 12.5, "count": 2}, {"peer": "peer-b", "first": 11.0, "last": 11.0, "count": 1}],
+        other: [{"peer": "peer-a", "first": 5.0, "last": 5.0, "count": 1}],
+    }
+    await db.delete_formula(share)
+    assert list(db.load_share_fetches()) == [other]
+    await db.aclose()
+
+
 async def test_blobs_are_content_addressed_and_stored_once(db: Database) -> None:
     data = bytes(range(256)) * 100
     sha = await db.put_blob(data)
@@ -470,12 +488,38 @@ def _fixture_v3(db: sqlite3.Connection) -> None:
     )
 
 
+def _check_v3(database: Database) -> None:
+    _check_marshal_in_storage_encoding(database)
+    assert database.load_share_fetches() == {}  # a file from before fetches were recorded has none
+
+
+OLD_SHARE = "f" * 64
+OLD_PEER = "p" * 52
+
+
+def _fixture_v4(db: sqlite3.Connection) -> None:
+    _fixture_v3(db)
+    with db:
+        db.execute(
+            "INSERT INTO share_fetches (share, peer, first, last, count) VALUES (?, ?, 1700000000.5, 1700000100.25, 3)",
+            [OLD_SHARE, OLD_PEER],
+        )
+
+
+def _check_v4(database: Database) -> None:
+    _check_marshal_in_storage_encoding(database)
+    assert database.load_share_fetches() == {
+        OLD_SHARE: [{"peer": OLD_PEER, "first": 1700000000.5, "last": 1700000100.25, "count": 3}]
+    }
+
+
 # The gateway's tokens each earlier file holds, read by the gateway after it brought its own tables up to date.
 TOKENS_AFTER_UPGRADE: dict[int, list[tokens.TokenRecord]] = {
     0: [],
     1: [],
     2: [tokens.TokenRecord(id="d" * 32, hash=OLD_TOKEN_HASH, agent=OLD_FORMULA, label="chat", created=1700000000.5)],
     3: [tokens.TokenRecord(id="d" * 32, hash=OLD_TOKEN_HASH, agent=OLD_FORMULA, label="chat", created=1700000000.5)],
+    4: [tokens.TokenRecord(id="d" * 32, hash=OLD_TOKEN_HASH, agent=OLD_FORMULA, label="chat", created=1700000000.5)],
 }
 
 
@@ -483,7 +527,8 @@ UPGRADES: dict[int, tuple[Callable[[sqlite3.Connection], None], Callable[[Databa
     0: (_fixture_v0, _check_v0),
     1: (_fixture_v1, _check_v1),
     2: (_fixture_v2_with_marshal, _check_marshal_in_storage_encoding),
-    3: (_fixture_v3, _check_marshal_in_storage_encoding),
+    3: (_fixture_v3, _check_v3),
+    4: (_fixture_v4, _check_v4),
 }
 
 

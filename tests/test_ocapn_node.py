@@ -25,7 +25,7 @@ from ocapd.captp.messages import Deliver, DescKind, Descriptor
 from ocapd.captp.ocapn_keys import MAX_GIFT_ID, make_handoff_give, make_handoff_receive
 from ocapd.captp.ocapn_locators import PeerLocator, SturdyRef
 from ocapd.captp.ocapn_netlayers import PeerConnection, TcpTestingOnlyNetlayer
-from ocapd.captp.ocapn_node import R_TOO_MANY_FAILED_FETCHES, OcapnNode
+from ocapd.captp.ocapn_node import R_TOO_MANY_FAILED_FETCHES, R_TOO_MANY_SESSIONS, FailedFetches, OcapnNode
 from ocapd.captp.ocapn_profile import OcapnProfile
 from ocapd.captp.ocapn_test_peer import SWISS_NUMBERS, make_objects
 from ocapd.captp.session import Limits, Session, SessionAborted
@@ -426,10 +426,14 @@ async def test_an_answer_passed_on_is_forwarded_through_the_gifter(nursery: trio
 
 
 @asynccontextmanager
-async def tls_node(claimed_designator: str | None = None) -> AsyncIterator[tuple[OcapnNode, str]]:
+async def tls_node(
+    claimed_designator: str | None = None, *, by_address: bool = False, **limits: Any
+) -> AsyncIterator[tuple[OcapnNode, str]]:
     """A node on the tls-ed25519 netlayer and the designator its key proves.
 
     ``claimed_designator``: the designator its start-session claims instead.
+    ``by_address``: the node hears where each peer connects from (as a
+    daemon's does), not only who it is. ``limits``: the node's own.
     """
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -439,12 +443,15 @@ async def tls_node(claimed_designator: str | None = None) -> AsyncIterator[tuple
     box: list[OcapnNode] = []
 
     async def handle(connection: PeerConnection) -> None:
-        await box[0].serve_stream(connection.stream, peer_designator=connection.peer_designator)
+        if by_address:
+            await box[0].serve_connection(connection)
+        else:
+            await box[0].serve_stream(connection.stream, peer_designator=connection.peer_designator)
 
     async with trio.open_nursery() as inner:
         location = await inner.start(netlayer.serve, handle, "127.0.0.1", 0)
         claimed = location if claimed_designator is None else PeerLocator(claimed_designator, location.transport, location.hints)
-        node = OcapnNode(claimed, netlayer.connect)
+        node = OcapnNode(claimed, netlayer.connect, **limits)
         node.swiss.update(make_objects(node))
         await inner.start(node.run)
         box.append(node)
@@ -592,6 +599,117 @@ async def test_failed_fetches_are_forgiven_at_a_steady_rate(nursery: trio.Nurser
             with pytest.raises(RemoteError, match="swiss number"):
                 await E(session.bootstrap()).fetch(b"typo %d" % n)
         assert session.aborted is None
+
+
+async def _guess_over_a_new_session(server: OcapnNode, key: Any = None) -> str:
+    """Dial ``server`` afresh as the holder of ``key`` (None: a new key) and fetch a wrong swiss number once.
+
+    Returns "refused" (the fetch broke, the session went on) or the abort
+    reason of the session.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ocapd.captp.ocapn_tls import TlsNetlayer
+
+    netlayer = TlsNetlayer(key if key is not None else Ed25519PrivateKey.generate())
+    async with trio.open_nursery() as inner:
+        client = OcapnNode(PeerLocator(netlayer.designator, "tls-ed25519", {}), netlayer.connect)
+        await inner.start(client.run)
+        try:
+            session = await client.session_for(server.location)
+            with trio.fail_after(10):
+                await E(session.bootstrap()).fetch(b"a guess")
+        except SessionAborted as e:
+            return e.code
+        except RemoteError as e:
+            assert "swiss number" in str(e)
+            return "refused"
+        finally:
+            inner.cancel_scope.cancel()
+    raise AssertionError("a wrong swiss number was answered")
+
+
+async def test_a_guesser_reconnecting_with_its_key_finds_the_allowance_it_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    # No allowance earned back, so the count does not hang on how fast the machine is.
+    async with tls_node(max_failed_fetches=5, failed_fetches_per_second=0.0) as (server, _), tls_node() as (honest, _):
+        guesser = Ed25519PrivateKey.generate()
+        outcomes = [await _guess_over_a_new_session(server, guesser) for _ in range(100)]
+        assert outcomes == ["refused"] * 5 + [R_TOO_MANY_FAILED_FETCHES] * 95
+        # The allowance is the guesser's own: another peer still fetches, and fails a fetch as anyone may.
+        assert await E(await honest.enliven(SturdyRef(server.location, ECHO)))(1) == [1]
+        assert await _guess_over_a_new_session(server) == "refused"
+
+
+async def test_a_guesser_reconnecting_with_fresh_keys_finds_the_allowance_its_address_left() -> None:
+    async with tls_node(by_address=True, max_failed_fetches=5, failed_fetches_per_second=0.0) as (server, _):
+        outcomes = [await _guess_over_a_new_session(server) for _ in range(100)]
+        assert outcomes == ["refused"] * 5 + [R_TOO_MANY_FAILED_FETCHES] * 95
+        # Each fresh key got one guess, and its session ended with it: the address's allowance stays spent.
+        assert len(server.failed_fetches) == 1 + 100  # the address and each key (none forgotten yet)
+        # The address is over its allowance, yet a peer there with a right swiss number is served.
+        async with tls_node() as (neighbour, _):
+            assert await E(await neighbour.enliven(SturdyRef(server.location, ECHO)))(1) == [1]
+
+
+async def test_failed_fetch_allowances_are_bounded_in_memory_forgetting_the_least_recently_charged() -> None:
+    budgets = FailedFetches(burst=2, per_second=0.0, capacity=3)
+    for n in range(1000):
+        budgets.charge(("designator", f"key {n}"))
+        budgets.charge(("address", "192.0.2.7"))
+    assert len(budgets) == 3
+    # The address charged all along is remembered (and over its allowance); the first keys are not.
+    assert budgets.left(("address", "192.0.2.7")) == 2 - 1000
+    assert budgets.left(("designator", "key 999")) == 1
+    assert budgets.left(("designator", "key 0")) == 2
+
+
+# -- sessions per peer ---------------------------------------------------------------------------
+
+
+async def test_a_peer_opening_more_sessions_than_allowed_is_refused_while_others_connect_and_call() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ocapd.captp.ocapn_tls import TlsNetlayer
+
+    key = Ed25519PrivateKey.generate()
+    async with tls_node(max_sessions_per_peer=2) as (server, _), tls_node() as (honest, _):
+        async with trio.open_nursery() as inner:
+            sessions = []
+            refused: ConnectionError | None = None
+            for _ in range(3):  # one node each, so none reuses another's session
+                netlayer = TlsNetlayer(key)
+                node = OcapnNode(PeerLocator(netlayer.designator, "tls-ed25519", {}), netlayer.connect)
+                await inner.start(node.run)
+                try:
+                    sessions.append(await node.session_for(server.location))
+                    with trio.fail_after(10):
+                        assert await E(sessions[-1].bootstrap()).fetch(ECHO) is not None
+                except ConnectionError as e:
+                    assert R_TOO_MANY_SESSIONS in str(e) and "\n" not in str(e)
+                    refused = e
+            assert len(sessions) >= 2 and refused is not None
+            for session in sessions[2:]:  # started before the abort reached it, if at all
+                assert session.aborted is not None and session.aborted.code == R_TOO_MANY_SESSIONS
+            # Another peer connects and calls meanwhile.
+            assert await E(await honest.enliven(SturdyRef(server.location, ECHO)))(1) == [1]
+            # The bound is on sessions at once: once one ends, the peer may open another.
+            held = [p for p in server._peers if p.verified_designator == netlayer.designator and p.refused is None]
+            sessions[0].abort()
+            async with trio.open_nursery() as watch:  # until the server has seen one end
+
+                async def first(event: trio.Event) -> None:
+                    await event.wait()
+                    watch.cancel_scope.cancel()
+
+                for peer in held:
+                    watch.start_soon(first, peer.ended)
+            netlayer = TlsNetlayer(key)
+            node = OcapnNode(PeerLocator(netlayer.designator, "tls-ed25519", {}), netlayer.connect)
+            await inner.start(node.run)
+            assert await E(await node.enliven(SturdyRef(server.location, ECHO)))(2) == [2]
+            inner.cancel_scope.cancel()
 
 
 # -- error names ---------------------------------------------------------------------------------

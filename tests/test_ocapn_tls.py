@@ -281,3 +281,62 @@ async def test_connections_beyond_the_handshake_cap_are_closed_at_once_and_the_s
     await trio.testing.wait_all_tasks_blocked()  # its handshake has failed and freed the slot
     await still_serves(location)
     assert len(recorder.connections) == 1
+
+
+async def closed_at_once(stream: trio.SocketStream) -> bool:
+    """Whether the listener closed ``stream`` without a handshake (a silent client's would wait for its timeout)."""
+    with trio.fail_after(30):
+        try:
+            return await stream.receive_some(100) == b""
+        except trio.BrokenResourceError:
+            return True
+
+
+async def proved_from(netlayer: TlsNetlayer, location: PeerLocator, address: str) -> trio.SSLStream[trio.SocketStream]:
+    """A connection from ``address`` that has proved a fresh key to the listener."""
+    port = int(location.hint("port") or 0)
+    tls = trio.SSLStream(
+        await trio.open_tcp_stream("127.0.0.1", port, local_address=address), netlayer._client_context, server_hostname=None
+    )
+    with trio.fail_after(30):
+        await tls.do_handshake()
+        nonce = await tls.receive_some(32)
+        await tls.send_all(sign_client_proof(generate_key(), public_key_for(location.designator), nonce))
+        assert await tls.receive_some(1) == b"\x01"
+    return tls
+
+
+async def test_one_address_holding_its_connections_is_refused_more_while_others_connect(nursery: trio.Nursery) -> None:
+    """Connections from one address, silent or proved, are capped; another address is served meanwhile."""
+    # A handshake timeout no test waits out: a silent connection holds its slot until closed.
+    netlayer = TlsNetlayer(generate_key(), max_connections_per_address=3, handshake_timeout=3600)
+    _, location, recorder = await start(nursery, netlayer)
+    port = int(location.hint("port") or 0)
+    # Two silent connections and one proved one from 127.0.0.2: the cap counts both kinds.
+    silent = [await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2") for _ in range(2)]
+    proved = await proved_from(netlayer, location, "127.0.0.2")
+    await trio.testing.wait_all_tasks_blocked()
+    assert [c.remote_address for c in recorder.connections] == ["127.0.0.2"]
+    for _ in range(5):
+        async with await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2") as extra:
+            assert await closed_at_once(extra)
+    # Another address connects, proves its key and is served.
+    await still_serves(location)
+    assert recorder.connections[-1].remote_address == "127.0.0.1"
+    # One closed, the address may connect again, and is served.
+    await silent[0].aclose()
+    await trio.testing.wait_all_tasks_blocked()  # its handshake has failed and freed its place
+    again = await proved_from(netlayer, location, "127.0.0.2")
+    await again.send_all(b"again")
+    assert await again.receive_some(100) == b"echo:again"
+    for stream in [again, proved, *silent[1:]]:
+        await trio.aclose_forcefully(stream)
+
+
+def test_addresses_are_counted_by_ipv4_address_or_ipv6_64() -> None:
+    from ocapd.captp.ocapn_netlayers import address_key
+
+    assert address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")

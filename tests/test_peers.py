@@ -139,6 +139,36 @@ def test_a_wrong_swiss_number_is_refused_and_names_nothing(pair: tuple[DaemonPro
     assert "forged" not in b.out("list")
 
 
+def test_a_peer_guessing_swiss_numbers_is_cut_off_and_reconnecting_does_not_refill_its_allowance(
+    pair: tuple[DaemonProcess, DaemonProcess], tmp_path: Path
+) -> None:
+    a, b = pair
+    c = DaemonProcess(tmp_path / "home")
+    c.home.mkdir()
+    # Nothing earned back, so what the guesser sees does not hang on the machine's speed.
+    c.env["OCAPD_LIMITS"] = json.dumps({"peer_failed_fetches": 2, "peer_failed_fetches_per_second": 0})
+    c.start()
+    try:
+        c.out("network", "listen", "--netlayer", "tls-ed25519")
+        c.out("store", "--text", "open secret", "-n", "note")
+        uri = c.out("share", "note")
+        head, rest = uri.split("/s/")
+        swiss, hints = rest.split("?")
+        # Each enliven after an abort dials a new session; the allowance is the peer's, not the session's.
+        lines = [
+            one_line_error(b.cli("enliven", f"{head}/s/guess{n}{swiss[6:]}?{hints}", "-n", f"guess-{n}", check=False))
+            for n in range(6)
+        ]
+        assert all("refused the sturdyref" in line and "swiss number" in line for line in lines[:2]), lines
+        assert all("too-many-failed-fetches" in line for line in lines[2:]), lines
+        # Over its allowance the guesser gets no lookup, not even of the right number; another peer is served.
+        assert "too-many-failed-fetches" in one_line_error(b.cli("enliven", uri, "-n", "note-at-c", check=False))
+        a.out("enliven", uri, "-n", "note-at-c")
+        assert a.out("show", "note-at-c") == "open secret"
+    finally:
+        c.stop()
+
+
 def test_a_designator_the_listener_does_not_hold_is_refused(pair: tuple[DaemonProcess, DaemonProcess], shared: str) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -183,6 +213,41 @@ def test_revoking_a_share_cuts_the_references_peers_already_fetched(
     line = one_line_error(b.cli("eval", CALL, "g:greeter-2", check=False))
     assert "revoked" in line
     assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")  # the first share is another caretaker
+
+
+def test_a_share_records_which_peers_fetched_it_and_the_record_is_kept_and_goes_with_the_share(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: str
+) -> None:
+    a, b = pair
+    b_designator = show_json(b, "network", "show")["designator"]
+    b.cli("enliven", shared, "-n", "greeter-at-a", "--replace")
+    assert "hello bob" in b.out("eval", CALL, "g:greeter-at-a")
+    a.out("store", "--text", "for b only", "-n", "memo")
+    memo = a.out("share", "memo")
+    assert next(s for s in show_json(a, "share", "--list") if s["uri"] == memo)["fetched_by"] == []
+    assert "not fetched yet" in a.out("share", "--list")
+    b.out("enliven", memo, "-n", "memo-at-a")
+
+    def fetched_by(uri: str) -> list[dict]:
+        return next(s for s in show_json(a, "share", "--list") if s["uri"] == uri)["fetched_by"]
+
+    (record,) = fetched_by(memo)
+    assert record["peer"] == b_designator and record["count"] == 1 and record["first"] == record["last"]
+    assert [r["peer"] for r in fetched_by(shared)] == [b_designator]
+    assert f"fetched by {b_designator}  once, first " in a.out("share", "--list")
+    holders = show_json(a, "inspect")["ocapn"]["holders"]
+    assert [h["peer"] for h in holders] == [b_designator] and holders[0]["shares"] >= 2
+    assert f"{b_designator}  {holders[0]['shares']} shares" in a.out("inspect")
+    # The record is in the database: it survives a restart.
+    a.restart()
+    wait_until(lambda: show_json(a, "network", "show")["listening"], "a listens again")
+    assert fetched_by(memo) == [record]
+    # Revoking, the owner saw who held it; the record goes with the share.
+    a.out("share", "--revoke", memo)
+    assert show_json(a, "inspect")["ocapn"]["holders"][0]["shares"] == holders[0]["shares"] - 1
+    # A fetch of this daemon's own sturdyref is no peer's, and is not recorded.
+    a.out("enliven", shared, "-n", "greeter-here", "--replace")
+    assert [r["peer"] for r in fetched_by(shared)] == [b_designator]
 
 
 def test_only_the_host_that_shared_lists_and_revokes_and_guests_cannot_share(
@@ -485,3 +550,35 @@ def test_the_identity_key_is_made_private_and_a_readable_one_is_refused(tmp_path
     link.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(OSError):
         load_or_create_key(link)
+
+
+async def test_a_share_remembers_at_most_so_many_fetching_peers_the_latest_and_writes_them_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import itertools
+    from types import SimpleNamespace
+
+    import trio
+
+    from ocapd.daemon import peers
+    from ocapd.daemon.db import Database
+
+    clock = itertools.count(1000)
+    monkeypatch.setattr(peers, "time", SimpleNamespace(time=lambda: float(next(clock))))
+    share = "1" * 64
+    db = await Database.open(tmp_path / "ocapd.sqlite")
+    try:
+        async with trio.open_nursery() as nursery:
+            fetches = peers.ShareFetches(SimpleNamespace(db=db, formulas={share: None}, nursery=nursery))  # type: ignore[arg-type]
+            for n in range(peers.MAX_FETCHERS_PER_SHARE):
+                fetches.record(share, f"peer-{n}")
+            fetches.record(share, "peer-0")  # fetched again: now the latest, not the first to go
+            for n in range(100, 110):
+                fetches.record(share, f"peer-{n}")
+        kept = fetches.fetched_by(share)
+        assert len(kept) == peers.MAX_FETCHERS_PER_SHARE
+        assert {r["peer"] for r in kept} == {"peer-0", *(f"peer-{n}" for n in range(11, 16)), *(f"peer-{n}" for n in range(100, 110))}
+        assert next(r for r in kept if r["peer"] == "peer-0")["count"] == 2
+        assert db.load_share_fetches() == {share: kept}  # what is written is what is kept
+    finally:
+        await db.aclose()
