@@ -37,7 +37,9 @@ def _zip(files: dict[str, str | bytes]) -> bytes:
 
 
 def _counter_zip() -> bytes:
-    return _zip({p.name: p.read_bytes() for p in (EXAMPLES / "counter").iterdir()})
+    # Its files only: running the example's backend leaves a __pycache__ beside
+    # them, which `ocapd install FOLDER` leaves out too.
+    return _zip({p.name: p.read_bytes() for p in (EXAMPLES / "counter").iterdir() if p.is_file()})
 
 
 def _table_sizes(db: Path) -> dict[str, int]:
