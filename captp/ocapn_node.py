@@ -49,7 +49,7 @@ from .ocapn_keys import (
 )
 from .ocapn_locators import PeerLocator, SturdyRef
 from .ocapn_netlayers import PeerConnection
-from .ocapn_profile import HANDOFF_GIVE, OcapnProfile
+from .ocapn_profile import HANDOFF_GIVE, LABELS, OcapnProfile
 from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
 from .session import Budget, RemotePromise, RemoteRef, Session
@@ -122,7 +122,7 @@ class SyrupStream(FramedStream):
     def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int) -> None:
         super().__init__(stream, max_frame_size=max_frame_size)
         #: Cuts and decodes in one pass; the profile takes each ``SyrupFrame``'s value as it is.
-        self._splitter = SyrupReader(max_value_bytes=max_frame_size)
+        self._splitter = SyrupReader(max_value_bytes=max_frame_size, symbols=LABELS)
         #: Frames read but not yet taken by ``receive_frame``.
         self._ready: list[bytes] = []
 

@@ -136,6 +136,16 @@ _ARITY = {
     OP_GET: (Get, 3), OP_INDEX: (Index, 3), OP_UNTAG: (Untag, 3),
 }
 
+#: Every label above and the methods that settle answers, by name: a
+#: ``SyrupReader`` reads these symbols as these objects (``symbols``).
+LABELS = {
+    label.name: label
+    for label in (
+        VOID, NULL, TAGGED, ERROR, MYSTERY_ERROR, SIG_ENVELOPE, HANDOFF_GIVE, PEER, STURDYREF, *DESC_LABEL.values(), *_ARITY,
+        _S("fulfill"), _S("break"),
+    )
+}
+
 _PLAIN = frozenset({str, bytes, bool, float, int, Symbol})
 #: Bits of the largest int written: MAX_INTEGER_DIGITS decimal digits (as ``syrup``).
 _MAX_INTEGER_BITS = MAX_INTEGER_DIGITS * 10 // 3 + 1
@@ -180,7 +190,7 @@ class _Splitter:
     """Cuts a stream into frames, decoding each as it goes (``SyrupReader``): ``decode_message`` reuses the value."""
 
     def __init__(self, max_frame_size: int) -> None:
-        self._splitter = SyrupReader(max_value_bytes=max_frame_size)
+        self._splitter = SyrupReader(max_value_bytes=max_frame_size, symbols=LABELS)
         self._max = max_frame_size
 
     def feed(self, data: bytes) -> list[bytes]:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -148,6 +149,16 @@ class Record:
     def __post_init__(self) -> None:
         if type(self.fields) is not tuple:
             object.__setattr__(self, "fields", tuple(self.fields))
+
+
+#: No shared symbols (``SyrupReader``'s ``symbols``): every symbol read is a new ``Symbol``.
+_NO_SYMBOLS: Mapping[str, Symbol] = {}
+
+# How the decoder makes a Record: its slots set directly, as the frozen
+# dataclass's __init__ would, without that call and its check of the fields
+# (the decoder's are a tuple already). About half the cost of Record(...).
+_new_record = object.__new__
+_set_label, _set_fields = vars(Record)["label"].__set__, vars(Record)["fields"].__set__
 
 
 # ---------------------------------------------------------------------------
@@ -289,14 +300,18 @@ class _Decoder:
     tuples there, and dictionaries (which Python cannot hash) are refused.
     """
 
-    __slots__ = ("data", "end", "budget", "max_depth")
+    __slots__ = ("data", "end", "budget", "max_depth", "symbols")
 
-    def __init__(self, data: bytes, end: int | None = None, max_depth: int = MAX_DEPTH) -> None:
+    def __init__(
+        self, data: bytes, end: int | None = None, max_depth: int = MAX_DEPTH, symbols: Mapping[str, Symbol] = _NO_SYMBOLS
+    ) -> None:
         self.data = data
         #: Where the input ends for this reader: ``len(data)``, or less to read a prefix only.
         self.end = len(data) if end is None else end
         self.budget = MAX_VALUES
         self.max_depth = max_depth
+        #: Symbols given as these objects rather than new ones (``SyrupReader``'s ``symbols``).
+        self.symbols = symbols
 
     def fail(self, pos: int, message: str) -> NoReturn:
         raise SyrupError(f"{message} (at byte {pos})")
@@ -334,7 +349,7 @@ class _Decoder:
                 text = data[start:stop].decode("utf-8")
             except UnicodeDecodeError:
                 return self.atom(pos)
-            return (text if marker == _DQUOTE else Symbol(text)), stop
+            return (text if marker == _DQUOTE else self.symbols.get(text) or Symbol(text)), stop
         if byte == _T:
             return True, pos + 1
         if byte == _F:
@@ -394,7 +409,7 @@ class _Decoder:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             self.fail(start + e.start, f"{'string' if marker == _DQUOTE else 'symbol'} is not valid UTF-8")
-        return (text if marker == _DQUOTE else Symbol(text)), stop
+        return (text if marker == _DQUOTE else self.symbols.get(text) or Symbol(text)), stop
 
     def number(self, start: int, stop: int) -> int:
         try:
@@ -468,7 +483,10 @@ class _Decoder:
             if pos >= self.end:
                 self.truncated(pos, "truncated: a record is not closed")
             if self.data[pos] == _RECORD_CLOSE:
-                return Record(label, tuple(fields)), pos + 1
+                record = _new_record(Record)
+                _set_label(record, label)
+                _set_fields(record, tuple(fields))
+                return record, pos + 1
             field, pos = self.value(pos, depth, frozen)
             fields.append(field)
 
@@ -671,11 +689,19 @@ class SyrupReader:
     each further byte once; when it finds the value's end, the value is
     decoded and reading goes back to the fast way. So the work stays linear
     however the stream is cut: a value is parsed at most twice (once partly).
+
+    ``symbols`` maps names to the ``Symbol`` objects a symbol of that name is
+    read as (a protocol's labels, which every message repeats), equal to the
+    ``Symbol`` made otherwise but shared: reading one costs a lookup, not an
+    object.
     """
 
-    def __init__(self, max_value_bytes: int = MAX_VALUE_BYTES, max_depth: int = MAX_DEPTH) -> None:
+    def __init__(
+        self, max_value_bytes: int = MAX_VALUE_BYTES, max_depth: int = MAX_DEPTH, symbols: Mapping[str, Symbol] = _NO_SYMBOLS
+    ) -> None:
         self._max_value_bytes = max_value_bytes
         self._max_depth = max_depth
+        self._symbols = symbols
         self._data = b""  # bytes fed and not yet read, from _offset on
         self._offset = 0
         self._splitter: SyrupSplitter | None = None  # set while a value is arriving in pieces
@@ -720,7 +746,7 @@ class SyrupReader:
                 return None
             self._data, self._offset = self._splitter._take_rest(), 0
             self._splitter = None
-            value, end = _Decoder(whole, None, self._max_depth).value(0, 0, False)
+            value, end = _Decoder(whole, None, self._max_depth, self._symbols).value(0, 0, False)
             if end != len(whole):  # pragma: no cover - the splitter found this end
                 raise SyrupError(f"the value ends at byte {end}, not {len(whole)}")
             frame = SyrupFrame(whole)
@@ -733,7 +759,7 @@ class SyrupReader:
         # here, and the splitter refuses it as it does any other.
         end = min(len(data), start + self._max_value_bytes)
         try:
-            value, stop = _Decoder(data, end, self._max_depth).value(start, 0, False)
+            value, stop = _Decoder(data, end, self._max_depth, self._symbols).value(start, 0, False)
         except _Truncated:
             splitter = SyrupSplitter(self._max_value_bytes, self._max_depth)
             splitter.feed(data[start:])
