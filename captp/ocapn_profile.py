@@ -136,15 +136,12 @@ _ARITY = {
     OP_GET: (Get, 3), OP_INDEX: (Index, 3), OP_UNTAG: (Untag, 3),
 }
 
-#: Every label above and the methods that settle answers, by name: a
-#: ``SyrupReader`` reads these symbols as these objects (``symbols``).
-LABELS = {
-    label.name: label
-    for label in (
-        VOID, NULL, TAGGED, ERROR, MYSTERY_ERROR, SIG_ENVELOPE, HANDOFF_GIVE, PEER, STURDYREF, *DESC_LABEL.values(), *_ARITY,
-        _S("fulfill"), _S("break"),
-    )
-}
+#: Every label above and the methods that settle answers: a ``SyrupReader``
+#: reads these symbols as these objects (``symbols``).
+LABELS = (
+    VOID, NULL, TAGGED, ERROR, MYSTERY_ERROR, SIG_ENVELOPE, HANDOFF_GIVE, PEER, STURDYREF, *DESC_LABEL.values(), *_ARITY,
+    _S("fulfill"), _S("break"),
+)
 
 _PLAIN = frozenset({str, bytes, bool, float, int, Symbol})
 #: Bits of the largest int written: MAX_INTEGER_DIGITS decimal digits (as ``syrup``).

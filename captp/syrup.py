@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -152,7 +152,7 @@ class Record:
 
 
 #: No shared symbols (``SyrupReader``'s ``symbols``): every symbol read is a new ``Symbol``.
-_NO_SYMBOLS: Mapping[str, Symbol] = {}
+_NO_SYMBOLS: Mapping[bytes, Symbol] = {}
 
 # How the decoder makes a Record: its slots set directly, as the frozen
 # dataclass's __init__ would, without that call and its check of the fields
@@ -303,14 +303,14 @@ class _Decoder:
     __slots__ = ("data", "end", "budget", "max_depth", "symbols")
 
     def __init__(
-        self, data: bytes, end: int | None = None, max_depth: int = MAX_DEPTH, symbols: Mapping[str, Symbol] = _NO_SYMBOLS
+        self, data: bytes, end: int | None = None, max_depth: int = MAX_DEPTH, symbols: Mapping[bytes, Symbol] = _NO_SYMBOLS
     ) -> None:
         self.data = data
         #: Where the input ends for this reader: ``len(data)``, or less to read a prefix only.
         self.end = len(data) if end is None else end
         self.budget = MAX_VALUES
         self.max_depth = max_depth
-        #: Symbols given as these objects rather than new ones (``SyrupReader``'s ``symbols``).
+        #: Symbols read as these objects rather than new ones, by their encoded names (``SyrupReader``'s ``symbols``).
         self.symbols = symbols
 
     def fail(self, pos: int, message: str) -> NoReturn:
@@ -328,28 +328,43 @@ class _Decoder:
         data = self.data
         byte = data[pos]
         if _ZERO <= byte <= _NINE:
-            # The common atom in one regex match: canonical digits and a marker.
-            # Anything else (and every error) goes the long way, through atom().
-            match = _ATOM.match(data, pos, self.end)
-            if match is None:
-                return self.atom(pos)
-            marker_at = match.end() - 1
-            marker = data[marker_at]
+            # The common atoms the short way: one digit and a marker (most of
+            # a message: small integers, short names' lengths) by hand, other
+            # canonical digits and a marker in one regex match. Anything else
+            # (and every error) goes the long way, through atom().
+            marker_at = pos + 1
+            marker = data[marker_at] if marker_at < self.end else 0
             if marker == _PLUS:
-                return int(data[pos:marker_at]), marker_at + 1
-            if marker == _MINUS or marker_at - pos > _MAX_LENGTH_DIGITS:
-                return self.atom(pos)
+                return byte - _ZERO, marker_at + 1
+            if marker == _COLON or marker == _DQUOTE or marker == _SQUOTE:
+                length = byte - _ZERO
+            else:
+                match = _ATOM.match(data, pos, self.end)
+                if match is None:
+                    return self.atom(pos)
+                marker_at = match.end() - 1
+                marker = data[marker_at]
+                if marker == _PLUS:
+                    return int(data[pos:marker_at]), marker_at + 1
+                if marker == _MINUS or marker_at - pos > _MAX_LENGTH_DIGITS:
+                    return self.atom(pos)
+                length = int(data[pos:marker_at])
             start = marker_at + 1
-            stop = start + int(data[pos:marker_at])
+            stop = start + length
             if stop > self.end:
                 return self.atom(pos)
+            raw = data[start:stop]
             if marker == _COLON:
-                return data[start:stop], stop
+                return raw, stop
+            if marker == _SQUOTE:
+                shared = self.symbols.get(raw)
+                if shared is not None:
+                    return shared, stop
             try:
-                text = data[start:stop].decode("utf-8")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 return self.atom(pos)
-            return (text if marker == _DQUOTE else self.symbols.get(text) or Symbol(text)), stop
+            return (text if marker == _DQUOTE else Symbol(text)), stop
         if byte == _T:
             return True, pos + 1
         if byte == _F:
@@ -409,7 +424,7 @@ class _Decoder:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             self.fail(start + e.start, f"{'string' if marker == _DQUOTE else 'symbol'} is not valid UTF-8")
-        return (text if marker == _DQUOTE else self.symbols.get(text) or Symbol(text)), stop
+        return (text if marker == _DQUOTE else Symbol(text)), stop
 
     def number(self, start: int, stop: int) -> int:
         try:
@@ -690,18 +705,17 @@ class SyrupReader:
     decoded and reading goes back to the fast way. So the work stays linear
     however the stream is cut: a value is parsed at most twice (once partly).
 
-    ``symbols`` maps names to the ``Symbol`` objects a symbol of that name is
-    read as (a protocol's labels, which every message repeats), equal to the
-    ``Symbol`` made otherwise but shared: reading one costs a lookup, not an
-    object.
+    A symbol named as one of ``symbols`` (a protocol's labels, which every
+    message repeats) is read as that object: equal to the ``Symbol`` made
+    otherwise, but shared, so reading it costs a lookup, not a new object.
     """
 
     def __init__(
-        self, max_value_bytes: int = MAX_VALUE_BYTES, max_depth: int = MAX_DEPTH, symbols: Mapping[str, Symbol] = _NO_SYMBOLS
+        self, max_value_bytes: int = MAX_VALUE_BYTES, max_depth: int = MAX_DEPTH, symbols: Iterable[Symbol] = ()
     ) -> None:
         self._max_value_bytes = max_value_bytes
         self._max_depth = max_depth
-        self._symbols = symbols
+        self._symbols = {symbol.name.encode("utf-8"): symbol for symbol in symbols}
         self._data = b""  # bytes fed and not yet read, from _offset on
         self._offset = 0
         self._splitter: SyrupSplitter | None = None  # set while a value is arriving in pieces
