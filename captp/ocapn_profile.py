@@ -497,8 +497,11 @@ class _Writer:
         self._spend(1)
         out = self.out
         out.append(b"[")
-        if method is not None:
-            self.value(method_symbol(method), 1)
+        if method is not None:  # as method_symbol(method), without making the Symbol
+            self._spend(1)
+            raw = _utf8(method.replace("_", "-"))
+            out.append(b"%d'" % len(raw))
+            out.append(raw)
         for arg in args:
             self.value(arg, 1)
         out.append(b"]")
@@ -537,23 +540,21 @@ class _Writer:
                 out.append(b"]")
             elif t is dict:
                 # Keys are str (passable records), each written differently, so
-                # sorting by encoding never meets two alike; str hashes are
-                # randomized per process, so no peer sees many keys share one.
+                # sorting by encoding never meets two alike (nor compares the
+                # items); str hashes are randomized per process, so no peer
+                # sees many keys share one.
                 pairs = []
                 for key, item in value.items():
                     if type(key) is not str:
                         raise TypeError(f"record keys must be str, not {type(key).__name__}")
-                    self._spend(1)
                     raw = _utf8(key)
-                    start = len(out)
-                    self.value(item, depth)
-                    pairs.append((b'%d"' % len(raw) + raw, b"".join(out[start:])))
-                    del out[start:]
+                    pairs.append((b'%d"' % len(raw) + raw, item))
                 pairs.sort()
                 out.append(b"{")
-                for encoded_key, encoded_item in pairs:
+                for encoded_key, item in pairs:
+                    self._spend(1)
                     out.append(encoded_key)
-                    out.append(encoded_item)
+                    self.value(item, depth)
                 out.append(b"}")
             elif t is Tagged:
                 out.append(_OPEN_TAGGED)
