@@ -455,7 +455,7 @@ class _Writer:
     refuse.
     """
 
-    __slots__ = ("out", "profile", "describe", "limits", "elements", "descriptors")
+    __slots__ = ("out", "profile", "describe", "limits", "elements", "max_elements", "descriptors")
 
     def __init__(self, profile: OcapnProfile, describe: Describe, limits: Limits) -> None:
         self.out: list[bytes] = []
@@ -463,6 +463,7 @@ class _Writer:
         self.describe = describe
         self.limits = limits
         self.elements = _MESSAGE_ELEMENTS
+        self.max_elements = limits.max_elements
         self.descriptors = 0
 
     def _spend(self, elements: int, descriptors: int = 0) -> None:
@@ -507,7 +508,9 @@ class _Writer:
         out.append(b"]")
 
     def value(self, value: Any, depth: int) -> None:
-        self._spend(1)
+        self.elements += 1  # as _spend(1), inline: one value is most of the writer's work
+        if self.elements > self.max_elements:
+            self._spend(0)
         out = self.out
         t = type(value)
         if t is str:
