@@ -365,6 +365,16 @@ class _Decoder:
             except UnicodeDecodeError:
                 return self.atom(pos)
             return (text if marker == _DQUOTE else Symbol(text)), stop
+        if byte in _CLOSER_OF:  # containers, then the rarer atoms: in order of frequency in messages
+            if depth >= self.max_depth:
+                self.fail(pos, f"nested deeper than MAX_DEPTH ({self.max_depth}) levels")
+            if byte == _RECORD_OPEN:
+                return self.record(pos, depth + 1, frozen)
+            if byte == _LIST_OPEN:
+                return self.sequence(pos, depth + 1, frozen)
+            if byte == _DICT_OPEN:
+                return self.dictionary(pos, depth + 1, frozen)
+            return self.set(pos, depth + 1)
         if byte == _T:
             return True, pos + 1
         if byte == _F:
@@ -375,16 +385,6 @@ class _Decoder:
             if pos + 5 > self.end:
                 self.truncated(pos, "truncated: a single float needs 4 bytes")
             return _SINGLE.unpack_from(self.data, pos + 1)[0], pos + 5
-        if byte in _CLOSER_OF:
-            if depth >= self.max_depth:
-                self.fail(pos, f"nested deeper than MAX_DEPTH ({self.max_depth}) levels")
-            if byte == _LIST_OPEN:
-                return self.sequence(pos, depth + 1, frozen)
-            if byte == _DICT_OPEN:
-                return self.dictionary(pos, depth + 1, frozen)
-            if byte == _SET_OPEN:
-                return self.set(pos, depth + 1)
-            return self.record(pos, depth + 1, frozen)
         if byte in (_LIST_CLOSE, _DICT_CLOSE, _SET_CLOSE, _RECORD_CLOSE):
             self.fail(pos, f"{chr(byte)!r} closes nothing here")
         self.fail(pos, f"byte {bytes([byte])!r} does not start a Syrup value")
