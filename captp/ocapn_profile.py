@@ -146,6 +146,8 @@ LABELS = (
 _PLAIN = frozenset({str, bytes, bool, float, int, Symbol})
 #: Bits of the largest int written: MAX_INTEGER_DIGITS decimal digits (as ``syrup``).
 _MAX_INTEGER_BITS = MAX_INTEGER_DIGITS * 10 // 3 + 1
+#: Ints below this have far fewer digits than any limit: written without checks.
+_SMALL_INT = 2**64
 
 #: The shortest descriptor, ``<11'desc:export0+>``: every value takes at least
 #: one byte and every descriptor this many, so a frame shorter than the
@@ -427,6 +429,8 @@ _MESSAGE_ELEMENTS = 8
 
 
 def _int(value: int) -> bytes:
+    if 0 <= value < _SMALL_INT:  # positions and most numbers: no limit to check
+        return b"%d+" % value
     if value.bit_length() > _MAX_INTEGER_BITS:
         raise TypeError(f"cannot encode: int has more than {MAX_INTEGER_DIGITS} digits")
     try:
