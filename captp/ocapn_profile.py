@@ -518,7 +518,10 @@ class _Writer:
         out = self.out
         t = type(value)
         if t is str:
-            raw = _utf8(value)
+            try:  # as _utf8(value), inline: strings are the commonest values
+                raw = value.encode("utf-8")
+            except UnicodeEncodeError:
+                raw = _utf8(value)  # raises the TypeError
             out.append(b'%d"' % len(raw))
             out.append(raw)
         elif t is int:
@@ -554,12 +557,17 @@ class _Writer:
                 for key, item in value.items():
                     if type(key) is not str:
                         raise TypeError(f"record keys must be str, not {type(key).__name__}")
-                    raw = _utf8(key)
+                    try:  # as _utf8(key), inline
+                        raw = key.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raw = _utf8(key)
                     pairs.append((b'%d"' % len(raw) + raw, item))
                 pairs.sort()
                 out.append(b"{")
+                self.elements += len(pairs)  # the keys; their items count themselves
+                if self.elements > self.max_elements:
+                    self._spend(0)
                 for encoded_key, item in pairs:
-                    self._spend(1)
                     out.append(encoded_key)
                     self.value(item, depth)
                 out.append(b"}")
