@@ -358,14 +358,15 @@ class OcapnProfile:
         if depth >= MAX_DEPTH:
             raise ProtocolError(R_MALFORMED, f"value nested deeper than {MAX_DEPTH} levels")
         depth += 1
+        # Plain items (most) are taken as they are here, without a call each.
         if t is list:
-            return [self._revive(v, revive, depth) for v in value]
+            return [v if type(v) in _PLAIN else self._revive(v, revive, depth) for v in value]
         if t is dict:
             out = {}
             for k, v in value.items():
                 if type(k) is not str:
                     raise ProtocolError(R_MALFORMED, "a passable dictionary's keys are strings")
-                out[k] = self._revive(v, revive, depth)
+                out[k] = v if type(v) in _PLAIN else self._revive(v, revive, depth)
             return out
         if t is not Record:
             raise ProtocolError(R_MALFORMED, f"a {t.__name__} is not passable")
