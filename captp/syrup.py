@@ -283,7 +283,7 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
         raise SyrupError(f"{len(data)} bytes is more than MAX_VALUE_BYTES ({MAX_VALUE_BYTES})")
     if not data:
         raise SyrupError("no value: the input is empty")
-    reader = _Decoder(data)
+    reader = _decoder(data, 0, len(data), MAX_DEPTH, _NO_SYMBOLS)
     try:
         value, end = reader.value(0, 0, False)
     except RecursionError:
@@ -293,14 +293,27 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     return value
 
 
+def _decoder(data: bytes, start: int, end: int, max_depth: int, symbols: Mapping[bytes, Symbol]) -> _Decoder:
+    """A decoder for the value at ``start``: one that counts values only if the bytes could hold more than MAX_VALUES.
+
+    Every value takes at least one byte, so fewer bytes than MAX_VALUES (any
+    message of a usual size) cannot exceed it: counting them would change nothing.
+    """
+    if end - start > MAX_VALUES:
+        return _CountingDecoder(data, end, max_depth, symbols)
+    return _Decoder(data, end, max_depth, symbols)
+
+
 class _Decoder:
     """Reads one value at a position; each method returns ``(value, next position)``.
 
     ``frozen`` is true inside a dictionary key or set member: lists become
     tuples there, and dictionaries (which Python cannot hash) are refused.
+    It does not count values: ``_decoder`` gives it only input too short to
+    hold more than MAX_VALUES.
     """
 
-    __slots__ = ("data", "end", "budget", "max_depth", "symbols")
+    __slots__ = ("data", "end", "max_depth", "symbols")
 
     def __init__(
         self, data: bytes, end: int | None = None, max_depth: int = MAX_DEPTH, symbols: Mapping[bytes, Symbol] = _NO_SYMBOLS
@@ -308,7 +321,6 @@ class _Decoder:
         self.data = data
         #: Where the input ends for this reader: ``len(data)``, or less to read a prefix only.
         self.end = len(data) if end is None else end
-        self.budget = MAX_VALUES
         self.max_depth = max_depth
         #: Symbols read as these objects rather than new ones, by their encoded names (``SyrupReader``'s ``symbols``).
         self.symbols = symbols
@@ -322,9 +334,6 @@ class _Decoder:
     def value(self, pos: int, depth: int, frozen: bool) -> tuple[Any, int]:
         if pos >= self.end:
             self.truncated(pos, "truncated: a value was expected")
-        self.budget -= 1
-        if self.budget < 0:
-            self.fail(pos, f"more than MAX_VALUES ({MAX_VALUES}) values")
         data = self.data
         byte = data[pos]
         if _ZERO <= byte <= _NINE:
@@ -504,6 +513,23 @@ class _Decoder:
                 return record, pos + 1
             field, pos = self.value(pos, depth, frozen)
             fields.append(field)
+
+
+class _CountingDecoder(_Decoder):
+    """A ``_Decoder`` that refuses more than MAX_VALUES values: for input long enough to hold them."""
+
+    __slots__ = ("budget",)
+
+    def __init__(self, data: bytes, end: int | None, max_depth: int, symbols: Mapping[bytes, Symbol]) -> None:
+        super().__init__(data, end, max_depth, symbols)
+        self.budget = MAX_VALUES
+
+    def value(self, pos: int, depth: int, frozen: bool) -> tuple[Any, int]:
+        if pos < self.end:
+            self.budget -= 1
+            if self.budget < 0:
+                self.fail(pos, f"more than MAX_VALUES ({MAX_VALUES}) values")
+        return _Decoder.value(self, pos, depth, frozen)
 
 
 class _KeyChecker:
@@ -760,7 +786,7 @@ class SyrupReader:
                 return None
             self._data, self._offset = self._splitter._take_rest(), 0
             self._splitter = None
-            value, end = _Decoder(whole, None, self._max_depth, self._symbols).value(0, 0, False)
+            value, end = _decoder(whole, 0, len(whole), self._max_depth, self._symbols).value(0, 0, False)
             if end != len(whole):  # pragma: no cover - the splitter found this end
                 raise SyrupError(f"the value ends at byte {end}, not {len(whole)}")
             frame = SyrupFrame(whole)
@@ -773,7 +799,7 @@ class SyrupReader:
         # here, and the splitter refuses it as it does any other.
         end = min(len(data), start + self._max_value_bytes)
         try:
-            value, stop = _Decoder(data, end, self._max_depth, self._symbols).value(start, 0, False)
+            value, stop = _decoder(data, start, end, self._max_depth, self._symbols).value(start, 0, False)
         except _Truncated:
             splitter = SyrupSplitter(self._max_value_bytes, self._max_depth)
             splitter.feed(data[start:])

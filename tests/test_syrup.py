@@ -620,6 +620,7 @@ def test_reader_on_random_bytes_raises_only_syrup_error_and_reads_what_decode_re
         (b"[1+2+]0-", "negative zero"),
         (b"t x", "does not start"),
         (b"[" * (MAX_DEPTH + 1), "nested deeper"),
+        (b"[" + b"t" * MAX_VALUES + b"]", "MAX_VALUES"),
     ],
 )
 def test_reader_refuses_what_decode_refuses_and_stays_refused(stream: bytes, fragment: str, cut: int | None) -> None:
