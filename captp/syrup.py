@@ -464,7 +464,7 @@ class _Decoder:
         if frozen:
             self.fail(pos, "a dictionary inside a dictionary key or set member has no Python form (dicts are unhashable)")
         result: dict[Any, Any] = {}
-        keys = _KeyChecker(self, "dictionary key")
+        keys = _KeyChecker(self, "dictionary key", result)
         pos += 1
         while True:
             if pos >= self.end:
@@ -482,7 +482,7 @@ class _Decoder:
 
     def set(self, pos: int, depth: int) -> tuple[frozenset[Any], int]:
         members: list[Any] = []
-        keys = _KeyChecker(self, "set member")
+        keys = _KeyChecker(self, "set member", members)
         pos += 1
         while True:
             if pos >= self.end:
@@ -533,16 +533,22 @@ class _CountingDecoder(_Decoder):
 
 
 class _KeyChecker:
-    """Dictionary keys and set members: strictly ascending encodings, few per hash."""
+    """Dictionary keys and set members: strictly ascending encodings, few per hash.
 
-    __slots__ = ("reader", "what", "previous", "count", "per_hash")
+    ``earlier`` is where the caller keeps the keys checked so far (the
+    dictionary, or the list of members): hashes are counted only from the
+    key past MAX_KEYS_PER_HASH on, since fewer keys cannot exceed it.
+    """
 
-    def __init__(self, reader: _Decoder, what: str) -> None:
+    __slots__ = ("reader", "what", "previous", "count", "per_hash", "earlier")
+
+    def __init__(self, reader: _Decoder, what: str, earlier: Iterable[Any]) -> None:
         self.reader = reader
         self.what = what
         self.previous = b""
         self.count = 0
         self.per_hash: dict[int, int] = {}
+        self.earlier = earlier
 
     def check(self, key: Any, start: int, stop: int) -> None:
         encoded = self.reader.data[start:stop]
@@ -551,6 +557,12 @@ class _KeyChecker:
             self.reader.fail(start, f"{self.what} {problem}")
         self.previous = encoded
         self.count += 1
+        if self.count <= MAX_KEYS_PER_HASH:
+            return
+        if self.count == MAX_KEYS_PER_HASH + 1:
+            for earlier in self.earlier:  # all distinct hashes or not, none is past the limit yet
+                h = hash(earlier)
+                self.per_hash[h] = self.per_hash.get(h, 0) + 1
         h = hash(key)
         seen = self.per_hash.get(h, 0) + 1
         if seen > MAX_KEYS_PER_HASH:
