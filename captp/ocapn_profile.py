@@ -136,6 +136,11 @@ _ARITY = {
     OP_GET: (Get, 3), OP_INDEX: (Index, 3), OP_UNTAG: (Untag, 3),
 }
 
+# The tables above by the labels' names: looked up by a Symbol's name (a str,
+# whose hash is kept) rather than by the Symbol (whose hash is computed).
+_ARITY_BY_NAME = {label.name: known for label, known in _ARITY.items()}
+_DESC_KIND_BY_NAME = {label.name: kind for label, kind in DESC_KIND.items()}
+
 #: Every label above and the methods that settle answers: a ``SyrupReader``
 #: reads these symbols as these objects (``symbols``).
 LABELS = (
@@ -312,7 +317,8 @@ class OcapnProfile:
             raise ProtocolError(R_MALFORMED, "a message must be a record")
         if len(frame) > limits.max_elements or len(frame) >= _MIN_DESCRIPTOR_BYTES * limits.max_descriptors:
             _count(record, limits)
-        known = _ARITY.get(record.label)
+        label = record.label
+        known = _ARITY_BY_NAME.get(label.name) if type(label) is Symbol else None
         if known is None:
             raise ProtocolError(R_UNKNOWN_OP, brief(record.label))
         cls, arity = known
@@ -371,7 +377,7 @@ class OcapnProfile:
         if t is not Record:
             raise ProtocolError(R_MALFORMED, f"a {t.__name__} is not passable")
         label, fields = value.label, value.fields
-        kind = DESC_KIND.get(label)
+        kind = _DESC_KIND_BY_NAME.get(label.name) if type(label) is Symbol else None
         if kind is not None:
             return revive(_read_desc(value, kind))
         if label == NULL or label == VOID:
@@ -608,7 +614,8 @@ def _read_desc(value: Any, kind: DescKind | None = None) -> Descriptor:
     if type(value) is not Record or len(value.fields) != 1:
         raise ProtocolError(R_MALFORMED, f"expected a descriptor, got {brief(value)}")
     if kind is None:
-        kind = DESC_KIND.get(value.label)
+        label = value.label
+        kind = _DESC_KIND_BY_NAME.get(label.name) if type(label) is Symbol else None
         if kind is None:
             raise ProtocolError(R_MALFORMED, f"expected a descriptor, got {brief(value.label)}")
     pos = value.fields[0]
