@@ -54,7 +54,7 @@ from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
 from .session import Budget, RemotePromise, RemoteRef, Session
 from .syrup import Record, SyrupError, SyrupReader
-from .transport import FramedStream, TransportClosed
+from .transport import FramedStream
 
 __all__ = ["OcapnNode", "SyrupStream", "R_CROSSED_HELLOS", "R_TOO_MANY_FAILED_FETCHES"]
 
@@ -144,12 +144,9 @@ class SyrupStream(FramedStream):
                 raise ProtocolError(R_MALFORMED, str(e)) from None
             if frames:
                 return frames
-            try:
-                data = await self.stream.receive_some(_READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                raise TransportClosed(str(e)) from None
-            if not data:
-                raise TransportClosed("end of stream")
+            # FramedStream's read: on a stream with a file descriptor it waits
+            # for the fd and reads it, without receive_some's second pass.
+            data = await self._read(_READ_SIZE)
             try:
                 splitter.feed(data)
             except SyrupError as e:
