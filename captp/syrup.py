@@ -337,17 +337,20 @@ class _Decoder:
         data = self.data
         byte = data[pos]
         if _ZERO <= byte <= _NINE:
-            # The common atoms the short way: one digit and a marker (most of
-            # a message: small integers, short names' lengths) by hand, other
-            # canonical digits and a marker in one regex match. Anything else
-            # (and every error) goes the long way, through atom().
+            # The common atoms the short way: one or two digits and a marker
+            # (most of a message: small integers, names' lengths) by hand,
+            # other canonical digits and a marker in one regex match. Anything
+            # else (and every error) goes the long way, through atom().
+            length = byte - _ZERO
             marker_at = pos + 1
             marker = data[marker_at] if marker_at < self.end else 0
+            if _ZERO <= marker <= _NINE and length:  # a second digit, after a first that is not 0
+                length = length * 10 + marker - _ZERO
+                marker_at += 1
+                marker = data[marker_at] if marker_at < self.end else 0
             if marker == _PLUS:
-                return byte - _ZERO, marker_at + 1
-            if marker == _COLON or marker == _DQUOTE or marker == _SQUOTE:
-                length = byte - _ZERO
-            else:
+                return length, marker_at + 1
+            if not (marker == _COLON or marker == _DQUOTE or marker == _SQUOTE):
                 match = _ATOM.match(data, pos, self.end)
                 if match is None:
                     return self.atom(pos)
