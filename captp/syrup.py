@@ -812,7 +812,9 @@ class SyrupReader:
             return None
         # Read no further than the limit allows: a longer value is "truncated"
         # here, and the splitter refuses it as it does any other.
-        end = min(len(data), start + self._max_value_bytes)
+        end = len(data)
+        if end - start > self._max_value_bytes:
+            end = start + self._max_value_bytes
         try:
             value, stop = _decoder(data, start, end, self._max_depth, self._symbols).value(start, 0, False)
         except _Truncated:
@@ -822,6 +824,6 @@ class SyrupReader:
             self._splitter = splitter
             return self._next()
         self._offset = stop
-        frame = SyrupFrame(data[start:stop])
+        frame = SyrupFrame(data if stop - start == len(data) else data[start:stop])  # a whole read: no slice
         frame.value = value
         return frame
