@@ -123,6 +123,7 @@ _DICT_OPEN, _DICT_CLOSE = b"{"[0], b"}"[0]
 _SET_OPEN, _SET_CLOSE = b"#"[0], b"$"[0]
 _RECORD_OPEN, _RECORD_CLOSE = b"<"[0], b">"[0]
 _ZERO, _NINE = b"0"[0], b"9"[0]
+_LENGTH_MARKERS = frozenset({_COLON, _DQUOTE, _SQUOTE})
 _CLOSER_OF = {_LIST_OPEN: _LIST_CLOSE, _DICT_OPEN: _DICT_CLOSE, _SET_OPEN: _SET_CLOSE, _RECORD_OPEN: _RECORD_CLOSE}
 
 
@@ -350,7 +351,7 @@ class _Decoder:
                 marker = data[marker_at] if marker_at < self.end else 0
             if marker == _PLUS:
                 return length, marker_at + 1
-            if not (marker == _COLON or marker == _DQUOTE or marker == _SQUOTE):
+            if marker not in _LENGTH_MARKERS:
                 match = _ATOM.match(data, pos, self.end)
                 if match is None:
                     return self.atom(pos)
@@ -366,12 +367,12 @@ class _Decoder:
             if stop > self.end:
                 return self.atom(pos)
             raw = data[start:stop]
-            if marker == _COLON:
-                return raw, stop
             if marker == _SQUOTE:
                 shared = self.symbols.get(raw)
                 if shared is not None:
                     return shared, stop
+            elif marker == _COLON:
+                return raw, stop
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
