@@ -333,8 +333,7 @@ class _Decoder:
         raise _Truncated(f"{message} (at byte {pos})")
 
     def value(self, pos: int, depth: int, frozen: bool) -> tuple[Any, int]:
-        if pos >= self.end:
-            self.truncated(pos, "truncated: a value was expected")
+        """The value at ``pos``, which the caller has checked is before ``end``."""
         data = self.data
         byte = data[pos]
         if _ZERO <= byte <= _NINE:
@@ -478,7 +477,9 @@ class _Decoder:
             key_at = pos
             key, pos = self.value(pos, depth, True)
             keys.check(key, key_at, pos)
-            if pos < self.end and self.data[pos] == _DICT_CLOSE:
+            if pos >= self.end:
+                self.truncated(pos, "truncated: a dictionary key without a value")
+            if self.data[pos] == _DICT_CLOSE:
                 self.fail(pos, "a dictionary key without a value")
             result[key], pos = self.value(pos, depth, False)
             if len(result) != keys.count:
@@ -503,7 +504,9 @@ class _Decoder:
 
     def record(self, pos: int, depth: int, frozen: bool) -> tuple[Record, int]:
         pos += 1
-        if pos < self.end and self.data[pos] == _RECORD_CLOSE:
+        if pos >= self.end:
+            self.truncated(pos, "truncated: a record without its label")
+        if self.data[pos] == _RECORD_CLOSE:
             self.fail(pos, "a record without a label")
         label, pos = self.value(pos, depth, frozen)
         fields: list[Any] = []
@@ -529,10 +532,9 @@ class _CountingDecoder(_Decoder):
         self.budget = MAX_VALUES
 
     def value(self, pos: int, depth: int, frozen: bool) -> tuple[Any, int]:
-        if pos < self.end:
-            self.budget -= 1
-            if self.budget < 0:
-                self.fail(pos, f"more than MAX_VALUES ({MAX_VALUES}) values")
+        self.budget -= 1
+        if self.budget < 0:
+            self.fail(pos, f"more than MAX_VALUES ({MAX_VALUES}) values")
         return _Decoder.value(self, pos, depth, frozen)
 
 
@@ -817,6 +819,8 @@ class SyrupReader:
         if end - start > self._max_value_bytes:
             end = start + self._max_value_bytes
         try:
+            if start >= end:  # a limit of no bytes: the splitter refuses the value
+                raise _Truncated("a value longer than the limit")
             value, stop = _decoder(data, start, end, self._max_depth, self._symbols).value(start, 0, False)
         except _Truncated:
             splitter = SyrupSplitter(self._max_value_bytes, self._max_depth)
