@@ -55,12 +55,12 @@ from .ocapn_keys import (
 )
 from .ocapn_locators import PeerLocator, SturdyRef
 from .ocapn_netlayers import PeerConnection
-from .ocapn_profile import HANDOFF_GIVE, OcapnProfile
+from .ocapn_profile import HANDOFF_GIVE, LABELS, OcapnProfile
 from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
 from .session import Budget, RemotePromise, RemoteRef, Session
 from .syrup import Record, SyrupError, SyrupReader
-from .transport import FramedStream, TransportClosed
+from .transport import FramedStream
 
 __all__ = ["FailedFetches", "OcapnNode", "SyrupStream", "R_CROSSED_HELLOS", "R_TOO_MANY_FAILED_FETCHES", "R_TOO_MANY_SESSIONS"]
 
@@ -147,7 +147,7 @@ class SyrupStream(FramedStream):
     def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int) -> None:
         super().__init__(stream, max_frame_size=max_frame_size)
         #: Cuts and decodes in one pass; the profile takes each ``SyrupFrame``'s value as it is.
-        self._splitter = SyrupReader(max_value_bytes=max_frame_size)
+        self._splitter = SyrupReader(max_value_bytes=max_frame_size, symbols=LABELS)
         #: Frames read but not yet taken by ``receive_frame``.
         self._ready: list[bytes] = []
 
@@ -169,12 +169,9 @@ class SyrupStream(FramedStream):
                 raise ProtocolError(R_MALFORMED, str(e)) from None
             if frames:
                 return frames
-            try:
-                data = await self.stream.receive_some(_READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                raise TransportClosed(str(e)) from None
-            if not data:
-                raise TransportClosed("end of stream")
+            # FramedStream's read: on a stream with a file descriptor it waits
+            # for the fd and reads it, without receive_some's second pass.
+            data = await self._read(_READ_SIZE)
             try:
                 splitter.feed(data)
             except SyrupError as e:

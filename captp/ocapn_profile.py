@@ -136,9 +136,23 @@ _ARITY = {
     OP_GET: (Get, 3), OP_INDEX: (Index, 3), OP_UNTAG: (Untag, 3),
 }
 
+# The tables above by the labels' names: looked up by a Symbol's name (a str,
+# whose hash is kept) rather than by the Symbol (whose hash is computed).
+_ARITY_BY_NAME = {label.name: known for label, known in _ARITY.items()}
+_DESC_KIND_BY_NAME = {label.name: kind for label, kind in DESC_KIND.items()}
+
+#: Every label above and the methods that settle answers: a ``SyrupReader``
+#: reads these symbols as these objects (``symbols``).
+LABELS = (
+    VOID, NULL, TAGGED, ERROR, MYSTERY_ERROR, SIG_ENVELOPE, HANDOFF_GIVE, PEER, STURDYREF, *DESC_LABEL.values(), *_ARITY,
+    _S("fulfill"), _S("break"),
+)
+
 _PLAIN = frozenset({str, bytes, bool, float, int, Symbol})
 #: Bits of the largest int written: MAX_INTEGER_DIGITS decimal digits (as ``syrup``).
 _MAX_INTEGER_BITS = MAX_INTEGER_DIGITS * 10 // 3 + 1
+#: Ints below this have far fewer digits than any limit: written without checks.
+_SMALL_INT = 2**64
 
 #: The shortest descriptor, ``<11'desc:export0+>``: every value takes at least
 #: one byte and every descriptor this many, so a frame shorter than the
@@ -180,7 +194,7 @@ class _Splitter:
     """Cuts a stream into frames, decoding each as it goes (``SyrupReader``): ``decode_message`` reuses the value."""
 
     def __init__(self, max_frame_size: int) -> None:
-        self._splitter = SyrupReader(max_value_bytes=max_frame_size)
+        self._splitter = SyrupReader(max_value_bytes=max_frame_size, symbols=LABELS)
         self._max = max_frame_size
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -303,7 +317,8 @@ class OcapnProfile:
             raise ProtocolError(R_MALFORMED, "a message must be a record")
         if len(frame) > limits.max_elements or len(frame) >= _MIN_DESCRIPTOR_BYTES * limits.max_descriptors:
             _count(record, limits)
-        known = _ARITY.get(record.label)
+        label = record.label
+        known = _ARITY_BY_NAME.get(label.name) if type(label) is Symbol else None
         if known is None:
             raise ProtocolError(R_UNKNOWN_OP, brief(record.label))
         cls, arity = known
@@ -349,19 +364,20 @@ class OcapnProfile:
         if depth >= MAX_DEPTH:
             raise ProtocolError(R_MALFORMED, f"value nested deeper than {MAX_DEPTH} levels")
         depth += 1
+        # Plain items (most) are taken as they are here, without a call each.
         if t is list:
-            return [self._revive(v, revive, depth) for v in value]
+            return [v if type(v) in _PLAIN else self._revive(v, revive, depth) for v in value]
         if t is dict:
             out = {}
             for k, v in value.items():
                 if type(k) is not str:
                     raise ProtocolError(R_MALFORMED, "a passable dictionary's keys are strings")
-                out[k] = self._revive(v, revive, depth)
+                out[k] = v if type(v) in _PLAIN else self._revive(v, revive, depth)
             return out
         if t is not Record:
             raise ProtocolError(R_MALFORMED, f"a {t.__name__} is not passable")
         label, fields = value.label, value.fields
-        kind = DESC_KIND.get(label)
+        kind = _DESC_KIND_BY_NAME.get(label.name) if type(label) is Symbol else None
         if kind is not None:
             return revive(_read_desc(value, kind))
         if label == NULL or label == VOID:
@@ -420,6 +436,8 @@ _MESSAGE_ELEMENTS = 8
 
 
 def _int(value: int) -> bytes:
+    if 0 <= value < _SMALL_INT:  # positions and most numbers: no limit to check
+        return b"%d+" % value
     if value.bit_length() > _MAX_INTEGER_BITS:
         raise TypeError(f"cannot encode: int has more than {MAX_INTEGER_DIGITS} digits")
     try:
@@ -448,7 +466,7 @@ class _Writer:
     refuse.
     """
 
-    __slots__ = ("out", "profile", "describe", "limits", "elements", "descriptors")
+    __slots__ = ("out", "profile", "describe", "limits", "elements", "max_elements", "descriptors")
 
     def __init__(self, profile: OcapnProfile, describe: Describe, limits: Limits) -> None:
         self.out: list[bytes] = []
@@ -456,6 +474,7 @@ class _Writer:
         self.describe = describe
         self.limits = limits
         self.elements = _MESSAGE_ELEMENTS
+        self.max_elements = limits.max_elements
         self.descriptors = 0
 
     def _spend(self, elements: int, descriptors: int = 0) -> None:
@@ -490,18 +509,26 @@ class _Writer:
         self._spend(1)
         out = self.out
         out.append(b"[")
-        if method is not None:
-            self.value(method_symbol(method), 1)
+        if method is not None:  # as method_symbol(method), without making the Symbol
+            self._spend(1)
+            raw = _utf8(method.replace("_", "-"))
+            out.append(b"%d'" % len(raw))
+            out.append(raw)
         for arg in args:
             self.value(arg, 1)
         out.append(b"]")
 
     def value(self, value: Any, depth: int) -> None:
-        self._spend(1)
+        self.elements += 1  # as _spend(1), inline: one value is most of the writer's work
+        if self.elements > self.max_elements:
+            self._spend(0)
         out = self.out
         t = type(value)
         if t is str:
-            raw = _utf8(value)
+            try:  # as _utf8(value), inline: strings are the commonest values
+                raw = value.encode("utf-8")
+            except UnicodeEncodeError:
+                raw = _utf8(value)  # raises the TypeError
             out.append(b'%d"' % len(raw))
             out.append(raw)
         elif t is int:
@@ -530,23 +557,26 @@ class _Writer:
                 out.append(b"]")
             elif t is dict:
                 # Keys are str (passable records), each written differently, so
-                # sorting by encoding never meets two alike; str hashes are
-                # randomized per process, so no peer sees many keys share one.
+                # sorting by encoding never meets two alike (nor compares the
+                # items); str hashes are randomized per process, so no peer
+                # sees many keys share one.
                 pairs = []
                 for key, item in value.items():
                     if type(key) is not str:
                         raise TypeError(f"record keys must be str, not {type(key).__name__}")
-                    self._spend(1)
-                    raw = _utf8(key)
-                    start = len(out)
-                    self.value(item, depth)
-                    pairs.append((b'%d"' % len(raw) + raw, b"".join(out[start:])))
-                    del out[start:]
+                    try:  # as _utf8(key), inline
+                        raw = key.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raw = _utf8(key)
+                    pairs.append((b'%d"' % len(raw) + raw, item))
                 pairs.sort()
                 out.append(b"{")
-                for encoded_key, encoded_item in pairs:
+                self.elements += len(pairs)  # the keys; their items count themselves
+                if self.elements > self.max_elements:
+                    self._spend(0)
+                for encoded_key, item in pairs:
                     out.append(encoded_key)
-                    out.append(encoded_item)
+                    self.value(item, depth)
                 out.append(b"}")
             elif t is Tagged:
                 out.append(_OPEN_TAGGED)
@@ -584,7 +614,8 @@ def _read_desc(value: Any, kind: DescKind | None = None) -> Descriptor:
     if type(value) is not Record or len(value.fields) != 1:
         raise ProtocolError(R_MALFORMED, f"expected a descriptor, got {brief(value)}")
     if kind is None:
-        kind = DESC_KIND.get(value.label)
+        label = value.label
+        kind = _DESC_KIND_BY_NAME.get(label.name) if type(label) is Symbol else None
         if kind is None:
             raise ProtocolError(R_MALFORMED, f"expected a descriptor, got {brief(value.label)}")
     pos = value.fields[0]

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -122,6 +123,7 @@ _DICT_OPEN, _DICT_CLOSE = b"{"[0], b"}"[0]
 _SET_OPEN, _SET_CLOSE = b"#"[0], b"$"[0]
 _RECORD_OPEN, _RECORD_CLOSE = b"<"[0], b">"[0]
 _ZERO, _NINE = b"0"[0], b"9"[0]
+_LENGTH_MARKERS = frozenset({_COLON, _DQUOTE, _SQUOTE})
 _CLOSER_OF = {_LIST_OPEN: _LIST_CLOSE, _DICT_OPEN: _DICT_CLOSE, _SET_OPEN: _SET_CLOSE, _RECORD_OPEN: _RECORD_CLOSE}
 
 
@@ -148,6 +150,16 @@ class Record:
     def __post_init__(self) -> None:
         if type(self.fields) is not tuple:
             object.__setattr__(self, "fields", tuple(self.fields))
+
+
+#: No shared symbols (``SyrupReader``'s ``symbols``): every symbol read is a new ``Symbol``.
+_NO_SYMBOLS: Mapping[bytes, Symbol] = {}
+
+# How the decoder makes a Record: its slots set directly, as the frozen
+# dataclass's __init__ would, without that call and its check of the fields
+# (the decoder's are a tuple already). About half the cost of Record(...).
+_new_record = object.__new__
+_set_label, _set_fields = vars(Record)["label"].__set__, vars(Record)["fields"].__set__
 
 
 # ---------------------------------------------------------------------------
@@ -272,7 +284,7 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
         raise SyrupError(f"{len(data)} bytes is more than MAX_VALUE_BYTES ({MAX_VALUE_BYTES})")
     if not data:
         raise SyrupError("no value: the input is empty")
-    reader = _Decoder(data)
+    reader = _decoder(data, 0, len(data), MAX_DEPTH, _NO_SYMBOLS)
     try:
         value, end = reader.value(0, 0, False)
     except RecursionError:
@@ -282,21 +294,37 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     return value
 
 
+def _decoder(data: bytes, start: int, end: int, max_depth: int, symbols: Mapping[bytes, Symbol]) -> _Decoder:
+    """A decoder for the value at ``start``: one that counts values only if the bytes could hold more than MAX_VALUES.
+
+    Every value takes at least one byte, so fewer bytes than MAX_VALUES (any
+    message of a usual size) cannot exceed it: counting them would change nothing.
+    """
+    if end - start > MAX_VALUES:
+        return _CountingDecoder(data, end, max_depth, symbols)
+    return _Decoder(data, end, max_depth, symbols)
+
+
 class _Decoder:
     """Reads one value at a position; each method returns ``(value, next position)``.
 
     ``frozen`` is true inside a dictionary key or set member: lists become
     tuples there, and dictionaries (which Python cannot hash) are refused.
+    It does not count values: ``_decoder`` gives it only input too short to
+    hold more than MAX_VALUES.
     """
 
-    __slots__ = ("data", "end", "budget", "max_depth")
+    __slots__ = ("data", "end", "max_depth", "symbols")
 
-    def __init__(self, data: bytes, end: int | None = None, max_depth: int = MAX_DEPTH) -> None:
+    def __init__(
+        self, data: bytes, end: int | None = None, max_depth: int = MAX_DEPTH, symbols: Mapping[bytes, Symbol] = _NO_SYMBOLS
+    ) -> None:
         self.data = data
         #: Where the input ends for this reader: ``len(data)``, or less to read a prefix only.
         self.end = len(data) if end is None else end
-        self.budget = MAX_VALUES
         self.max_depth = max_depth
+        #: Symbols read as these objects rather than new ones, by their encoded names (``SyrupReader``'s ``symbols``).
+        self.symbols = symbols
 
     def fail(self, pos: int, message: str) -> NoReturn:
         raise SyrupError(f"{message} (at byte {pos})")
@@ -305,36 +333,60 @@ class _Decoder:
         raise _Truncated(f"{message} (at byte {pos})")
 
     def value(self, pos: int, depth: int, frozen: bool) -> tuple[Any, int]:
-        if pos >= self.end:
-            self.truncated(pos, "truncated: a value was expected")
-        self.budget -= 1
-        if self.budget < 0:
-            self.fail(pos, f"more than MAX_VALUES ({MAX_VALUES}) values")
+        """The value at ``pos``, which the caller has checked is before ``end``."""
         data = self.data
         byte = data[pos]
         if _ZERO <= byte <= _NINE:
-            # The common atom in one regex match: canonical digits and a marker.
-            # Anything else (and every error) goes the long way, through atom().
-            match = _ATOM.match(data, pos, self.end)
-            if match is None:
-                return self.atom(pos)
-            marker_at = match.end() - 1
-            marker = data[marker_at]
+            # The common atoms the short way: one or two digits and a marker
+            # (most of a message: small integers, names' lengths) by hand,
+            # other canonical digits and a marker in one regex match. Anything
+            # else (and every error) goes the long way, through atom().
+            length = byte - _ZERO
+            marker_at = pos + 1
+            marker = data[marker_at] if marker_at < self.end else 0
+            if _ZERO <= marker <= _NINE and length:  # a second digit, after a first that is not 0
+                length = length * 10 + marker - _ZERO
+                marker_at += 1
+                marker = data[marker_at] if marker_at < self.end else 0
             if marker == _PLUS:
-                return int(data[pos:marker_at]), marker_at + 1
-            if marker == _MINUS or marker_at - pos > _MAX_LENGTH_DIGITS:
-                return self.atom(pos)
+                return length, marker_at + 1
+            if marker not in _LENGTH_MARKERS:
+                match = _ATOM.match(data, pos, self.end)
+                if match is None:
+                    return self.atom(pos)
+                marker_at = match.end() - 1
+                marker = data[marker_at]
+                if marker == _PLUS:
+                    return int(data[pos:marker_at]), marker_at + 1
+                if marker == _MINUS or marker_at - pos > _MAX_LENGTH_DIGITS:
+                    return self.atom(pos)
+                length = int(data[pos:marker_at])
             start = marker_at + 1
-            stop = start + int(data[pos:marker_at])
+            stop = start + length
             if stop > self.end:
                 return self.atom(pos)
-            if marker == _COLON:
-                return data[start:stop], stop
+            raw = data[start:stop]
+            if marker == _SQUOTE:
+                shared = self.symbols.get(raw)
+                if shared is not None:
+                    return shared, stop
+            elif marker == _COLON:
+                return raw, stop
             try:
-                text = data[start:stop].decode("utf-8")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 return self.atom(pos)
             return (text if marker == _DQUOTE else Symbol(text)), stop
+        if byte in _CLOSER_OF:  # containers, then the rarer atoms: in order of frequency in messages
+            if depth >= self.max_depth:
+                self.fail(pos, f"nested deeper than MAX_DEPTH ({self.max_depth}) levels")
+            if byte == _RECORD_OPEN:
+                return self.record(pos, depth + 1, frozen)
+            if byte == _LIST_OPEN:
+                return self.sequence(pos, depth + 1, frozen)
+            if byte == _DICT_OPEN:
+                return self.dictionary(pos, depth + 1, frozen)
+            return self.set(pos, depth + 1)
         if byte == _T:
             return True, pos + 1
         if byte == _F:
@@ -345,16 +397,6 @@ class _Decoder:
             if pos + 5 > self.end:
                 self.truncated(pos, "truncated: a single float needs 4 bytes")
             return _SINGLE.unpack_from(self.data, pos + 1)[0], pos + 5
-        if byte in _CLOSER_OF:
-            if depth >= self.max_depth:
-                self.fail(pos, f"nested deeper than MAX_DEPTH ({self.max_depth}) levels")
-            if byte == _LIST_OPEN:
-                return self.sequence(pos, depth + 1, frozen)
-            if byte == _DICT_OPEN:
-                return self.dictionary(pos, depth + 1, frozen)
-            if byte == _SET_OPEN:
-                return self.set(pos, depth + 1)
-            return self.record(pos, depth + 1, frozen)
         if byte in (_LIST_CLOSE, _DICT_CLOSE, _SET_CLOSE, _RECORD_CLOSE):
             self.fail(pos, f"{chr(byte)!r} closes nothing here")
         self.fail(pos, f"byte {bytes([byte])!r} does not start a Syrup value")
@@ -425,7 +467,7 @@ class _Decoder:
         if frozen:
             self.fail(pos, "a dictionary inside a dictionary key or set member has no Python form (dicts are unhashable)")
         result: dict[Any, Any] = {}
-        keys = _KeyChecker(self, "dictionary key")
+        keys = _KeyChecker(self, "dictionary key", result)
         pos += 1
         while True:
             if pos >= self.end:
@@ -435,7 +477,9 @@ class _Decoder:
             key_at = pos
             key, pos = self.value(pos, depth, True)
             keys.check(key, key_at, pos)
-            if pos < self.end and self.data[pos] == _DICT_CLOSE:
+            if pos >= self.end:
+                self.truncated(pos, "truncated: a dictionary key without a value")
+            if self.data[pos] == _DICT_CLOSE:
                 self.fail(pos, "a dictionary key without a value")
             result[key], pos = self.value(pos, depth, False)
             if len(result) != keys.count:
@@ -443,7 +487,7 @@ class _Decoder:
 
     def set(self, pos: int, depth: int) -> tuple[frozenset[Any], int]:
         members: list[Any] = []
-        keys = _KeyChecker(self, "set member")
+        keys = _KeyChecker(self, "set member", members)
         pos += 1
         while True:
             if pos >= self.end:
@@ -460,7 +504,9 @@ class _Decoder:
 
     def record(self, pos: int, depth: int, frozen: bool) -> tuple[Record, int]:
         pos += 1
-        if pos < self.end and self.data[pos] == _RECORD_CLOSE:
+        if pos >= self.end:
+            self.truncated(pos, "truncated: a record without its label")
+        if self.data[pos] == _RECORD_CLOSE:
             self.fail(pos, "a record without a label")
         label, pos = self.value(pos, depth, frozen)
         fields: list[Any] = []
@@ -468,22 +514,47 @@ class _Decoder:
             if pos >= self.end:
                 self.truncated(pos, "truncated: a record is not closed")
             if self.data[pos] == _RECORD_CLOSE:
-                return Record(label, tuple(fields)), pos + 1
+                record = _new_record(Record)
+                _set_label(record, label)
+                _set_fields(record, tuple(fields))
+                return record, pos + 1
             field, pos = self.value(pos, depth, frozen)
             fields.append(field)
 
 
+class _CountingDecoder(_Decoder):
+    """A ``_Decoder`` that refuses more than MAX_VALUES values: for input long enough to hold them."""
+
+    __slots__ = ("budget",)
+
+    def __init__(self, data: bytes, end: int | None, max_depth: int, symbols: Mapping[bytes, Symbol]) -> None:
+        super().__init__(data, end, max_depth, symbols)
+        self.budget = MAX_VALUES
+
+    def value(self, pos: int, depth: int, frozen: bool) -> tuple[Any, int]:
+        self.budget -= 1
+        if self.budget < 0:
+            self.fail(pos, f"more than MAX_VALUES ({MAX_VALUES}) values")
+        return _Decoder.value(self, pos, depth, frozen)
+
+
 class _KeyChecker:
-    """Dictionary keys and set members: strictly ascending encodings, few per hash."""
+    """Dictionary keys and set members: strictly ascending encodings, few per hash.
 
-    __slots__ = ("reader", "what", "previous", "count", "per_hash")
+    ``earlier`` is where the caller keeps the keys checked so far (the
+    dictionary, or the list of members): hashes are counted only from the
+    key past MAX_KEYS_PER_HASH on, since fewer keys cannot exceed it.
+    """
 
-    def __init__(self, reader: _Decoder, what: str) -> None:
+    __slots__ = ("reader", "what", "previous", "count", "per_hash", "earlier")
+
+    def __init__(self, reader: _Decoder, what: str, earlier: Iterable[Any]) -> None:
         self.reader = reader
         self.what = what
         self.previous = b""
         self.count = 0
         self.per_hash: dict[int, int] = {}
+        self.earlier = earlier
 
     def check(self, key: Any, start: int, stop: int) -> None:
         encoded = self.reader.data[start:stop]
@@ -492,6 +563,12 @@ class _KeyChecker:
             self.reader.fail(start, f"{self.what} {problem}")
         self.previous = encoded
         self.count += 1
+        if self.count <= MAX_KEYS_PER_HASH:
+            return
+        if self.count == MAX_KEYS_PER_HASH + 1:
+            for earlier in self.earlier:  # all distinct hashes or not, none is past the limit yet
+                h = hash(earlier)
+                self.per_hash[h] = self.per_hash.get(h, 0) + 1
         h = hash(key)
         seen = self.per_hash.get(h, 0) + 1
         if seen > MAX_KEYS_PER_HASH:
@@ -671,11 +748,18 @@ class SyrupReader:
     each further byte once; when it finds the value's end, the value is
     decoded and reading goes back to the fast way. So the work stays linear
     however the stream is cut: a value is parsed at most twice (once partly).
+
+    A symbol named as one of ``symbols`` (a protocol's labels, which every
+    message repeats) is read as that object: equal to the ``Symbol`` made
+    otherwise, but shared, so reading it costs a lookup, not a new object.
     """
 
-    def __init__(self, max_value_bytes: int = MAX_VALUE_BYTES, max_depth: int = MAX_DEPTH) -> None:
+    def __init__(
+        self, max_value_bytes: int = MAX_VALUE_BYTES, max_depth: int = MAX_DEPTH, symbols: Iterable[Symbol] = ()
+    ) -> None:
         self._max_value_bytes = max_value_bytes
         self._max_depth = max_depth
+        self._symbols = {symbol.name.encode("utf-8"): symbol for symbol in symbols}
         self._data = b""  # bytes fed and not yet read, from _offset on
         self._offset = 0
         self._splitter: SyrupSplitter | None = None  # set while a value is arriving in pieces
@@ -720,7 +804,7 @@ class SyrupReader:
                 return None
             self._data, self._offset = self._splitter._take_rest(), 0
             self._splitter = None
-            value, end = _Decoder(whole, None, self._max_depth).value(0, 0, False)
+            value, end = _decoder(whole, 0, len(whole), self._max_depth, self._symbols).value(0, 0, False)
             if end != len(whole):  # pragma: no cover - the splitter found this end
                 raise SyrupError(f"the value ends at byte {end}, not {len(whole)}")
             frame = SyrupFrame(whole)
@@ -731,9 +815,13 @@ class SyrupReader:
             return None
         # Read no further than the limit allows: a longer value is "truncated"
         # here, and the splitter refuses it as it does any other.
-        end = min(len(data), start + self._max_value_bytes)
+        end = len(data)
+        if end - start > self._max_value_bytes:
+            end = start + self._max_value_bytes
         try:
-            value, stop = _Decoder(data, end, self._max_depth).value(start, 0, False)
+            if start >= end:  # a limit of no bytes: the splitter refuses the value
+                raise _Truncated("a value longer than the limit")
+            value, stop = _decoder(data, start, end, self._max_depth, self._symbols).value(start, 0, False)
         except _Truncated:
             splitter = SyrupSplitter(self._max_value_bytes, self._max_depth)
             splitter.feed(data[start:])
@@ -741,6 +829,6 @@ class SyrupReader:
             self._splitter = splitter
             return self._next()
         self._offset = stop
-        frame = SyrupFrame(data[start:stop])
+        frame = SyrupFrame(data if stop - start == len(data) else data[start:stop])  # a whole read: no slice
         frame.value = value
         return frame

@@ -582,6 +582,18 @@ def test_reader_gives_each_value_and_its_bytes_however_the_bytes_arrive(stream_v
         assert same(frame.value, value)
 
 
+def test_reader_reads_the_symbols_it_is_given_as_those_objects_and_others_as_new_ones() -> None:
+    label, method = Symbol("op:deliver"), Symbol("fulfill")
+    reader = SyrupReader(symbols=[label, method])
+    stream = b"<10'op:deliver7'fulfill4'echo1\"a>" + b"10'op:deliver"
+    first, second = read_all([stream], reader)
+    record = first.value
+    assert record == Record(Symbol("op:deliver"), (Symbol("fulfill"), Symbol("echo"), "a"))
+    assert record.label is label and record.fields[0] is method and second.value is label
+    assert record.fields[2] == "a"  # a string of the same name is no symbol
+    assert read_all([b"7\"fulfill"], SyrupReader(symbols=[method]))[0].value == "fulfill"
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(min_size=0, max_size=16), max_size=8))
 def test_reader_on_random_bytes_raises_only_syrup_error_and_reads_what_decode_reads(chunks: list[bytes]) -> None:
@@ -608,6 +620,7 @@ def test_reader_on_random_bytes_raises_only_syrup_error_and_reads_what_decode_re
         (b"[1+2+]0-", "negative zero"),
         (b"t x", "does not start"),
         (b"[" * (MAX_DEPTH + 1), "nested deeper"),
+        (b"[" + b"t" * MAX_VALUES + b"]", "MAX_VALUES"),
     ],
 )
 def test_reader_refuses_what_decode_refuses_and_stays_refused(stream: bytes, fragment: str, cut: int | None) -> None:

@@ -1,6 +1,6 @@
 """CapTP call latency and pipelining against the raw transport, as one JSON line.
 
-    python tests/bench/captp_rtt.py [--quick | --smoke]
+    python tests/bench/captp_rtt.py [--quick | --smoke] [--only ocapn]
 
 For each transport (subprocess pipe, TCP loopback, WebSocket) this starts two
 peers in child processes (tests/bench/rtt_peer.py): a raw echo of frames in
@@ -28,6 +28,9 @@ The design budgets (docs: DESIGN section 7) are ratios measured in one run,
 so they hold on a busy machine: call/raw <= 1.5, pipelined/sequential >= 5,
 call/Pyro5 <= 0.7. Raw, CapTP and Pyro5 samples are taken in alternating
 blocks so that load from elsewhere falls on both sides of each ratio alike.
+
+``--only ocapn`` measures the ``ocapn`` row alone (a few seconds, where
+the whole run takes a minute); its JSON then has no transport rows.
 
 Only the JSON goes to stdout; progress goes to stderr. The test suite runs
 this with ``--smoke`` to keep it working, never to assert timings.
@@ -337,13 +340,27 @@ async def measure_ocapn(it: Iterations) -> dict[str, Any]:
     }
 
 
-async def run(profile: str) -> dict[str, Any]:
+async def run(profile: str, only: str | None = None) -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
         _NURSERY.append(nursery)
         try:
-            return await _run(profile)
+            return await (_run_ocapn(profile) if only == "ocapn" else _run(profile))
         finally:
             nursery.cancel_scope.cancel()
+
+
+async def _run_ocapn(profile: str) -> dict[str, Any]:
+    it = PROFILES[profile]
+    progress("captp_rtt: ocapn ...")
+    ocapn = await measure_ocapn(it)
+    return {
+        "benchmark": "captp_rtt",
+        "profile": profile,
+        "python": sys.version.split()[0],
+        "trio": trio.__version__,
+        "iterations": asdict(it),
+        "ocapn": ocapn,
+    }
 
 
 async def _run(profile: str) -> dict[str, Any]:
@@ -393,9 +410,10 @@ def main(argv: list[str] | None = None) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="fewer iterations: under 20 s")
     group.add_argument("--smoke", action="store_true", help="a handful of iterations: checks that it runs")
+    parser.add_argument("--only", choices=["ocapn"], help="measure this row alone")
     args = parser.parse_args(argv)
     profile = "smoke" if args.smoke else "quick" if args.quick else "full"
-    result = trio.run(run, profile)
+    result = trio.run(run, profile, args.only)
     print(json.dumps(result), flush=True)
 
 
