@@ -89,13 +89,16 @@ async def make_worker(kernel: Kernel, fid: str, formula: F.WorkerFormula, inc: I
     )
     spec.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def died() -> None:
+    def died(worker: Worker | None = None) -> None:
         # Died on its own (not cancelled by us): detach it and its dependents
         # now, before anyone can be handed a value from the dead process; the
-        # cleanup hooks (waiting for the exit status) run afterwards.
+        # cleanup hooks (waiting for the exit status) run afterwards. What was
+        # waiting on it is told why, when one of its limits ended it.
         if inc.is_current():
-            detached = kernel.detach(fid, "worker exited")
-            kernel.nursery.start_soon(kernel.run_cancel_hooks, detached, "worker exited")
+            limit = worker.limit_reached() if worker is not None else None
+            reason = f"worker exited: {limit}" if limit else "worker exited"
+            detached = kernel.detach(fid, reason)
+            kernel.nursery.start_soon(kernel.run_cancel_hooks, detached, reason)
 
     async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -109,10 +112,10 @@ async def make_worker(kernel: Kernel, fid: str, formula: F.WorkerFormula, inc: I
                 # The moment the session ends, not when its transport is closed:
                 # a lookup in between must make a new value, not return one from
                 # the dead process.
-                worker.connection.session.on_terminate = lambda reason: died()
+                worker.connection.session.on_terminate = lambda reason: died(worker)
                 task_status.started(worker)
                 await worker.connection.wait_closed()
-                died()
+                died(worker)
         finally:
             died()
 

@@ -392,3 +392,44 @@ async def test_one_huge_frame_of_empty_arrays_from_a_worker_ends_only_its_sessio
                 await trio.sleep(0.05)
         assert d.out("ping") == "pong"
         assert "SELF" in await E(host).list()
+
+
+HOG = '''
+from ocapd.captp import Far
+
+
+def hog(mib):
+    data = bytearray(mib << 20)  # zero pages, each touched: all of it is charged
+    return len(data)
+
+
+def make(powers, context):
+    return Far("Hog", hog=hog)
+'''
+
+
+def test_a_worker_killed_at_its_memory_limit_says_so_and_comes_back(tmp_path: Path) -> None:
+    from ocapd.workers import probe
+    from ocapd.workers.limits import DEFAULT_LIMITS, format_bytes
+
+    if not probe()["cgroups"]["supported"]:
+        pytest.skip("no memory cgroup for workers on this machine")
+    limit = DEFAULT_LIMITS["NONE"].memory_bytes
+    assert limit is not None
+    d = make_daemon(tmp_path)
+    d.start()
+    try:
+        bundle = tmp_path / "hog.zip"
+        with zipfile.ZipFile(bundle, "w") as z:
+            z.writestr("main.py", HOG)
+        d.out("store", "--path", str(bundle), "-n", "hog-zip")
+        d.out("make", "--bundle", "hog-zip", "-p", "NONE", "-n", "hog")
+        over = d.cli("eval", f"E(h).hog({limit * 3 // 2 >> 20})", "h:hog", check=False)
+        assert over.returncode == 1
+        # One line, saying which limit ended it, not just that the worker went away.
+        assert over.stderr.count("\n") == 1, over.stderr
+        assert f"worker exited: killed by the kernel: memory limit of {format_bytes(limit)} reached" in over.stderr
+        assert d.out("eval", "E(h).hog(1)", "h:hog") == str(1 << 20)  # made again on next use
+        assert d.out("ping") == "pong"
+    finally:
+        d.stop()

@@ -257,6 +257,14 @@ class Worker:
             pass
         return None
 
+    def limit_reached(self) -> str | None:
+        """Why the worker ended, if one of its limits ended it, as ``exit_reason`` — but known
+        as soon as its session ends: the kernel counts the kill before the pipe closes,
+        and the exit status may not be collected yet."""
+        if self.exit_reason is None and self._cgroup is not None and not self._exited.is_set():
+            return self._cgroup.exit_reason()
+        return self.exit_reason
+
     async def wait_exited(self) -> int | None:
         """Wait for the process to end; its exit status when known (negative: killed by that signal)."""
         async with self._wait_lock:
