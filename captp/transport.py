@@ -36,6 +36,7 @@ __all__ = [
     "TransportClosed",
     "FramedStream",
     "ProfileStream",
+    "MessageFrames",
     "WebSocketTransport",
     "WEBSOCKET_BATCH_SUBPROTOCOL",
     "pack_batch",
@@ -498,7 +499,39 @@ class BatchReader:
         return self.take(max_bytes)
 
 
-class WebSocketTransport:
+class MessageFrames:
+    """Receiving frames from binary messages: one frame per message, or batches.
+
+    The part every WebSocket transport shares (this module's, the
+    gateway's): a subclass sets ``batching`` and ``_batch`` and gives
+    ``_receive_message``, the next message as its WebSocket library hands it.
+    """
+
+    batching: bool
+    _batch: BatchReader
+
+    async def _receive_message(self) -> bytes | str:
+        raise NotImplementedError
+
+    async def _message(self) -> bytes:
+        message = await self._receive_message()
+        if not isinstance(message, bytes):
+            raise ProtocolError(R_MALFORMED, "text WebSocket message; CapTP frames are binary")
+        return message
+
+    async def receive_frames(self) -> list[bytes]:
+        """The next frames: one message's, or up to ``BATCH_TAKE_BYTES`` of them when batching."""
+        if not self.batching:
+            return [await self._message()]
+        return await self._batch.frames(self._message, BATCH_TAKE_BYTES)
+
+    async def receive_frame(self) -> bytes:
+        if not self.batching:
+            return await self._message()
+        return (await self._batch.frames(self._message, 0))[0]
+
+
+class WebSocketTransport(MessageFrames):
     """Binary WebSocket messages over a trio-websocket client or server connection.
 
     One frame per message, unless the connection's subprotocol is
@@ -523,27 +556,14 @@ class WebSocketTransport:
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as e:
             raise TransportClosed(str(e)) from None
 
-    async def _message(self) -> bytes:
+    async def _receive_message(self) -> bytes | str:
         from trio_websocket import ConnectionClosed
 
         try:
-            message = await self.ws.get_message()
+            message: bytes | str = await self.ws.get_message()
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as e:
             raise TransportClosed(str(e)) from None
-        if not isinstance(message, bytes):
-            raise ProtocolError(R_MALFORMED, "text WebSocket message; CapTP frames are binary")
         return message
-
-    async def receive_frames(self) -> list[bytes]:
-        """The next frames: one message's, or up to ``BATCH_TAKE_BYTES`` of them when batching."""
-        if not self.batching:
-            return [await self._message()]
-        return await self._batch.frames(self._message, BATCH_TAKE_BYTES)
-
-    async def receive_frame(self) -> bytes:
-        if not self.batching:
-            return await self._message()
-        return (await self._batch.frames(self._message, 0))[0]
 
     async def aclose(self) -> None:
         # Shielded, so that a cancelled caller still closes; bounded, because

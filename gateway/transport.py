@@ -27,9 +27,9 @@ from typing import Any
 import trio
 from quart_trio.asgi import TrioASGIWebsocketConnection
 
-from ocapd.captp import ProtocolError, TransportClosed
-from ocapd.captp.session import DEFAULT_LIMITS, R_MALFORMED
-from ocapd.captp.transport import BATCH_TAKE_BYTES, BatchReader, pack_batch
+from ocapd.captp import TransportClosed
+from ocapd.captp.session import DEFAULT_LIMITS
+from ocapd.captp.transport import BatchReader, MessageFrames, pack_batch
 
 __all__ = ["QuartWebSocketTransport", "WebsocketConnection"]
 
@@ -57,7 +57,7 @@ class WebsocketConnection(TrioASGIWebsocketConnection):
             self.send_channel.close()
 
 
-class QuartWebSocketTransport:
+class QuartWebSocketTransport(MessageFrames):
     """One binary WebSocket message per CapTP frame, over an accepted quart ``Websocket``."""
 
     def __init__(
@@ -79,25 +79,12 @@ class QuartWebSocketTransport:
             except Exception as e:  # hypercorn refuses sends on a closing socket with its own errors
                 raise TransportClosed(str(e) or "connection lost") from None
 
-    async def _message(self) -> bytes:
+    async def _receive_message(self) -> bytes | str:
         try:
-            message = await self._ws.receive()
+            message: bytes | str = await self._ws.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
             raise TransportClosed("the browser closed the WebSocket") from None
-        if not isinstance(message, bytes):
-            raise ProtocolError(R_MALFORMED, "text WebSocket message; CapTP frames are binary")
         return message
-
-    async def receive_frames(self) -> list[bytes]:
-        """The next frames: one message's, or up to ``BATCH_TAKE_BYTES`` of them when batching."""
-        if not self.batching:
-            return [await self._message()]
-        return await self._batch.frames(self._message, BATCH_TAKE_BYTES)
-
-    async def receive_frame(self) -> bytes:
-        if not self.batching:
-            return await self._message()
-        return (await self._batch.frames(self._message, 0))[0]
 
     async def aclose(self) -> None:
         """The session is over: send nothing more. The owner closes the socket with ``close``."""

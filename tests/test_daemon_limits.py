@@ -322,16 +322,21 @@ ONE_BATCH = 512 * 1024
 FLOOD_LIMITS = {"outbox_bytes": OUTBOX, "stall_timeout": 2.0}
 
 
+def make_none_bundle(d: DaemonProcess, tmp_path: Path, main_py: str, name: str) -> None:
+    """``main_py`` as a bundle, made into the value ``name`` at power level NONE, as a user does with the CLI."""
+    bundle = tmp_path / f"{name}.zip"
+    with zipfile.ZipFile(bundle, "w") as z:
+        z.writestr("main.py", main_py)
+    d.out("store", "--path", str(bundle), "-n", f"{name}-zip")
+    d.out("make", "--bundle", f"{name}-zip", "-p", "NONE", "-n", name)
+
+
 @pytest.fixture
 def flood_daemon(tmp_path: Path):
     d = make_daemon(tmp_path, **FLOOD_LIMITS)
     d.start()
     try:
-        bundle = tmp_path / "flooder.zip"
-        with zipfile.ZipFile(bundle, "w") as z:
-            z.writestr("main.py", FLOODER)
-        d.out("store", "--path", str(bundle), "-n", "flooder-zip")
-        d.out("make", "--bundle", "flooder-zip", "-p", "NONE", "-n", "flooder")
+        make_none_bundle(d, tmp_path, FLOODER, "flooder")
         yield d
     finally:
         d.stop()
@@ -419,11 +424,7 @@ def test_a_worker_killed_at_its_memory_limit_says_so_and_comes_back(tmp_path: Pa
     d = make_daemon(tmp_path)
     d.start()
     try:
-        bundle = tmp_path / "hog.zip"
-        with zipfile.ZipFile(bundle, "w") as z:
-            z.writestr("main.py", HOG)
-        d.out("store", "--path", str(bundle), "-n", "hog-zip")
-        d.out("make", "--bundle", "hog-zip", "-p", "NONE", "-n", "hog")
+        make_none_bundle(d, tmp_path, HOG, "hog")
         over = d.cli("eval", f"E(h).hog({limit * 3 // 2 >> 20})", "h:hog", check=False)
         assert over.returncode == 1
         # One line, saying which limit ended it, not just that the worker went away.

@@ -349,18 +349,20 @@ async def run(profile: str, only: str | None = None) -> dict[str, Any]:
             nursery.cancel_scope.cancel()
 
 
-async def _run_ocapn(profile: str) -> dict[str, Any]:
-    it = PROFILES[profile]
-    progress("captp_rtt: ocapn ...")
-    ocapn = await measure_ocapn(it)
+def _header(profile: str, it: Iterations) -> dict[str, Any]:
     return {
         "benchmark": "captp_rtt",
         "profile": profile,
         "python": sys.version.split()[0],
         "trio": trio.__version__,
         "iterations": asdict(it),
-        "ocapn": ocapn,
     }
+
+
+async def _run_ocapn(profile: str) -> dict[str, Any]:
+    it = PROFILES[profile]
+    progress("captp_rtt: ocapn ...")
+    return {**_header(profile, it), "ocapn": await measure_ocapn(it)}
 
 
 async def _run(profile: str) -> dict[str, Any]:
@@ -383,11 +385,7 @@ async def _run(profile: str) -> dict[str, Any]:
     ocapn = await measure_ocapn(it)
     progress(f"captp_rtt: ocapn: {json.dumps(ocapn)}")
     return {
-        "benchmark": "captp_rtt",
-        "profile": profile,
-        "python": sys.version.split()[0],
-        "trio": trio.__version__,
-        "iterations": asdict(it),
+        **_header(profile, it),
         "frame_bytes": len(payload),
         "targets": TARGETS,
         "transports": results,
