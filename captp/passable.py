@@ -21,6 +21,7 @@ __all__ = [
     "Far",
     "Tagged",
     "Symbol",
+    "Frozen",
     "RemoteError",
     "Rejected",
     "is_remotable",
@@ -132,7 +133,20 @@ def is_method_name(name: object) -> bool:
 _set = object.__setattr__
 
 
-class Tagged:
+class Frozen:
+    """The base of the records written out by hand (Tagged, Symbol, Limits): ``__init__``
+    sets each field once with ``object.__setattr__``; assigning or deleting one later raises."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is immutable")
+
+
+class Tagged(Frozen):
     """A tagged copy record: ``Tagged("point", {"x": 1})``. Both parts are copied."""
 
     __slots__ = ("tag", "payload")
@@ -145,12 +159,6 @@ class Tagged:
             raise TypeError("Tagged.tag must be a str")
         _set(self, "tag", tag)
         _set(self, "payload", payload)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: Tagged is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}: Tagged is immutable")
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not Tagged:
@@ -167,7 +175,7 @@ class Tagged:
         return (Tagged, (self.tag, self.payload))
 
 
-class Symbol:
+class Symbol(Frozen):
     """A symbol (OCapN's *selector*): a name that is not a string.
 
     ``Symbol("op:deliver")`` is equal only to a Symbol of the same name (never
@@ -184,12 +192,6 @@ class Symbol:
         if not isinstance(name, str):
             raise TypeError(f"Symbol name must be a str, not {type(name).__name__}")
         _set(self, "name", name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: Symbol is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}: Symbol is immutable")
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not Symbol:

@@ -76,7 +76,7 @@ from .msgpack_profile import OP_GC_ANSWERS as OP_GC_ANSWERS
 from .msgpack_profile import OP_GC_EXPORTS as OP_GC_EXPORTS
 from .msgpack_profile import OP_LISTEN as OP_LISTEN
 from .msgpack_profile import OP_START as OP_START
-from .passable import Rejected, RemoteError, Tagged, far, is_remotable
+from .passable import Frozen, Rejected, RemoteError, Tagged, far, is_remotable
 from .profile import WireProfile
 from .promise import FULFILLED, PENDING, REJECTED, Promise
 
@@ -105,7 +105,8 @@ _IMPORT_PROMISE = DescKind.IMPORT_PROMISE
 _EXPORT = DescKind.EXPORT
 _ANSWER = DescKind.ANSWER
 
-class Limits:
+
+class Limits(Frozen):
     """Protocol limits; exceeding one aborts this session only.
 
     The defaults follow the design: 16 MiB frames (large enough for a weblet
@@ -184,12 +185,6 @@ class Limits:
     def replace(self, **changes: Any) -> Limits:
         """A copy with ``changes`` (names of limits to new values), as ``dataclasses.replace`` made."""
         return Limits(**{**self.__dict__, **changes})
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: Limits are immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}: Limits are immutable")
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not Limits:
