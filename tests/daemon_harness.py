@@ -7,11 +7,13 @@ and `connect()` opens a CapTP session over the daemon's Unix socket.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +24,8 @@ import trio
 from ocapd.captp import E, open_stream_connection
 
 PYTHON = sys.executable
+#: The example weblets shipped in the package (``ocapd.examples``).
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "weblets"
 #: Generous: a loaded CI machine may be slow to start Python; tests never assert it.
 READY_TIMEOUT = 30.0
 
@@ -135,3 +139,18 @@ class DaemonProcess:
         async with open_stream_connection(stream, None, name="test") as conn:
             facet = conn.bootstrap()
             yield await E(facet).host(), facet, conn
+
+
+def zip_bundle(files: dict[str, str | bytes]) -> bytes:
+    """A zip archive of ``files`` (member name -> content), as a weblet bundle or a backend is passed around."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def example_zip(name: str) -> bytes:
+    """The example weblet ``name`` zipped from its files only: running its backend
+    leaves a __pycache__ beside them, which ``ocapd install FOLDER`` leaves out too."""
+    return zip_bundle({p.name: p.read_bytes() for p in (EXAMPLES / name).iterdir() if p.is_file()})

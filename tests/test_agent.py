@@ -8,10 +8,8 @@ daemon's socket, a weblet page's CapTP session over its own origin.
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from daemon_harness import DaemonProcess
+from daemon_harness import EXAMPLES, DaemonProcess, zip_bundle
 from gateway_clients import websocket
 
 from ocapd.captp import E, Far, open_websocket_connection
@@ -30,7 +28,6 @@ from ocapd.daemon.weblet import BundleError, parse_manifest
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "weblets"
 
 
 # ---- the pure parts ----------------------------------------------------------------------------------
@@ -120,12 +117,6 @@ def test_manifest_text_stays_inside_the_prompts_data_delimiters() -> None:
 
 
 # ---- against a real daemon ----------------------------------------------------------------------------
-def _zip(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
 def counter_zip(description: str | None = None) -> bytes:
@@ -134,7 +125,7 @@ def counter_zip(description: str | None = None) -> bytes:
         manifest = json.loads(files["weblet.json"])
         manifest["interface"]["commands"]["increment"]["description"] = description
         files["weblet.json"] = json.dumps(manifest)
-    return _zip(files)
+    return zip_bundle(files)
 
 
 TASKS_MANIFEST = {
@@ -200,8 +191,8 @@ def setup(daemon: DaemonProcess) -> dict[str, Any]:
         rest = Rest(daemon.gateway_port, daemon.chat_url().split("#token=", 1)[1])
         out: dict[str, Any] = {"rest": rest}
         for name, bundle in (("counter", counter_zip()),
-                             ("tasks", _zip({"weblet.json": json.dumps(TASKS_MANIFEST), "index.html": "<p>tasks</p>", "backend.py": TASKS_BACKEND})),
-                             ("paged", _zip({"weblet.json": json.dumps(PAGED_MANIFEST), "index.html": "<p>paged</p>"}))):  # fmt: skip
+                             ("tasks", zip_bundle({"weblet.json": json.dumps(TASKS_MANIFEST), "index.html": "<p>tasks</p>", "backend.py": TASKS_BACKEND})),
+                             ("paged", zip_bundle({"weblet.json": json.dumps(PAGED_MANIFEST), "index.html": "<p>paged</p>"}))):  # fmt: skip
             wid = (await rest.ok("POST", "/api/weblets/install", 201, files={"file": (f"{name}.zip", bundle)}, data={"name": name}))["weblet"]["id"]
             instance = (await rest.ok("POST", f"/api/weblets/{wid}/instances", 201))["instance"]
             out[name] = {"id": wid, "panel": instance["panel"], "label": instance["label"]}

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import trio
-from daemon_harness import DaemonProcess
+from daemon_harness import DaemonProcess, zip_bundle
 from scripted_model import ScriptedModel, text_answer, tool_answer
-from test_agent import Rest, _zip, audit_of, counter_zip
+from test_agent import Rest, audit_of, counter_zip
 
 from ocapd.captp import E
 
@@ -71,7 +71,7 @@ def setup(daemon: DaemonProcess, model: ScriptedModel) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         rest = Rest(daemon.gateway_port, daemon.chat_url().split("#token=", 1)[1])
         out: dict[str, Any] = {"rest": rest, "daemon": daemon}
-        notes = _zip({"weblet.json": json.dumps(NOTES_MANIFEST), "index.html": "<p>notes</p>", "backend.py": NOTES_BACKEND})
+        notes = zip_bundle({"weblet.json": json.dumps(NOTES_MANIFEST), "index.html": "<p>notes</p>", "backend.py": NOTES_BACKEND})
         for name, bundle in (("counter", counter_zip()), ("notes", notes)):
             wid = (await rest.ok("POST", "/api/weblets/install", 201, files={"file": (f"{name}.zip", bundle)}, data={"name": name}))["weblet"]["id"]
             instance = (await rest.ok("POST", f"/api/weblets/{wid}/instances", 201))["instance"]

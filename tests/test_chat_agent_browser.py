@@ -11,21 +11,17 @@ One daemon for the module (`ocapd start`), as in test_chat_browser.py.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from daemon_harness import DaemonProcess
+from daemon_harness import DaemonProcess, example_zip, zip_bundle
 from test_chat_browser import HOSTILE, Page, browser, expect, free_port, open_chat, pytestmark  # noqa: F401 (fixtures)
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "weblets"
 
 #: A weblet with a backend whose every manifest string is markup; `pwn` writes, `peek` reads.
 HOSTILE_MANIFEST = {
@@ -49,12 +45,6 @@ def make(powers, context):
 """
 
 
-def _zip(files: dict[str, str | bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +53,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     home = tmp_path_factory.mktemp("chat-agent")
     d = DaemonProcess(home, port=port)
     d.cli("start", "--port", str(port))
-    counter = _zip({p.name: p.read_bytes() for p in (EXAMPLES / "counter").iterdir() if p.is_file()})
-    evil = _zip({"weblet.json": json.dumps(HOSTILE_MANIFEST), "index.html": "<!doctype html><p>evil</p>", "backend.py": HOSTILE_BACKEND})
+    counter = example_zip("counter")
+    evil = zip_bundle({"weblet.json": json.dumps(HOSTILE_MANIFEST), "index.html": "<!doctype html><p>evil</p>", "backend.py": HOSTILE_BACKEND})
     for name, data in (("counter", counter), ("evil", evil)):
         path = home / f"{name}.zip"
         path.write_bytes(data)

@@ -14,23 +14,20 @@ sandbox. Screenshots of the manager at 1280 and 800 px land in
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from daemon_harness import DaemonProcess
+from daemon_harness import EXAMPLES, DaemonProcess, zip_bundle
 from test_chat_browser import HOSTILE, Page, browser, expect, free_port, open_chat, pytestmark  # noqa: F401 (fixtures)
 
 from ocapd.captp import E
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "weblets"
 INSTANCE_URL = r"^http://[0-9a-f]{32}\.localhost:{port}/$"
 
 #: Markup in every manifest string the manager shows (the schema allows '<' and '>').
@@ -71,26 +68,20 @@ def make(powers, context):
 '''.replace("HOSTILE_REPR", repr(HOSTILE))
 
 
-def _zip(files: dict[str, str | bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
 def hostile_zip() -> bytes:
-    return _zip({"weblet.json": json.dumps(HOSTILE_MANIFEST), "index.html": "<!doctype html><p>x</p>"})
+    return zip_bundle({"weblet.json": json.dumps(HOSTILE_MANIFEST), "index.html": "<!doctype html><p>x</p>"})
 
 
 def projection_zip() -> bytes:
     manifest = {"title": "Card", "kind": "projection-only", "backend": "backend.py", "size": {"width": 360, "height": 300}}
     png = (EXAMPLES / "tally" / "tally.png").read_bytes()
-    return _zip({"weblet.json": json.dumps(manifest), "backend.py": HOSTILE_PROJECTION_BACKEND, "dot.png": png})
+    return zip_bundle({"weblet.json": json.dumps(manifest), "backend.py": HOSTILE_PROJECTION_BACKEND, "dot.png": png})
 
 
 def external_zip() -> bytes:
-    return _zip({"weblet.json": (EXAMPLES / "external-docs" / "weblet.json").read_text()})
+    return zip_bundle({"weblet.json": (EXAMPLES / "external-docs" / "weblet.json").read_text()})
 
 
 @pytest.fixture(scope="module")

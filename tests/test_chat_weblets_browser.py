@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import DaemonProcess
+from daemon_harness import EXAMPLES, DaemonProcess
 from test_chat_browser import Page, browser, expect, free_port, open_chat, pytestmark  # noqa: F401 (fixtures)
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "weblets"
 #: The sandbox every weblet frame gets: exactly these tokens.
 SANDBOX_TOKENS = {"allow-scripts", "allow-same-origin", "allow-forms"}
 #: A frame's URL: its own origin, http://<32 hex>.localhost:PORT/.

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import trio
-from daemon_harness import DaemonProcess
+from daemon_harness import DaemonProcess, zip_bundle
 from gateway_clients import websocket
-from test_agent import Rest, _zip, audit_of, counter_zip
+from test_agent import Rest, audit_of, counter_zip
 
 from ocapd.captp import E, open_websocket_connection
 
@@ -48,7 +48,7 @@ def setup(daemon: DaemonProcess) -> dict[str, Any]:
         out: dict[str, Any] = {"rest": rest, "token": token, "daemon": daemon}
         wid = (await rest.ok("POST", "/api/weblets/install", 201, files={"file": ("counter.zip", counter_zip())}, data={"name": "counter"}))["weblet"]["id"]
         out["counter"] = {"id": wid, "panel": (await rest.ok("POST", f"/api/weblets/{wid}/instances", 201))["instance"]["panel"]}
-        hidden = _zip({"weblet.json": json.dumps(HIDDEN_MANIFEST), "index.html": "<p>hidden</p>"})
+        hidden = zip_bundle({"weblet.json": json.dumps(HIDDEN_MANIFEST), "index.html": "<p>hidden</p>"})
         await rest.ok("POST", "/api/weblets/install", 201, files={"file": ("hidden.zip", hidden)}, data={"name": "hidden"})
         return out
 
@@ -225,7 +225,7 @@ async def test_mcp_lists_every_weblet_and_the_builtins_however_many_panels_are_o
     while await _panels(rest, counter) < 64:  # the most a weblet may have, and as many as a page may report
         await rest.ok("POST", f"/api/weblets/{counter}/instances", 201)
     later = {"title": "Later", "version": "1.0.0", "interface": {"commands": {"look": {"description": "Look.", "readOnly": True}}}}
-    bundle = _zip({"weblet.json": json.dumps(later), "index.html": "<p>later</p>"})
+    bundle = zip_bundle({"weblet.json": json.dumps(later), "index.html": "<p>later</p>"})
     wid = (await rest.ok("POST", "/api/weblets/install", 201, files={"file": ("later.zip", bundle)}, data={"name": "later"}))["weblet"]["id"]
     await rest.ok("POST", f"/api/weblets/{wid}/instances", 201)
     async with mcp_session(setup["daemon"]) as session:

@@ -7,11 +7,9 @@ Origin), exactly as a browser at http://<label>.localhost:PORT/ would.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import socket
-import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from daemon_harness import DaemonProcess
+from daemon_harness import DaemonProcess, zip_bundle
 from gateway_clients import http, websocket
 from trio_websocket import ConnectionRejected
 
@@ -57,20 +55,14 @@ def make(powers, context):
 '''
 
 
-def _zip(files: dict[str, str | bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
 def counter_zip() -> bytes:
-    return _zip({p.name: p.read_bytes() for p in (EXAMPLES / "counter").iterdir() if p.is_file()})
+    return zip_bundle({p.name: p.read_bytes() for p in (EXAMPLES / "counter").iterdir() if p.is_file()})
 
 
 def prober_zip() -> bytes:
-    return _zip(
+    return zip_bundle(
         {
             "weblet.json": json.dumps({"title": "Prober", "backend": "backend.py"}),
             "index.html": "<!doctype html><title>prober</title><p>prober</p>",

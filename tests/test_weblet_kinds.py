@@ -9,16 +9,14 @@ are checked, never the site it frames.
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from daemon_harness import DaemonProcess
+from daemon_harness import DaemonProcess, zip_bundle
 from gateway_clients import http, websocket
 from trio_websocket import ConnectionRejected
 
@@ -36,16 +34,10 @@ HOSTILE = '<img src=x onerror=alert(1)><script>alert(2)</script>"\'&'
 ENTRY = "https://docs.python.org/3/"
 
 
-def _zip(files: dict[str, str | bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
 def folder_zip(folder: Path) -> bytes:
-    return _zip({p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.suffix != ".pyc"})
+    return zip_bundle({p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.suffix != ".pyc"})
 
 
 # ---- iframe-external: the wrapper ---------------------------------------------------------------
@@ -97,7 +89,7 @@ def test_the_schema_refuses_a_non_https_or_missing_external_entry_at_install() -
     for manifest in ({"title": "t", "kind": "iframe-external", "entry": "http://a.example.com/"},
                      {"title": "t", "kind": "iframe-external"}):  # fmt: skip
         with pytest.raises(BundleError, match="needs an https:// URL"):
-            read_bundle(_zip({"weblet.json": json.dumps(manifest)}))
+            read_bundle(zip_bundle({"weblet.json": json.dumps(manifest)}))
 
 
 # ---- projection-only: the checker -------------------------------------------------------------------
@@ -148,7 +140,7 @@ def test_a_projection_the_host_cannot_draw_is_refused_in_one_line(projection: An
 
 def test_a_projection_only_weblet_needs_a_backend_and_native_is_not_installable() -> None:
     with pytest.raises(BundleError, match="needs a backend"):
-        read_bundle(_zip({"weblet.json": json.dumps({"title": "t", "kind": "projection-only"})}))
+        read_bundle(zip_bundle({"weblet.json": json.dumps({"title": "t", "kind": "projection-only"})}))
     bundle = read_bundle(folder_zip(EXAMPLES / "tally"))
     assert bundle.manifest.kind == "projection-only" and "index.html" not in bundle.files
 

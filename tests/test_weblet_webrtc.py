@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from daemon_harness import zip_bundle
 
 from ocapd.daemon.weblet import BundleError, WebletManifest, connection_allowlist, parse_manifest, read_bundle
 from ocapd.daemon.weblet.browser import WEBRTC_SUMMARY, browser_report
@@ -33,21 +34,12 @@ def test_an_undeclared_field_dumps_as_before_so_stored_digests_do_not_change() -
     # the digest covers the manifest: declaring WebRTC is a different bundle
     page = b"<!doctype html><p>x"
     digests = {
-        read_bundle(_zip({"weblet.json": json.dumps(m).encode(), "index.html": page})).digest
+        read_bundle(zip_bundle({"weblet.json": json.dumps(m).encode(), "index.html": page})).digest
         for m in ({"title": "t"}, {"title": "t", "webrtc": False}, {"title": "t", "webrtc": True})
     }
     assert len(digests) == 2
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    import io
-    import zipfile
-
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-    return out.getvalue()
 
 
 def test_the_connection_allowlist_header_is_only_the_webrtc_switch() -> None:

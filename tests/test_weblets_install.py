@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import sqlite3
-import zipfile
 from pathlib import Path
 
 import pytest
-from daemon_harness import DaemonProcess
+from daemon_harness import EXAMPLES, DaemonProcess, example_zip, zip_bundle
 
 from ocapd.captp import E, RemoteError
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "weblets"
 
 
 @pytest.fixture
@@ -28,18 +24,8 @@ def daemon(tmp_path: Path):
         d.stop()
 
 
-def _zip(files: dict[str, str | bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
-def _counter_zip() -> bytes:
-    # Its files only: running the example's backend leaves a __pycache__ beside
-    # them, which `ocapd install FOLDER` leaves out too.
-    return _zip({p.name: p.read_bytes() for p in (EXAMPLES / "counter").iterdir() if p.is_file()})
 
 
 def _table_sizes(db: Path) -> dict[str, int]:
@@ -52,7 +38,7 @@ def _table_sizes(db: Path) -> dict[str, int]:
 
 async def test_a_none_weblet_gets_a_guest_with_nothing_beyond_its_own_names(daemon: DaemonProcess) -> None:
     async with daemon.connect() as (host, facet, _):
-        weblet = await E(host).install_weblet(_counter_zip(), "counter", "NONE")
+        weblet = await E(host).install_weblet(example_zip("counter"), "counter", "NONE")
         assert (await E(weblet).manifest())["title"] == "Counter"
         entries = await E(host).list_entries()
         assert {"name": "counter", "type": "weblet"}.items() <= next(e for e in entries if e["name"] == "counter").items()
@@ -66,9 +52,9 @@ async def test_custom_powers_introduce_exactly_the_picked_names(daemon: DaemonPr
         await E(host).store_value("one", "a")
         await E(host).store_value("two", "b")
         await E(host).store_value("secret", "c")
-        await E(host).install_weblet(_counter_zip(), "picky", ["a", "b"])
-        await E(host).install_weblet(_counter_zip(), "plain", "NONE")
-        await E(host).install_weblet(_counter_zip(), "networked", "ENDO")
+        await E(host).install_weblet(example_zip("counter"), "picky", ["a", "b"])
+        await E(host).install_weblet(example_zip("counter"), "plain", "NONE")
+        await E(host).install_weblet(example_zip("counter"), "networked", "ENDO")
     # Look at the guests through the database: the weblet formula names its guest.
     con = sqlite3.connect(daemon.db_path)
     try:
@@ -90,10 +76,10 @@ async def test_a_failed_install_leaves_no_names_formulas_or_workers(daemon: Daem
         await E(host).list()
         before = _table_sizes(daemon.db_path)
         workers_before = len((await E(facet).inspect())["workers"])
-        bad_manifest = _zip({"weblet.json": json.dumps({"title": "x", "surprise": 1}), "index.html": "<p>x</p>"})
+        bad_manifest = zip_bundle({"weblet.json": json.dumps({"title": "x", "surprise": 1}), "index.html": "<p>x</p>"})
         with pytest.raises(RemoteError, match="surprise"):
             await E(host).install_weblet(bad_manifest, "bad", "NONE")
-        raising = _zip(
+        raising = zip_bundle(
             {
                 "weblet.json": json.dumps({"title": "Boom", "backend": "backend.py"}),
                 "index.html": "<p>boom</p>",
@@ -111,7 +97,7 @@ async def test_a_failed_install_leaves_no_names_formulas_or_workers(daemon: Daem
 
 async def test_installed_weblets_and_their_names_survive_restart(daemon: DaemonProcess) -> None:
     async with daemon.connect() as (host, _, _):
-        weblet = await E(host).install_weblet(_counter_zip(), "counter", "NONE")
+        weblet = await E(host).install_weblet(example_zip("counter"), "counter", "NONE")
         digest_before = (await E(weblet).manifest())
     daemon.restart()
     async with daemon.connect() as (host, _, _):
@@ -128,6 +114,6 @@ def test_cli_install_from_a_folder_and_refuses_a_name_in_use(daemon: DaemonProce
     again = daemon.cli("install", str(folder), "-n", "counter", check=False)
     assert again.returncode == 1 and "already names something" in again.stderr
     slip = tmp_path / "slip.zip"
-    slip.write_bytes(_zip({"weblet.json": json.dumps({"title": "s"}), "index.html": "x", "../evil.txt": "x"}))
+    slip.write_bytes(zip_bundle({"weblet.json": json.dumps({"title": "s"}), "index.html": "x", "../evil.txt": "x"}))
     refused = daemon.cli("install", str(slip), "-n", "slip", check=False)
     assert refused.returncode == 1 and ".." in refused.stderr and "Traceback" not in refused.stderr

@@ -10,13 +10,11 @@ the daemon trusts and allows only through its operator setting
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import shutil
 import socket
 import sqlite3
-import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from daemon_harness import DaemonProcess
+from daemon_harness import DaemonProcess, zip_bundle
 from gateway_clients import http, websocket
 from test_weblet_fetch import Pki, Reply, Server, pki  # noqa: F401 - pki is a fixture
 
@@ -39,16 +37,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 # ---- bundles and catalogues --------------------------------------------------------------------------
-def _zip(files: dict[str, str | bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
 def counter_zip() -> bytes:
-    return _zip({p.name: p.read_bytes() for p in (EXAMPLES / "weblets" / "counter").iterdir() if p.is_file()})
+    return zip_bundle({p.name: p.read_bytes() for p in (EXAMPLES / "weblets" / "counter").iterdir() if p.is_file()})
 
 
 def versioned_zip(version: str, powers: list[str] | None = None, title: str = "Versioned") -> bytes:
@@ -58,7 +50,7 @@ def versioned_zip(version: str, powers: list[str] | None = None, title: str = "V
         "interface": {"commands": {"version": {"description": "Which version runs.", "readOnly": True}}},
     }  # fmt: skip
     backend = f"from ocapd.sdk import Far\n\ndef make(powers, context):\n    return Far('Versioned', version=lambda: {version!r})\n"
-    return _zip({"weblet.json": json.dumps(manifest), "index.html": f"<!doctype html><title>v{version}</title>", "backend.py": backend})
+    return zip_bundle({"weblet.json": json.dumps(manifest), "index.html": f"<!doctype html><title>v{version}</title>", "backend.py": backend})
 
 
 def sha(data: bytes) -> str:
