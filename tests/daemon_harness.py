@@ -39,6 +39,15 @@ class DaemonProcess:
         self.env = {**os.environ, "OCAPD_HOME": str(home)}
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def __enter__(self) -> DaemonProcess:
+        """``with DaemonProcess(home) as d:`` — a fresh home made, the daemon started; stopped at the end."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     @property
     def sock(self) -> Path:
         return self.home / "run" / "ocapd.sock"

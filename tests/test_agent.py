@@ -174,13 +174,8 @@ class Rest:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = DaemonProcess(tmp_path_factory.mktemp("agent") / "home")
-    d.home.mkdir()
-    d.start()
-    try:
+    with DaemonProcess(tmp_path_factory.mktemp("agent") / "home") as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture(scope="module")

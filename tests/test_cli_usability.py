@@ -16,13 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = DaemonProcess(tmp_path_factory.mktemp("cli") / "home")
-    d.home.mkdir()
-    d.start()
-    try:
+    with DaemonProcess(tmp_path_factory.mktemp("cli") / "home") as d:
         yield d
-    finally:
-        d.stop()
 
 
 # -- one rendering, the chat's ------------------------------------------------------

@@ -24,13 +24,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 @pytest.fixture
 def daemon(tmp_path: Path):
-    d = DaemonProcess(tmp_path / "home")
-    d.home.mkdir()
-    d.start()
-    try:
+    with DaemonProcess(tmp_path / "home") as d:
         yield d
-    finally:
-        d.stop()
 
 
 # -- lifecycle ------------------------------------------------------------------

@@ -35,24 +35,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = DaemonProcess(tmp_path_factory.mktemp("gw") / "home", port=0)
-    d.home.mkdir()
-    d.start()
-    try:
+    with DaemonProcess(tmp_path_factory.mktemp("gw") / "home", port=0) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture
 def own_daemon(tmp_path: Path):
-    d = DaemonProcess(tmp_path / "home", port=0)
-    d.home.mkdir()
-    d.start()
-    try:
+    with DaemonProcess(tmp_path / "home", port=0) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def token_of(url: str) -> str:

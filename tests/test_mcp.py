@@ -31,13 +31,8 @@ HIDDEN_MANIFEST = {
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    d = DaemonProcess(tmp_path_factory.mktemp("mcp") / "home")
-    d.home.mkdir()
-    d.start()
-    try:
+    with DaemonProcess(tmp_path_factory.mktemp("mcp") / "home") as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,8 @@ from ocapd.daemon.values import MAX_TEXT_BYTES
 
 @pytest.fixture
 def daemon(tmp_path: Path):
-    d = DaemonProcess(tmp_path / "home")
-    d.home.mkdir()
-    d.start()
-    try:
+    with DaemonProcess(tmp_path / "home") as d:
         yield d
-    finally:
-        d.stop()
 
 
 def test_a_text_store_keeps_its_text_across_a_restart_and_a_kill(daemon: DaemonProcess) -> None:

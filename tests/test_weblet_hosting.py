@@ -73,13 +73,8 @@ def prober_zip() -> bytes:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
-    d = DaemonProcess(tmp_path_factory.mktemp("weblets") / "home", port=0)
-    d.home.mkdir()
-    d.start()
-    try:
+    with DaemonProcess(tmp_path_factory.mktemp("weblets") / "home", port=0) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture(scope="module")

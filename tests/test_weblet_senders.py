@@ -40,13 +40,8 @@ def asker_zip() -> bytes:
 
 @pytest.fixture
 def daemon(tmp_path):
-    d = DaemonProcess(tmp_path / "home")
-    d.home.mkdir()
-    d.start()
-    try:
+    with DaemonProcess(tmp_path / "home") as d:
         yield d
-    finally:
-        d.stop()
 
 
 def requests_from_asker(d: DaemonProcess) -> list[dict]:

@@ -15,13 +15,8 @@ from ocapd.captp import E, RemoteError
 
 @pytest.fixture
 def daemon(tmp_path: Path):
-    d = DaemonProcess(tmp_path / "home")
-    d.home.mkdir()
-    d.start()
-    try:
+    with DaemonProcess(tmp_path / "home") as d:
         yield d
-    finally:
-        d.stop()
 
 
 
