@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 import pytest
 import trio
+from sessions import feed_frame
 
 from ocapd.captp import (
     PROTOCOL_VERSION,
@@ -40,16 +41,9 @@ from ocapd.captp import (
 )
 from ocapd.captp.codec import EXT_EXPORT, EXT_IMPORT_OBJECT, MAX_DESCRIPTORS, MAX_ELEMENTS
 from ocapd.captp.session import R_BUDGET, R_STALLED, R_TOO_MANY_DESCRIPTORS, R_TOO_MANY_ELEMENTS
-from ocapd.captp.turns import run_turns
 
 START = msgpack.packb(["start-session", PROTOCOL_VERSION])
 BOOT = msgpack.ExtType(EXT_EXPORT, b"\x00")
-
-
-def feed_frame(session: Session, frame: bytes) -> None:
-    """Feed one frame as a driver does: the session only records the work, then the turns run."""
-    session.receive_frame(frame)
-    run_turns()
 
 
 def started_session(**limits: Any) -> Session:

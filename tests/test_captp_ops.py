@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from sessions import feed_frame
 from trio_websocket import open_websocket_url, serve_websocket
 
 from ocapd import captp
@@ -76,12 +77,6 @@ WS_MAX_MESSAGE = Limits().max_frame_size
 
 # ---------------------------------------------------------------------------
 # Objects the tests pass around.
-
-
-def feed_frame(session: Session, frame: bytes) -> None:
-    """Feed one frame as a driver does: the session only records the work, then the turns run."""
-    session.receive_frame(frame)
-    run_turns()
 
 
 class OutOfStock(Exception):

@@ -16,7 +16,6 @@ Sans-IO sessions pumped by hand, and the trio driver over real TCP sockets on
 
 from __future__ import annotations
 
-import gc
 import json
 import socket
 import struct
@@ -26,6 +25,7 @@ from typing import Any
 import msgpack
 import pytest
 import trio
+from sessions import settle
 
 from ocapd.captp import E, Far, Limits, RemoteError, RemoteRef, Session, Tagged, codec, far, make_promise_kit
 from ocapd.captp.codec import EXT_EXPORT, EXT_IMPORT_OBJECT
@@ -55,27 +55,6 @@ SAFETY_NET = 30
 
 # ---------------------------------------------------------------------------
 # Helpers: a pair of sans-IO sessions pumped by hand.
-
-
-def transfer(src: Session, dst: Session) -> list[bytes]:
-    frames = src.data_to_send()
-    for frame in frames:
-        dst.receive_frame(frame)
-    run_turns()
-    return frames
-
-
-def settle(a: Session, b: Session) -> list[bytes]:
-    """Exchange frames until both sides are quiet; return every frame that moved."""
-    moved: list[bytes] = []
-    while True:
-        batch = transfer(a, b) + transfer(b, a)
-        if not batch:
-            gc.collect()
-            batch = transfer(a, b) + transfer(b, a)
-            if not batch:
-                return moved
-        moved += batch
 
 
 def pair(boot_a: Any = None, boot_b: Any = None) -> tuple[Session, Session]:

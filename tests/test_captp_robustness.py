@@ -29,6 +29,7 @@ import trio
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from msgpack import ExtType
+from sessions import feed_frame
 
 from ocapd.captp import (
     PROTOCOL_VERSION,
@@ -58,7 +59,6 @@ from ocapd.captp.codec import (
     MAX_DEPTH,
     unpack,
 )
-from ocapd.captp.turns import run_turns
 
 #: Every reason code the session may abort with (its R_* constants).
 REASON_CODES = frozenset(
@@ -76,12 +76,6 @@ FUZZ = settings(
 
 # ---------------------------------------------------------------------------
 # building frames by hand
-
-
-def feed_frame(session: Session, frame: bytes) -> None:
-    """Feed one frame as a driver does: the session only records the work, then the turns run."""
-    session.receive_frame(frame)
-    run_turns()
 
 
 def pos_bytes(pos: int) -> bytes:

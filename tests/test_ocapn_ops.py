@@ -15,11 +15,11 @@ refuses to write one and reads none.
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 import pytest
 import trio
+from sessions import settle
 from test_ocapn_node import ECHO, running_node
 
 from ocapd.captp import E, Far, RemoteError, Session, Symbol, Tagged, make_promise_kit
@@ -39,28 +39,8 @@ def _pair(bootstrap: Any) -> tuple[Session, Session]:
     """A client session and a server session (serving ``bootstrap``), both OCapN, started."""
     server = Session(bootstrap, profile=OcapnProfile(PeerLocator("server", "tcp-testing-only")), name="server")
     client = Session(profile=OcapnProfile(PeerLocator("client", "tcp-testing-only")), name="client")
-    _settle(client, server)
+    settle(client, server)
     return client, server
-
-
-def _transfer(src: Session, dst: Session) -> list[bytes]:
-    frames = src.data_to_send()
-    for frame in frames:
-        dst.receive_frame(frame)
-    run_turns()
-    return frames
-
-
-def _settle(a: Session, b: Session) -> list[bytes]:
-    moved: list[bytes] = []
-    while True:
-        batch = _transfer(a, b) + _transfer(b, a)
-        if not batch:
-            gc.collect()
-            batch = _transfer(a, b) + _transfer(b, a)
-            if not batch:
-                return moved
-        moved += batch
 
 
 def _outcome(promise: Any) -> Any:
@@ -94,7 +74,7 @@ def test_get_index_and_untag_pipeline_on_an_answer_before_it_settles() -> None:
     for frame in frames:
         server.receive_frame(frame)
     run_turns()
-    _settle(client, server)
+    settle(client, server)
     assert _outcome(hp) == 90
     assert server.aborted is None and client.aborted is None
 
@@ -126,7 +106,7 @@ def test_a_field_index_or_tag_the_value_lacks_breaks_only_that_answer() -> None:
     count = client.pipeline_get(answer, "count")
     for p in (missing, past_end, negative, huge, not_a_list, not_a_record, wrong_tag, not_tagged, count):
         p.when_settled(lambda _p: None)  # listen
-    _settle(client, server)
+    settle(client, server)
     errors = {name: _outcome(p) for name, p in {
         "missing": missing, "past_end": past_end, "negative": negative, "huge": huge, "not_a_list": not_a_list,
         "not_a_record": not_a_record, "wrong_tag": wrong_tag, "not_tagged": not_tagged,
@@ -150,7 +130,7 @@ def test_a_broken_target_breaks_the_answer_with_its_reason() -> None:
     client, server = _pair(Far("Failing", fail))
     field = client.pipeline_get(E(client.bootstrap())(), "x")
     field.when_settled(lambda _p: None)
-    _settle(client, server)
+    settle(client, server)
     error = _outcome(field)
     assert error == RemoteError("ValueError", "no data today")
 
@@ -162,17 +142,17 @@ def test_ops_follow_a_promise_the_receiver_exported() -> None:
     (imported,) = _outcome_after(client, server, E(client.bootstrap())())
     name = client.pipeline_get(imported, "name")
     name.when_settled(lambda _p: None)
-    _settle(client, server)
+    settle(client, server)
     assert not name.settled
     resolver.resolve(DATA)
     run_turns()
-    _settle(client, server)
+    settle(client, server)
     assert _outcome(name) == "car"
 
 
 def _outcome_after(client: Session, server: Session, promise: Any) -> Any:
     promise.when_settled(lambda _p: None)
-    _settle(client, server)
+    settle(client, server)
     return _outcome(promise)
 
 
@@ -190,10 +170,10 @@ def test_the_answer_is_released_with_gc_answers_when_dropped() -> None:
     client, server = _pair(_data_maker())
     answer = E(client.bootstrap())()
     field = client.pipeline_get(answer, "name")
-    _settle(client, server)
+    settle(client, server)
     assert server.stats()["answers"] == 2
     del field, answer
-    _settle(client, server)
+    settle(client, server)
     assert server.stats()["answers"] == 0
 
 
@@ -260,7 +240,7 @@ def test_a_huge_or_negative_index_is_well_formed_and_only_breaks_the_answer() ->
 def test_the_msgpack_profile_refuses_to_write_them_and_the_question_is_not_kept() -> None:
     server = Session(_data_maker(), name="server")
     client = Session(name="client")
-    _settle(client, server)
+    settle(client, server)
     answer = E(client.bootstrap())()
     client.data_to_send()
     for send in (lambda: client.pipeline_get(answer, "name"), lambda: client.pipeline_index(answer, 0),
