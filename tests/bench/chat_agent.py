@@ -26,12 +26,10 @@ Only the JSON goes to stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +37,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import launch_chromium  # noqa: E402
-from daemon_harness import DaemonProcess  # noqa: E402
+from daemon_harness import DaemonProcess, example_zip  # noqa: E402
 from test_chat_browser import free_port  # noqa: E402
-
-EXAMPLE = ROOT / "examples" / "weblets" / "counter"
 
 #: Submit `line` in the chat and resolve with the milliseconds until the transcript has one more `selector`.
 TIME_LINE = """async ([line, selector]) => {
@@ -104,15 +100,6 @@ def log(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
-def counter_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for p in sorted(EXAMPLE.iterdir()):
-            if p.is_file():
-                z.writestr(p.name, p.read_bytes())
-    return buf.getvalue()
-
-
 def summary(samples: list[float]) -> dict[str, Any]:
     return {"median": round(statistics.median(samples), 2), "min": round(min(samples), 2), "max": round(max(samples), 2), "n": len(samples)}
 
@@ -128,7 +115,7 @@ def run(quick: bool) -> dict[str, Any]:
         d.cli("start", "--port", str(port))
         try:
             bundle = Path(tmp) / "counter.zip"
-            bundle.write_bytes(counter_zip())
+            bundle.write_bytes(example_zip("counter"))
             d.cli("install", str(bundle), "-n", "counter")
             d.cli("store", "--json", "1", "-n", "n")
             with launch_chromium(Path(tmp) / "chromium") as browser:

@@ -58,12 +58,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import trio  # noqa: E402
-from daemon_harness import DaemonProcess  # noqa: E402
+from daemon_harness import DaemonProcess, example_zip  # noqa: E402
 from trio_websocket import wrap_client_stream  # noqa: E402
 
 from ocapd.captp import E, open_websocket_connection  # noqa: E402
 
-EXAMPLE = ROOT / "examples" / "weblets" / "counter"
 MIB = 1024 * 1024
 PROFILES = {
     "quick": {"installs": 3, "opens": 5, "cap": 8, "budget_mib": 2048, "store_installs": 3, "installed": 50, "visible": 10, "reads": 200},
@@ -76,14 +75,6 @@ READ_API_INVALIDATED_BUDGET_MS = 20.0
 
 def log(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
-
-
-def counter_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for p in sorted(EXAMPLE.iterdir()):
-            z.writestr(p.name, p.read_bytes())
-    return buf.getvalue()
 
 
 def memory(pid: int) -> dict[str, int | None]:
@@ -148,7 +139,7 @@ async def backend_workers(facet: Any, known: set[str]) -> list[dict[str, Any]]:
 
 
 async def run(profile: dict[str, int], d: DaemonProcess) -> dict[str, Any]:
-    bundle = counter_zip()
+    bundle = example_zip("counter")
     port = d.gateway_port
     out: dict[str, Any] = {}
     async with d.connect() as (host, facet, _):
