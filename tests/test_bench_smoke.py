@@ -19,6 +19,9 @@ TRANSPORT_KEYS = {
     "raw_rtt_us",
     "call_rtt_us",
     "call_over_raw",
+    "floor_rtt_us",
+    "floor_over_raw",
+    "call_over_floor",
     "sequential_calls_per_s",
     "pipelined_calls_per_s",
     "pipelined_over_sequential",
@@ -45,6 +48,9 @@ def test_captp_rtt_smoke_run_prints_one_json_object_with_every_figure() -> None:
     for figures in result["transports"].values():
         assert TRANSPORT_KEYS <= figures.keys()
         assert figures["raw_rtt_us"] > 0 and figures["call_rtt_us"] > 0
+        # The floor RPC answered through the same transport, and its ratios are of the same medians.
+        assert figures["floor_rtt_us"] > 0
+        assert figures["call_over_floor"] == pytest.approx(figures["call_rtt_us"] / figures["floor_rtt_us"], rel=0.02)
         assert isinstance(figures["meets_call_over_raw"], bool)
         assert isinstance(figures["meets_pipelined_over_sequential"], bool)
     ocapn = result["ocapn"]

@@ -12,7 +12,13 @@ It measures:
   call, echoed back;
 - ``call_rtt_us``: median of ``await E(ref).echo(SMALL_ARGS)``;
 - ``sequential_calls_per_s`` and ``pipelined_calls_per_s`` (a batch of
-  calls issued before any is awaited).
+  calls issued before any is awaited);
+- ``floor_rtt_us``: the same call through the least an RPC over that
+  transport can do (tests/bench/rtt_peer.py, ``FLOOR``): a call id, a method
+  name and the arguments in msgpack, one reader task and a table of waiting
+  callers, with no references, promises, pipelining, turns, garbage
+  collection or checks. ``floor_over_raw`` is what any such RPC costs here
+  beyond the echo; ``call_over_floor`` is what CapTP's semantics cost.
 
 The ``ocapn`` row compares the two wire profiles over TCP loopback: the same
 call (``E(ref).echo(SMALL_ARGS)``, the same echo object in a child process)
@@ -50,6 +56,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import trio  # noqa: E402
 
 from ocapd.captp import (  # noqa: E402
@@ -171,9 +178,9 @@ async def open_link(mode: str, transport: str) -> AsyncIterator[Any]:
 
             port = await _read_port(proc)
             # CapTP offers the batch subprotocol (several frames a message), as captp.js does.
-            subprotocols = [] if mode == "raw" else [WEBSOCKET_BATCH_SUBPROTOCOL]
+            subprotocols = [WEBSOCKET_BATCH_SUBPROTOCOL] if mode == "captp" else []
             async with open_websocket_url(f"ws://127.0.0.1:{port}/", subprotocols=subprotocols) as ws:
-                if mode == "raw":
+                if mode in ("raw", "floor"):
                     yield WebSocketTransport(ws)
                 else:
                     async with open_websocket_connection(ws, name="bench") as conn:
@@ -189,7 +196,7 @@ async def open_link(mode: str, transport: str) -> AsyncIterator[Any]:
         else:
             stream = await trio.open_tcp_stream("127.0.0.1", await _read_port(proc))
         async with stream:
-            if mode == "raw":
+            if mode in ("raw", "floor"):
                 yield FramedStream(stream)
             else:
                 async with open_stream_connection(stream, name="bench") as conn:
@@ -216,6 +223,42 @@ async def _ocapn_echo(stream: trio.abc.Stream) -> Any:
 _NURSERY: list[trio.Nursery] = []
 
 
+class FloorClient:
+    """The calling half of the ``floor`` RPC (tests/bench/rtt_peer.py): a reader task and a table of waiting callers."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        #: call id -> [the waiting task, or None before it waits; then the result]
+        self._waiting: dict[int, list[Any]] = {}
+        self._last_id = 0
+        self._nowait = transport.send_frames_nowait if getattr(transport, "can_send_nowait", False) else None
+
+    async def read(self) -> None:
+        """Hand each answer to its caller; run in a nursery for as long as the client is used."""
+        unpackb = msgpack.unpackb
+        while True:
+            for frame in await self.transport.receive_frames():
+                call_id, result = unpackb(frame)
+                entry = self._waiting.pop(call_id)
+                entry.append(result)
+                if entry[0] is not None:
+                    trio.lowlevel.reschedule(entry[0])
+
+    async def call(self, method: str, *args: Any) -> Any:
+        self._last_id += 1
+        entry: list[Any] = [None]
+        self._waiting[self._last_id] = entry
+        frames = [msgpack.packb([self._last_id, method, list(args)])]
+        if self._nowait is None:
+            await self.transport.send_frames(frames)
+        elif not self._nowait(frames):
+            await self.transport.send_frames([])  # what the kernel did not take at once
+        if len(entry) == 1:  # not answered while sending: wait for the reader
+            entry[0] = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        return entry[1]
+
+
 # -- measurements ------------------------------------------------------------------
 
 
@@ -228,6 +271,17 @@ async def raw_round_trips(link: Any, payload: bytes, count: int) -> list[int]:
         t0 = clock()
         await send(frames)
         await receive()
+        samples.append(clock() - t0)
+    return samples
+
+
+async def floor_round_trips(client: FloorClient, count: int) -> list[int]:
+    clock = time.perf_counter_ns
+    call = client.call
+    samples = []
+    for _ in range(count):
+        t0 = clock()
+        await call("echo", SMALL_ARGS)
         samples.append(clock() - t0)
     return samples
 
@@ -279,17 +333,24 @@ async def measure_transport(
     """The figures of one transport; with ``pyro5_ns``, also Pyro5 calls, in the same alternating blocks."""
     async with AsyncExitStack() as stack:
         raw = await stack.enter_async_context(open_link("raw", transport))
+        floor = FloorClient(await stack.enter_async_context(open_link("floor", transport)))
         conn = await stack.enter_async_context(open_link("captp", transport))
         pyro5 = await stack.enter_async_context(open_pyro5()) if pyro5_ns is not None else None
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        nursery.start_soon(floor.read)
         ref = conn.bootstrap()
         await raw_round_trips(raw, payload, it.warmup)
+        await floor_round_trips(floor, it.warmup)
         await call_round_trips(ref, it.warmup)
         if pyro5 is not None:
             pyro5_round_trips(pyro5, it.warmup)
         raw_ns: list[int] = []
+        floor_ns: list[int] = []
         call_ns: list[int] = []
         for _ in range(it.blocks):
             raw_ns += await raw_round_trips(raw, payload, it.block_size)
+            floor_ns += await floor_round_trips(floor, it.block_size)
             call_ns += await call_round_trips(ref, it.block_size)
             if pyro5 is not None:
                 pyro5_ns += pyro5_round_trips(pyro5, it.block_size)  # type: ignore[operator]
@@ -298,7 +359,9 @@ async def measure_transport(
             seq_s += await sequential_seconds(ref, it.sequential_calls)
             pipe_s += await pipelined_seconds(ref, it.pipelined_batch)
         assert await E(ref).echo(SMALL_ARGS) == SMALL_ARGS
+        assert await floor.call("echo", SMALL_ARGS) == SMALL_ARGS
     raw_med = statistics.median(raw_ns)
+    floor_med = statistics.median(floor_ns)
     call_med = statistics.median(call_ns)
     seq_rate = it.rounds * it.sequential_calls / seq_s
     pipe_rate = it.rounds * it.pipelined_batch / pipe_s
@@ -311,6 +374,9 @@ async def measure_transport(
         "raw_rtt_p90_us": _us(statistics.quantiles(raw_ns, n=10)[-1]),
         "call_rtt_p90_us": _us(statistics.quantiles(call_ns, n=10)[-1]),
         "call_over_raw": round(call_over_raw, 3),
+        "floor_rtt_us": _us(floor_med),
+        "floor_over_raw": round(floor_med / raw_med, 3),
+        "call_over_floor": round(call_med / floor_med, 3),
         "sequential_calls_per_s": round(seq_rate),
         "pipelined_calls_per_s": round(pipe_rate),
         "pipelined_over_sequential": round(pipelined_over_sequential, 2),

@@ -1,10 +1,11 @@
 """The far side of tests/bench/captp_rtt.py: an echo peer in its own process.
 
-    python tests/bench/rtt_peer.py {raw,captp,ocapn} {pipe,tcp,ws}
+    python tests/bench/rtt_peer.py {raw,floor,captp,ocapn} {pipe,tcp,ws}
     python tests/bench/rtt_peer.py pyro5 tcp
 
 ``raw`` echoes every frame back unchanged, using the same framing CapTP uses
-on that transport; ``captp`` serves a CapTP session whose bootstrap object
+on that transport; ``floor`` answers the least an RPC can (see ``FLOOR``
+below) over that same transport; ``captp`` serves a CapTP session whose bootstrap object
 has ``echo(value) -> value``; ``ocapn`` (tcp only) serves the same object
 over the OCapN wire profile, at the swiss number ``OCAPN_SWISS``. Over ``pipe`` the peer speaks on its own
 stdin/stdout; over ``tcp`` and ``ws`` it listens on 127.0.0.1 at a free port,
@@ -52,6 +53,31 @@ async def _raw_echo(transport: Any) -> None:
         pass
 
 
+#: The ``floor`` peer is the least an RPC over these transports can do: each
+#: frame is ``msgpack([call_id, method, args])``, answered at once with
+#: ``msgpack([call_id, result])`` from a plain method call. No references,
+#: promises, pipelining, turns, garbage collection or checks of what is passed:
+#: what a CapTP call costs beyond it is what CapTP's semantics cost.
+async def _floor_serve(transport: Any) -> None:
+    import msgpack
+
+    echo = Echo()
+    packb, unpackb = msgpack.packb, msgpack.unpackb
+    nowait = transport.send_frames_nowait if getattr(transport, "can_send_nowait", False) else None
+    try:
+        while True:
+            replies = []
+            for frame in await transport.receive_frames():
+                call_id, method, args = unpackb(frame)
+                replies.append(packb([call_id, getattr(echo, method)(*args)]))
+            if nowait is None:
+                await transport.send_frames(replies)
+            elif not nowait(replies):
+                await transport.send_frames([])  # what the kernel did not take at once
+    except TransportClosed:
+        pass
+
+
 async def _serve_ocapn(stream: trio.abc.Stream) -> None:
     from ocapd.captp.ocapn_locators import PeerLocator
     from ocapd.captp.ocapn_node import OcapnNode
@@ -69,6 +95,8 @@ async def _serve_stream(mode: str, stream: trio.abc.Stream) -> None:
         await _serve_ocapn(stream)
     elif mode == "raw":
         await _raw_echo(FramedStream(stream))
+    elif mode == "floor":
+        await _floor_serve(FramedStream(stream))
     else:
         async with open_stream_connection(stream, Echo(), name="bench-peer") as conn:
             await conn.wait_closed()
@@ -77,9 +105,11 @@ async def _serve_stream(mode: str, stream: trio.abc.Stream) -> None:
 async def _serve_ws(mode: str, request: Any) -> None:
     # CapTP takes the batch subprotocol when the client offers it, as the gateway does.
     batch = WEBSOCKET_BATCH_SUBPROTOCOL in request.proposed_subprotocols
-    ws = await request.accept(subprotocol=WEBSOCKET_BATCH_SUBPROTOCOL if batch and mode != "raw" else None)
+    ws = await request.accept(subprotocol=WEBSOCKET_BATCH_SUBPROTOCOL if batch and mode == "captp" else None)
     if mode == "raw":
         await _raw_echo(WebSocketTransport(ws))
+    elif mode == "floor":
+        await _floor_serve(WebSocketTransport(ws))
     else:
         async with open_websocket_connection(ws, Echo(), name="bench-peer") as conn:
             await conn.wait_closed()
@@ -147,6 +177,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["pyro5", "tcp"]:
         serve_pyro5()
         sys.exit()
-    if len(sys.argv) != 3 or sys.argv[1] not in ("raw", "captp", "ocapn") or sys.argv[2] not in ("pipe", "tcp", "ws"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("raw", "floor", "captp", "ocapn") or sys.argv[2] not in ("pipe", "tcp", "ws"):
         sys.exit(__doc__)
     trio.run(main, sys.argv[1], sys.argv[2])
