@@ -16,7 +16,9 @@
   fail, and so do calls through references already fetched. Each share
   records which peers (designators) fetched it, when first and last, and
   how often (``share_fetches`` table, at most ``MAX_FETCHERS_PER_SHARE``
-  peers a share), so whoever revokes it sees who holds it.
+  peers a share), so whoever revokes it sees who holds it. A peer's first
+  fetch of a share is answered only once that record is written, and
+  refused if it cannot be.
 - **Remote references.** A ``peer`` formula is a peer's locator; its
   incarnation is a started session (dialed on first use, shared by every
   reference to that peer, and cancelled when the session ends, so the next
@@ -208,6 +210,8 @@ class ShareFetches:
         #: (share id, designator) recorded in memory and not yet written; a writer task runs while any are.
         self._unwritten: set[tuple[str, str]] = set()
         self._writing = False
+        #: First fetches of a share by a peer, waiting for their record to be written.
+        self._first: dict[tuple[str, str], FirstFetch] = {}
 
     def _fetch_records(self) -> dict[str, dict[str, dict[str, Any]]]:
         if self._fetchers is None:
@@ -232,12 +236,22 @@ class ShareFetches:
                 held["last"] = max(held["last"], record["last"])
         return sorted(by_peer.values(), key=lambda h: (-h["last"], h["peer"]))
 
-    def record(self, share_id: str, peer: str) -> None:
-        """Note that ``peer`` fetched the share; written to the database soon after (``_write``)."""
+    def record(self, share_id: str, peer: str) -> FirstFetch | None:
+        """Note that ``peer`` fetched the share; written to the database soon after (``_write``).
+
+        For the peer's first fetch of the share this returns a ``FirstFetch``,
+        done once the record is written: the fetch is answered only then, so
+        that no peer holds a share its record does not name, even after a
+        crash. Later fetches (``last``, ``count``) are written lazily.
+        """
         now = time.time()
         records = self._fetch_records().setdefault(share_id, {})
         record = records.get(peer)
+        first = None
         if record is None:
+            first = self._first.get((share_id, peer))
+            if first is None:
+                first = self._first[(share_id, peer)] = FirstFetch()
             record = records[peer] = {"peer": peer, "first": now, "last": now, "count": 0}
             if len(records) > MAX_FETCHERS_PER_SHARE:
                 gone = min((r for r in records.values() if r is not record), key=lambda r: r["last"])
@@ -249,10 +263,12 @@ class ShareFetches:
         if not self._writing:
             self._writing = True
             self._kernel.nursery.start_soon(self._write)
+        return first
 
     async def _write(self) -> None:
         """Write what ``record`` noted, as one batch per round: a peer fetching
         in a loop costs one write per commit, not one per fetch."""
+        keys: set[tuple[str, str]] = set()
         try:
             while self._unwritten:
                 keys, self._unwritten = self._unwritten, set()
@@ -265,15 +281,40 @@ class ShareFetches:
                         batch.put_share_fetch(share_id, peer, record["first"], record["last"], record["count"])
                 with trio.CancelScope(shield=True):  # a fetch answered is recorded, also at shutdown
                     await self._kernel.db.commit(batch)
+                for key in keys:
+                    first = self._first.pop(key, None)
+                    if first is not None:
+                        first.ok = True
+                        first.done.set()
+                keys = set()
         except Exception as e:
             log.warning("could not record which peers fetched a share: %s", e)
+            self._unwritten |= keys  # written with the next fetch's round
         finally:
             self._writing = False
+            # First fetches whose record was not written are refused (``FirstFetch.ok`` stays
+            # False); every fetch of that share by that peer so far waited on it, so the peer
+            # holds nothing and its record goes.
+            for (share_id, peer), first in self._first.items():
+                self._fetch_records().get(share_id, {}).pop(peer, None)
+                self._unwritten.discard((share_id, peer))
+                first.done.set()
+            self._first.clear()
 
     def forget(self, share_id: str) -> None:
         """A share is gone (its rows go with its formula)."""
         self._fetch_records().pop(share_id, None)
 
+
+
+class FirstFetch:
+    """A peer's first fetch of a share: ``done`` is set once its record is written (``ok``) or failed to be."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.ok = False
 
 
 class Network:
@@ -422,16 +463,20 @@ class Network:
         fid = self._index().get(swiss)
         if fid is None:
             raise KeyError("no object has that swiss number")
-        if peer is not None:
-            self.fetches.record(fid, peer)
+        first = self.fetches.record(fid, peer) if peer is not None else None
         promise, resolver = make_promise_kit()
 
         async def provide() -> None:
             try:
+                if first is not None:
+                    # A peer's first fetch is answered once the record naming it is written.
+                    await first.done.wait()
+                    if not first.ok:
+                        raise PeerError("the record of who fetched it could not be written")
                 resolver.resolve(await self._kernel.provide(fid))
             except Exception as e:
                 # The peer hears that it failed, not the daemon's details.
-                log.info("a shared value (share %s) failed to incarnate: %s", fid[:16], e)
+                log.info("a shared value (share %s) was not given to peer %s: %s", fid[:16], short(peer or "?"), e)
                 resolver.reject(RemoteError("Error", "the shared value is not available"))
 
         self._kernel.nursery.start_soon(provide)

@@ -12,11 +12,13 @@ refused cleanly and name nothing.
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -248,6 +250,43 @@ def test_a_share_records_which_peers_fetched_it_and_the_record_is_kept_and_goes_
     # A fetch of this daemon's own sturdyref is no peer's, and is not recorded.
     a.out("enliven", shared, "-n", "greeter-here", "--replace")
     assert [r["peer"] for r in fetched_by(shared)] == [b_designator]
+
+
+def test_a_peers_first_fetch_is_answered_only_once_the_record_naming_it_is_written(
+    pair: tuple[DaemonProcess, DaemonProcess], shared: str
+) -> None:
+    # Who holds a share must not be lost to a crash just after the answer:
+    # while a's database cannot be written, b's first fetch is refused, not answered unrecorded.
+    a, b = pair
+    b_designator = show_json(b, "network", "show")["designator"]
+    a.out("store", "--text", "for the record", "-n", "ledger")
+    ledger = a.out("share", "ledger")
+
+    def on_disk() -> set[str]:
+        """The shares a's database records b as having fetched."""
+        with closing(sqlite3.connect(a.db_path)) as db:
+            return {share for (share,) in db.execute("SELECT share FROM share_fetches WHERE peer = ?", (b_designator,))}
+
+    before = on_disk()
+    lock = sqlite3.connect(a.db_path, isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # a's writes wait for it, then fail after their busy timeout
+        line = one_line_error(b.cli("enliven", ledger, "-n", "ledger-at-a", check=False))
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert "not available" in line, line
+    assert "ledger-at-a" not in b.out("list")
+    # b holds nothing of it, and a's record says so.
+    ledger_share = next(s for s in show_json(a, "share", "--list") if s["uri"] == ledger)
+    assert ledger_share["fetched_by"] == []
+    # Writable again: the fetch is answered, and by then its record is committed.
+    assert on_disk() == before
+    b.out("enliven", ledger, "-n", "ledger-at-a")
+    assert len(on_disk() - before) == 1
+    (record,) = next(s for s in show_json(a, "share", "--list") if s["uri"] == ledger)["fetched_by"]
+    assert record["peer"] == b_designator and record["count"] == 1
+    assert b.out("show", "ledger-at-a") == "for the record"
 
 
 def test_only_the_host_that_shared_lists_and_revokes_and_guests_cannot_share(
