@@ -307,6 +307,16 @@ class ShareFetches:
 
 
 
+#: The ``DaemonLimits`` fields that bound peers, as ``network show`` reports them.
+PEER_LIMITS = (
+    "peer_sessions",
+    "peer_connections_per_address",
+    "peer_failed_fetches",
+    "peer_failed_fetches_per_second",
+    "peer_fetch_budgets",
+)
+
+
 class FirstFetch:
     """A peer's first fetch of a share: ``done`` is set once its record is written (``ok``) or failed to be."""
 
@@ -328,7 +338,7 @@ class Network:
         from .limits import DaemonLimits
 
         self._kernel = kernel
-        limits = kernel.services.limits or DaemonLimits()
+        limits = self._limits = kernel.services.limits or DaemonLimits()
         self.netlayer: TlsNetlayer = TlsNetlayer(key, max_connections_per_address=limits.peer_connections_per_address)
         self.designator = self.netlayer.designator
         # Until it listens, the daemon's location says who it is but not where.
@@ -432,6 +442,8 @@ class Network:
             "address": self._address if listening is not None else None,
             "advertise": self._advertise if listening is not None else None,
             "sessions": self.node.sessions(),
+            # The bounds peers meet (``OCAPD_LIMITS``), so an operator sees why a peer was cut off.
+            "limits": {name: getattr(self._limits, name) for name in PEER_LIMITS},
         }
 
     # -- shares ------------------------------------------------------------------------

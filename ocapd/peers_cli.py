@@ -52,6 +52,14 @@ def cmd_network(conv: Conversation, args: argparse.Namespace) -> None:
     print(f"listening  {shown['uri'] or 'no (ocapd network listen --netlayer tls-ed25519)'}")
     if shown.get("address"):
         print(f"bound to   {shown['address']}")
+    limits = shown.get("limits")
+    if limits:
+        print(
+            f"limits     {limits['peer_sessions']} sessions a peer, "
+            f"{limits['peer_connections_per_address']} connections an address, "
+            f"{limits['peer_failed_fetches']} failed fetches a peer or address "
+            f"(+{limits['peer_failed_fetches_per_second']:g}/s)  [OCAPD_LIMITS]"
+        )
     _print_sessions(shown["sessions"])
 
 

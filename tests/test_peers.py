@@ -152,6 +152,11 @@ def test_a_peer_guessing_swiss_numbers_is_cut_off_and_reconnecting_does_not_refi
     c.start()
     try:
         c.out("network", "listen", "--netlayer", "tls-ed25519")
+        # The operator sees the bounds in force, the overrides included.
+        limits = show_json(c, "network", "show")["limits"]
+        assert limits["peer_failed_fetches"] == 2 and limits["peer_failed_fetches_per_second"] == 0
+        assert limits["peer_sessions"] == 4 and limits["peer_connections_per_address"] == 16
+        assert "2 failed fetches a peer or address (+0/s)" in c.out("network", "show")
         c.out("store", "--text", "open secret", "-n", "note")
         uri = c.out("share", "note")
         head, rest = uri.split("/s/")
