@@ -117,9 +117,15 @@ def test_a_value_named_from_the_cli_appears_in_the_inventory_without_reload(chat
     expect(entry).to_be_visible()
     expect(entry).to_have_attribute("data-type", "marshal")
     expect(chat.page.locator('#inventory .group[data-group="values"] .entry[data-name="fresh-value"]')).to_be_visible()
+    # The header counts the user's own names, and says so: the lists also show the built-in ones.
+    count = chat.page.locator("#inventory-count")
+    own = int(count.inner_text())
+    assert own >= 1 and own < chat.page.locator("#inventory .entry").count()
+    expect(count).to_have_attribute("title", re.compile(rf"^{own} names? of yours, and \d+ built-in \(SELF, HOST, …\) not counted$"))
 
     daemon.cli("remove", "fresh-value")
     expect(entry).to_have_count(0)
+    expect(count).to_have_text(str(own - 1))
 
 
 def test_a_guests_request_is_resolved_from_the_inbox(chat: Page, daemon: DaemonProcess) -> None:

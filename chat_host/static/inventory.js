@@ -170,7 +170,12 @@ export class Inventory {
       return;
     }
     const pets = this.petNames().length;
+    const builtIn = this.entries.size - pets;
     this.countEl.textContent = String(pets);
+    // The lists below show the built-in names too; say what the header counts.
+    const counted = `${pets} ${pets === 1 ? "name" : "names"} of yours`;
+    this.countEl.title = builtIn ? `${counted}, and ${builtIn} built-in (SELF, HOST, …) not counted` : counted;
+    this.countEl.setAttribute("aria-label", this.countEl.title);
     const sections = [];
     for (const group of GROUPS) {
       const members = [...this.entries.values()]
