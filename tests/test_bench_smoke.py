@@ -7,6 +7,7 @@ JSON, so the benchmark cannot silently rot.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,9 @@ def test_captp_rtt_smoke_run_prints_one_json_object_with_every_figure() -> None:
     assert len(lines) == 1, proc.stdout
     result = json.loads(lines[0])
     assert result["benchmark"] == "captp_rtt"
-    assert {"python", "trio", "iterations", "targets", "transports"} <= result.keys()
+    assert {"python", "trio", "iterations", "targets", "transports", "pinned_cpus"} <= result.keys()
+    if len(os.sched_getaffinity(0)) >= 2:  # the benchmark and its peers each on a CPU of their own
+        assert result["pinned_cpus"]["bench"] != result["pinned_cpus"]["peers"]
     assert result["targets"] == {"call_over_raw_max": 1.5, "pipelined_over_sequential_min": 5, "ocapn_over_msgpack_max": 1.3, "call_over_pyro5_max": 0.7}
     assert set(result["transports"]) == {"pipe", "tcp", "ws"}
     for figures in result["transports"].values():

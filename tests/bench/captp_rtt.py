@@ -30,6 +30,9 @@ Over TCP it also calls the same ``echo`` served by Pyro5 in a child process
 (Pyro5's defaults, a blocking proxy) and reports ``pyro5.call_rtt_us`` and
 ``call_over_pyro5``, the CapTP call's median over Pyro5's.
 
+With two CPUs or more, the benchmark runs on one and every peer on another
+(``pinned_cpus``), so that all of them are measured in the same placement.
+
 The design budgets (docs: DESIGN section 7) are ratios measured in one run,
 so they hold on a busy machine: call/raw <= 1.5, pipelined/sequential >= 5,
 call/Pyro5 <= 0.7. Raw, CapTP and Pyro5 samples are taken in alternating
@@ -70,6 +73,8 @@ from ocapd.captp import (  # noqa: E402
 )
 
 PEER = Path(__file__).with_name("rtt_peer.py")
+#: The CPUs the benchmark and its peers run on (``pin_cpus``), or None when not pinned.
+PINNED: dict[str, int] | None = None
 TRANSPORTS = ("pipe", "tcp", "ws")
 TARGETS = {"call_over_raw_max": 1.5, "pipelined_over_sequential_min": 5, "ocapn_over_msgpack_max": 1.3, "call_over_pyro5_max": 0.7}
 #: The transport the Pyro5 baseline runs over (Pyro5 speaks TCP).
@@ -100,6 +105,24 @@ PROFILES = {
 }
 
 
+def pin_cpus() -> dict[str, int] | None:
+    """Run this process on one CPU and every peer on another, if there are two.
+
+    Left to the scheduler, a peer sometimes shares the benchmark's CPU and
+    sometimes not, and a pipe's round trip differs by nearly 2x between the
+    two; raw, floor and CapTP peers would then be compared in different
+    placements. Pinned, they all cross the same pair of CPUs.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return None
+    if len(cpus) < 2:
+        return None
+    os.sched_setaffinity(0, {cpus[0]})
+    return {"bench": cpus[0], "peers": cpus[1]}
+
+
 def progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -128,6 +151,8 @@ async def _peer_process(mode: str, transport: str) -> AsyncIterator[trio.Process
         stdout=-1,
         env=_peer_env(),
     )
+    if PINNED is not None:
+        os.sched_setaffinity(proc.pid, {PINNED["peers"]})
     try:
         yield proc
     finally:
@@ -422,6 +447,7 @@ def _header(profile: str, it: Iterations) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "trio": trio.__version__,
         "iterations": asdict(it),
+        "pinned_cpus": PINNED,
     }
 
 
@@ -477,6 +503,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=["ocapn"], help="measure this row alone")
     args = parser.parse_args(argv)
     profile = "smoke" if args.smoke else "quick" if args.quick else "full"
+    global PINNED
+    PINNED = pin_cpus()
     result = trio.run(run, profile, args.only)
     print(json.dumps(result), flush=True)
 
