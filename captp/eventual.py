@@ -70,7 +70,11 @@ def _invoke(
             else:
                 p._resolve(value)
 
-        (spawn or _system_spawn)(run)
+        try:
+            (spawn or _system_spawn)(run)
+        except Exception as e:  # no trio run, or the session's nursery has closed: no task to run it
+            result.close()
+            p._reject(e)
         return
     p._resolve(result)
 

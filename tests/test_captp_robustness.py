@@ -17,6 +17,7 @@ import random
 import signal
 import socket
 import struct
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,8 @@ from ocapd.captp.codec import (
     MAX_DEPTH,
     unpack,
 )
+from ocapd.captp.eventual import local_call
+from ocapd.captp.turns import run_turns
 
 #: Every reason code the session may abort with (its R_* constants).
 REASON_CODES = frozenset(
@@ -1231,3 +1234,28 @@ def test_far_records_expose_only_their_methods() -> None:
     for name, a in answers.items():
         if name != "hello":
             assert isinstance(a.exception(), RemoteError), name
+
+
+@far("Later")
+class Later:
+    async def later(self) -> int:
+        return 1
+
+
+def test_an_async_method_with_no_task_to_run_in_rejects_its_promise_instead_of_hanging() -> None:
+    # Outside any trio run (the blocking client, sans-IO use) an async method cannot get a
+    # task: its promise is rejected, and its coroutine closed rather than left un-awaited.
+    promise = local_call(Later(), "later", [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_turns()
+        gc.collect()
+    assert promise.rejected and isinstance(promise.exception(), RuntimeError)
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
+async def test_an_async_method_called_after_its_sessions_nursery_closed_rejects_its_promise() -> None:
+    async with trio.open_nursery() as nursery:
+        pass
+    with trio.fail_after(5), pytest.raises(RuntimeError, match="closed"):  # not pending forever
+        await local_call(Later(), "later", [], nursery.start_soon)
