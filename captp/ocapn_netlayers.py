@@ -40,6 +40,7 @@ from .ocapn_locators import PeerLocator
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "address_groups",
     "address_key",
     "address_of",
     "Netlayer",
@@ -146,6 +147,28 @@ def address_key(ip: str) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
+
+
+#: The wider network an IPv6 /64 is counted in as well: one site's /48 (a
+#: tunnel broker hands anyone a /48 for free, and with it 65,536 /64s).
+WIDE_PREFIX = 48
+#: How many times a per-address limit a /48 holds: spreading over the /64s
+#: of one /48 gains this factor, not 65,536. (Twice 16 connections is half
+#: the listener's handshake slots: one /48 cannot take them all.)
+WIDE_GROUP_FACTOR = 2
+
+
+def address_groups(key: str) -> list[tuple[str, int]]:
+    """The groups a per-address limit counts ``key`` (an ``address_key``) in,
+    each with how many times the limit it may hold: the key itself (once),
+    and for an IPv6 /64 its /48 (``WIDE_GROUP_FACTOR`` times)."""
+    if not key.endswith("/64"):
+        return [(key, 1)]
+    try:
+        wide = ipaddress.IPv6Network(key).supernet(new_prefix=WIDE_PREFIX)
+    except ValueError:
+        return [(key, 1)]
+    return [(key, 1), (str(wide), WIDE_GROUP_FACTOR)]
 
 
 def address_of(stream: trio.SocketStream) -> str | None:

@@ -54,7 +54,7 @@ from .ocapn_keys import (
     public_identifier,
 )
 from .ocapn_locators import PeerLocator, SturdyRef
-from .ocapn_netlayers import PeerConnection
+from .ocapn_netlayers import PeerConnection, address_groups
 from .ocapn_profile import HANDOFF_GIVE, LABELS, OcapnProfile
 from .passable import RemoteError, far
 from .promise import Promise, make_promise_kit
@@ -238,13 +238,15 @@ class FailedFetches:
             return float(self.burst)
         return allowance.refill(trio.current_time(), self.burst, self.per_second)
 
-    def charge(self, key: tuple[str, str]) -> float:
-        """Count one failed fetch against ``key``; what is left (below 0: over the allowance)."""
+    def charge(self, key: tuple[str, str], scale: int = 1) -> float:
+        """Count one failed fetch against ``key``, whose allowance is ``scale`` times
+        the burst and the rate (a wider address group); what is left (below 0: over it)."""
         now = trio.current_time()
+        burst = self.burst * scale
         allowance = self._allowances.pop(key, None)
         if allowance is None:
-            allowance = _Allowance(float(self.burst), now)
-        allowance.refill(now, self.burst, self.per_second)
+            allowance = _Allowance(float(burst), now)
+        allowance.refill(now, burst, self.per_second * scale)
         allowance.left -= 1
         self._allowances[key] = allowance
         while len(self._allowances) > self.capacity:
@@ -287,8 +289,9 @@ class _Peer:
     def _designator_key(self) -> list[tuple[str, str]]:
         return [("designator", self.verified_designator)] if self.verified_designator is not None else []
 
-    def _address_key(self) -> list[tuple[str, str]]:
-        return [("address", self.address)] if self.address is not None else []
+    def _address_keys(self) -> list[tuple[tuple[str, str], int]]:
+        """The address groups this peer's failed fetches count in, each with its allowance's scale."""
+        return [(("address", group), scale) for group, scale in address_groups(self.address)] if self.address is not None else []
 
     def may_fetch(self) -> bool:
         """Whether a fetch may be looked up: not while this session or this peer (its designator)
@@ -312,7 +315,8 @@ class _Peer:
         budgets = self.node.failed_fetches
         self._fetch_allowance.refill(trio.current_time(), budgets.burst, budgets.per_second)
         self._fetch_allowance.left -= 1
-        left = [self._fetch_allowance.left] + [budgets.charge(key) for key in self._designator_key() + self._address_key()]
+        left = [self._fetch_allowance.left] + [budgets.charge(key) for key in self._designator_key()]
+        left += [budgets.charge(key, scale) for key, scale in self._address_keys()]
         if min(left) < 0:
             self._abort_for_fetches()
 

@@ -60,6 +60,7 @@ from .ocapn_netlayers import (
     Handler,
     NetlayerError,
     PeerConnection,
+    address_groups,
     address_of,
     dial_tcp,
     host_and_port,
@@ -100,8 +101,9 @@ HANDSHAKE_TIMEOUT = 10.0
 MAX_PENDING_HANDSHAKES = 64
 
 #: Connections at once from one address (an IPv4 address, an IPv6 /64:
-#: ``ocapn_netlayers.address_key``), from accept until closed, handshakes
-#: included; more are closed at once. A daemon keeps one connection per
+#: ``ocapn_netlayers.address_key``; and twice that from one IPv6 /48,
+#: ``address_groups``), from accept until closed, handshakes included; more
+#: are closed at once. A daemon keeps one connection per
 #: peer (two for a moment while crossed hellos settle), so 16 leaves room
 #: for several daemons behind one NAT, while one address alone can hold
 #: only a quarter of the handshake slots above, and so cannot shut other
@@ -296,20 +298,24 @@ class TlsNetlayer:
         if address is None:  # gone before we looked
             await trio.aclose_forcefully(tcp)
             return
-        held = self._per_address.get(address, 0)
-        if held >= self.max_connections_per_address:
-            log.info("%s: refused a connection from %s: it already has %d open", TLS_NETLAYER, address, held)
-            await trio.aclose_forcefully(tcp)
-            return
-        self._per_address[address] = held + 1
+        groups = address_groups(address)
+        for group, scale in groups:
+            held = self._per_address.get(group, 0)
+            if held >= self.max_connections_per_address * scale:
+                log.info("%s: refused a connection from %s: %s already has %d open", TLS_NETLAYER, address, group, held)
+                await trio.aclose_forcefully(tcp)
+                return
+        for group, _ in groups:
+            self._per_address[group] = self._per_address.get(group, 0) + 1
         try:
             await self._accept_from(tcp, address, handler)
         finally:
-            left = self._per_address[address] - 1
-            if left:
-                self._per_address[address] = left
-            else:
-                del self._per_address[address]
+            for group, _ in groups:
+                left = self._per_address[group] - 1
+                if left:
+                    self._per_address[group] = left
+                else:
+                    del self._per_address[group]
 
     async def _accept_from(self, tcp: trio.SocketStream, address: str, handler: Handler) -> None:
         try:

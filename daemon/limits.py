@@ -75,7 +75,7 @@ class DaemonLimits:
     # -- OCapN peers (``captp.ocapn_node``, ``captp.ocapn_tls``, which say why these numbers) --
     #: Sessions one peer (an authenticated designator) may have opened to us at once.
     peer_sessions: int = 4
-    #: Connections at once from one address (IPv4, or an IPv6 /64) at the listener, handshakes included.
+    #: Connections at once from one address (IPv4, or an IPv6 /64; twice that from a /48) at the listener, handshakes included.
     peer_connections_per_address: int = 16
     #: Failed fetches (wrong swiss numbers) a peer may make in a burst, and
     #: how many it earns back a second; kept per designator and per address

@@ -653,6 +653,15 @@ async def test_a_guesser_reconnecting_with_fresh_keys_finds_the_allowance_its_ad
             assert await E(await neighbour.enliven(SturdyRef(server.location, ECHO)))(1) == [1]
 
 
+async def test_a_wider_address_group_has_a_scaled_allowance() -> None:
+    # An IPv6 /48 is charged for the failed fetches of all its /64s, with twice their allowance.
+    budgets = FailedFetches(burst=3, per_second=0.0, capacity=10)
+    for n in range(6):
+        assert budgets.charge(("address", f"2001:db8:1:{n}::/64")) == 2
+        assert budgets.charge(("address", "2001:db8:1::/48"), 2) == 2 * 3 - 1 - n
+    assert budgets.charge(("address", "2001:db8:1::/48"), 2) < 0
+
+
 async def test_failed_fetch_allowances_are_bounded_in_memory_forgetting_the_least_recently_charged() -> None:
     budgets = FailedFetches(burst=2, per_second=0.0, capacity=3)
     for n in range(1000):

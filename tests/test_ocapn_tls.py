@@ -333,6 +333,53 @@ async def test_one_address_holding_its_connections_is_refused_more_while_others_
         await trio.aclose_forcefully(stream)
 
 
+async def test_the_64s_of_one_ipv6_48_share_twice_one_64s_connections(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer spreading over the /64s of one /48 (a free tunnel broker's) gains a factor of 2, not 65,536."""
+    from ocapd.captp import ocapn_netlayers, ocapn_tls
+
+    # Loopback has one IPv6 address; each 127.0.0.x source stands for a /64 here.
+    sixty_fours = {"127.0.0.2": "2001:db8:1:2::/64", "127.0.0.3": "2001:db8:1:3::/64",
+                   "127.0.0.4": "2001:db8:1:4::/64", "127.0.0.5": "2001:db8:2:1::/64"}
+
+    def address_of(stream: trio.SocketStream) -> str | None:
+        real = ocapn_netlayers.address_of(stream)
+        return sixty_fours.get(real or "", real)
+
+    monkeypatch.setattr(ocapn_tls, "address_of", address_of)
+    netlayer = TlsNetlayer(generate_key(), max_connections_per_address=2, handshake_timeout=3600)
+    _, location, recorder = await start(nursery, netlayer)
+    port = int(location.hint("port") or 0)
+    held = [await trio.open_tcp_stream("127.0.0.1", port, local_address=source) for source in ("127.0.0.2", "127.0.0.3") for _ in range(2)]
+    await trio.testing.wait_all_tasks_blocked()
+    # Its /64 holds nothing, but its /48 holds 2 x 2 already.
+    async with await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.4") as extra:
+        assert await closed_at_once(extra)
+    # Another /48 is served, and so is this one once a connection closes.
+    proved = await proved_from(netlayer, location, "127.0.0.5")
+    await proved.send_all(b"other")
+    assert await proved.receive_some(100) == b"echo:other"
+    assert recorder.connections[-1].remote_address == "2001:db8:2:1::/64"
+    await held[0].aclose()
+    await trio.testing.wait_all_tasks_blocked()  # its handshake has failed and freed its place
+    again = await proved_from(netlayer, location, "127.0.0.4")
+    await again.send_all(b"again")
+    assert await again.receive_some(100) == b"echo:again"
+    assert recorder.connections[-1].remote_address == "2001:db8:1:4::/64"
+    for stream in [again, proved, *held[1:]]:
+        await trio.aclose_forcefully(stream)
+
+
+def test_an_ipv6_64_is_counted_in_its_48_too_at_twice_the_limit() -> None:
+    from ocapd.captp.ocapn_netlayers import address_groups, address_key
+
+    assert address_groups(address_key("192.0.2.7")) == [("192.0.2.7", 1)]
+    assert address_groups(address_key("2001:db8:1:2::9")) == [("2001:db8:1:2::/64", 1), ("2001:db8:1::/48", 2)]
+    assert address_groups(address_key("2001:db8:1:ffff::1"))[1] == address_groups(address_key("2001:db8:1:2::1"))[1]
+    assert address_groups(address_key("2001:db8:2:2::1"))[1][0] == "2001:db8:2::/48"
+
+
 def test_addresses_are_counted_by_ipv4_address_or_ipv6_64() -> None:
     from ocapd.captp.ocapn_netlayers import address_key
 
