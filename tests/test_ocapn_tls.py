@@ -306,6 +306,14 @@ async def proved_from(netlayer: TlsNetlayer, location: PeerLocator, address: str
     return tls
 
 
+async def served_from(netlayer: TlsNetlayer, location: PeerLocator, source: str) -> trio.SSLStream[trio.SocketStream]:
+    """A connection from ``source`` that proves its key and is served (echoed to)."""
+    tls = await proved_from(netlayer, location, source)
+    await tls.send_all(b"hello")
+    assert await tls.receive_some(100) == b"echo:hello"
+    return tls
+
+
 async def test_one_address_holding_its_connections_is_refused_more_while_others_connect(nursery: trio.Nursery) -> None:
     """Connections from one address, silent or proved, are capped; another address is served meanwhile."""
     # A handshake timeout no test waits out: a silent connection holds its slot until closed.
@@ -326,9 +334,7 @@ async def test_one_address_holding_its_connections_is_refused_more_while_others_
     # One closed, the address may connect again, and is served.
     await silent[0].aclose()
     await trio.testing.wait_all_tasks_blocked()  # its handshake has failed and freed its place
-    again = await proved_from(netlayer, location, "127.0.0.2")
-    await again.send_all(b"again")
-    assert await again.receive_some(100) == b"echo:again"
+    again = await served_from(netlayer, location, "127.0.0.2")
     for stream in [again, proved, *silent[1:]]:
         await trio.aclose_forcefully(stream)
 
@@ -357,15 +363,11 @@ async def test_the_64s_of_one_ipv6_48_share_twice_one_64s_connections(
     async with await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.4") as extra:
         assert await closed_at_once(extra)
     # Another /48 is served, and so is this one once a connection closes.
-    proved = await proved_from(netlayer, location, "127.0.0.5")
-    await proved.send_all(b"other")
-    assert await proved.receive_some(100) == b"echo:other"
+    proved = await served_from(netlayer, location, "127.0.0.5")
     assert recorder.connections[-1].remote_address == "2001:db8:2:1::/64"
     await held[0].aclose()
     await trio.testing.wait_all_tasks_blocked()  # its handshake has failed and freed its place
-    again = await proved_from(netlayer, location, "127.0.0.4")
-    await again.send_all(b"again")
-    assert await again.receive_some(100) == b"echo:again"
+    again = await served_from(netlayer, location, "127.0.0.4")
     assert recorder.connections[-1].remote_address == "2001:db8:1:4::/64"
     for stream in [again, proved, *held[1:]]:
         await trio.aclose_forcefully(stream)
