@@ -247,9 +247,9 @@ class ShareFetches:
         now = time.time()
         records = self._fetch_records().setdefault(share_id, {})
         record = records.get(peer)
-        first = None
+        # Fetches made while the first one's record is unwritten wait for it too.
+        first = self._first.get((share_id, peer))
         if record is None:
-            first = self._first.get((share_id, peer))
             if first is None:
                 first = self._first[(share_id, peer)] = FirstFetch()
             record = records[peer] = {"peer": peer, "first": now, "last": now, "count": 0}

@@ -22,6 +22,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+import trio
 from daemon_harness import DaemonProcess
 
 #: How long a test waits for a daemon to notice something (never asserted as a timing).
@@ -626,3 +627,34 @@ async def test_a_share_remembers_at_most_so_many_fetching_peers_the_latest_and_w
         assert db.load_share_fetches() == {share: kept}  # what is written is what is kept
     finally:
         await db.aclose()
+
+
+async def test_fetches_made_while_the_first_ones_record_is_unwritten_wait_for_it_too(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ocapd.daemon.db import Database
+    from ocapd.daemon.peers import ShareFetches
+
+    share_id = "5" * 64  # a formula id, as the table checks
+
+    database = await Database.open(tmp_path / "ocapd.sqlite")
+    lock = sqlite3.connect(tmp_path / "ocapd.sqlite", isolation_level=None)
+    try:
+        async with trio.open_nursery() as nursery:
+            fetches = ShareFetches(SimpleNamespace(db=database, formulas={share_id: object()}, nursery=nursery))  # type: ignore[arg-type]
+            lock.execute("BEGIN IMMEDIATE")  # the record cannot be written yet
+            first = fetches.record(share_id, "peer-b")
+            assert first is not None
+            assert fetches.record(share_id, "peer-b") is first  # a second fetch is not answered before it either
+            await trio.sleep(0.2)
+            assert not first.done.is_set()
+            lock.execute("ROLLBACK")
+            with trio.fail_after(10):
+                await first.done.wait()
+            assert first.ok
+            (written,) = database.load_share_fetches()[share_id]
+            assert (written["peer"], written["count"]) == ("peer-b", 2)
+            assert fetches.record(share_id, "peer-b") is None  # written: later fetches are answered at once
+    finally:
+        lock.close()
+        await database.aclose()
