@@ -24,13 +24,11 @@ Only the JSON goes to stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import trio  # noqa: E402
-from daemon_harness import DaemonProcess  # noqa: E402
+from daemon_harness import DaemonProcess, example_zip, zip_bundle  # noqa: E402
 
 from ocapd.captp import E  # noqa: E402
 
@@ -59,14 +57,6 @@ def stats(samples: list[float]) -> dict[str, Any]:
     return {"median": ms(statistics.median(samples)), "p99": ms(ordered[int(len(ordered) * 0.99)]), "n": len(samples)}
 
 
-def _zip(files: dict[str, str | bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return out.getvalue()
-
-
 def page_zip(n: int) -> bytes:
     manifest = {
         "title": f"Page {n}", "version": "1.0.0",
@@ -74,12 +64,7 @@ def page_zip(n: int) -> bytes:
             "show": {"description": "Show something.", "readOnly": True, "examples": [f"show page {n}"]},
             "change": {"description": "Change something.", "args": {"what": "string"}}}},
     }  # fmt: skip
-    return _zip({"weblet.json": json.dumps(manifest), "index.html": f"<!doctype html><title>page {n}</title>"})
-
-
-def counter_zip() -> bytes:
-    folder = ROOT / "examples" / "weblets" / "counter"
-    return _zip({p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
+    return zip_bundle({"weblet.json": json.dumps(manifest), "index.html": f"<!doctype html><title>page {n}</title>"})
 
 
 async def run(quick: bool) -> dict[str, Any]:
@@ -97,7 +82,7 @@ async def run(quick: bool) -> dict[str, Any]:
             async with d.connect() as (host, facet, _):
                 manager = await E(host).weblets()
                 log("installing 50 weblets ...")
-                counter = await E(manager).install({"name": "counter", "filename": "counter.zip"}, counter_zip())
+                counter = await E(manager).install({"name": "counter", "filename": "counter.zip"}, example_zip("counter"))
                 panels = [(await E(manager).create_instance(counter["id"]))["panel"]]
                 for n in range(installed - 1):
                     w = await E(manager).install({"name": f"page-{n}", "filename": f"page-{n}.zip"}, page_zip(n))
