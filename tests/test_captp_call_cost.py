@@ -17,32 +17,19 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from sessions import SMALL_ARGS, Echo, StreamPair, ocapn_profile, transfer
+
 import ocapd.captp
-from ocapd.captp import E, Session, far
-from ocapd.captp.ocapn_locators import PeerLocator
-from ocapd.captp.ocapn_profile import OcapnProfile
+from ocapd.captp import E, Session
 from ocapd.captp.turns import run_turns
 
-SMALL_ARGS = {"op": "ping", "seq": 12345, "tags": ["a", "b"]}
 PACKAGE = os.path.dirname(ocapd.captp.__file__) + os.sep
 
 
-@far("Echo")
-class Echo:
-    def echo(self, value: Any) -> Any:
-        return value
-
-
 def pump(a: Session, b: Session) -> None:
-    moved = True
-    while moved:
-        moved = False
-        for src, dst in ((a, b), (b, a)):
-            frames = src.data_to_send()
-            for frame in frames:
-                dst.receive_frame(frame)
-            run_turns()
-            moved = moved or bool(frames)
+    """Frames both ways until both are quiet (``settle`` without its collection: finalizers here run by refcount)."""
+    while transfer(a, b) + transfer(b, a):
+        pass
 
 
 def one_call(client: Session, server: Session, ref: Any) -> None:
@@ -88,48 +75,8 @@ def test_a_call_costs_both_sessions_few_python_calls() -> None:
 # -- the OCapN profile ------------------------------------------------------------------
 
 
-def ocapn_profile(name: str) -> OcapnProfile:
-    return OcapnProfile(PeerLocator(name, "tcp-testing-only", {"host": "127.0.0.1", "port": "1"}))
-
-
-class Pair:
-    """A client and a server session of the OCapN profile, joined as by two byte streams."""
-
-    def __init__(self) -> None:
-        self.server_profile, self.client_profile = ocapn_profile("server"), ocapn_profile("client")
-        self.server = Session(Echo(), profile=self.server_profile, name="server")
-        self.client = Session(profile=self.client_profile, name="client")
-        limit = self.server.limits.max_frame_size
-        self.to_server = self.server_profile.frame_splitter(limit)
-        self.to_client = self.client_profile.frame_splitter(limit)
-        self.pump()
-        self.ref = self.client.bootstrap()
-
-    def _move(self, src: Session, profile: OcapnProfile, dst: Session, splitter: Any) -> bool:
-        frames = src.data_to_send()
-        if frames:
-            for frame in splitter.feed(profile.stream_bytes(frames)):
-                dst.receive_frame(frame)
-        run_turns()
-        return bool(frames)
-
-    def pump(self) -> None:
-        while self._move(self.client, self.client_profile, self.server, self.to_server) | self._move(
-            self.server, self.server_profile, self.client, self.to_client
-        ):
-            pass
-
-    def call(self) -> None:
-        promise = E(self.ref).echo(SMALL_ARGS)
-        run_turns()
-        self.pump()
-        assert promise.result() == SMALL_ARGS
-        del promise
-        self.pump()  # the gc-answer the dropped answer causes
-
-
 def test_an_ocapn_call_costs_both_sessions_few_python_calls() -> None:
-    pair = Pair()
+    pair = StreamPair(ocapn_profile)
     for _ in range(3):
         pair.call()
     calls = package_calls(pair.call)

@@ -31,72 +31,17 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from ocapd.captp import E, Session, far
-from ocapd.captp.msgpack_profile import MSGPACK
-from ocapd.captp.ocapn_locators import PeerLocator
-from ocapd.captp.ocapn_profile import OcapnProfile
-from ocapd.captp.profile import WireProfile
-from ocapd.captp.syrup import SyrupReader, SyrupSplitter, decode
-from ocapd.captp.turns import run_turns
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared session helpers
 
-SMALL_ARGS = {"op": "ping", "seq": 12345, "tags": ["a", "b"]}
+from sessions import StreamPair, msgpack_profile, ocapn_profile  # noqa: E402
+
+from ocapd.captp.syrup import SyrupReader, SyrupSplitter, decode  # noqa: E402
 
 
-@far("Echo")
-class Echo:
-    def echo(self, value: Any) -> Any:
-        return value
-
-
-class Pair:
-    """A client and a server session of one profile kind, joined by two byte streams."""
-
-    def __init__(self, make_profile: Any) -> None:
-        self.server_profile: WireProfile = make_profile("server")
-        self.client_profile: WireProfile = make_profile("client")
-        self.server = Session(Echo(), profile=self.server_profile, name="server")
-        self.client = Session(profile=self.client_profile, name="client")
-        limit = self.server.limits.max_frame_size
-        self.to_server = self.server_profile.frame_splitter(limit)
-        self.to_client = self.client_profile.frame_splitter(limit)
-        self.pump()
-        self.ref = self.client.bootstrap()
-
-    def _move(self, src: Session, profile: WireProfile, dst: Session, splitter: Any) -> bool:
-        frames = src.data_to_send()
-        if not frames:
-            return False
-        for frame in splitter.feed(profile.stream_bytes(frames)):
-            dst.receive_frame(frame)
-        run_turns()
-        return True
-
-    def pump(self) -> None:
-        while self._move(self.client, self.client_profile, self.server, self.to_server) | self._move(
-            self.server, self.server_profile, self.client, self.to_client
-        ):
-            pass
-
-    def call(self) -> None:
-        promise = E(self.ref).echo(SMALL_ARGS)
-        run_turns()
-        self.pump()
-        assert promise.settled and promise.result() == SMALL_ARGS
-        del promise
-        self.pump()  # the gc-answer the dropped answer causes
-
-
-def _ocapn(name: str) -> OcapnProfile:
-    return OcapnProfile(PeerLocator(name, "tcp-testing-only", {"host": "127.0.0.1", "port": "1"}))
-
-
-def _msgpack(name: str) -> WireProfile:
-    return MSGPACK
-
-
-def block_mean_us(pair: Pair, calls: int) -> float:
+def block_mean_us(pair: StreamPair, calls: int) -> float:
     start = time.perf_counter_ns()
     for _ in range(calls):
         pair.call()
@@ -105,7 +50,7 @@ def block_mean_us(pair: Pair, calls: int) -> float:
 
 def reading_steps(calls: int) -> dict[str, float]:
     """The OCapN frames one call reads, and what each reading step costs on them."""
-    pair = Pair(_ocapn)
+    pair = StreamPair(ocapn_profile)
     frames: list[bytes] = []
     original = pair.server.receive_frame, pair.client.receive_frame
 
@@ -119,7 +64,7 @@ def reading_steps(calls: int) -> dict[str, float]:
     pair.server.receive_frame, pair.client.receive_frame = recording(original[0]), recording(original[1])  # type: ignore[method-assign]
     pair.call()
     stream = b"".join(frames)
-    profile = _ocapn("reader")
+    profile = ocapn_profile("reader")
     decoded = [profile.decode_message(frame, pair.server.limits) for frame in frames]
 
     def timed(fn: Any) -> float:
@@ -166,7 +111,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a few calls: checks that it runs, measures nothing")
     options = parser.parse_args()
     blocks, calls = (2, 5) if options.smoke else (10, 500) if options.quick else (30, 1000)
-    pairs = {"msgpack": Pair(_msgpack), "ocapn": Pair(_ocapn)}
+    pairs = {"msgpack": StreamPair(msgpack_profile), "ocapn": StreamPair(ocapn_profile)}
     for pair in pairs.values():  # warm up
         block_mean_us(pair, calls // 5 + 1)
     means: dict[str, list[float]] = {name: [] for name in pairs}
