@@ -42,6 +42,7 @@ import secrets
 import socket
 import stat
 import time
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -307,16 +308,6 @@ class ShareFetches:
 
 
 
-#: The ``DaemonLimits`` fields that bound peers, as ``network show`` reports them.
-PEER_LIMITS = (
-    "peer_sessions",
-    "peer_connections_per_address",
-    "peer_failed_fetches",
-    "peer_failed_fetches_per_second",
-    "peer_fetch_budgets",
-)
-
-
 class FirstFetch:
     """A peer's first fetch of a share: ``done`` is set once its record is written (``ok``) or failed to be."""
 
@@ -443,7 +434,7 @@ class Network:
             "advertise": self._advertise if listening is not None else None,
             "sessions": self.node.sessions(),
             # The bounds peers meet (``OCAPD_LIMITS``), so an operator sees why a peer was cut off.
-            "limits": {name: getattr(self._limits, name) for name in PEER_LIMITS},
+            "limits": {f.name: getattr(self._limits, f.name) for f in fields(self._limits) if f.name.startswith("peer_")},
         }
 
     # -- shares ------------------------------------------------------------------------
